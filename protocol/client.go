@@ -1,0 +1,220 @@
+package protocol
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+)
+
+// Client is one persistent connection to an application server. Many
+// goroutines may Call at once; their requests share the connection and
+// their responses are matched by request id, in whatever order they come.
+type Client struct {
+	conn     net.Conn
+	writer   *Writer
+	ids      *idSource
+	maxFrame int
+	logger   *slog.Logger
+
+	mu      sync.Mutex
+	pending map[ID]chan<- Response
+	err     error // set once, when the connection ends
+
+	done       chan struct{}
+	readerDone chan struct{}
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*clientConfig)
+
+type clientConfig struct {
+	maxFrame int
+	logger   *slog.Logger
+}
+
+// WithMaxFrameSize sets the largest response frame the client accepts
+// (DefaultMaxFrameSize by default). A larger one ends the connection.
+func WithMaxFrameSize(n int) ClientOption {
+	return func(c *clientConfig) { c.maxFrame = n }
+}
+
+// WithLogger sets where the client logs dropped responses and connection
+// failures. The default discards everything.
+func WithLogger(l *slog.Logger) ClientOption {
+	return func(c *clientConfig) { c.logger = l }
+}
+
+// Dial connects to the application server listening on the Unix socket at
+// path.
+func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to application socket %s: %w", path, err)
+	}
+	return NewClient(conn, opts...), nil
+}
+
+// NewClient takes ownership of conn and starts reading responses from it.
+func NewClient(conn net.Conn, opts ...ClientOption) *Client {
+	cfg := clientConfig{maxFrame: DefaultMaxFrameSize}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		conn:       conn,
+		writer:     NewWriter(conn),
+		ids:        newIDSource(),
+		maxFrame:   cfg.maxFrame,
+		logger:     cfg.logger,
+		pending:    make(map[ID]chan<- Response),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	go c.readLoop()
+	return c
+}
+
+// Call sends one request payload (a msgpack map, see EncodePayload) and
+// waits for its response payload. An error the application reported is an
+// *AppError and leaves the connection usable. When ctx ends first, Call
+// returns an error wrapping ctx.Err() and the late response, if it comes,
+// is dropped. When the connection ends, every pending Call returns an error
+// matching ErrConnectionClosed.
+func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	id := c.ids.id()
+	ch := make(chan Response, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.pending[id] = ch
+	c.mu.Unlock()
+
+	if err := c.writer.WriteRequest(Request{ID: id, Payload: payload}); err != nil {
+		c.fail(fmt.Errorf("writing request: %w", err))
+	}
+	select {
+	case resp := <-ch:
+		return c.result(resp)
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		select {
+		case resp := <-ch: // it raced the deadline and won
+			return c.result(resp)
+		default:
+		}
+		return nil, fmt.Errorf("request %s: %w", id, ctx.Err())
+	}
+}
+
+func (c *Client) result(resp Response) ([]byte, error) {
+	if resp.Payload != nil {
+		return resp.Payload, nil
+	}
+	if resp.Error == nil { // the connection ended; see fail
+		return nil, c.Err()
+	}
+	appErr, err := DecodeError(resp.Error)
+	if err != nil {
+		c.fail(err)
+		return nil, c.Err()
+	}
+	return nil, appErr
+}
+
+// InFlight returns the number of requests waiting for a response.
+func (c *Client) InFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// Done is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended (matching ErrConnectionClosed), or
+// nil while it is open.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// errClientClosed is the cause recorded when the client's owner closes it.
+var errClientClosed = errors.New("client closed")
+
+// Close ends the connection, fails pending calls, and waits for the reader
+// goroutine to stop.
+func (c *Client) Close() error {
+	c.fail(errClientClosed)
+	<-c.readerDone
+	return nil
+}
+
+// fail ends the connection once, with cause as the reason, and wakes every
+// pending call.
+func (c *Client) fail(cause error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = &ConnectionError{Err: cause}
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+
+	if !errors.Is(cause, errClientClosed) {
+		c.logger.Warn("application connection ended", "err", cause, "pending", len(pending))
+	}
+	_ = c.conn.Close()
+	for _, ch := range pending {
+		ch <- Response{} // neither payload nor error: read c.err
+	}
+	close(c.done)
+}
+
+func (c *Client) readLoop() {
+	defer close(c.readerDone)
+	r := bufio.NewReaderSize(c.conn, 64<<10)
+	for {
+		body, err := ReadFrame(r, c.maxFrame)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("server closed the connection")
+			}
+			c.fail(err)
+			return
+		}
+		resp, err := DecodeResponse(body)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.mu.Lock()
+		ch, ok := c.pending[resp.ID]
+		delete(c.pending, resp.ID)
+		c.mu.Unlock()
+		if !ok {
+			c.logger.Debug("dropping response for an unknown or timed-out request", "request_id", resp.ID)
+			continue
+		}
+		ch <- resp
+	}
+}

@@ -1,0 +1,301 @@
+package protocol
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// scriptedServer accepts one connection and hands each decoded request to
+// handle, which may answer through the writer in any order.
+type scriptedServer struct {
+	ln   net.Listener
+	path string
+	wg   sync.WaitGroup
+}
+
+func startServer(t *testing.T, handle func(conn net.Conn, w *Writer, reqs <-chan Request)) *scriptedServer {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scriptedServer{ln: ln, path: path}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		reqs := make(chan Request, 64)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer close(reqs)
+			r := bufio.NewReader(conn)
+			for {
+				body, err := ReadFrame(r, 0)
+				if err != nil {
+					return
+				}
+				req, err := DecodeRequest(body)
+				if err != nil {
+					return
+				}
+				reqs <- req
+			}
+		}()
+		handle(conn, NewWriter(conn), reqs)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func dial(t *testing.T, path string) *Client {
+	t.Helper()
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func echoHandler(conn net.Conn, w *Writer, reqs <-chan Request) {
+	for req := range reqs {
+		if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
+			return
+		}
+	}
+}
+
+func TestCallRoundTrip(t *testing.T) {
+	s := startServer(t, echoHandler)
+	c := dial(t, s.path)
+	payload := mustPayload(t, map[string]any{"value": "hi"})
+	got, err := c.Call(context.Background(), payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := DecodePayload(got)
+	if err != nil || m["value"] != "hi" {
+		t.Fatalf("got %v, %v", m, err)
+	}
+}
+
+func TestCallResponsesOutOfOrder(t *testing.T) {
+	// The server holds the first request until the second has been answered.
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		first, ok := <-reqs
+		if !ok {
+			return
+		}
+		second, ok := <-reqs
+		if !ok {
+			return
+		}
+		_ = w.WriteResponse(Response{ID: second.ID, Payload: second.Payload})
+		_ = w.WriteResponse(Response{ID: first.ID, Payload: first.Payload})
+		echoHandler(conn, w, reqs)
+	})
+	c := dial(t, s.path)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := c.Call(context.Background(), mustPayload(t, map[string]any{"n": i}))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			m, _ := DecodePayload(got)
+			if m["n"] != int64(i) {
+				t.Errorf("call %d got response %v", i, m)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestCallAppError(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for req := range reqs {
+			_ = w.WriteResponse(Response{ID: req.ID, Error: EncodeError(&AppError{Type: "KeyError", Message: "missing", Details: map[string]any{"key": "x"}})})
+		}
+	})
+	c := dial(t, s.path)
+	_, err := c.Call(context.Background(), mustPayload(t, map[string]any{}))
+	var appErr *AppError
+	if !errors.As(err, &appErr) || appErr.Type != "KeyError" || appErr.Message != "missing" {
+		t.Fatalf("err = %v", err)
+	}
+	if d, ok := appErr.Details.(map[string]any); !ok || d["key"] != "x" {
+		t.Errorf("details = %#v", appErr.Details)
+	}
+	if _, err := c.Call(context.Background(), mustPayload(t, map[string]any{})); !errors.As(err, &appErr) {
+		t.Fatalf("connection unusable after an app error: %v", err)
+	}
+}
+
+func TestCallTimeoutDropsLateReply(t *testing.T) {
+	release := make(chan struct{})
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		slow, ok := <-reqs
+		if !ok {
+			return
+		}
+		<-release
+		_ = w.WriteResponse(Response{ID: slow.ID, Payload: slow.Payload}) // late: must be dropped
+		echoHandler(conn, w, reqs)
+	})
+	c := dial(t, s.path)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := c.Call(ctx, mustPayload(t, map[string]any{"slow": true}))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	if n := c.InFlight(); n != 0 {
+		t.Errorf("in flight after timeout = %d", n)
+	}
+	close(release)
+	got, err := c.Call(context.Background(), mustPayload(t, map[string]any{"fast": true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := DecodePayload(got); m["fast"] != true {
+		t.Errorf("got the late reply instead of our own: %v", m)
+	}
+}
+
+func TestMalformedResponseFailsEveryPendingCall(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for range 3 {
+			if _, ok := <-reqs; !ok {
+				return
+			}
+		}
+		_, _ = conn.Write([]byte{0, 0, 0, 2, 0x92, 0x01}) // an array, not an envelope
+		for range reqs {
+		}
+	})
+	c := dial(t, s.path)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Call(context.Background(), mustPayload(t, map[string]any{}))
+			if !errors.Is(err, ErrConnectionClosed) || !IsMalformed(err) {
+				t.Errorf("err = %v, want a connection error caused by a malformed envelope", err)
+			}
+		}()
+	}
+	wg.Wait()
+	<-c.Done()
+	if _, err := c.Call(context.Background(), mustPayload(t, map[string]any{})); !errors.Is(err, ErrConnectionClosed) {
+		t.Errorf("call after failure: %v", err)
+	}
+}
+
+func TestOversizedResponseFailsConnection(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		req, ok := <-reqs
+		if !ok {
+			return
+		}
+		_ = w.WriteResponse(Response{ID: req.ID, Payload: make([]byte, 2048)})
+		for range reqs {
+		}
+	})
+	c, err := Dial(context.Background(), s.path, WithMaxFrameSize(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Call(context.Background(), mustPayload(t, map[string]any{}))
+	var fe *FrameError
+	if !errors.As(err, &fe) || fe.Fault != FaultTooLarge {
+		t.Fatalf("err = %v, want a too-large frame error", err)
+	}
+}
+
+func TestServerGoneFailsPendingCall(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		<-reqs
+		conn.Close()
+	})
+	c := dial(t, s.path)
+	_, err := c.Call(context.Background(), mustPayload(t, map[string]any{}))
+	if !errors.Is(err, ErrConnectionClosed) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestCloseFailsPendingCallPromptly(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for range reqs { // never answers
+		}
+	})
+	c := dial(t, s.path)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Call(context.Background(), mustPayload(t, map[string]any{}))
+		errc <- err
+	}()
+	for c.InFlight() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	if err := <-errc; !errors.Is(err, ErrConnectionClosed) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestUnknownResponseIsDropped(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for req := range reqs {
+			_ = w.WriteResponse(Response{ID: ID{1}, Payload: req.Payload})
+			_ = w.WriteResponse(Response{ID: req.ID, Payload: req.Payload})
+		}
+	})
+	c := dial(t, s.path)
+	for range 3 {
+		if _, err := c.Call(context.Background(), mustPayload(t, map[string]any{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestIDsAreCanonicalUUIDs(t *testing.T) {
+	src := newIDSource()
+	seen := map[ID]bool{}
+	for range 1000 {
+		id := src.id()
+		if seen[id] {
+			t.Fatalf("duplicate id %s", id)
+		}
+		seen[id] = true
+		s := id.String()
+		back, err := ParseID(s)
+		if err != nil || back != id || s[14] != '4' || (s[19] != '8' && s[19] != '9' && s[19] != 'a' && s[19] != 'b') {
+			t.Fatalf("id %s is not a canonical v4 UUID (%v)", s, err)
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package protocol
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+)
+
+// ID is a request id: a UUID, sent as its canonical lowercase string.
+type ID [16]byte
+
+// String returns the canonical form, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx.
+func (id ID) String() string { return uuid.UUID(id).String() }
+
+// ParseID accepts the forms Python's uuid.UUID accepts (canonical, 32 hex
+// digits, braces, urn:uuid:, any case), as the original server did.
+func ParseID(s string) (ID, error) {
+	u, err := uuid.Parse(s)
+	return ID(u), err
+}
+
+// idSource makes request ids cheaply: a random prefix fixed per source and a
+// counter, shaped as version-4 UUIDs. Ids only need to be unique per
+// connection; the random prefix also keeps them unique across connections.
+type idSource struct {
+	prefix [8]byte
+	next   atomic.Uint64
+}
+
+func newIDSource() *idSource {
+	s := &idSource{}
+	_, _ = rand.Read(s.prefix[:]) // crypto/rand.Read never fails
+	s.prefix[6] = s.prefix[6]&0x0f | 0x40
+	return s
+}
+
+func (s *idSource) id() ID {
+	var id ID
+	copy(id[:8], s.prefix[:])
+	binary.BigEndian.PutUint64(id[8:], s.next.Add(1))
+	id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
+	return id
+}
+
+// Request is a request envelope.
+type Request struct {
+	ID      ID
+	Payload []byte // msgpack encoding of the request map
+}
+
+// Response is a response envelope. Exactly one of Payload and Error is
+// non-nil: Payload holds the msgpack encoding of the response map, Error
+// the msgpack encoding of an error map (see DecodeError).
+type Response struct {
+	ID      ID
+	Payload []byte
+	Error   []byte
+}
+
+// AppendRequestFrame appends req to dst as a complete frame.
+func AppendRequestFrame(dst []byte, req Request) []byte {
+	dst, start := beginFrame(dst)
+	dst = appendMapHeader(dst, 2)
+	dst = appendStr(dst, "request_id")
+	dst = appendIDStr(dst, req.ID)
+	dst = appendStr(dst, "payload")
+	dst = appendBinOrNil(dst, nonNil(req.Payload))
+	return finishFrame(dst, start)
+}
+
+// AppendResponseFrame appends resp to dst as a complete frame.
+func AppendResponseFrame(dst []byte, resp Response) []byte {
+	dst, start := beginFrame(dst)
+	dst = appendMapHeader(dst, 3)
+	dst = appendStr(dst, "request_id")
+	dst = appendIDStr(dst, resp.ID)
+	dst = appendStr(dst, "payload")
+	dst = appendBinOrNil(dst, resp.Payload)
+	dst = appendStr(dst, "error")
+	dst = appendBinOrNil(dst, resp.Error)
+	return finishFrame(dst, start)
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// appendIDStr writes id as a 36-character msgpack string (str8, as the
+// original encoder does for strings of 32 bytes or more).
+func appendIDStr(dst []byte, id ID) []byte {
+	dst = append(dst, 0xd9, 36)
+	n := len(dst)
+	dst = append(dst, make([]byte, 36)...)
+	b := dst[n:]
+	hex.Encode(b[0:8], id[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], id[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], id[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], id[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], id[10:])
+	return dst
+}
+
+// DecodeRequest decodes a request envelope from a frame body. Unknown keys
+// are ignored, as the original's envelope model ignored them.
+func DecodeRequest(body []byte) (Request, error) {
+	var req Request
+	var haveID, havePayload bool
+	err := decodeEnvelope(body, func(key string, r *mpReader) error {
+		switch key {
+		case "request_id":
+			id, err := readID(r)
+			req.ID, haveID = id, true
+			return err
+		case "payload":
+			b, err := r.binOrNil()
+			if err == nil && b == nil {
+				return fmt.Errorf("payload must be bin, found nil")
+			}
+			req.Payload, havePayload = b, true
+			return err
+		}
+		return r.skip(0)
+	})
+	switch {
+	case err != nil:
+		return Request{}, &EnvelopeError{Kind: "request", Reason: err.Error()}
+	case !haveID:
+		return Request{}, &EnvelopeError{Kind: "request", Reason: "request_id is missing"}
+	case !havePayload:
+		return Request{}, &EnvelopeError{Kind: "request", Reason: "payload is missing"}
+	}
+	return req, nil
+}
+
+// DecodeResponse decodes a response envelope from a frame body. An absent
+// payload or error key counts as nil, as in the original's model.
+func DecodeResponse(body []byte) (Response, error) {
+	var resp Response
+	var haveID bool
+	err := decodeEnvelope(body, func(key string, r *mpReader) error {
+		var err error
+		switch key {
+		case "request_id":
+			resp.ID, err = readID(r)
+			haveID = true
+		case "payload":
+			resp.Payload, err = r.binOrNil()
+		case "error":
+			resp.Error, err = r.binOrNil()
+		default:
+			err = r.skip(0)
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return Response{}, &EnvelopeError{Kind: "response", Reason: err.Error()}
+	case !haveID:
+		return Response{}, &EnvelopeError{Kind: "response", Reason: "request_id is missing"}
+	case (resp.Payload == nil) == (resp.Error == nil):
+		return Response{}, &EnvelopeError{Kind: "response", Reason: "exactly one of payload and error must be non-nil"}
+	}
+	return resp, nil
+}
+
+// decodeEnvelope walks the top-level map of body, calling field for each
+// key, and requires the map to span the whole body.
+func decodeEnvelope(body []byte, field func(key string, r *mpReader) error) error {
+	r := &mpReader{b: body}
+	n, err := r.mapLen()
+	if err != nil {
+		return err
+	}
+	seen := make(map[string]bool, n)
+	for range n {
+		k, err := r.str()
+		if err != nil {
+			return fmt.Errorf("key: %w", err)
+		}
+		key := string(k)
+		if seen[key] {
+			return fmt.Errorf("duplicate key %q", key)
+		}
+		seen[key] = true
+		if err := field(key, r); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	if !r.done() {
+		return fmt.Errorf("%d bytes after the envelope map", len(r.b)-r.off)
+	}
+	return nil
+}
+
+func readID(r *mpReader) (ID, error) {
+	s, err := r.str()
+	if err != nil {
+		return ID{}, err
+	}
+	u, err := uuid.ParseBytes(s)
+	if err != nil {
+		return ID{}, fmt.Errorf("not a UUID: %q", s)
+	}
+	return ID(u), nil
+}

@@ -1,0 +1,78 @@
+package protocol
+
+import (
+	"io"
+	"sync"
+)
+
+// Writer writes frames to a stream on behalf of many goroutines. Writes are
+// serialized, and frames queued while a write is under way go out together
+// in the next one: under load, one system call carries many frames; alone, a
+// frame is written by its own caller with no hand-off.
+type Writer struct {
+	w io.Writer
+
+	mu      sync.Mutex
+	buf     []byte
+	spare   []byte
+	writing bool
+	err     error
+}
+
+// NewWriter returns a Writer over w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// maxRetainedBuffer is the largest buffer kept for reuse after a write.
+const maxRetainedBuffer = 1 << 20
+
+// WriteRequest queues req as a frame and returns once it has been written,
+// or handed to a write already under way. The error of a failed write is
+// returned to the goroutine that performed it and to every later caller.
+func (w *Writer) WriteRequest(req Request) error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	w.buf = AppendRequestFrame(w.buf, req)
+	return w.flushLocked()
+}
+
+// WriteResponse is WriteRequest for a response envelope.
+func (w *Writer) WriteResponse(resp Response) error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	w.buf = AppendResponseFrame(w.buf, resp)
+	return w.flushLocked()
+}
+
+// flushLocked is called with w.mu held and releases it.
+func (w *Writer) flushLocked() error {
+	if w.writing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.writing = true
+	for len(w.buf) > 0 && w.err == nil {
+		out := w.buf
+		w.buf = w.spare[:0]
+		w.mu.Unlock()
+		_, err := w.w.Write(out)
+		w.mu.Lock()
+		if err != nil {
+			w.err = err
+		}
+		if cap(out) <= maxRetainedBuffer {
+			w.spare = out[:0]
+		} else {
+			w.spare = nil
+		}
+	}
+	w.writing = false
+	err := w.err
+	w.mu.Unlock()
+	return err
+}
