@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -23,14 +24,21 @@ func EncodePayload(v any) ([]byte, error) {
 	return b, nil
 }
 
-// DecodePayload decodes a payload into a map. Integers come back as int64 or
-// uint64, floats as float64, nested maps as map[string]any.
+// DecodePayload decodes a payload into a map. Integers come back as int64
+// (uint64 only above the int64 range), floats as float64, arrays as []any,
+// nested maps as map[string]any (map[any]any if a key is not a string).
 func DecodePayload(b []byte) (map[string]any, error) {
-	var m map[string]any
-	if err := DecodePayloadInto(b, &m); err != nil {
+	if err := checkPayload(b); err != nil {
 		return nil, err
 	}
-	return m, nil
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(b))
+	v, err := decodeStringMap(dec)
+	if err != nil {
+		return nil, &PayloadError{Message: msgPayloadNotMsgpack, Err: err}
+	}
+	return v.(map[string]any), nil // checkPayload guarantees string keys
 }
 
 // DecodePayloadInto checks that b is a msgpack map with string keys, then
@@ -92,7 +100,6 @@ func unmarshal(b []byte, v any) error {
 	dec.Reset(bytes.NewReader(b))
 	dec.UseLooseInterfaceDecoding(true)
 	dec.SetCustomStructTag("json")
-	dec.SetMapDecoder(decodeStringMap)
 	return dec.Decode(v)
 }
 
@@ -116,11 +123,42 @@ func decodeStringMap(dec *msgpack.Decoder) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if m[k], err = dec.DecodeInterfaceLoose(); err != nil {
+		if m[k], err = decodeValue(dec); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// decodeValue decodes any value with DecodePayload's type conventions.
+func decodeValue(dec *msgpack.Decoder) (any, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c >= 0xcc && c <= 0xcf: // unsigned integers of 1 to 8 bytes
+		u, err := dec.DecodeUint64()
+		if err != nil || u > math.MaxInt64 {
+			return u, err
+		}
+		return int64(u), nil
+	case c&0xf0 == 0x80 || c == 0xde || c == 0xdf:
+		return decodeStringMap(dec)
+	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
+		n, err := dec.DecodeArrayLen()
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		items := make([]any, n)
+		for i := range items {
+			if items[i], err = decodeValue(dec); err != nil {
+				return nil, err
+			}
+		}
+		return items, nil
+	}
+	return dec.DecodeInterfaceLoose()
 }
 
 func decodeAnyMap(dec *msgpack.Decoder, partial map[string]any, left int) (any, error) {
@@ -129,14 +167,14 @@ func decodeAnyMap(dec *msgpack.Decoder, partial map[string]any, left int) (any, 
 		m[k] = v
 	}
 	for range left {
-		k, err := dec.DecodeInterfaceLoose()
+		k, err := decodeValue(dec)
 		if err != nil {
 			return nil, err
 		}
 		if !hashable(k) {
 			return nil, errors.New("map key is not hashable")
 		}
-		if m[k], err = dec.DecodeInterfaceLoose(); err != nil {
+		if m[k], err = decodeValue(dec); err != nil {
 			return nil, err
 		}
 	}
@@ -155,18 +193,16 @@ func isStrCode(c byte) bool { return c&0xe0 == 0xa0 || (c >= 0xd9 && c <= 0xdb) 
 
 // DecodeError decodes the error map of a response envelope.
 func DecodeError(b []byte) (*AppError, error) {
-	var e struct {
-		Type    *string `msgpack:"error_type"`
-		Message *string `msgpack:"message"`
-		Details any     `msgpack:"details"`
-	}
-	if err := DecodePayloadInto(b, &e); err != nil {
+	m, err := DecodePayload(b)
+	if err != nil {
 		return nil, &EnvelopeError{Kind: "error", Reason: err.Error()}
 	}
-	if e.Type == nil || e.Message == nil {
+	typ, ok1 := m["error_type"].(string)
+	msg, ok2 := m["message"].(string)
+	if !ok1 || !ok2 {
 		return nil, &EnvelopeError{Kind: "error", Reason: "error_type and message must be strings"}
 	}
-	return &AppError{Type: *e.Type, Message: *e.Message, Details: e.Details}, nil
+	return &AppError{Type: typ, Message: msg, Details: m["details"]}, nil
 }
 
 // EncodeError encodes e as the error map of a response envelope, keys in

@@ -122,7 +122,7 @@ func buildVectors(t testing.TB) vectorFile {
 			request("request_echo", map[string]any{"value": "hi"}),
 			request("request_nested", map[string]any{
 				"count": 3, "negative": -40000, "ratio": 0.5, "tags": []any{"a", "b"},
-				"nested": map[string]any{"ok": true, "nothing": nil},
+				"nested":    map[string]any{"ok": true, "nothing": nil},
 				"long_text": "a string of more than thirty-one bytes uses str8",
 			}),
 			request("request_empty_map", map[string]any{}),

@@ -1,0 +1,150 @@
+package ociapp_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ociapp/ociapp"
+	"github.com/ociapp/ociapp/protocol"
+)
+
+// The protocol benchmarks run the Go client against the Go SDK server over a
+// real Unix socket. BenchmarkRawPingPong is the floor: the same socket
+// carrying 4-byte messages with no protocol at all.
+
+func echoHandler() ociapp.Handler {
+	return ociapp.NewHandler[echoRequest, echoResponse](ociapp.Func[echoRequest, echoResponse](
+		func(_ context.Context, req echoRequest) (echoResponse, error) { return echoResponse(req), nil }))
+}
+
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, conc := range []int{1, 64} {
+		b.Run(concName(conc), func(b *testing.B) {
+			path := serveBench(b, echoHandler())
+			c, err := protocol.Dial(context.Background(), path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			payload, _ := protocol.EncodePayload(echoRequest{Value: "hello"})
+			runConcurrent(b, conc, func() error {
+				_, err := c.Call(context.Background(), payload)
+				return err
+			})
+		})
+	}
+}
+
+func BenchmarkRawPingPong(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "raw.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 4)
+		for {
+			if _, err := io.ReadFull(conn, buf); err != nil {
+				return
+			}
+			if _, err := conn.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	runConcurrent(b, 1, func() error {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(conn, buf)
+		return err
+	})
+	conn.Close()
+	ln.Close()
+	wg.Wait()
+}
+
+func concName(c int) string {
+	if c == 1 {
+		return "c1"
+	}
+	return "c64"
+}
+
+func serveBench(b *testing.B, h ociapp.Handler) string {
+	path := filepath.Join(b.TempDir(), "app.sock")
+	ln, err := ociapp.Listen(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = (&ociapp.Server{Handler: h}).Serve(ctx, ln)
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return path
+}
+
+// runConcurrent runs b.N calls of op from conc goroutines and reports the
+// median latency and the throughput.
+func runConcurrent(b *testing.B, conc int, op func() error) {
+	b.Helper()
+	var next atomic.Int64
+	latencies := make([]time.Duration, b.N)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	b.ResetTimer()
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				if err := op(); err != nil {
+					failed.Store(err)
+					return
+				}
+				latencies[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	slices.Sort(latencies)
+	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+}

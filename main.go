@@ -1,0 +1,75 @@
+package ociapp
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ociapp/ociapp/protocol"
+)
+
+// Main runs an application binary's command line and exits:
+//
+//	APP serve [--socket PATH] [--max-frame-size N] [--grace DURATION]
+//	APP schema
+//
+// serve listens on protocol.DefaultSocketPath unless told otherwise, and
+// drains and exits 0 on SIGTERM or SIGINT. schema prints the request and
+// response JSON Schemas as {"request": ..., "response": ...}.
+func Main[Req, Resp any](app Application[Req, Resp]) {
+	os.Exit(Run(context.Background(), NewHandler(app), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Run is Main without the exit, for tests and for binaries that add their
+// own commands. It returns the exit status.
+func Run(ctx context.Context, h Handler, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: APP serve [--socket PATH] | APP schema")
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, h, args[1:], stderr)
+	case "schema":
+		req, resp := h.Schemas()
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"request": req, "response": resp}); err != nil {
+			fmt.Fprintln(stderr, "writing schema:", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "unknown command %q; commands: serve, schema\n", args[0])
+	return 2
+}
+
+func runServe(ctx context.Context, h Handler, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", protocol.DefaultSocketPath, "Unix socket path to listen on")
+	maxFrame := fs.Int("max-frame-size", protocol.DefaultMaxFrameSize, "largest request frame accepted, in bytes")
+	grace := fs.Duration("grace", DefaultGracePeriod, "how long in-flight requests may finish after SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := &Server{
+		Handler:      h,
+		MaxFrameSize: *maxFrame,
+		GracePeriod:  *grace,
+		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if err := srv.ListenAndServe(ctx, *socket); err != nil {
+		fmt.Fprintln(stderr, "ociapp:", err)
+		return 1
+	}
+	return 0
+}
