@@ -210,7 +210,7 @@ func (n integer) fitsInt64() bool {
 
 func (n integer) int64() int64 {
 	if n.neg {
-		return -int64(n.mag - 1) - 1
+		return -int64(n.mag-1) - 1
 	}
 	return int64(n.mag)
 }
