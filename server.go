@@ -189,18 +189,35 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
 	w := protocol.NewWriter(conn)
 	r := bufio.NewReaderSize(conn, 64<<10)
-	var inflight sync.WaitGroup
+	// Requests run on reusable workers: a fresh goroutine per request would
+	// pay again and again to grow its stack to the depth decoding needs.
+	var inflight, workers sync.WaitGroup
+	idle := make(chan protocol.Request)
+	defer func() {
+		close(idle)
+		workers.Wait()
+	}()
+	work := func(req protocol.Request) {
+		for ok := true; ok; req, ok = <-idle {
+			_ = w.WriteResponse(s.handle(ctx, req)) // a failed write means the peer is gone
+			inflight.Done()
+		}
+	}
 	for {
 		body, err := protocol.ReadFrame(r, s.MaxFrameSize)
 		if err == nil {
 			var req protocol.Request
 			if req, err = protocol.DecodeRequest(body); err == nil {
 				inflight.Add(1)
-				go func() {
-					defer inflight.Done()
-					resp := s.handle(ctx, req)
-					_ = w.WriteResponse(resp) // a failed write means the peer is gone
-				}()
+				select {
+				case idle <- req:
+				default:
+					workers.Add(1)
+					go func() {
+						defer workers.Done()
+						work(req)
+					}()
+				}
 				continue
 			}
 		}
