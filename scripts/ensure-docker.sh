@@ -76,6 +76,21 @@ log_tail() {
 	fi
 }
 
+# On a cgroup v1 host, containerd's shim cannot load a container's cgroup
+# when a hierarchy named in /proc/self/cgroup is not mounted, and then Docker
+# never reports OOM kills (see docs/engine.md). Mount any that are missing.
+mount_cgroup_v1() {
+	[ "$(id -u)" -eq 0 ] && [ ! -f /sys/fs/cgroup/cgroup.controllers ] || return 0
+	local s
+	for s in net_cls net_prio perf_event hugetlb; do
+		if grep -q ":$s:" /proc/self/cgroup && ! mountpoint -q "/sys/fs/cgroup/$s"; then
+			mkdir -p "/sys/fs/cgroup/$s" && mount -t cgroup -o "$s" cgroup "/sys/fs/cgroup/$s" &&
+				say "mounted the $s cgroup hierarchy"
+		fi
+	done
+}
+mount_cgroup_v1
+
 if docker_ok; then
 	say "daemon running ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown)), nothing to do"
 	exit 0

@@ -1,0 +1,307 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"go.uber.org/goleak"
+
+	"github.com/ociapp/ociapp/engine"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	removeTestImages()
+	if code == 0 {
+		// The docker client keeps idle HTTP connections (two goroutines
+		// each) until Close; every test closes its engine, so none may
+		// remain.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// requireDocker returns an engine for the local daemon, closed when the
+// test ends. Without a daemon the test fails when CI=true and is skipped
+// otherwise.
+func requireDocker(t testing.TB) *Engine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e, err := New(ctx)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Docker is required when CI=true: %v", err)
+		}
+		t.Skipf("Docker is not available, skipping: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("closing engine: %v", err)
+		}
+	})
+	return e
+}
+
+// testCtx is a context for one test's engine calls.
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// testImage is the image the container tests run: one static binary,
+// testdata/testprog, as its entrypoint, built and loaded without a registry.
+type testImage struct {
+	Ref      string   // tag it is loaded under
+	ID       string   // ID the daemon gives it
+	Config   string   // config digest
+	Manifest string   // manifest digest
+	Archive  []byte   // docker-save archive, tagged Ref
+	Untagged []byte   // docker-save archive of the same image without a tag
+	Loaded   []string // what LoadImage reported for Archive
+	Image    v1.Image // the image itself
+}
+
+// The fixture is built once per test binary and removed by TestMain.
+var (
+	fixtureOnce sync.Once
+	fixture     testImage
+	fixtureErr  error
+	cleanupRefs struct {
+		sync.Mutex
+		refs []string
+	}
+)
+
+// removeImageLater registers an image for removal when the tests end.
+func removeImageLater(ref string) {
+	cleanupRefs.Lock()
+	defer cleanupRefs.Unlock()
+	cleanupRefs.refs = append(cleanupRefs.refs, ref)
+}
+
+func removeTestImages() {
+	cleanupRefs.Lock()
+	refs := cleanupRefs.refs
+	cleanupRefs.Unlock()
+	if len(refs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := New(ctx)
+	if err != nil {
+		return
+	}
+	defer e.Close()
+	// Newest first: built images before the base they were built on.
+	for i := len(refs) - 1; i >= 0; i-- {
+		_, _ = e.cli.ImageRemove(ctx, refs[i], image.RemoveOptions{Force: true, PruneChildren: true})
+	}
+}
+
+// requireImage returns the test image, loaded into e's daemon.
+func requireImage(t testing.TB, e *Engine) testImage {
+	t.Helper()
+	fixtureOnce.Do(func() { fixture, fixtureErr = makeTestImage(e) })
+	if fixtureErr != nil {
+		t.Fatalf("preparing the test image: %v", fixtureErr)
+	}
+	return fixture
+}
+
+func makeTestImage(e *Engine) (testImage, error) {
+	bin, err := buildTestProg()
+	if err != nil {
+		return testImage{}, err
+	}
+	img, err := imageWithBinary(bin)
+	if err != nil {
+		return testImage{}, err
+	}
+	ti := testImage{Ref: "ociapp-enginetest:" + randomHex(6), Image: img}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		return testImage{}, err
+	}
+	ti.Config = cfg.String()
+	dg, err := img.Digest()
+	if err != nil {
+		return testImage{}, err
+	}
+	ti.Manifest = dg.String()
+
+	tag, err := name.NewTag(ti.Ref)
+	if err != nil {
+		return testImage{}, err
+	}
+	var tagged bytes.Buffer
+	if err := tarball.Write(tag, img, &tagged); err != nil {
+		return testImage{}, err
+	}
+	ti.Archive = tagged.Bytes()
+	// A digest reference writes no RepoTags: the daemon loads it untagged.
+	digestRef, err := name.NewDigest("ociapp-enginetest@" + ti.Manifest)
+	if err != nil {
+		return testImage{}, err
+	}
+	var untagged bytes.Buffer
+	if err := tarball.Write(digestRef, img, &untagged); err != nil {
+		return testImage{}, err
+	}
+	ti.Untagged = untagged.Bytes()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	removeImageLater(ti.Ref)
+	ti.Loaded, err = e.LoadImage(ctx, bytes.NewReader(ti.Archive))
+	if err != nil {
+		return testImage{}, fmt.Errorf("loading: %w", err)
+	}
+	insp, err := e.cli.ImageInspect(ctx, ti.Ref)
+	if err != nil {
+		return testImage{}, err
+	}
+	ti.ID = insp.ID
+	return ti, nil
+}
+
+// buildTestProg compiles testdata/testprog as a static Linux binary.
+func buildTestProg() ([]byte, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	dir, err := os.MkdirTemp("", "ociapp-testprog-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "testprog")
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./testdata/testprog")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building testprog: %v\n%s", err, b)
+	}
+	return os.ReadFile(out)
+}
+
+// imageWithBinary makes a one-layer image holding bin at /testprog.
+func imageWithBinary(bin []byte) (v1.Image, error) {
+	var layerTar bytes.Buffer
+	tw := tar.NewWriter(&layerTar)
+	files := []struct {
+		name string
+		mode int64
+		typ  byte
+		data []byte
+	}{
+		{"testprog", 0o755, tar.TypeReg, bin},
+		{"tmp/", 0o1777, tar.TypeDir, nil},
+		{"mnt/", 0o755, tar.TypeDir, nil},
+	}
+	for _, f := range files {
+		hdr := &tar.Header{Name: f.name, Mode: f.mode, Typeflag: f.typ, Size: int64(len(f.data)), ModTime: time.Unix(0, 0)}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	layerBytes := layerTar.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerBytes)), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS = "linux"
+	cf.Architecture = runtime.GOARCH
+	cf.Config.Entrypoint = []string{"/testprog"}
+	cf.Config.Cmd = []string{"exit", "0"}
+	cf.Config.Env = []string{"PATH=/"}
+	return mutate.ConfigFile(img, cf)
+}
+
+// waitForLog polls the container's logs until they contain want.
+func waitForLog(t testing.TB, e *Engine, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		logs, err := e.ContainerLogs(testCtx(t), id, 0)
+		if err != nil {
+			t.Fatalf("reading logs: %v", err)
+		}
+		if strings.Contains(logs, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container logs never contained %q; logs:\n%s", want, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// createContainer creates a container from spec and removes it when the
+// test ends.
+func createContainer(t testing.TB, e *Engine, spec engine.ContainerSpec) string {
+	t.Helper()
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	spec.Labels["dev.ociapp.enginetest"] = "true"
+	id, err := e.CreateContainer(testCtx(t), spec)
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.RemoveContainer(ctx, id); err != nil {
+			t.Errorf("removing container: %v", err)
+		}
+	})
+	return id
+}
