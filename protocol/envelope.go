@@ -182,19 +182,20 @@ func decodeEnvelope(body []byte, field func(key string, r *mpReader) error) erro
 	if err != nil {
 		return err
 	}
-	seen := make(map[string]bool, n)
+	seen := make([][]byte, 0, 4) // envelopes have three keys: a scan beats a map
 	for range n {
 		k, err := r.str()
 		if err != nil {
 			return fmt.Errorf("key: %w", err)
 		}
-		key := string(k)
-		if seen[key] {
-			return fmt.Errorf("duplicate key %q", key)
+		for _, prev := range seen {
+			if string(prev) == string(k) {
+				return fmt.Errorf("duplicate key %q", k)
+			}
 		}
-		seen[key] = true
-		if err := field(key, r); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
+		seen = append(seen, k)
+		if err := field(string(k), r); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
 		}
 	}
 	if !r.done() {
