@@ -1,0 +1,533 @@
+// Package artifact reads, writes and verifies .ociapp files: OCI image
+// layouts in one tar that also carry a docker-save manifest.json.
+package artifact
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Format is the layout of an artifact file.
+type Format int
+
+const (
+	// FormatOCIApp is an OCI image layout that also carries a docker-save
+	// manifest.json over the same blobs: what Write produces (and what
+	// docker save of Docker 25 and later produces).
+	FormatOCIApp Format = iota + 1
+	// FormatOCILayout is an OCI image layout alone, e.g. the output of
+	// buildx --output type=oci, which the original builder used.
+	FormatOCILayout
+	// FormatDockerSave is a docker-save archive alone (manifest.json and
+	// the legacy layout of Docker before 25).
+	FormatDockerSave
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatOCIApp:
+		return "oci-layout+docker-save"
+	case FormatOCILayout:
+		return "oci-layout"
+	case FormatDockerSave:
+		return "docker-save"
+	}
+	return fmt.Sprintf("format %d", int(f))
+}
+
+// Layer describes one layer of an artifact's image.
+type Layer struct {
+	// Digest and Size are those of the blob as stored in the file.
+	Digest v1.Hash
+	Size   int64
+	// DiffID is the digest of the uncompressed layer.
+	DiffID    v1.Hash
+	MediaType types.MediaType
+}
+
+// Artifact is a verified artifact file. Open reads it; its fields describe
+// the single image it holds.
+type Artifact struct {
+	// Path is the file the artifact was opened from.
+	Path string
+	// Format is the file's layout.
+	Format Format
+	// Digest is the digest of the image manifest: the artifact's identity,
+	// and the image ID Docker's containerd image store gives it. For a
+	// plain docker-save archive, which carries no manifest, it is the digest
+	// of the manifest Image synthesizes (uncompressed layers).
+	Digest v1.Hash
+	// ConfigDigest is the digest of the image config: the image ID Docker's
+	// classic image store gives the image.
+	ConfigDigest v1.Hash
+	// Size is the file's size in bytes.
+	Size int64
+	// Metadata describes the application.
+	Metadata Metadata
+	// Layers lists the image's layers, base first.
+	Layers []Layer
+	// Config is the image configuration (user, entrypoint, command, ...).
+	Config v1.ConfigFile
+	// DockerLoadable reports whether every Docker version can load the
+	// file as it is: it has a manifest.json, and no layer is zstd.
+	DockerLoadable bool
+
+	mediaType   types.MediaType
+	rawManifest []byte
+	rawConfig   []byte
+	blobs       map[v1.Hash]*entry
+	fileDigest  v1.Hash
+}
+
+// Open reads and verifies the artifact at path: every blob's content must
+// match its digest, and the file must hold exactly one image (or one for
+// linux on this machine's architecture). It accepts what Write produces, OCI
+// layout tars from buildx (gzip or zstd layers, attestation manifests) and
+// plain docker save archives. Failures are *Error values.
+func Open(path string) (*Artifact, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &Error{Path: path, Fault: FaultMissing, Err: err}
+		}
+		return nil, &Error{Path: path, Fault: FaultUnreadable, Err: err}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, &Error{Path: path, Fault: FaultUnreadable, Err: err}
+	}
+	if st.IsDir() {
+		return nil, faultf(path, FaultNotTar, nil, "it is a directory")
+	}
+	return read(f, st.Size(), path)
+}
+
+// read opens an artifact from any random-access source; Open passes a file.
+func read(ra io.ReaderAt, size int64, path string) (*Artifact, error) {
+	arc, err := scanTar(ra, size, path)
+	if err != nil {
+		return nil, err
+	}
+	a := &Artifact{Path: path, Size: size, fileDigest: arc.file}
+	indexEntry, hasIndex := arc.lookup("index.json")
+	dockerEntry, hasDocker := arc.lookup("manifest.json")
+	var annotations map[string]string
+	switch {
+	case hasIndex:
+		annotations, err = a.fromIndex(arc, indexEntry)
+		if err != nil {
+			return nil, err
+		}
+		a.Format = FormatOCILayout
+		if hasDocker {
+			if err := a.checkDockerView(arc, dockerEntry); err != nil {
+				return nil, err
+			}
+			a.Format = FormatOCIApp
+		}
+	case hasDocker:
+		annotations, err = a.fromDockerSave(arc, dockerEntry)
+		if err != nil {
+			return nil, err
+		}
+		a.Format = FormatDockerSave
+	default:
+		return nil, faultf(path, FaultNoImage, nil, "")
+	}
+	cmd := append(slices.Clone(a.Config.Config.Entrypoint), a.Config.Config.Cmd...)
+	a.Metadata, err = metadataFrom(annotations, a.Metadata.Ref, cmd)
+	if err != nil {
+		return nil, faultf(path, FaultMalformed, err, "reading metadata")
+	}
+	return a, nil
+}
+
+// candidate is an image manifest an index lists.
+type candidate struct {
+	desc        v1.Descriptor
+	annotations map[string]string // of the index.json entry it was reached from
+}
+
+// fromIndex reads the image an OCI layout holds and returns the annotations
+// of its index entry merged with those of its manifest.
+func (a *Artifact) fromIndex(arc *archive, indexEntry *entry) (map[string]string, error) {
+	raw, err := arc.read(indexEntry)
+	if err != nil {
+		return nil, err
+	}
+	var index v1.IndexManifest
+	if err := json.Unmarshal(raw, &index); err != nil {
+		return nil, faultf(a.Path, FaultMalformed, err, "parsing index.json")
+	}
+	var cands []candidate
+	var unsupported []string
+	if err := collect(arc, index.Manifests, nil, 0, &cands, &unsupported); err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
+		if len(unsupported) > 0 {
+			return nil, faultf(a.Path, FaultUnsupportedMediaType, nil, "index.json lists no image, only %s", strings.Join(unsupported, ", "))
+		}
+		return nil, faultf(a.Path, FaultNoImage, nil, "index.json lists no image")
+	}
+	chosen, err := a.choose(arc, cands)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.loadManifest(arc, chosen.desc); err != nil {
+		return nil, err
+	}
+	var m v1.Manifest
+	_ = json.Unmarshal(a.rawManifest, &m) // loadManifest parsed it already
+	ann := map[string]string{}
+	for k, v := range m.Annotations {
+		ann[k] = v
+	}
+	for k, v := range chosen.annotations {
+		ann[k] = v
+	}
+	switch {
+	case ann[AnnotationContainerdName] != "":
+		a.Metadata.Ref = familiarRef(ann[AnnotationContainerdName])
+	case strings.ContainsAny(ann[AnnotationRefName], "/:"):
+		// A bare ref.name is often only a tag (buildx writes "0.1.0").
+		a.Metadata.Ref = ann[AnnotationRefName]
+	}
+	return ann, nil
+}
+
+// collect walks index descriptors (recursing into nested indexes) and
+// gathers image manifests, skipping attestations.
+func collect(arc *archive, descs []v1.Descriptor, inherited map[string]string, depth int, cands *[]candidate, unsupported *[]string) error {
+	if depth > 4 {
+		return faultf(arc.path, FaultMalformed, nil, "image indexes nested more than 4 deep")
+	}
+	for _, d := range descs {
+		ann := inherited
+		if depth == 0 {
+			ann = d.Annotations
+		}
+		mt := d.MediaType
+		if mt == "" {
+			sniffed, err := sniffMediaType(arc, d)
+			if err != nil {
+				return err
+			}
+			mt = sniffed
+		}
+		switch {
+		case mt.IsIndex():
+			e, err := arc.blob(d)
+			if err != nil {
+				return err
+			}
+			raw, err := arc.read(e)
+			if err != nil {
+				return err
+			}
+			var child v1.IndexManifest
+			if err := json.Unmarshal(raw, &child); err != nil {
+				return faultf(arc.path, FaultMalformed, err, "parsing image index %s", d.Digest)
+			}
+			if err := collect(arc, child.Manifests, ann, depth+1, cands, unsupported); err != nil {
+				return err
+			}
+		case mt.IsImage():
+			// buildx attaches provenance and SBOMs as image manifests marked
+			// like this, for platform unknown/unknown.
+			if d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+				continue
+			}
+			if d.Platform != nil && d.Platform.OS == "unknown" {
+				continue
+			}
+			d.MediaType = mt
+			if !slices.ContainsFunc(*cands, func(c candidate) bool { return c.desc.Digest == d.Digest }) {
+				*cands = append(*cands, candidate{desc: d, annotations: ann})
+			}
+		default:
+			*unsupported = append(*unsupported, string(mt))
+		}
+	}
+	return nil
+}
+
+// sniffMediaType reads a descriptor's media type from the document it
+// points to, for old layouts whose descriptors lack one.
+func sniffMediaType(arc *archive, d v1.Descriptor) (types.MediaType, error) {
+	e, err := arc.blob(d)
+	if err != nil {
+		return "", err
+	}
+	raw, err := arc.read(e)
+	if err != nil {
+		return "", err
+	}
+	var doc struct {
+		MediaType types.MediaType  `json:"mediaType"`
+		Manifests *json.RawMessage `json:"manifests"`
+		Config    *json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return "", faultf(arc.path, FaultMalformed, err, "parsing %s", d.Digest)
+	}
+	switch {
+	case doc.MediaType != "":
+		return doc.MediaType, nil
+	case doc.Manifests != nil:
+		return types.OCIImageIndex, nil
+	case doc.Config != nil:
+		return types.OCIManifestSchema1, nil
+	}
+	return "", faultf(arc.path, FaultUnsupportedMediaType, nil, "%s is neither an image manifest nor an index", d.Digest)
+}
+
+// choose picks the one image to use: the only one, or the only one for
+// linux on this machine's architecture.
+func (a *Artifact) choose(arc *archive, cands []candidate) (candidate, error) {
+	if len(cands) == 1 {
+		return cands[0], nil
+	}
+	var matches []candidate
+	var seen []string
+	for _, c := range cands {
+		p := c.desc.Platform
+		if p == nil {
+			probe := &Artifact{Path: a.Path}
+			if err := probe.loadManifest(arc, c.desc); err != nil {
+				return candidate{}, err
+			}
+			p = &v1.Platform{OS: probe.Config.OS, Architecture: probe.Config.Architecture}
+		}
+		seen = append(seen, fmt.Sprintf("%s (%s/%s)", c.desc.Digest, p.OS, p.Architecture))
+		if p.OS == "linux" && p.Architecture == runtime.GOARCH {
+			matches = append(matches, c)
+		}
+	}
+	if len(matches) == 1 {
+		return matches[0], nil
+	}
+	return candidate{}, faultf(a.Path, FaultAmbiguous, nil, "%d images and %d of them for linux/%s: %s",
+		len(cands), len(matches), runtime.GOARCH, strings.Join(seen, ", "))
+}
+
+// supportedLayers are the layer media types Open accepts.
+var supportedLayers = []types.MediaType{
+	types.OCILayer, types.OCILayerZStd, types.OCIUncompressedLayer,
+	types.DockerLayer, types.DockerUncompressedLayer,
+}
+
+// loadManifest reads and checks an image manifest, its config and layers.
+func (a *Artifact) loadManifest(arc *archive, d v1.Descriptor) error {
+	e, err := arc.blob(d)
+	if err != nil {
+		return err
+	}
+	raw, err := arc.read(e)
+	if err != nil {
+		return err
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return faultf(a.Path, FaultMalformed, err, "parsing manifest %s", d.Digest)
+	}
+	mt := d.MediaType
+	if m.MediaType != "" {
+		mt = m.MediaType
+	}
+	if !mt.IsImage() {
+		return faultf(a.Path, FaultUnsupportedMediaType, nil, "manifest %s has media type %q", d.Digest, mt)
+	}
+	if !m.Config.MediaType.IsConfig() {
+		return faultf(a.Path, FaultUnsupportedMediaType, nil, "config %s has media type %q, not an image config", m.Config.Digest, m.Config.MediaType)
+	}
+	ce, err := arc.blob(m.Config)
+	if err != nil {
+		return err
+	}
+	if err := a.setConfig(arc, ce); err != nil {
+		return err
+	}
+	if len(m.Layers) != len(a.Config.RootFS.DiffIDs) {
+		return faultf(a.Path, FaultMalformed, nil, "manifest %s lists %d layers but its config %d diff IDs", d.Digest, len(m.Layers), len(a.Config.RootFS.DiffIDs))
+	}
+	a.blobs = map[v1.Hash]*entry{}
+	a.Layers = nil
+	for i, l := range m.Layers {
+		if !slices.Contains(supportedLayers, l.MediaType) {
+			return faultf(a.Path, FaultUnsupportedMediaType, nil, "layer %s has media type %q", l.Digest, l.MediaType)
+		}
+		le, err := arc.blob(l)
+		if err != nil {
+			return err
+		}
+		a.blobs[l.Digest] = le
+		a.Layers = append(a.Layers, Layer{Digest: l.Digest, Size: l.Size, DiffID: a.Config.RootFS.DiffIDs[i], MediaType: l.MediaType})
+	}
+	a.mediaType = mt
+	a.rawManifest = raw
+	a.Digest = d.Digest
+	return nil
+}
+
+func (a *Artifact) setConfig(arc *archive, ce *entry) error {
+	raw, err := arc.read(ce)
+	if err != nil {
+		return err
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return faultf(a.Path, FaultMalformed, err, "parsing image config %s", ce.name)
+	}
+	a.Config = *cfg
+	a.rawConfig = raw
+	a.ConfigDigest = ce.sum
+	return nil
+}
+
+// readDockerManifest parses a docker-save manifest.json.
+func readDockerManifest(arc *archive, e *entry) ([]dockerManifestEntry, error) {
+	raw, err := arc.read(e)
+	if err != nil {
+		return nil, err
+	}
+	var entries []dockerManifestEntry
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return nil, faultf(arc.path, FaultMalformed, err, "parsing manifest.json")
+	}
+	return entries, nil
+}
+
+// checkDockerView makes sure the manifest.json next to an index describes
+// the same image, since Docker's classic store loads the one and the
+// containerd store the other.
+func (a *Artifact) checkDockerView(arc *archive, e *entry) error {
+	entries, err := readDockerManifest(arc, e)
+	if err != nil {
+		return err
+	}
+	for _, de := range entries {
+		ce, ok := arc.lookup(de.Config)
+		if !ok || ce.sum != a.ConfigDigest {
+			continue
+		}
+		if len(de.Layers) != len(a.Layers) {
+			return faultf(a.Path, FaultMalformed, nil, "manifest.json lists %d layers for the image, index.json %d", len(de.Layers), len(a.Layers))
+		}
+		loadable := true
+		for i, p := range de.Layers {
+			le, ok := arc.lookup(p)
+			if !ok {
+				return faultf(a.Path, FaultMalformed, nil, "manifest.json names layer file %q, which is missing", p)
+			}
+			l := a.Layers[i]
+			switch le.sum {
+			case l.Digest:
+				loadable = loadable && l.MediaType != types.OCILayerZStd
+			case l.DiffID:
+			default:
+				return faultf(a.Path, FaultMalformed, nil, "manifest.json layer %d (%s) is not the layer index.json lists (%s)", i, p, l.Digest)
+			}
+		}
+		if len(de.RepoTags) > 0 && a.Metadata.Ref == "" {
+			a.Metadata.Ref = de.RepoTags[0]
+		}
+		a.DockerLoadable = loadable
+		return nil
+	}
+	return faultf(a.Path, FaultMalformed, nil, "manifest.json does not list the image index.json names (config %s)", a.ConfigDigest)
+}
+
+// fromDockerSave reads a docker-save archive without an index, synthesizing
+// the manifest Docker would push for it.
+func (a *Artifact) fromDockerSave(arc *archive, e *entry) (map[string]string, error) {
+	entries, err := readDockerManifest(arc, e)
+	if err != nil {
+		return nil, err
+	}
+	switch len(entries) {
+	case 0:
+		return nil, faultf(a.Path, FaultNoImage, nil, "manifest.json lists no image")
+	case 1:
+	default:
+		var names []string
+		for _, de := range entries {
+			names = append(names, strings.Join(de.RepoTags, " ")+" "+de.Config)
+		}
+		return nil, faultf(a.Path, FaultAmbiguous, nil, "manifest.json lists %d images: %s", len(entries), strings.Join(names, "; "))
+	}
+	de := entries[0]
+	ce, ok := arc.lookup(de.Config)
+	if !ok {
+		return nil, faultf(a.Path, FaultMalformed, nil, "manifest.json names config %q, which is missing", de.Config)
+	}
+	// Legacy archives name the config by its digest: <hex>.json.
+	if base := strings.TrimSuffix(filepath.Base(ce.name), ".json"); len(base) == 64 && base != ce.sum.Hex && isHex(base) {
+		return nil, faultf(a.Path, FaultDigestMismatch, nil, "config %s has content with digest %s", ce.name, ce.sum)
+	}
+	if err := a.setConfig(arc, ce); err != nil {
+		return nil, err
+	}
+	diffIDs := a.Config.RootFS.DiffIDs
+	if len(de.Layers) != len(diffIDs) {
+		return nil, faultf(a.Path, FaultMalformed, nil, "manifest.json lists %d layers but the config %d diff IDs", len(de.Layers), len(diffIDs))
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.DockerManifestSchema2,
+		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: ce.size, Digest: ce.sum},
+	}
+	a.blobs = map[v1.Hash]*entry{}
+	a.DockerLoadable = true
+	for i, p := range de.Layers {
+		le, ok := arc.lookup(p)
+		if !ok {
+			return nil, faultf(a.Path, FaultMalformed, nil, "manifest.json names layer file %q, which is missing", p)
+		}
+		mt := types.DockerUncompressedLayer
+		if le.sum != diffIDs[i] {
+			// Compressed layer files are allowed; their content must still
+			// decompress to the diff ID.
+			got, comp, err := arc.diffID(le)
+			if err != nil {
+				return nil, err
+			}
+			if got != diffIDs[i] {
+				return nil, faultf(a.Path, FaultDigestMismatch, nil, "layer %s has content with diff ID %s but the config records %s", p, got, diffIDs[i])
+			}
+			mt = comp
+			a.DockerLoadable = a.DockerLoadable && mt != types.OCILayerZStd
+		}
+		a.blobs[le.sum] = le
+		a.Layers = append(a.Layers, Layer{Digest: le.sum, Size: le.size, DiffID: diffIDs[i], MediaType: mt})
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: mt, Size: le.size, Digest: le.sum})
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("synthesizing manifest: %w", err)
+	}
+	a.mediaType = m.MediaType
+	a.rawManifest = raw
+	a.Digest = jsonBlob(raw).digest
+	if len(de.RepoTags) > 0 {
+		a.Metadata.Ref = de.RepoTags[0]
+	}
+	return nil, nil
+}
+
+func isHex(s string) bool {
+	return strings.Trim(s, "0123456789abcdef") == ""
+}

@@ -1,0 +1,183 @@
+package artifact
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Image returns the artifact's image. Its layers are read from the file when
+// used, and each read checks the blob's digest again.
+func (a *Artifact) Image() (v1.Image, error) {
+	img, err := partial.CompressedToImage(&fileImage{a: a})
+	if err != nil {
+		return nil, fmt.Errorf("artifact %s: %w", a.Path, err)
+	}
+	return img, nil
+}
+
+// WriteDockerArchive writes a tar that every Docker version's image load
+// accepts. A DockerLoadable file is copied as it is (and checked to be
+// unchanged since Open); any other is converted with Write, which keeps the
+// config (and so the classic store's image ID) but gives the image a new
+// manifest digest. The engine names the loaded image Metadata.Ref.
+func (a *Artifact) WriteDockerArchive(ctx context.Context, w io.Writer) error {
+	if !a.DockerLoadable {
+		img, err := a.Image()
+		if err != nil {
+			return err
+		}
+		md := a.Metadata
+		if md.Name == "" {
+			md.Name = strings.TrimSuffix(filepath.Base(a.Path), filepath.Ext(a.Path))
+		}
+		if md.Version == "" {
+			md.Version = "latest"
+		}
+		return Write(ctx, w, img, md)
+	}
+	f, err := os.Open(a.Path)
+	if err != nil {
+		return &Error{Path: a.Path, Fault: FaultUnreadable, Err: err}
+	}
+	defer f.Close()
+	h := sha256.New()
+	r := &ctxReader{ctx: ctx, r: io.TeeReader(f, h)}
+	if _, err := io.Copy(w, r); err != nil {
+		return fmt.Errorf("copying artifact %s: %w", a.Path, err)
+	}
+	if got := hashOf(h); got != a.fileDigest {
+		return faultf(a.Path, FaultDigestMismatch, nil, "the file changed since it was opened")
+	}
+	return nil
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// fileImage is the partial.CompressedImageCore of an artifact.
+type fileImage struct{ a *Artifact }
+
+func (i *fileImage) RawConfigFile() ([]byte, error)      { return i.a.rawConfig, nil }
+func (i *fileImage) MediaType() (types.MediaType, error) { return i.a.mediaType, nil }
+func (i *fileImage) RawManifest() ([]byte, error)        { return i.a.rawManifest, nil }
+
+func (i *fileImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	if h == i.a.ConfigDigest {
+		return partial.ConfigLayer(i)
+	}
+	for _, l := range i.a.Layers {
+		if l.Digest == h {
+			return &fileLayer{a: i.a, layer: l, e: i.a.blobs[h]}, nil
+		}
+	}
+	return nil, fmt.Errorf("artifact %s has no layer %s", i.a.Path, h)
+}
+
+// fileLayer is one layer blob of an artifact file.
+type fileLayer struct {
+	a     *Artifact
+	layer Layer
+	e     *entry
+}
+
+func (l *fileLayer) Digest() (v1.Hash, error)            { return l.layer.Digest, nil }
+func (l *fileLayer) DiffID() (v1.Hash, error)            { return l.layer.DiffID, nil }
+func (l *fileLayer) Size() (int64, error)                { return l.layer.Size, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error) { return l.layer.MediaType, nil }
+
+func (l *fileLayer) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.a.Path)
+	if err != nil {
+		return nil, &Error{Path: l.a.Path, Fault: FaultUnreadable, Err: err}
+	}
+	return &verifyingReader{
+		r:    io.NewSectionReader(f, l.e.offset, l.e.size),
+		c:    f,
+		h:    sha256.New(),
+		want: l.e.sum,
+		path: l.a.Path,
+		name: l.e.name,
+	}, nil
+}
+
+// verifyingReader fails at EOF when what it read does not hash to want, so a
+// file changed after Open is never read silently.
+type verifyingReader struct {
+	r    io.Reader
+	c    io.Closer
+	h    hash.Hash
+	want v1.Hash
+	path string
+	name string
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF {
+		if hashOf(v.h) != v.want {
+			return n, faultf(v.path, FaultDigestMismatch, nil, "%s changed since the artifact was opened", v.name)
+		}
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.c.Close() }
+
+// diffID decompresses a layer file and returns the digest of its content
+// and the media type its compression implies.
+func (arc *archive) diffID(e *entry) (v1.Hash, types.MediaType, error) {
+	br := bufio.NewReader(io.NewSectionReader(arc.ra, e.offset, e.size))
+	head, _ := br.Peek(6)
+	var r io.Reader
+	var mt types.MediaType
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return v1.Hash{}, "", faultf(arc.path, FaultMalformed, err, "decompressing %s", e.name)
+		}
+		defer zr.Close()
+		r, mt = zr, types.DockerLayer
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return v1.Hash{}, "", faultf(arc.path, FaultMalformed, err, "decompressing %s", e.name)
+		}
+		defer zr.Close()
+		r, mt = zr, types.OCILayerZStd
+	case bytes.HasPrefix(head, []byte("BZh")), bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		return v1.Hash{}, "", faultf(arc.path, FaultUnsupportedMediaType, nil, "layer %s is bzip2- or xz-compressed", e.name)
+	default:
+		return e.sum, types.DockerUncompressedLayer, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return v1.Hash{}, "", faultf(arc.path, FaultMalformed, err, "decompressing %s", e.name)
+	}
+	return hashOf(h), mt, nil
+}
