@@ -1,0 +1,526 @@
+"""The application server: one Application behind a Unix domain socket.
+
+Each connection carries many requests at once. Frames are parsed as they
+arrive (many per socket read), every request runs concurrently, and each
+response is written as soon as it is ready, so responses leave in completion
+order. Responses that become ready in the same event-loop turn go out in one
+write. A malformed frame or envelope closes its connection and cancels that
+connection's outstanding requests; a clean end of stream lets them finish
+first.
+"""
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, Generic
+
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from .application import Application, RequestT, ResponseT, execute_callable
+from .errors import PayloadCodecError, ProtocolError, ServerLifecycleError
+from .payloads import NOT_SERIALIZABLE, decode_payload, to_wire
+from .protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_SOCKET_PATH,
+    FrameDecoder,
+    decode_request,
+    encode_error,
+)
+
+__all__ = ["OciAppServer", "serve_application"]
+
+logger = logging.getLogger("ociapp")
+
+VALIDATION_MESSAGE = "application payload validation failed"
+BACKLOG = 128
+
+# Python 3.12 can start a task eagerly: a handler that never has to wait
+# (most do not) runs to completion inside the read callback, without a trip
+# through the event loop's queue.
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+class _Dispatcher:
+    """Turns request payloads into response envelopes for one application.
+
+    It validates exactly as the validate_call wrapper around execute does,
+    with the models' compiled validators, and reports request validation
+    errors with the wrapper's locations: they start with 1, the position of
+    the request argument in ``execute(self, request)``.
+    """
+
+    def __init__(self, app: Application[Any, Any]) -> None:
+        request_model: type[BaseModel] = app.request_model
+        response_model: type[BaseModel] = app.response_model
+        self._validate_request = request_model.__pydantic_validator__.validate_python
+        self._validate_response = response_model.__pydantic_validator__.validate_python
+        self._execute = execute_callable(app)
+        self._is_async = inspect.iscoroutinefunction(self._execute)
+        # Only ever used on the event loop's thread.
+        self._pack = msgpack.Packer(use_bin_type=True, default=to_wire).pack
+        self._pack_envelope = msgpack.Packer(use_bin_type=True).pack
+
+    async def respond(self, request_id: str, payload: bytes) -> bytes:
+        """Runs one request and returns its response envelope body."""
+
+        try:
+            request = self._validate_request(decode_payload(payload))
+        except PayloadCodecError as exc:
+            return self._error(request_id, "PayloadCodecError", str(exc), None)
+        except ValidationError as exc:
+            return self._validation_error(request_id, exc, (1,))
+        try:
+            if self._is_async:
+                result = await self._execute(request)
+            else:
+                result = await asyncio.to_thread(self._execute, request)
+                if inspect.isawaitable(result):
+                    result = await result
+            response = self._validate_response(result)
+            # What model_dump() does, minus its keyword handling.
+            dumped = response.__pydantic_serializer__.to_python(response)
+            try:
+                body = self._pack(dumped)
+            except Exception as exc:
+                raise PayloadCodecError(NOT_SERIALIZABLE) from exc
+        except ValidationError as exc:
+            return self._validation_error(request_id, exc, ())
+        except PayloadCodecError as exc:
+            return self._error(request_id, "PayloadCodecError", str(exc), None)
+        except Exception as exc:
+            return self._error(request_id, type(exc).__name__, _message(exc), None)
+        return self._pack_envelope({"request_id": request_id, "payload": body, "error": None})
+
+    def cancelled(self, request_id: str, message: str) -> bytes:
+        """The response for a request whose handler was cancelled, yet whose
+        connection is still open to hear about it."""
+
+        return self._error(request_id, "CancelledError", message, None)
+
+    def _validation_error(
+        self, request_id: str, exc: ValidationError, prefix: tuple[int, ...]
+    ) -> bytes:
+        errors = exc.errors()
+        if prefix:
+            for error in errors:
+                error["loc"] = prefix + tuple(error["loc"])
+        return self._error(request_id, "ValidationError", VALIDATION_MESSAGE, {"errors": errors})
+
+    def _error(self, request_id: str, error_type: str, message: str, details: object) -> bytes:
+        return self._pack_envelope(
+            {
+                "request_id": request_id,
+                "payload": None,
+                "error": encode_error(error_type, message, details),
+            }
+        )
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return text or type(exc).__name__
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: frames in, concurrent requests, responses out."""
+
+    def __init__(self, server: "OciAppServer[Any, Any]") -> None:
+        self._server = server
+        self._dispatcher = server._dispatcher
+        self._decoder = FrameDecoder(server._max_frame_size)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._out: list[bytes] = []
+        self._in_read = False  # inside data_received: flush once at its end
+        self._flush_scheduled = False
+        self._eof = False
+        self._closing = False
+        self._cancel_message = "CancelledError"
+        self.lost: asyncio.Future[None] = self._loop.create_future()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server._connections.add(self)
+        if self._server._draining:
+            self._finish()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._eof:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        self._in_read = True
+        try:
+            for body in frames:
+                try:
+                    request_id, payload = decode_request(body)
+                except ProtocolError as exc:
+                    self._fail(exc)
+                    return
+                self._start(request_id, payload)
+        finally:
+            self._in_read = False
+        if self._out:
+            self._flush()
+
+    def eof_received(self) -> bool:
+        try:
+            self._decoder.finish()
+        except ProtocolError as exc:
+            self._fail(exc)
+            return False
+        self._eof = True
+        if not self._tasks:
+            self._finish()
+        # Keep the write side open until outstanding responses are written.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._out.clear()
+        self.cancel()
+        self._server._connections.discard(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        # The peer is not reading its responses: stop taking new requests
+        # until it catches up.
+        if self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._closing and not self._server._draining:
+            self._transport.resume_reading()
+
+    # Requests
+
+    def _start(self, request_id: str, payload: bytes) -> None:
+        coroutine = self._run(request_id, payload)
+        if _EAGER_TASKS:
+            task = asyncio.Task(coroutine, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+        else:
+            task = self._loop.create_task(coroutine)
+        if not task.done():
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    async def _run(self, request_id: str, payload: bytes) -> None:
+        try:
+            body = await self._dispatcher.respond(request_id, payload)
+        except asyncio.CancelledError:
+            if self._closing:
+                raise
+            # The application cancelled itself, or the server was told to
+            # stop waiting for it: the caller still gets an answer.
+            body = self._dispatcher.cancelled(request_id, self._cancel_message)
+        except Exception:
+            logger.exception("internal error while serving request %s", request_id)
+            self._fail(None)
+            return
+        self._send(body)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._eof and not self._tasks:
+            self._finish()
+
+    # Output
+
+    def _send(self, body: bytes) -> None:
+        if self._closing:
+            return
+        self._out.append(len(body).to_bytes(4, "big") + body)
+        if not self._in_read and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if out and not self._closing and self._transport is not None:
+            self._out = []
+            if len(out) == 1:
+                self._transport.write(out[0])
+            else:
+                self._transport.writelines(out)
+
+    # Shutdown
+
+    def _finish(self) -> None:
+        """Writes what is pending and closes the connection gracefully."""
+
+        if self._closing or self._transport is None:
+            return
+        self._flush()
+        self._closing = True
+        self._transport.close()
+
+    def _fail(self, exc: BaseException | None) -> None:
+        """Drops the connection after a protocol error, cancelling its requests."""
+
+        if exc is not None and not self._closing:
+            logger.debug("closing connection: %s", exc)
+        self._closing = True
+        self._out.clear()
+        self.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def cancel(self, message: str | None = None) -> None:
+        """Cancels the outstanding requests.
+
+        While the connection is open, each gets a CancelledError response
+        carrying message.
+        """
+
+        if message is not None:
+            self._cancel_message = message
+        for task in self._tasks:
+            task.cancel()
+
+    def drain(self) -> None:
+        """Stops reading new requests; outstanding ones still complete."""
+
+        if self._transport is not None and not self._closing:
+            self._transport.pause_reading()
+
+    def outstanding(self) -> Iterable["asyncio.Task[None]"]:
+        return tuple(self._tasks)
+
+
+class OciAppServer(Generic[RequestT, ResponseT]):
+    """Serves an OCIApp application over a Unix domain socket.
+
+    The socket appears at its path only once it accepts connections, with
+    mode 0666: it is bound under a temporary name and renamed into place, so
+    a client that sees the path can connect. A stale file at the path is
+    removed first.
+    """
+
+    def __init__(
+        self,
+        app: Application[RequestT, ResponseT],
+        socket_path: Path | str = DEFAULT_SOCKET_PATH,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        FrameDecoder(max_frame_size)  # validates the limit
+        self._app = app
+        self._socket_path = Path(socket_path)
+        self._max_frame_size = max_frame_size
+        self._dispatcher = _Dispatcher(app)
+        self._server: asyncio.AbstractServer | None = None
+        self._socket_inode: int | None = None
+        self._connections: set[_Connection] = set()
+        self._draining = False
+
+    @property
+    def socket_path(self) -> Path:
+        """Returns the path the server listens on."""
+
+        return self._socket_path
+
+    async def __aenter__(self) -> "OciAppServer[RequestT, ResponseT]":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Starts listening; returns once the socket is in place."""
+
+        if self._server is not None:
+            raise ServerLifecycleError("server is already started")
+        self._draining = False
+        loop = asyncio.get_running_loop()
+        path = self._socket_path
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        sock = _bind(path, staging)
+        try:
+            self._server = await loop.create_unix_server(
+                lambda: _Connection(self), sock=sock, backlog=BACKLOG
+            )
+            os.rename(staging, path)
+            self._socket_inode = os.stat(path).st_ino
+        except BaseException:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+            raise
+
+    async def serve_forever(self) -> None:
+        """Starts the server if needed and serves until cancelled."""
+
+        if self._server is None:
+            await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await self.close()
+
+    async def shutdown(self) -> None:
+        """Drains: stops accepting and reading, finishes outstanding requests,
+        writes their responses, then closes everything."""
+
+        self._draining = True
+        self._stop_listening()
+        for connection in tuple(self._connections):
+            connection.drain()
+        while True:
+            tasks = [task for c in self._connections for task in c.outstanding()]
+            if not tasks:
+                break
+            await asyncio.wait(tasks)
+        await self.close()
+
+    async def close(self) -> None:
+        """Stops the server at once: outstanding requests are cancelled,
+        connections closed and the socket file removed."""
+
+        self._draining = True
+        self._stop_listening()
+        connections = tuple(self._connections)
+        for connection in connections:
+            connection._finish()
+            connection.cancel()
+        if connections:
+            # Give closing transports a moment to write what they hold.
+            await asyncio.wait([c.lost for c in connections], timeout=1.0)
+            for connection in connections:
+                if not connection.lost.done():
+                    connection._fail(None)
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+
+    def _stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        # Only remove the socket if it is still ours: a successor may have
+        # replaced it already.
+        if self._socket_inode is None:
+            return
+        inode, self._socket_inode = self._socket_inode, None
+        with contextlib.suppress(OSError):
+            if os.stat(self._socket_path).st_ino == inode:
+                os.unlink(self._socket_path)
+
+    def cancel_outstanding(self) -> None:
+        """Cancels every outstanding request; a running shutdown then completes."""
+
+        for connection in tuple(self._connections):
+            connection.cancel("the server stopped before the request finished")
+
+    async def _handle_request(self, frame_payload: bytes) -> bytes:
+        """Serves one request envelope body and returns the response body."""
+
+        request_id, payload = decode_request(frame_payload)
+        return await self._dispatcher.respond(request_id, payload)
+
+
+def _bind(path: Path, staging: Path) -> socket.socket:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
+        _remove_stale(staging)
+    except OSError as exc:
+        raise ServerLifecycleError(f"cannot prepare socket path {path}: {exc}") from exc
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(staging))
+        os.chmod(staging, 0o666)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise ServerLifecycleError(f"cannot listen on {path}: {exc}") from exc
+    return sock
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory")
+    os.unlink(path)
+
+
+async def serve_application(
+    app: Application[Any, Any],
+    socket_path: Path | str = DEFAULT_SOCKET_PATH,
+    *,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    stop_signals: Iterable[signal.Signals] = (),
+    on_ready: Callable[[OciAppServer[Any, Any]], Awaitable[None] | None] | None = None,
+) -> None:
+    """Serves an application until cancelled or until a stop signal arrives.
+
+    A first stop signal drains the server (outstanding requests finish and
+    get their responses) and returns normally; a second one cancels what is
+    still running.
+    """
+
+    server: OciAppServer[Any, Any] = OciAppServer(
+        app, socket_path, max_frame_size=max_frame_size
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = tuple(stop_signals)
+    installed = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not stop.is_set():
+            logger.info("%s received, draining outstanding requests", signum.name)
+            stop.set()
+        else:
+            logger.info("%s received again, cancelling outstanding requests", signum.name)
+            server.cancel_outstanding()
+
+    try:
+        # Handlers first: a stop signal during start-up still drains cleanly.
+        for signum in signals:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        await server.start()
+        if on_ready is not None:
+            ready = on_ready(server)
+            if inspect.isawaitable(ready):
+                await ready
+        await stop.wait()
+        await server.shutdown()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await server.close()

@@ -1,0 +1,1 @@
+"""Applications the tests serve, importable by subprocesses (tests/ is on their path)."""

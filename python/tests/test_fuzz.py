@@ -1,0 +1,94 @@
+"""Random and mutated input: decoders of outside bytes fail only in the
+documented ways, and the fast request path agrees with the general one."""
+
+import random
+
+import msgpack
+import pytest
+
+from ociapp import EnvelopeError, FrameError, PayloadCodecError
+from ociapp.payloads import decode_payload
+from ociapp.protocol import FrameDecoder, _unpack_envelope, decode_request, encode_request
+
+SEED_IDS = [
+    "5f0c6d7e-8a9b-4c1d-9e2f-3a4b5c6d7e8f",
+    "00000000-0000-4000-8000-000000000000",
+]
+SEED_PAYLOADS = [
+    msgpack.packb({"value": "hi"}),
+    msgpack.packb({"value": "x" * 300, "n": [1, 2.5, None, True], "b": b"\x00"}, use_bin_type=True),
+    msgpack.packb({}),
+    b"\x80" * 70000,
+]
+
+
+def seeds() -> list[bytes]:
+    bodies = [encode_request(i, p) for i in SEED_IDS for p in SEED_PAYLOADS]
+    bodies.append(msgpack.packb({"payload": b"\x80", "request_id": SEED_IDS[0]}, use_bin_type=True))
+    return bodies
+
+
+def mutations(rng: random.Random, body: bytes, count: int) -> list[bytes]:
+    out = []
+    for _ in range(count):
+        data = bytearray(body[:200] if rng.random() < 0.5 else body)
+        for _ in range(rng.randint(1, 4)):
+            action = rng.random()
+            position = rng.randrange(len(data) + 1)
+            if action < 0.4 and data:
+                data[min(position, len(data) - 1)] = rng.randrange(256)
+            elif action < 0.7:
+                data[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
+            else:
+                del data[position : position + rng.randint(1, 3)]
+        out.append(bytes(data))
+    return out
+
+
+def reference_decode(body: bytes) -> tuple[str, bytes]:
+    # The general path alone, for comparison with the fast path.
+    import uuid
+
+    envelope = _unpack_envelope(body, "request")
+    request_id = envelope["request_id"]
+    payload = envelope["payload"]
+    if type(request_id) is not str or type(payload) is not bytes:
+        raise EnvelopeError("bad types")
+    return str(uuid.UUID(request_id)), payload
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_requests(seed: int) -> None:
+    rng = random.Random(seed)
+    for body in seeds():
+        for candidate in mutations(rng, body, 300):
+            try:
+                request_id, payload = decode_request(candidate)
+            except EnvelopeError:
+                continue
+            # Whatever the fast path accepts, the general path reads the same way.
+            assert reference_decode(candidate) == (request_id, payload)
+            try:
+                decode_payload(payload)
+            except PayloadCodecError:
+                pass
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+        for decode, error in ((decode_request, EnvelopeError), (decode_payload, PayloadCodecError)):
+            try:
+                decode(data)
+            except error:
+                pass
+        decoder = FrameDecoder(64)
+        try:
+            for start in range(0, len(data), 3):
+                for frame in decoder.feed(data[start : start + 3]):
+                    assert 0 < len(frame) <= 64
+            decoder.finish()
+        except FrameError as exc:
+            assert exc.fault in {"zero_length", "too_large", "truncated_header", "truncated_body"}
