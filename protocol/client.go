@@ -37,8 +37,9 @@ type clientConfig struct {
 	logger   *slog.Logger
 }
 
-// WithMaxFrameSize sets the largest response frame the client accepts
-// (DefaultMaxFrameSize by default). A larger one ends the connection.
+// WithMaxFrameSize sets the largest frame the client sends or accepts
+// (DefaultMaxFrameSize by default, the servers' default too). A request
+// too large for it fails alone; a response too large ends the connection.
 func WithMaxFrameSize(n int) ClientOption {
 	return func(c *clientConfig) { c.maxFrame = n }
 }
@@ -92,6 +93,11 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	// A frame the server would refuse makes it close the connection, failing
+	// every request on it; refuse it here instead, failing only this one.
+	if size := len(payload) + requestOverhead; size > c.maxFrame {
+		return nil, &FrameError{Fault: FaultTooLarge, Length: size, Max: c.maxFrame}
 	}
 	id := c.ids.id()
 	ch := make(chan Response, 1)

@@ -299,3 +299,21 @@ func TestIDsAreCanonicalUUIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestOversizedRequestFailsAloneWithoutSending(t *testing.T) {
+	s := startServer(t, echoHandler)
+	c, err := Dial(context.Background(), s.path, WithMaxFrameSize(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := mustPayload(t, map[string]any{"blob": make([]byte, 2048)})
+	_, err = c.Call(context.Background(), big)
+	var fe *FrameError
+	if !errors.As(err, &fe) || fe.Fault != FaultTooLarge || errors.Is(err, ErrConnectionClosed) {
+		t.Fatalf("err = %v, want a too-large frame error that leaves the connection open", err)
+	}
+	if _, err := c.Call(context.Background(), mustPayload(t, map[string]any{"small": true})); err != nil {
+		t.Fatalf("connection unusable after refusing a large request: %v", err)
+	}
+}

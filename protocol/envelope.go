@@ -61,6 +61,10 @@ type Response struct {
 	Error   []byte
 }
 
+// requestOverhead is the size of a request envelope around its payload: the
+// map header, both keys, the 36-byte id and the largest bin header.
+const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5
+
 // AppendRequestFrame appends req to dst as a complete frame.
 func AppendRequestFrame(dst []byte, req Request) []byte {
 	dst, start := beginFrame(dst)
