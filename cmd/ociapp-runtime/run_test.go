@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if testApps.dir != "" {
+		_ = os.RemoveAll(testApps.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func TestParseRequest(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    map[string]any
+		wantErr string
+	}{
+		{in: `{"value": "hi"}`, want: map[string]any{"value": "hi"}},
+		{in: `{"n": 3, "f": 1.5, "e": 1e3, "neg": -7, "big": 18446744073709551615}`,
+			want: map[string]any{"n": int64(3), "f": 1.5, "e": 1000.0, "neg": int64(-7), "big": uint64(math.MaxUint64)}},
+		{in: `{"nested": {"list": [1, 2.5, {"x": null}]}, "ok": true}`,
+			want: map[string]any{"nested": map[string]any{"list": []any{int64(1), 2.5, map[string]any{"x": nil}}}, "ok": true}},
+		{in: `  {}  `, want: map[string]any{}},
+		{in: `[1]`, wantErr: "must be a JSON object, not an array"},
+		{in: `"x"`, wantErr: "not a string"},
+		{in: `null`, wantErr: "not null"},
+		{in: `{"a": 1} {}`, wantErr: "trailing data"},
+		{in: `{"a": }`, wantErr: "not valid JSON"},
+		{in: ``, wantErr: "not valid JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseRequest(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, %v; want error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %#v, %v; want %#v", got, err, tt.want)
+			}
+			// Integers reach the wire as msgpack integers.
+			b, err := protocol.EncodePayload(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := protocol.DecodePayload(b)
+			if err != nil || !reflect.DeepEqual(fmt.Sprint(back), fmt.Sprint(tt.want)) {
+				t.Fatalf("round trip: %#v, %v", back, err)
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"1048576", 1 << 20, true}, {"512m", 512 << 20, true}, {"512MB", 512 << 20, true},
+		{"64MiB", 64 << 20, true}, {"2g", 2 << 30, true}, {"1.5G", 3 << 29, true}, {"8k", 8 << 10, true},
+		{"", 0, false}, {"-1m", 0, false}, {"lots", 0, false}, {"1x", 0, false}, {"99999999t", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{&runtime.AppError{Type: "ValueError"}, exitAppError},
+		{fmt.Errorf("x: %w", &runtime.RequestTimeoutError{}), exitTimeout},
+		{&runtime.StartupError{}, exitStartup},
+		{&runtime.WorkerCrashError{}, exitCrash},
+		{&runtime.ArtifactError{Err: errors.New("missing")}, exitUnavailable},
+		{fmt.Errorf("connecting: %w", &runtime.EngineUnavailableError{Err: errors.New("refused")}), exitUnavailable},
+		{fmt.Errorf("encoding: %w", &protocol.PayloadError{Message: "bad"}), exitUsage},
+		{&runtime.ConfigError{Err: errors.New("bad option")}, exitUsage},
+		{&runtime.OverloadedError{}, exitOther},
+		{context.Canceled, exitOther},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.err); got != tt.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var buf bytes.Buffer
+	v := map[string]any{"nan": math.NaN(), "inf": math.Inf(-1), "m": map[any]any{int64(1): "a"}, "s": "<&>", "b": []byte("hi"),
+		"f": []any{1.0, 2.5, 1e21, float32(3), int64(4)}}
+	if err := writeJSON(&buf, v, false); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"b":"aGk=","f":[1.0,2.5,1e+21,3.0,4],"inf":"-Inf","m":{"1":"a"},"nan":"NaN","s":"<&>"}` + "\n"
+	if buf.String() != want {
+		t.Fatalf("got %s want %s", buf.String(), want)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want int
+		msg  string
+	}{
+		{nil, exitUsage, "usage:"},
+		{[]string{"frobnicate"}, exitUsage, "unknown command"},
+		{[]string{"run"}, exitUsage, "usage: ociapp-runtime run"},
+		{[]string{"run", "a", "b", "c"}, exitUsage, "usage: ociapp-runtime run"},
+		{[]string{"run", "x.ociapp", "[1,2]"}, exitUsage, "must be a JSON object"},
+		{[]string{"run", "--memory", "lots", "x.ociapp"}, exitUsage, "invalid size"},
+		{[]string{"run", "--bogus", "x.ociapp"}, exitUsage, "flag provided but not defined"},
+		{[]string{"run", "--timeout", "0s", "x.ociapp"}, exitUsage, "request timeout must be positive"},
+		{[]string{"version"}, exitOK, ""},
+		{[]string{"help"}, exitOK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			got := run(t.Context(), tt.args, strings.NewReader(""), &stdout, &stderr)
+			if got != tt.want || !strings.Contains(stderr.String(), tt.msg) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", got, stderr.String(), tt.want, tt.msg)
+			}
+		})
+	}
+}
+
+// End-to-end: the CLI against the local Docker daemon.
+
+func requireDocker(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	eng, err := docker.New(ctx)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Docker is required in CI: %v", err)
+		}
+		t.Skipf("Docker is not available (start it with scripts/ensure-docker.sh): %v", err)
+	}
+	_ = eng.Close()
+}
+
+// artifacts builds the runtime's test applications once per test binary.
+type artifacts struct {
+	once  sync.Once
+	dir   string
+	paths map[string]string
+	err   error
+}
+
+var testApps artifacts
+
+func testArtifact(t *testing.T, name string) string {
+	t.Helper()
+	testApps.once.Do(func() {
+		testApps.dir, testApps.err = os.MkdirTemp("", "ociapp-cli-test-")
+		if testApps.err != nil {
+			return
+		}
+		names := []string{"echo-go", "sleeper", "exitstart", "crasher"}
+		cmd := exec.Command("go", append([]string{"run", "github.com/ociapp/ociapp/runtime/internal/testapps/mkartifact", testApps.dir}, names...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			testApps.err = fmt.Errorf("building test artifacts: %v\n%s", err, out)
+			return
+		}
+		testApps.paths = map[string]string{}
+		for _, n := range names {
+			testApps.paths[n] = filepath.Join(testApps.dir, n+"-0.1.0.ociapp")
+		}
+	})
+	if testApps.err != nil {
+		t.Fatal(testApps.err)
+	}
+	return testApps.paths[name]
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	requireDocker(t)
+	stateDir, err := os.MkdirTemp("", "oa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(stateDir)
+	tests := []struct {
+		name   string
+		args   []string
+		stdin  string
+		want   int
+		stdout string
+		stderr string
+	}{
+		{name: "echo", args: []string{"echo-go", `{"value": "hi"}`}, want: exitOK, stdout: `{"value":"hi"}` + "\n"},
+		{name: "stdin", args: []string{"echo-go", "-"}, stdin: `{"value": "from stdin"}`, want: exitOK, stdout: `{"value":"from stdin"}` + "\n"},
+		{name: "app error", args: []string{"echo-go", `{"value": 5}`}, want: exitAppError, stdout: `"error_type":"ValidationError"`, stderr: "ValidationError"},
+		{name: "timeout", args: []string{"--timeout", "300ms", "sleeper", `{"millis": 5000}`}, want: exitTimeout, stderr: "timed out after 300ms"},
+		{name: "startup", args: []string{"exitstart"}, want: exitStartup, stderr: "ImportError"},
+		{name: "crash", args: []string{"crasher", `{"crash": true}`}, want: exitCrash, stderr: "exit code 3"},
+		{name: "missing", args: []string{"/no/such.ociapp"}, want: exitUnavailable, stderr: "no such file"},
+		{name: "no engine", args: []string{"--docker-host", "unix:///no/such.sock", "echo-go"}, want: exitUnavailable, stderr: "cannot reach"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"run", "--state-dir", stateDir}
+			for _, a := range tt.args {
+				if p := testArtifactIfName(t, a); p != "" {
+					a = p
+				}
+				args = append(args, a)
+			}
+			var stdout, stderr bytes.Buffer
+			got := run(t.Context(), args, strings.NewReader(tt.stdin), &stdout, &stderr)
+			if got != tt.want || !strings.Contains(stdout.String(), tt.stdout) || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, %q, %q", got, stdout.String(), stderr.String(), tt.want, tt.stdout, tt.stderr)
+			}
+			if tt.want == exitAppError {
+				var m map[string]any
+				if err := json.Unmarshal(stdout.Bytes(), &m); err != nil || m["details"] == nil {
+					t.Fatalf("app error output %q: %v", stdout.String(), err)
+				}
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(stateDir); len(entries) != 0 {
+		t.Fatalf("state directory holds %v after the runs", entries)
+	}
+}
+
+func testArtifactIfName(t *testing.T, arg string) string {
+	switch arg {
+	case "echo-go", "sleeper", "exitstart", "crasher":
+		return testArtifact(t, arg)
+	}
+	return ""
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ociapp/ociapp/daemon"
+	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+const serveUsage = `usage: ociapp-runtime serve [flags]
+
+Runs the runtime as a daemon that other processes, on this host or others,
+use over HTTP: they upload artifacts (once per content digest) and execute
+requests against them (API: docs/daemon.md).
+
+It listens on a Unix socket (who may connect is decided by the socket's
+mode, --socket-mode) or on TCP, where a bearer token is required and TLS
+is available (--tls-cert, --tls-key). The token is read from --token-file
+or from the OCIAPP_RUNTIME_TOKEN environment variable, never from the
+command line, where other users could read it.
+
+On SIGTERM or SIGINT it stops accepting connections, lets the requests in
+flight finish (--drain-timeout) and stops its containers. Uploaded artifacts
+stay in the state directory; a daemon started again on it keeps them and
+removes the containers a crashed daemon left behind.
+
+Exit status: 0 after a clean shutdown, 1 when the daemon failed, 2 for bad
+usage, 5 when the container engine cannot be reached.
+
+flags:
+`
+
+// exitDaemonFailed is serve's status for a daemon that could not start or
+// failed while serving.
+const exitDaemonFailed = 1
+
+// tokenEnv names the environment variable serve reads the token from.
+const tokenEnv = "OCIAPP_RUNTIME_TOKEN"
+
+// serveConfig is the parsed command line of serve.
+type serveConfig struct {
+	daemon           daemon.Config
+	runtime          []runtime.Option
+	tokenFile        string
+	logLevel         slog.Level
+	stopOnStdinClose bool
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseServeArgs(args, stderr, os.Getenv)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		if !errors.Is(err, errUsageShown) {
+			fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		}
+		return exitUsage
+	}
+	if cfg.stopOnStdinClose {
+		var cancel context.CancelFunc
+		ctx, cancel = stopOnClose(ctx, os.Stdin)
+		defer cancel()
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	cfg.daemon.Logger = log
+	// The address on stdout tells a wrapper where to connect, e.g. which
+	// port tcp://HOST:0 got.
+	cfg.daemon.Ready = func(addr net.Addr) { fmt.Fprintf(stdout, "listening on %s://%s\n", addr.Network(), addr) }
+	if err := daemon.Run(ctx, cfg.daemon, cfg.runtime...); err != nil {
+		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		var engErr *runtime.EngineUnavailableError
+		if errors.As(err, &engErr) {
+			return exitUnavailable
+		}
+		return exitDaemonFailed
+	}
+	return exitOK
+}
+
+// stopOnClose returns a context that ends with ctx or when r reaches its
+// end (or fails). The reading goroutine ends with r: for standard input,
+// when the parent closes it or the process exits.
+func stopOnClose(ctx context.Context, r io.Reader) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, _ = io.Copy(io.Discard, r)
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+// errUsageShown is a usage error the flag package has already reported.
+var errUsageShown = errors.New("bad usage")
+
+// parseServeArgs parses serve's flags; getenv reads the environment.
+func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) string) (serveConfig, error) {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	fs.Usage = func() {
+		fmt.Fprint(usageOut, serveUsage)
+		fs.PrintDefaults()
+	}
+	d := &cfg.daemon
+	fs.StringVar(&d.Listen, "listen", daemon.DefaultListen(), "where to listen: unix:///PATH or tcp://HOST:PORT")
+	fs.StringVar(&d.StateDir, "state-dir", daemon.DefaultStateDir(), "directory for uploaded artifacts (DIR/artifacts) and the runtime's sockets (DIR/rt)")
+	fs.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send (default: $"+tokenEnv+"); required for TCP")
+	fs.StringVar(&d.TLSCertFile, "tls-cert", "", "TLS certificate `file` (PEM); with --tls-key the listener speaks TLS")
+	fs.StringVar(&d.TLSKeyFile, "tls-key", "", "TLS private key `file` (PEM)")
+	socketMode := fs.String("socket-mode", "0600", "mode of the Unix socket, in octal (0660 lets the socket's group connect)")
+	maxArtifact := fs.String("max-artifact-size", "2g", "largest artifact upload accepted, e.g. 512m or 4g")
+	maxRequest := fs.String("max-request-size", strconv.FormatInt(api.DefaultMaxRequestSize, 10), "largest execute request body accepted, in bytes (16 MiB less 1 KiB, the most a frame to a container holds)")
+	fs.DurationVar(&d.DrainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long requests in flight may finish at shutdown")
+	fs.StringVar(&d.DockerHost, "docker-host", "", "Docker daemon address (default: $DOCKER_HOST or the local socket)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&cfg.stopOnStdinClose, "stop-on-stdin-close", false, "also stop, as on SIGTERM, when standard input closes: a parent that keeps it open ties the daemon's life to its own")
+
+	startup := fs.Duration("startup-timeout", runtime.DefaultStartupTimeout, "container startup timeout")
+	request := fs.Duration("request-timeout", runtime.DefaultRequestTimeout, "request timeout")
+	shutdown := fs.Duration("shutdown-timeout", runtime.DefaultShutdownTimeout, "grace between SIGTERM and SIGKILL when a container stops")
+	idle := fs.Duration("idle-timeout", runtime.DefaultIdleTimeout, "how long an idle container is kept")
+	reaper := fs.Duration("reaper-interval", runtime.DefaultReaperInterval, "how often idle containers are looked for")
+	maxContainers := fs.Int("max-containers", 0, "containers per artifact at most (default: the number of CPUs)")
+	minContainers := fs.Int("min-containers", 0, "containers per artifact kept running once it is used")
+	concurrency := fs.Int("container-concurrency", runtime.DefaultContainerConcurrency, "requests in flight per container")
+	queue := fs.Int("queue-size", runtime.DefaultQueueSize, "requests per artifact that may wait for a container before overload errors")
+	memory := fs.String("memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
+	cpus := fs.Float64("cpus", 0, "container CPU limit in CPUs (0: none)")
+	network := fs.String("network", runtime.DefaultNetwork, `container network mode: "none", or e.g. "bridge"`)
+	allowRoot := fs.Bool("allow-root", false, "let images that run as root do so (default: run them as 65532)")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, errUsageShown
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return cfg, errUsageShown
+	}
+
+	mode, err := strconv.ParseUint(*socketMode, 8, 32)
+	if err != nil || mode == 0 || mode > 0o777 {
+		return cfg, fmt.Errorf("--socket-mode %q: expected an octal mode such as 0600 or 0660", *socketMode)
+	}
+	d.SocketMode = os.FileMode(mode)
+	for _, s := range []struct {
+		flag string
+		in   string
+		out  *int64
+	}{
+		{"--max-artifact-size", *maxArtifact, &d.MaxArtifactSize},
+		{"--max-request-size", *maxRequest, &d.MaxRequestSize},
+	} {
+		n, err := parseSize(s.in)
+		if err != nil || n <= 0 {
+			return cfg, fmt.Errorf("%s %q: expected a positive size such as 16m or 2g", s.flag, s.in)
+		}
+		*s.out = n
+	}
+	memBytes, err := parseSize(*memory)
+	if err != nil {
+		return cfg, fmt.Errorf("--memory: %w", err)
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, fmt.Errorf("--log-level %q: use debug, info, warn or error", *logLevel)
+	}
+	if d.Token, err = readToken(cfg.tokenFile, getenv); err != nil {
+		return cfg, err
+	}
+	if strings.HasPrefix(d.Listen, "tcp://") && d.Token == "" {
+		return cfg, fmt.Errorf("listening on TCP requires a token: put one in a file and pass --token-file, or set $%s", tokenEnv)
+	}
+	if d.MaxRequestSize > api.DefaultMaxRequestSize {
+		return cfg, fmt.Errorf("--max-request-size above %d bytes cannot be sent to a container: requests travel in frames of at most 16 MiB", api.DefaultMaxRequestSize)
+	}
+
+	cfg.runtime = []runtime.Option{
+		runtime.WithStartupTimeout(*startup),
+		runtime.WithRequestTimeout(*request),
+		runtime.WithShutdownTimeout(*shutdown),
+		runtime.WithIdleTimeout(*idle),
+		runtime.WithReaperInterval(*reaper),
+		runtime.WithMinContainers(*minContainers),
+		runtime.WithContainerConcurrency(*concurrency),
+		runtime.WithQueueSize(*queue),
+		runtime.WithMemoryLimit(memBytes),
+		runtime.WithCPULimit(*cpus),
+		runtime.WithNetwork(*network),
+		runtime.WithAllowRoot(*allowRoot),
+	}
+	if *maxContainers > 0 {
+		cfg.runtime = append(cfg.runtime, runtime.WithMaxContainers(*maxContainers))
+	}
+	return cfg, nil
+}
+
+// readToken reads the token from file, else from the environment. A token
+// file readable by others is refused: the token grants running containers.
+func readToken(file string, getenv func(string) string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(getenv(tokenEnv)), nil
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return "", fmt.Errorf("--token-file %s is readable by other users (mode %04o); chmod o-rwx it", file, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("--token-file %s is empty", file)
+	}
+	return token, nil
+}

@@ -1,0 +1,122 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/runtime/internal/testapps"
+)
+
+// testArtifacts builds each test application once per test binary, on
+// first use. TestMain sets it; nothing else changes it.
+var testArtifacts *testapps.Set
+
+func TestMain(m *testing.M) {
+	if os.Getenv(crashHelperEnv) != "" {
+		os.Exit(crashHelper())
+	}
+	dir, err := os.MkdirTemp("", "ociapp-runtime-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testArtifacts = testapps.NewSet(dir)
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// requireDocker returns an engine for the local Docker daemon. Without one
+// the test is skipped, or fails when CI=true.
+func requireDocker(tb testing.TB) *docker.Engine {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eng, err := docker.New(ctx)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("Docker is required in CI: %v", err)
+		}
+		tb.Skipf("Docker is not available (start it with scripts/ensure-docker.sh): %v", err)
+	}
+	tb.Cleanup(func() { _ = eng.Close() })
+	return eng
+}
+
+// testArtifact returns the named test application's artifact.
+func testArtifact(tb testing.TB, name string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	path, err := testArtifacts.Path(ctx, name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// shortTempDir is a state directory short enough for socket paths (test
+// names make t.TempDir long).
+func shortTempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "oa")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// newDockerRuntime is a runtime on the local Docker daemon with its own
+// state directory, closed when the test ends.
+func newDockerRuntime(tb testing.TB, opts ...Option) (*Runtime, *docker.Engine) {
+	tb.Helper()
+	eng := requireDocker(tb)
+	logger := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts = append([]Option{WithEngine(eng), WithStateDir(shortTempDir(tb)), WithLogger(logger)}, opts...)
+	rt, err := New(tb.Context(), opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := rt.Close(ctx); err != nil {
+			tb.Error(err)
+		}
+	})
+	return rt, eng
+}
+
+// pythonArtifact returns the named Python test application's artifact,
+// built in the original builder's format. It needs the local base image.
+func pythonArtifact(tb testing.TB, eng *docker.Engine, name string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if ok, err := eng.ImageExists(ctx, testapps.PythonBaseImage); err != nil || !ok {
+		msg := fmt.Sprintf("the base image %s is missing (run scripts/ensure-base-images.sh): %v", testapps.PythonBaseImage, err)
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	path, err := testArtifacts.PythonPath(ctx, eng, name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}

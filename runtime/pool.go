@@ -1,0 +1,452 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ociapp/ociapp/artifact"
+	"github.com/ociapp/ociapp/engine"
+)
+
+// pool holds the containers (workers) of one artifact, identified by its
+// content digest, and routes requests to them.
+type pool struct {
+	r    *Runtime
+	info artifactInfo
+	name string // info.label(), for errors and logs
+
+	// image is the engine's reference for the artifact's image once it is
+	// known to be present; imageSem lets one caller load it at a time.
+	image    atomic.Pointer[string]
+	imageSem chan struct{}
+	// path is the artifact file last used for this pool, from which a
+	// container started in the background loads the image if needed.
+	path atomic.Pointer[string]
+
+	mu       sync.Mutex
+	closed   bool
+	workers  map[*worker]struct{} // every worker not yet torn down
+	ready    []*worker            // serving workers, oldest first
+	starting int
+	inflight int // requests in flight on ready workers
+	waiters  []*waiter
+	// Startup failure backoff: while now < backoffUntil no container is
+	// started and requests that need one fail with lastStartErr.
+	failures     int
+	backoffUntil time.Time
+	lastStartErr error
+}
+
+type waiter struct {
+	ch       chan waitResult // buffered: the sender never blocks
+	assigned bool            // guarded by pool.mu
+}
+
+type waitResult struct {
+	w   *worker
+	err error
+}
+
+func newPool(r *Runtime, info artifactInfo) *pool {
+	return &pool{
+		r:        r,
+		info:     info,
+		name:     info.label(),
+		imageSem: make(chan struct{}, 1),
+		workers:  make(map[*worker]struct{}),
+	}
+}
+
+// ensureImage makes sure the engine has the artifact's image, loading the
+// file at path only when the engine has neither of its identities.
+func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
+	if ref := p.image.Load(); ref != nil {
+		return *ref, nil
+	}
+	select {
+	case p.imageSem <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-p.imageSem }()
+	if ref := p.image.Load(); ref != nil {
+		return *ref, nil
+	}
+	ref, err := p.r.loadImage(ctx, path, p.info)
+	if err != nil {
+		return "", err
+	}
+	p.image.Store(&ref)
+	return ref, nil
+}
+
+func (p *pool) setPath(path string) {
+	if old := p.path.Load(); old == nil || *old != path {
+		p.path.Store(&path)
+	}
+}
+
+func (p *pool) lastPath() string {
+	if path := p.path.Load(); path != nil {
+		return *path
+	}
+	return ""
+}
+
+// forgetImage makes the next request check for (and load) the image again,
+// after the engine said it is gone.
+func (p *pool) forgetImage() { p.image.Store(nil) }
+
+// acquire returns a ready worker with room for one more request, counted
+// as in flight on it; release gives it back. It waits (in a bounded FIFO
+// queue) while every worker is full or the first one is starting.
+func (p *pool) acquire(ctx context.Context) (*worker, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if w := p.pickLocked(); w != nil {
+		p.assignLocked(w)
+		p.scaleLocked()
+		p.mu.Unlock()
+		p.r.stats.warmHits.Add(1)
+		return w, nil
+	}
+	if len(p.ready) == 0 && p.starting == 0 && p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
+		err := p.lastStartErr
+		p.mu.Unlock()
+		return nil, err
+	}
+	if len(p.waiters) >= p.r.cfg.queueSize {
+		n := len(p.waiters)
+		p.mu.Unlock()
+		return nil, &OverloadedError{Artifact: p.name, Queued: n}
+	}
+	wt := &waiter{ch: make(chan waitResult, 1)}
+	p.waiters = append(p.waiters, wt)
+	p.scaleLocked()
+	p.mu.Unlock()
+
+	p.r.stats.queueWaits.Add(1)
+	start := time.Now()
+	defer func() { p.r.stats.queueWaitNanos.Add(int64(time.Since(start))) }()
+	select {
+	case res := <-wt.ch:
+		return res.w, res.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if wt.assigned {
+		p.mu.Unlock()
+		if res := <-wt.ch; res.w != nil {
+			p.release(res.w)
+		}
+		return nil, ctx.Err()
+	}
+	if i := slices.Index(p.waiters, wt); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+	}
+	p.mu.Unlock()
+	return nil, ctx.Err()
+}
+
+// pickLocked returns the least-loaded ready worker with room, or nil.
+func (p *pool) pickLocked() *worker {
+	var best *worker
+	for _, w := range p.ready {
+		if w.inflight >= p.r.cfg.containerConcurrency || (best != nil && w.inflight >= best.inflight) {
+			continue
+		}
+		select {
+		case <-w.sess.Done(): // crashed; its owner is about to remove it
+			continue
+		default:
+		}
+		best = w
+		if w.inflight == 0 {
+			break
+		}
+	}
+	return best
+}
+
+func (p *pool) assignLocked(w *worker) {
+	w.inflight++
+	p.inflight++
+}
+
+// release ends a request on w and hands its slot to the next waiter.
+func (p *pool) release(w *worker) {
+	now := time.Now()
+	p.mu.Lock()
+	w.inflight--
+	w.lastUsed = now
+	if !w.gone {
+		p.inflight--
+	}
+	if len(p.waiters) > 0 {
+		p.dispatchLocked()
+	}
+	p.mu.Unlock()
+}
+
+// dispatchLocked hands free slots to waiters, oldest first.
+func (p *pool) dispatchLocked() {
+	for len(p.waiters) > 0 {
+		w := p.pickLocked()
+		if w == nil {
+			return
+		}
+		wt := p.waiters[0]
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+		p.assignLocked(w)
+		wt.assigned = true
+		wt.ch <- waitResult{w: w}
+	}
+}
+
+// failWaitersLocked fails every waiting request with err.
+func (p *pool) failWaitersLocked(err error) {
+	for _, wt := range p.waiters {
+		wt.assigned = true
+		wt.ch <- waitResult{err: err}
+	}
+	p.waiters = nil
+}
+
+// scaleLocked starts a container when the scale policy asks for one: below
+// the minimum, or when the requests in flight and waiting exceed what the
+// containers take at the scale threshold. It starts at most one per call;
+// every request passes here, so N concurrent first requests start as many
+// containers as the policy allows, never N.
+func (p *pool) scaleLocked() {
+	if p.closed {
+		return
+	}
+	cfg := &p.r.cfg
+	total := len(p.ready) + p.starting
+	if total >= cfg.maxContainers {
+		return
+	}
+	demand := p.inflight + len(p.waiters)
+	if total >= cfg.minContainers && demand <= total*cfg.scaleThreshold {
+		return
+	}
+	if p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
+		return
+	}
+	p.startLocked()
+}
+
+func (p *pool) startLocked() {
+	w := newWorker(p)
+	p.workers[w] = struct{}{}
+	p.starting++
+	p.r.wg.Add(1)
+	go w.run()
+}
+
+// workerReady puts a started worker in service. It returns false when the
+// pool closed meanwhile.
+func (p *pool) workerReady(w *worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starting--
+	if p.closed {
+		return false
+	}
+	w.lastUsed = time.Now()
+	p.ready = append(p.ready, w)
+	p.failures, p.backoffUntil, p.lastStartErr = 0, time.Time{}, nil
+	p.dispatchLocked()
+	p.scaleLocked()
+	return true
+}
+
+// startFailed records a failed start. It pauses further starts
+// (exponential backoff, so an app that cannot start is not restarted in a
+// tight loop), and requests that nothing else can serve fail with err.
+func (p *pool) startFailed(w *worker, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starting--
+	delete(p.workers, w)
+	if p.closed {
+		return
+	}
+	p.failures++
+	backoff := p.r.cfg.startupBackoff << min(p.failures-1, 30)
+	if backoff > p.r.cfg.maxStartupBackoff || backoff <= 0 {
+		backoff = p.r.cfg.maxStartupBackoff
+	}
+	var se *StartupError
+	if errors.As(err, &se) {
+		se.RetryIn = backoff // not yet shared with anyone
+	}
+	p.backoffUntil = time.Now().Add(backoff)
+	p.lastStartErr = err
+	if len(p.ready) == 0 && p.starting == 0 {
+		p.failWaitersLocked(err)
+	}
+}
+
+// workerGone takes a worker that stopped serving out of the pool and
+// starts a replacement if the policy wants one.
+func (p *pool) workerGone(w *worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.removeLocked(w)
+	delete(p.workers, w)
+	p.scaleLocked()
+	if len(p.ready) == 0 && p.starting == 0 && p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
+		// Starts are paused: nothing will serve the queue before then.
+		p.failWaitersLocked(p.lastStartErr)
+	}
+}
+
+func (p *pool) removeLocked(w *worker) {
+	if w.gone {
+		return
+	}
+	w.gone = true
+	p.inflight -= w.inflight
+	if i := slices.Index(p.ready, w); i >= 0 {
+		p.ready = slices.Delete(p.ready, i, i+1)
+	}
+}
+
+// reapIdle retires workers idle for the idle timeout, keeping the minimum,
+// and starts containers up to the minimum.
+func (p *pool) reapIdle(now time.Time) {
+	p.mu.Lock()
+	var idle []*worker
+	keep := len(p.ready)
+	for _, w := range p.ready {
+		if keep <= p.r.cfg.minContainers {
+			break
+		}
+		if w.inflight == 0 && now.Sub(w.lastUsed) >= p.r.cfg.idleTimeout {
+			idle = append(idle, w)
+			keep--
+		}
+	}
+	for _, w := range idle {
+		p.removeLocked(w)
+	}
+	p.scaleLocked()
+	p.mu.Unlock()
+	for _, w := range idle {
+		p.r.log.Info("stopping idle container", "artifact", p.name, "container", w.containerID, "idle", now.Sub(w.lastUsed).Round(time.Millisecond))
+		w.retire(errIdle)
+	}
+}
+
+// close fails waiting requests and stops every worker.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.failWaitersLocked(ErrClosed)
+	workers := make([]*worker, 0, len(p.workers))
+	for w := range p.workers {
+		workers = append(workers, w)
+	}
+	p.mu.Unlock()
+	for _, w := range workers {
+		w.retire(ErrClosed)
+	}
+}
+
+func (p *pool) stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PoolStats{
+		Artifact:   p.name,
+		Digest:     p.info.Digest,
+		Containers: len(p.ready),
+		Starting:   p.starting,
+		InFlight:   p.inflight,
+		Queued:     len(p.waiters),
+	}
+}
+
+// loadImage finds the artifact's image in the engine or loads it.
+func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo) (string, error) {
+	ids := []string{info.ConfigDigest, info.Digest}
+	find := func() (string, error) {
+		for _, id := range ids {
+			if id == "" {
+				continue
+			}
+			ok, err := r.eng.ImageExists(ctx, id)
+			if err != nil {
+				return "", fmt.Errorf("looking for image %s: %w", id, err)
+			}
+			if ok {
+				return id, nil
+			}
+		}
+		return "", nil
+	}
+	ref, err := find()
+	if err != nil || ref != "" {
+		if ref != "" {
+			r.log.Debug("image already present", "artifact", info.label(), "image", ref)
+		}
+		return ref, err
+	}
+
+	start := time.Now()
+	pr, pw := io.Pipe()
+	writeErr := make(chan error, 1)
+	go func() {
+		err := info.archive(ctx, pw)
+		pw.CloseWithError(err)
+		writeErr <- err
+	}()
+	loaded, err := r.eng.LoadImage(ctx, pr)
+	// Unblock the writer if the engine stopped reading early.
+	_ = pr.CloseWithError(errors.New("the engine stopped reading the archive"))
+	// A fault in the file (changed since it was verified) explains an
+	// engine error too; a write error caused by the engine's does not.
+	if werr := <-writeErr; werr != nil && (err == nil || errors.As(werr, new(*artifact.Error))) {
+		return "", &ArtifactError{Path: path, Err: werr}
+	}
+	if err != nil {
+		var le *engine.LoadError
+		if errors.As(err, &le) {
+			return "", &ArtifactError{Path: path, Err: err}
+		}
+		return "", fmt.Errorf("loading artifact %s: %w", path, err)
+	}
+	r.stats.imageLoads.Add(1)
+	for _, l := range loaded {
+		if slices.Contains(ids, l) {
+			ref = l
+		}
+	}
+	if ref == "" {
+		// Engines report names or IDs depending on their image store; ask
+		// for the identities the artifact declares.
+		if ref, err = find(); err != nil {
+			return "", err
+		}
+	}
+	if ref == "" && len(loaded) > 0 {
+		// An engine that re-derives the image (e.g. the containerd store
+		// importing a docker-save archive) knows it only by what it reported.
+		ref = loaded[0]
+	}
+	if ref == "" {
+		return "", &ArtifactError{Path: path, Err: fmt.Errorf("the engine reported loading nothing and has no image with digest %s or %s", info.ConfigDigest, info.Digest)}
+	}
+	r.log.Info("image loaded", "artifact", info.label(), "image", ref, "duration", time.Since(start).Round(time.Millisecond))
+	return ref, nil
+}

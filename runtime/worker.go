@@ -1,0 +1,396 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/protocol"
+)
+
+// errIdle is why the reaper retires a worker.
+var errIdle = errors.New("container stopped after being idle")
+
+// worker is one container and its session. One goroutine (run) owns its
+// whole life: it starts the container, serves until the container dies or
+// is retired, and tears it down, so each container is stopped and removed
+// exactly once.
+type worker struct {
+	p      *pool
+	id     string
+	dir    string // host directory mounted at /run/ociapp
+	socket string
+
+	// Set by run before the worker is published as ready. name is set
+	// once creating the container has been attempted.
+	name        string
+	containerID string
+	sess        session
+
+	// Guarded by p.mu.
+	inflight int
+	lastUsed time.Time
+	gone     bool // out of p.ready for good
+
+	retireOnce   sync.Once
+	retireCh     chan struct{}
+	retireReason error
+
+	// exitCh gets the container's final state from the goroutine waiting
+	// on it; exited and exitState record it once received.
+	exitCh    chan exitResult
+	exited    bool
+	exitState engine.ContainerState
+	exitErr   error
+
+	// dead is closed once deadErr says why the worker stopped serving:
+	// a *WorkerCrashError, ErrClosed, or errIdle.
+	dead    chan struct{}
+	deadErr error
+}
+
+type exitResult struct {
+	state engine.ContainerState
+	err   error
+}
+
+func newWorker(p *pool) *worker {
+	id := randomID(4)
+	dir := filepath.Join(p.r.inst.dir, id)
+	return &worker{
+		p:        p,
+		id:       id,
+		dir:      dir,
+		socket:   filepath.Join(dir, socketName),
+		retireCh: make(chan struct{}),
+		exitCh:   make(chan exitResult, 1),
+		dead:     make(chan struct{}),
+	}
+}
+
+// retire asks the worker to stop serving and tear down, for reason.
+func (w *worker) retire(reason error) {
+	w.retireOnce.Do(func() {
+		w.retireReason = reason
+		close(w.retireCh)
+	})
+}
+
+func (w *worker) run() {
+	r := w.p.r
+	defer r.wg.Done()
+	log := r.log.With("artifact", w.p.name, "worker", w.id)
+	var waitWG sync.WaitGroup
+	waitCtx, stopWaiting := context.WithCancel(context.Background())
+	defer func() {
+		stopWaiting()
+		waitWG.Wait()
+	}()
+
+	start := time.Now()
+	err := w.start(waitCtx, &waitWG)
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			r.stats.startupFailures.Add(1)
+			log.Warn("container failed to start", "container", w.containerID, "err", err)
+		}
+		w.p.startFailed(w, err)
+		w.finish(err)
+		w.teardown(log)
+		return
+	}
+	r.stats.coldStarts.Add(1)
+	log.Info("container ready", "container", w.containerID, "duration", time.Since(start).Round(time.Microsecond))
+	if !w.p.workerReady(w) {
+		w.p.workerGone(w)
+		w.finish(ErrClosed)
+		w.teardown(log)
+		return
+	}
+
+	fate := w.serve()
+	var crash *WorkerCrashError
+	if errors.As(fate, &crash) {
+		log.Warn("container crashed", "container", w.containerID, "err", fate)
+	}
+	w.p.workerGone(w)
+	w.finish(fate)
+	w.teardown(log)
+}
+
+func (w *worker) finish(err error) {
+	w.deadErr = err
+	close(w.dead)
+}
+
+// start creates and starts the container and waits until its socket
+// accepts a connection, watching the container meanwhile: if it exits
+// first, or the startup timeout passes, start returns a *StartupError with
+// its exit status and last log lines.
+func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
+	r := w.p.r
+	ctx, cancel := context.WithTimeout(r.life, r.cfg.startupTimeout)
+	defer cancel()
+	image, err := w.p.ensureImage(ctx, w.p.lastPath())
+	if err != nil {
+		if errors.As(err, new(*ArtifactError)) {
+			return err
+		}
+		return w.startupError(ctx, err, "its image could not be loaded")
+	}
+	if err := os.Mkdir(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+	// The umask narrowed Mkdir's mode; the app (not root) creates its
+	// socket here.
+	if err := os.Chmod(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+
+	spec := w.spec(image)
+	w.name = spec.Name
+	id, err := r.eng.CreateContainer(ctx, spec)
+	if err != nil {
+		if errors.Is(err, engine.ErrNotFound) {
+			w.p.forgetImage()
+			return w.startupError(ctx, err, "the engine no longer has its image; the next request loads it again")
+		}
+		return w.startupError(ctx, err, "the engine could not create it")
+	}
+	w.containerID = id
+	if err := r.eng.StartContainer(ctx, id); err != nil {
+		return w.startupError(ctx, err, "the engine could not start it")
+	}
+	waitWG.Add(1)
+	go func() {
+		defer waitWG.Done()
+		st, err := r.eng.WaitContainer(waitCtx, id)
+		w.exitCh <- exitResult{state: st, err: err}
+	}()
+
+	delay := time.NewTimer(0)
+	defer delay.Stop()
+	pause := time.Millisecond
+	var dialErr error // the last failure to connect to an existing socket
+	for {
+		select {
+		case res := <-w.exitCh:
+			w.noteExit(res)
+			return w.startupError(ctx, w.exitErr, w.exitReason()+" before its socket was ready")
+		case <-w.retireCh:
+			return ErrClosed
+		case <-ctx.Done():
+			if r.life.Err() != nil {
+				return ErrClosed
+			}
+			reason := fmt.Sprintf("its socket did not appear within the startup timeout of %v", r.cfg.startupTimeout)
+			if dialErr != nil {
+				reason = fmt.Sprintf("its socket did not accept connections within the startup timeout of %v", r.cfg.startupTimeout)
+			}
+			return w.startupError(ctx, dialErr, reason)
+		case <-delay.C:
+		}
+		sess, err := r.cfg.dial(ctx, w.socket)
+		if err == nil {
+			w.sess = sess
+			return nil
+		}
+		if !errors.Is(err, errNotReady) {
+			dialErr = err
+		}
+		delay.Reset(pause)
+		pause = min(2*pause, 20*time.Millisecond)
+	}
+}
+
+// startupError builds the error for a failed start, with the container's
+// state and the tail of its log when there is a container. Engine
+// unavailability is passed through as is: no container can start then.
+func (w *worker) startupError(ctx context.Context, err error, reason string) error {
+	if errors.Is(err, context.Canceled) && w.p.r.life.Err() != nil {
+		return ErrClosed
+	}
+	if engineUnavailable(err) {
+		return err
+	}
+	se := &StartupError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
+	if w.containerID != "" {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), diagnosticTimeout)
+		defer cancel()
+		if !w.exited {
+			if st, ierr := w.p.r.eng.InspectContainer(dctx, w.containerID); ierr == nil && !st.Running && st.Status != "created" {
+				w.exited, w.exitState = true, st
+			}
+		}
+		if w.exited {
+			se.Exited, se.ExitCode, se.OOMKilled = true, w.exitState.ExitCode, w.exitState.OOMKilled
+			if se.Err == nil && w.exitState.Error != "" {
+				se.Err = errors.New(w.exitState.Error)
+			}
+		}
+		se.Logs = w.logs(dctx)
+	}
+	return se
+}
+
+// diagnosticTimeout bounds the engine calls that gather an error's details.
+const diagnosticTimeout = 5 * time.Second
+
+func (w *worker) logs(ctx context.Context) string {
+	text, err := w.p.r.eng.ContainerLogs(ctx, w.containerID, logTailLines)
+	if err != nil {
+		return fmt.Sprintf("(logs unavailable: %v)", err)
+	}
+	return strings.TrimRight(text, "\n")
+}
+
+func (w *worker) noteExit(res exitResult) {
+	w.exited = res.err == nil
+	w.exitState = res.state
+	if res.err != nil {
+		w.exitErr = fmt.Errorf("lost track of the container: %w", res.err)
+	}
+}
+
+// serve waits until the container exits, its connection ends, or the
+// worker is retired, and returns why.
+func (w *worker) serve() error {
+	select {
+	case res := <-w.exitCh:
+		w.noteExit(res)
+		return w.crash(w.exitReason(), w.exitErr)
+	case <-w.sess.Done():
+	case <-w.retireCh:
+		return w.retireReason
+	}
+	cause := w.sess.Err()
+	if protocol.IsMalformed(cause) {
+		return w.crash("it wrote a malformed frame, so its connection was closed", cause)
+	}
+	// The app closed the connection: usually because its process is
+	// exiting. Give the engine a moment to report the exit status.
+	grace := time.NewTimer(w.p.r.cfg.exitGrace)
+	defer grace.Stop()
+	select {
+	case res := <-w.exitCh:
+		w.noteExit(res)
+		return w.crash(w.exitReason(), w.exitErr)
+	case <-grace.C:
+		return w.crash("it closed its connection but kept running", cause)
+	case <-w.retireCh:
+		return w.retireReason
+	}
+}
+
+func (w *worker) exitReason() string {
+	if w.exited {
+		return "the container exited"
+	}
+	return "the runtime lost track of the container"
+}
+
+func (w *worker) crash(reason string, err error) *WorkerCrashError {
+	ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
+	defer cancel()
+	e := &WorkerCrashError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
+	if w.exited {
+		e.Exited, e.ExitCode, e.OOMKilled = true, w.exitState.ExitCode, w.exitState.OOMKilled
+	}
+	e.Logs = w.logs(ctx)
+	w.p.r.stats.crashes.Add(1)
+	return e
+}
+
+// teardown closes the session, stops and removes the container and
+// removes the socket directory.
+func (w *worker) teardown(log interface {
+	Warn(string, ...any)
+	Debug(string, ...any)
+}) {
+	r := w.p.r
+	if w.sess != nil {
+		_ = w.sess.Close()
+	}
+	if w.containerID == "" && w.name != "" {
+		// The create call failed or was canceled, perhaps after the engine
+		// made the container: remove it by name (a missing one is fine).
+		ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
+		if err := r.eng.RemoveContainer(ctx, w.name); err != nil {
+			log.Warn("removing container", "container", w.name, "err", err)
+		}
+		cancel()
+	}
+	if w.containerID != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.shutdownTimeout+30*time.Second)
+		if !w.exited {
+			if err := r.eng.StopContainer(ctx, w.containerID, r.cfg.shutdownTimeout); err != nil {
+				log.Warn("stopping container", "container", w.containerID, "err", err)
+			}
+		}
+		if err := r.eng.RemoveContainer(ctx, w.containerID); err != nil {
+			log.Warn("removing container", "container", w.containerID, "err", err)
+		}
+		cancel()
+	}
+	if err := os.RemoveAll(w.dir); err != nil {
+		log.Warn("removing socket directory", "dir", w.dir, "err", err)
+	}
+	log.Debug("container removed", "container", w.containerID)
+}
+
+var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// spec is the container to create: hardened by default, labelled for
+// cleanup, with the socket directory mounted where the app listens.
+func (w *worker) spec(image string) engine.ContainerSpec {
+	r := w.p.r
+	cfg := &r.cfg
+	name := strings.Trim(nameInvalid.ReplaceAllString(w.p.info.Name, "-"), "-._")
+	if name == "" {
+		name = "app"
+	}
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	user := w.p.info.User
+	if !cfg.allowRoot && isRootUser(user) {
+		user = NonRootUser
+	}
+	return engine.ContainerSpec{
+		Name:  fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
+		Image: image,
+		User:  user,
+		Labels: map[string]string{
+			LabelManaged:        "1",
+			LabelInstance:       r.inst.id,
+			LabelStateDir:       r.inst.stateDir,
+			LabelArtifactDigest: w.p.info.Digest,
+			LabelArtifactName:   w.p.info.Name,
+		},
+		Mounts:          []engine.Mount{{Source: w.dir, Target: path.Dir(protocol.DefaultSocketPath)}},
+		Init:            true,
+		ReadOnlyRootfs:  true,
+		Tmpfs:           map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize},
+		CapDrop:         []string{"ALL"},
+		NoNewPrivileges: true,
+		PidsLimit:       cfg.pidsLimit,
+		MemoryBytes:     cfg.memoryBytes,
+		NanoCPUs:        cfg.nanoCPUs,
+		NetworkMode:     cfg.network,
+	}
+}
+
+// isRootUser reports whether an image's User runs as root: unset, or uid 0
+// by name or number.
+func isRootUser(u string) bool {
+	user, _, _ := strings.Cut(u, ":")
+	return user == "" || user == "root" || user == "0"
+}
