@@ -1,0 +1,479 @@
+package main
+
+import (
+	_ "embed"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/template"
+)
+
+//go:embed benchmarks.md.tmpl
+var reportTemplate string
+
+// apps are the two example applications, by their key in the results.
+var apps = []struct{ Key, Name string }{
+	{"go", "Go echo"},
+	{"python", "Python echo"},
+}
+
+func appName(key string) string {
+	for _, a := range apps {
+		if a.Key == key {
+			return a.Name
+		}
+	}
+	return key
+}
+
+// report is what the template renders.
+type report struct {
+	Machine  machine
+	Settings map[string]string
+	Floor    string // the floor's figures, in words
+	Path     []pathRow
+	Remote   []pathRow
+	Start    []startRow
+	Curves   []curve
+	GoBench  []benchRow
+	Commands []commandRow
+	Missing  []string
+	Plot     string // the plot's path relative to the report
+}
+
+// pathRow is a row of the request path table.
+type pathRow struct {
+	Measure, P50, P99, RPS, P50Ratio, RPSRatio, Target, Met string
+	Cmd                                                     int
+}
+
+// startRow is a row of the start, load, build and size table.
+type startRow struct {
+	Measure, Figure, Detail, Target, Met string
+	Cmd                                  int
+}
+
+type curve struct {
+	App    string
+	Points []curvePoint
+}
+
+type curvePoint struct {
+	Concurrency             int
+	P50, P90, P99, Max, RPS string
+	P50Ratio, Containers    string
+	Failed, Reps            int64
+}
+
+type benchRow struct {
+	Pkg, Name, Metrics string
+	Runs               int
+}
+
+type commandRow struct {
+	N            int
+	Key, Command string
+}
+
+// builder assembles a report, numbering commands as rows cite them.
+type builder struct {
+	res  *results
+	rep  report
+	cmds map[string]int
+	// floor is the raw socket ping-pong: its p50 (µs) and req/s.
+	floorP50, floorRPS float64
+}
+
+func buildReport(res *results, plot string) report {
+	b := &builder{res: res, cmds: map[string]int{}}
+	b.rep.Machine = res.Machine
+	b.rep.Settings = res.Settings
+	b.rep.Plot = plot
+	b.requestPath()
+	b.startTable()
+	b.curves()
+	for _, gb := range res.GoBench {
+		units := make([]string, 0, len(gb.Metrics))
+		for u := range gb.Metrics {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+		var parts []string
+		for _, u := range units {
+			parts = append(parts, fmt.Sprintf("%s %s", trimFloat(gb.Metrics[u]), u))
+		}
+		b.rep.GoBench = append(b.rep.GoBench, benchRow{Pkg: gb.Pkg, Name: gb.Name, Metrics: strings.Join(parts, ", "), Runs: gb.Runs})
+	}
+	return b.rep
+}
+
+// cmd returns the number of the command measured under key.
+func (b *builder) cmd(key string) int {
+	if n, ok := b.cmds[key]; ok {
+		return n
+	}
+	text, ok := b.res.Commands[key]
+	if !ok {
+		text = "(not recorded)"
+	}
+	n := len(b.rep.Commands) + 1
+	b.cmds[key] = n
+	b.rep.Commands = append(b.rep.Commands, commandRow{N: n, Key: key, Command: text})
+	return n
+}
+
+func (b *builder) goBench(pkgSuffix, name string) *goBench {
+	return findGoBench(b.res, pkgSuffix, name)
+}
+
+// findGoBench returns the Go benchmark called name in a package whose path
+// ends in pkgSuffix, or nil.
+func findGoBench(res *results, pkgSuffix, name string) *goBench {
+	for i, gb := range res.GoBench {
+		if gb.Name == name && strings.HasSuffix(gb.Pkg, pkgSuffix) {
+			return &res.GoBench[i]
+		}
+	}
+	return nil
+}
+
+// target is a bound on a figure: below (latency) or at least (throughput).
+type target struct {
+	desc  string
+	below bool
+	bound float64
+}
+
+func (t *target) check(v float64) (string, string) {
+	if t == nil {
+		return "", ""
+	}
+	ok := v >= t.bound
+	if t.below {
+		ok = v < t.bound
+	}
+	if ok {
+		return t.desc, "yes"
+	}
+	return t.desc, "**no**"
+}
+
+func p50Below(us float64) *target {
+	return &target{desc: "p50 < " + tickUS(us), below: true, bound: us}
+}
+
+func rpsAbove(rps float64, orEqual bool) *target {
+	op := ">"
+	if orEqual {
+		op = "≥"
+	}
+	// "> x" and "≥ x" differ by one request per second; both check v >= x.
+	return &target{desc: fmt.Sprintf("%s %s req/s", op, thousands(rps)), bound: rps}
+}
+
+func (b *builder) requestPath() {
+	floor := b.goBench("/ociapp", "RawPingPong")
+	if floor == nil {
+		b.rep.Missing = append(b.rep.Missing, "the raw socket ping-pong floor (BenchmarkRawPingPong), so no ratios")
+	} else {
+		b.floorP50, b.floorRPS = floor.Metrics["p50-µs"], floor.Metrics["req/s"]
+		b.rep.Floor = fmt.Sprintf("p50 %s, %s req/s", fmtUS(b.floorP50), thousands(b.floorRPS))
+	}
+	goRow := func(measure, pkgSuffix, name, cmdKey string, t *target, onRPS bool) {
+		gb := b.goBench(pkgSuffix, name)
+		if gb == nil {
+			b.rep.Missing = append(b.rep.Missing, fmt.Sprintf("%s (Benchmark%s)", measure, name))
+			return
+		}
+		p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
+		row := pathRow{Measure: measure, P50: fmtUS(p50), P99: "–", RPS: thousands(rps), Cmd: b.cmd(cmdKey)}
+		if p99, ok := gb.Metrics["p99-µs"]; ok {
+			row.P99 = fmtUS(p99)
+		}
+		row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
+		if onRPS {
+			row.Target, row.Met = t.check(rps)
+		} else {
+			row.Target, row.Met = t.check(p50)
+		}
+		b.rep.Path = append(b.rep.Path, row)
+	}
+	goRow("Raw socket ping-pong, 4-byte messages (the floor), c1", "/ociapp", "RawPingPong", "gobench.protocol", nil, false)
+	goRow("Protocol round trip, Go client to Go SDK server, c1", "/ociapp", "RoundTrip/c1", "gobench.protocol", p50Below(20), false)
+	goRow("Protocol round trip, pipelined, c64", "/ociapp", "RoundTrip/c64", "gobench.protocol", rpsAbove(100000, false), true)
+	goRow("Python SDK echo in a container, Go client, c1", "/python", "PythonEcho/c1", "gobench.python", p50Below(60), false)
+	goRow("Python SDK echo in a container, Go client, c64", "/python", "PythonEcho/c64", "gobench.python", rpsAbove(80000, false), true)
+	goRow("Runtime request path, in-process Go server, c1", "/runtime", "ExecuteOverhead/c1", "gobench.runtime", nil, false)
+	goRow("Runtime request path, in-process Go server, c64", "/runtime", "ExecuteOverhead/c64", "gobench.runtime", nil, true)
+
+	warmTargets := map[string][2]*target{
+		"go":     {p50Below(30), rpsAbove(100000, false)},
+		"python": {p50Below(80), rpsAbove(69000, true)},
+	}
+	for _, a := range apps {
+		for i, c := range []int{1, 64} {
+			measure := fmt.Sprintf("Warm Execute, %s, c%d", a.Name, c)
+			p := b.warmAt(a.Key, c)
+			if p == nil {
+				b.rep.Missing = append(b.rep.Missing, measure)
+				continue
+			}
+			row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd(fmt.Sprintf("warm.%s.c%d", a.Key, c))}
+			row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
+			t := warmTargets[a.Key][i]
+			if i == 0 {
+				row.Target, row.Met = t.check(p.P50)
+			} else {
+				row.Target, row.Met = t.check(p.RPS)
+			}
+			b.rep.Path = append(b.rep.Path, row)
+		}
+	}
+
+	for _, gb := range b.res.GoBench {
+		if !strings.HasSuffix(gb.Pkg, "/remote") && !strings.HasSuffix(gb.Pkg, "/daemon") {
+			continue
+		}
+		p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
+		row := pathRow{Measure: gb.Name, P50: "–", P99: "–", RPS: "–", Cmd: b.cmd("gobench.remote")}
+		if p50 > 0 {
+			row.P50 = fmtUS(p50)
+		}
+		if p99, ok := gb.Metrics["p99-µs"]; ok {
+			row.P99 = fmtUS(p99)
+		}
+		if rps > 0 {
+			row.RPS = thousands(rps)
+		}
+		row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
+		b.rep.Remote = append(b.rep.Remote, row)
+	}
+}
+
+// ratios are p50 and req/s as multiples of the floor's.
+func (b *builder) ratios(p50, rps float64) (string, string) {
+	r := func(v, floor float64) string {
+		if v <= 0 || floor <= 0 {
+			return "–"
+		}
+		return fmt.Sprintf("×%.2f", v/floor)
+	}
+	return r(p50, b.floorP50), r(rps, b.floorRPS)
+}
+
+func (b *builder) warmAt(app string, c int) *warmPoint {
+	for i, p := range b.res.Warm[app] {
+		if p.Concurrency == c {
+			return &b.res.Warm[app][i]
+		}
+	}
+	return nil
+}
+
+func (b *builder) startTable() {
+	coldTargets := map[string]float64{"go": 300, "python": 600}
+	for _, a := range apps {
+		measure := "Cold start, " + a.Name
+		cold, ok := b.res.Cold[a.Key]
+		if !ok || len(cold.ColdStart.SamplesMS) == 0 {
+			b.rep.Missing = append(b.rep.Missing, measure)
+			continue
+		}
+		c := cold.ColdStart
+		t := &target{desc: "p50 < " + tickUS(coldTargets[a.Key]*1e3), below: true, bound: coldTargets[a.Key]}
+		row := startRow{
+			Measure: measure,
+			Figure:  "p50 " + fmtMS(c.P50MS),
+			Detail:  fmt.Sprintf("min %s, max %s, %d runs", fmtMS(c.MinMS), fmtMS(c.MaxMS), len(c.SamplesMS)),
+			Cmd:     b.cmd("cold." + a.Key),
+		}
+		if c.Failed > 0 {
+			row.Detail += fmt.Sprintf(", %d failed", c.Failed)
+		}
+		row.Target, row.Met = t.check(c.P50MS)
+		b.rep.Start = append(b.rep.Start, row)
+	}
+	for _, a := range apps {
+		lr := b.res.Load[a.Key]
+		if len(lr.First) == 0 {
+			b.rep.Missing = append(b.rep.Missing, "Artifact load, first time, "+a.Name)
+		} else {
+			var total, verify, load []float64
+			for _, r := range lr.First {
+				ar := r.Artifact
+				total = append(total, ar.VerifyMS+ar.CheckMS+ar.LoadMS)
+				verify = append(verify, ar.VerifyMS)
+				load = append(load, ar.LoadMS)
+			}
+			b.rep.Start = append(b.rep.Start, startRow{
+				Measure: "Artifact load, first time, " + a.Name,
+				Figure:  fmtMS(median(total)),
+				Detail:  fmt.Sprintf("verify %s + engine load %s; median of %d", fmtMS(median(verify)), fmtMS(median(load)), len(lr.First)),
+				Cmd:     b.cmd("load." + a.Key + ".first"),
+			})
+		}
+		if len(lr.Present) == 0 {
+			b.rep.Missing = append(b.rep.Missing, "Artifact load, already loaded, "+a.Name)
+		} else {
+			var total, verify, check []float64
+			for _, r := range lr.Present {
+				ar := r.Artifact
+				total = append(total, ar.VerifyMS+ar.CheckMS)
+				verify = append(verify, ar.VerifyMS)
+				check = append(check, ar.CheckMS)
+			}
+			b.rep.Start = append(b.rep.Start, startRow{
+				Measure: "Artifact load, already loaded, " + a.Name,
+				Figure:  fmtMS(median(total)),
+				Detail:  fmt.Sprintf("verify %s + image check %s; median of %d", fmtMS(median(verify)), fmtMS(median(check)), len(lr.Present)),
+				Cmd:     b.cmd("load." + a.Key + ".present"),
+			})
+		}
+	}
+	for _, kind := range []struct{ key, what string }{{"cold", "cold"}, {"code", "code-only change"}} {
+		for _, a := range apps {
+			key := "build." + a.Key + "." + kind.key
+			measure := fmt.Sprintf("Build, %s, %s", kind.what, a.Name)
+			s, ok := b.res.Builds[key]
+			if !ok {
+				b.rep.Missing = append(b.rep.Missing, measure)
+				continue
+			}
+			b.rep.Start = append(b.rep.Start, startRow{Measure: measure, Figure: fmtSeconds(s), Detail: buildDetail[key], Cmd: b.cmd(key)})
+		}
+	}
+	for _, a := range apps {
+		var size int64
+		if lr := b.res.Load[a.Key]; len(lr.Present) > 0 {
+			size = lr.Present[0].Artifact.SizeBytes
+		} else if c, ok := b.res.Cold[a.Key]; ok {
+			size = c.Artifact.SizeBytes
+		}
+		if size == 0 {
+			b.rep.Missing = append(b.rep.Missing, "Artifact size, "+a.Name)
+			continue
+		}
+		b.rep.Start = append(b.rep.Start, startRow{
+			Measure: "Artifact size, " + a.Name,
+			Figure:  fmtBytes(size),
+			Detail:  thousands(float64(size)) + " bytes",
+			Cmd:     b.cmd("build." + a.Key + ".cold"),
+		})
+	}
+}
+
+var buildDetail = map[string]string{
+	"build.go.cold":     "empty Go build cache",
+	"build.go.code":     "one source line changed, warm Go build cache",
+	"build.python.cold": "no cached build step; base image present",
+	"build.python.code": "one source line changed, engine build cache warm",
+}
+
+func (b *builder) curves() {
+	for _, a := range apps {
+		pts := b.res.Warm[a.Key]
+		if len(pts) == 0 {
+			continue
+		}
+		c := curve{App: a.Name}
+		for _, p := range pts {
+			ratio, _ := b.ratios(p.P50, 0)
+			c.Points = append(c.Points, curvePoint{
+				Concurrency: p.Concurrency,
+				P50:         fmtUS(p.P50), P90: fmtUS(p.P90), P99: fmtUS(p.P99), Max: fmtUS(p.Max),
+				RPS:        thousands(p.RPS),
+				P50Ratio:   ratio,
+				Containers: fmt.Sprint(p.Containers),
+				Failed:     p.Failed,
+				Reps:       int64(p.Reps),
+			})
+		}
+		b.rep.Curves = append(b.rep.Curves, c)
+	}
+}
+
+func renderMarkdown(w io.Writer, rep report) error {
+	t, err := template.New("report").Option("missingkey=error").Funcs(template.FuncMap{
+		// cell makes text safe inside a Markdown table cell.
+		"cell": func(s string) string { return strings.ReplaceAll(s, "|", `\|`) },
+		"setting": func(name string) (string, error) {
+			v, ok := rep.Settings[name]
+			if !ok {
+				return "", fmt.Errorf("settings.tsv has no %q", name)
+			}
+			return v, nil
+		},
+	}).Parse(reportTemplate)
+	if err != nil {
+		return err
+	}
+	return t.Execute(w, rep)
+}
+
+// fmtUS formats microseconds in the unit that suits them, with three
+// significant digits or so.
+func fmtUS(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2f s", v/1e6)
+	case v >= 1e5:
+		return fmt.Sprintf("%.0f ms", v/1e3)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1f ms", v/1e3)
+	case v >= 1e3:
+		return fmt.Sprintf("%.2f ms", v/1e3)
+	case v >= 100:
+		return fmt.Sprintf("%.0f µs", v)
+	}
+	return fmt.Sprintf("%.1f µs", v)
+}
+
+func fmtMS(v float64) string { return fmtUS(v * 1e3) }
+
+func fmtSeconds(s float64) string {
+	if s >= 100 {
+		return fmt.Sprintf("%.0f s", s)
+	}
+	return fmt.Sprintf("%.1f s", s)
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// thousands rounds v and groups its digits: 123456.7 -> "123,457".
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", math.Round(v))
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// trimFloat prints v with up to 4 significant decimals and no trailing zeros.
+func trimFloat(v float64) string {
+	s := fmt.Sprintf("%.4g", v)
+	if math.Abs(v) >= 1e4 {
+		s = fmt.Sprintf("%.0f", v)
+	}
+	return s
+}

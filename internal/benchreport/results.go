@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The results directory scripts/benchmarks.sh fills:
+//
+//	machine.json                 the facts subcommand's output
+//	commands.tsv                 KEY<TAB>command, one per measurement
+//	settings.tsv                 NAME<TAB>value: the script's parameters
+//	builds.tsv                   build.APP.KIND<TAB>seconds
+//	gobench-NAME.txt             go test -bench output
+//	warm/APP-cC-R.json           ociapp-runtime bench --json, concurrency C, repetition R
+//	cold/APP.json                ociapp-runtime bench -n 0 --cold N --json
+//	load/APP-first-R.json        bench -n 0 --json after removing the image
+//	load/APP-present-R.json      bench -n 0 --json with the image present
+//
+// APP is "go" or "python".
+
+// results is everything one run of the script measured.
+type results struct {
+	Machine  machine
+	Commands map[string]string
+	Settings map[string]string
+	Builds   map[string]float64 // seconds, by build.APP.KIND
+	GoBench  []goBench
+	Warm     map[string][]warmPoint // by app, ascending concurrency
+	Cold     map[string]benchJSON
+	Load     map[string]loadRuns
+}
+
+// benchJSON is the part of ociapp-runtime bench --json the report uses.
+type benchJSON struct {
+	Artifact struct {
+		Name         string  `json:"name"`
+		Version      string  `json:"version"`
+		SizeBytes    int64   `json:"size_bytes"`
+		VerifyMS     float64 `json:"verify_ms"`
+		CheckMS      float64 `json:"check_ms"`
+		ImagePresent bool    `json:"image_present"`
+		LoadMS       float64 `json:"load_ms"`
+	} `json:"artifact"`
+	Settings struct {
+		Concurrency int `json:"concurrency"`
+	} `json:"settings"`
+	Run *struct {
+		Succeeded     int64   `json:"succeeded"`
+		Failed        int64   `json:"failed"`
+		ThroughputRPS float64 `json:"throughput_rps"`
+		LatencyUS     struct {
+			Recording string  `json:"recording"`
+			P50       float64 `json:"p50"`
+			P90       float64 `json:"p90"`
+			P99       float64 `json:"p99"`
+			Max       float64 `json:"max"`
+		} `json:"latency_us"`
+	} `json:"run"`
+	ColdStart *struct {
+		SamplesMS []float64 `json:"samples_ms"`
+		MinMS     float64   `json:"min_ms"`
+		P50MS     float64   `json:"p50_ms"`
+		MaxMS     float64   `json:"max_ms"`
+		Failed    int       `json:"failed"`
+	} `json:"cold_start"`
+	Containers struct {
+		Peak int `json:"peak"`
+		Max  int `json:"max"`
+	} `json:"containers"`
+}
+
+// warmPoint is one concurrency level of one app: the median of each
+// figure over the repetitions.
+type warmPoint struct {
+	Concurrency        int
+	P50, P90, P99, Max float64 // µs
+	RPS                float64
+	Failed             int64
+	Containers         int // most containers ready at once, over the repetitions
+	Reps               int
+}
+
+// loadRuns are the artifact load measurements of one app.
+type loadRuns struct {
+	First, Present []benchJSON
+}
+
+var warmName = regexp.MustCompile(`^([a-z]+)-c(\d+)-(\d+)\.json$`)
+var loadName = regexp.MustCompile(`^([a-z]+)-(first|present)-(\d+)\.json$`)
+
+func loadResults(dir string) (*results, error) {
+	r := &results{
+		Commands: map[string]string{},
+		Settings: map[string]string{},
+		Builds:   map[string]float64{},
+		Warm:     map[string][]warmPoint{},
+		Cold:     map[string]benchJSON{},
+		Load:     map[string]loadRuns{},
+	}
+	if err := readJSON(filepath.Join(dir, "machine.json"), &r.Machine); err != nil {
+		return nil, err
+	}
+	if err := readTSV(filepath.Join(dir, "commands.tsv"), func(k, v string) error {
+		r.Commands[k] = v
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := readTSV(filepath.Join(dir, "settings.tsv"), func(k, v string) error {
+		r.Settings[k] = v
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := readTSV(filepath.Join(dir, "builds.tsv"), func(k, v string) error {
+		s, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("build time of %s: %w", k, err)
+		}
+		r.Builds[k] = s
+		return nil
+	}); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+
+	benches, _ := filepath.Glob(filepath.Join(dir, "gobench-*.txt"))
+	slices.Sort(benches)
+	for _, p := range benches {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		bs, err := parseGoBench(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		r.GoBench = append(r.GoBench, bs...)
+	}
+
+	warm := map[string]map[int][]benchJSON{}
+	if err := eachJSON(filepath.Join(dir, "warm"), warmName, func(m []string, b benchJSON) error {
+		if b.Run == nil {
+			return errors.New("no run section")
+		}
+		c, _ := strconv.Atoi(m[2])
+		if warm[m[1]] == nil {
+			warm[m[1]] = map[int][]benchJSON{}
+		}
+		warm[m[1]][c] = append(warm[m[1]][c], b)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for app, byConc := range warm {
+		for c, runs := range byConc {
+			r.Warm[app] = append(r.Warm[app], summarizeWarm(c, runs))
+		}
+		slices.SortFunc(r.Warm[app], func(a, b warmPoint) int { return cmp.Compare(a.Concurrency, b.Concurrency) })
+	}
+
+	coldFiles, _ := filepath.Glob(filepath.Join(dir, "cold", "*.json"))
+	for _, p := range coldFiles {
+		var b benchJSON
+		if err := readJSON(p, &b); err != nil {
+			return nil, err
+		}
+		if b.ColdStart == nil {
+			return nil, fmt.Errorf("%s: no cold_start section", p)
+		}
+		r.Cold[strings.TrimSuffix(filepath.Base(p), ".json")] = b
+	}
+
+	if err := eachJSON(filepath.Join(dir, "load"), loadName, func(m []string, b benchJSON) error {
+		lr := r.Load[m[1]]
+		switch {
+		case m[2] == "first" && b.Artifact.ImagePresent:
+			return errors.New("the image was present, so this is no first load")
+		case m[2] == "first":
+			lr.First = append(lr.First, b)
+		default:
+			lr.Present = append(lr.Present, b)
+		}
+		r.Load[m[1]] = lr
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func summarizeWarm(c int, runs []benchJSON) warmPoint {
+	p := warmPoint{Concurrency: c, Reps: len(runs)}
+	var p50, p90, p99, mx, rps, failed []float64
+	for _, b := range runs {
+		l := b.Run.LatencyUS
+		p50, p90, p99, mx = append(p50, l.P50), append(p90, l.P90), append(p99, l.P99), append(mx, l.Max)
+		rps = append(rps, b.Run.ThroughputRPS)
+		failed = append(failed, float64(b.Run.Failed))
+		p.Containers = max(p.Containers, b.Containers.Peak)
+	}
+	p.P50, p.P90, p.P99, p.Max, p.RPS = median(p50), median(p90), median(p99), median(mx), median(rps)
+	for _, f := range failed {
+		p.Failed += int64(f)
+	}
+	return p
+}
+
+// eachJSON decodes every file in dir whose name matches re, passing the
+// submatches; a missing dir has no files.
+func eachJSON(dir string, re *regexp.Regexp, f func([]string, benchJSON) error) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		m := re.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		var b benchJSON
+		p := filepath.Join(dir, e.Name())
+		if err := readJSON(p, &b); err != nil {
+			return err
+		}
+		if err := f(m, b); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func readTSV(path string, f func(k, v string) error) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "\t")
+		if !ok {
+			return fmt.Errorf("%s:%d: want KEY<TAB>VALUE", path, n)
+		}
+		if err := f(k, v); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+	}
+	return sc.Err()
+}
