@@ -1,0 +1,501 @@
+"""The host runtime: ``async with Runtime() as runtime: await runtime.execute(path, payload)``.
+
+A ``Runtime`` executes requests through an ``ociapp-runtime serve`` daemon.
+Without a URL it starts one of its own on a Unix socket in a private
+directory and stops it (and with it every container) on exit; with a URL
+(or ``OCIAPP_RUNTIME_URL``) it uses a daemon that runs elsewhere, on this
+host or another. Artifacts are uploaded to the daemon once per content
+digest; requests and responses travel as msgpack.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from ._http import Address, Client, Response, parse_url
+from .errors import (
+    ArtifactLoadError,
+    DaemonUnavailableError,
+    EngineUnavailableError,
+    InstanceShutdownError,
+    OCIAppRuntimeError,
+    RequestTimeoutError,
+    ResponseProtocolError,
+    error_from_body,
+)
+
+__all__ = ["Runtime"]
+
+ENV_URL = "OCIAPP_RUNTIME_URL"
+ENV_TOKEN = "OCIAPP_RUNTIME_TOKEN"
+ENV_BINARY = "OCIAPP_RUNTIME_BINARY"
+
+_MSGPACK = "application/msgpack"
+# ociapp-runtime serve's exit status when the container engine is unreachable.
+_EXIT_ENGINE_UNAVAILABLE = 5
+# How long a starting daemon may take to answer its health check.
+_DAEMON_START_TIMEOUT = 30.0
+# Request bodies above this size are sent behind "Expect: 100-continue".
+_EXPECT_CONTINUE_ABOVE = 64 << 10
+# Beyond its own timeouts, how long an execute may wait for the daemon
+# (loading a large image, queueing) before the daemon counts as hung.
+_EXECUTE_GRACE = 120.0
+
+
+class Runtime:
+    """Executes OCIApp artifacts in warm, sandboxed containers.
+
+    The timeouts are in seconds and configure the daemon the runtime starts;
+    a daemon given by ``url`` has its own. ``engine`` is the container
+    engine's address (e.g. ``"unix:///var/run/docker.sock"``; default:
+    ``DOCKER_HOST`` or the local socket). ``runtime_root`` is the started
+    daemon's state directory (default: a temporary directory removed on
+    exit); artifacts uploaded to it stay there for the next run.
+    """
+
+    def __init__(  # noqa: PLR0913
+        self,
+        *,
+        engine: str | None = None,
+        runtime_root: Path | str | None = None,
+        startup_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+        shutdown_timeout: float = 10.0,
+        idle_timeout: float = 900.0,
+        reaper_interval: float = 1.0,
+        url: str | None = None,
+        token: str | None = None,
+        ca_file: Path | str | None = None,
+        binary: str | None = None,
+    ) -> None:
+        if engine is not None and not isinstance(engine, str):
+            raise TypeError(
+                "engine must be the container engine's address, e.g. "
+                "'unix:///var/run/docker.sock': the engine runs inside the "
+                "ociapp-runtime daemon, not in this process"
+            )
+        for name, value in (
+            ("startup_timeout", startup_timeout),
+            ("request_timeout", request_timeout),
+            ("shutdown_timeout", shutdown_timeout),
+            ("idle_timeout", idle_timeout),
+            ("reaper_interval", reaper_interval),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self._engine = engine
+        self._runtime_root = Path(runtime_root).resolve() if runtime_root is not None else None
+        self._startup_timeout = float(startup_timeout)
+        self._request_timeout = float(request_timeout)
+        self._shutdown_timeout = float(shutdown_timeout)
+        self._idle_timeout = float(idle_timeout)
+        self._reaper_interval = float(reaper_interval)
+        self._given_url = url if url is not None else os.environ.get(ENV_URL) or None
+        self._token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+        self._ca_file = ca_file
+        self._binary = binary or os.environ.get(ENV_BINARY) or "ociapp-runtime"
+
+        self._started = False
+        self._client: Client | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._own_dir: Path | None = None  # a temporary directory to remove
+        self._log_path: Path | None = None
+        self._digests: dict[tuple[str, int, int, int, int], str] = {}
+        self._uploaded: set[str] = set()
+        self._uploading: dict[str, asyncio.Future[None]] = {}
+
+    async def __aenter__(self) -> "Runtime":
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: object | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str | None:
+        """The address of the daemon in use, once started."""
+
+        return str(self._client.address) if self._client is not None else None
+
+    async def start(self) -> None:
+        """Starts the daemon, or checks that the given one answers."""
+
+        if self._started:
+            return
+        if self._given_url is not None:
+            address = parse_url(self._given_url)
+            self._client = Client(address, ssl_context=self._ssl_context(address))
+            try:
+                await self._health()
+            except BaseException:
+                await self._client.close()
+                self._client = None
+                raise
+        else:
+            await self._spawn()
+        self._started = True
+
+    async def close(self) -> None:
+        """Stops the daemon this runtime started, and with it every container."""
+
+        if not self._started:
+            return
+        self._started = False
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        try:
+            if self._proc is not None:
+                await self._stop_daemon()
+        finally:
+            self._proc = None
+            if self._own_dir is not None:
+                shutil.rmtree(self._own_dir, ignore_errors=True)
+                self._own_dir = None
+
+    async def execute(self, image_path: Path | str, request: dict[str, object]) -> dict[str, object]:
+        """Executes one request against the application in an artifact and
+        returns its response."""
+
+        if not self._started or self._client is None:
+            raise OCIAppRuntimeError("runtime must be started before executing requests")
+        path = Path(image_path).resolve()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ArtifactLoadError(f"OCIApp artifact does not exist: {path}") from None
+        except OSError as exc:
+            raise ArtifactLoadError(f"cannot read OCIApp artifact {path}: {exc}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactLoadError(f"OCIApp artifact is not a regular file: {path}")
+        try:
+            payload = msgpack.packb(request, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
+        digest = await self._digest(path, st)
+
+        retried = False
+        while True:
+            await self._ensure_uploaded(path, digest)
+            resp = await self._send(
+                "POST",
+                f"/v1/artifacts/{digest}/execute",
+                body=payload,
+                headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
+                # A large body the daemon refuses (too large, unauthorized)
+                # is then never sent, and the refusal is read, not lost to
+                # a broken pipe.
+                expect_continue=len(payload) > _EXPECT_CONTINUE_ABOVE,
+                timeout=self._startup_timeout + self._request_timeout + _EXECUTE_GRACE,
+            )
+            if resp.status == 200:
+                return _decode_response(resp.body)
+            err = _error(resp, path)
+            if err.code == "artifact_not_found" and not retried:
+                # The daemon lost it (it restarted on a new state
+                # directory): send it again, once.
+                self._uploaded.discard(digest)
+                retried = True
+                continue
+            raise err
+
+    async def pools(self) -> list[dict[str, Any]]:
+        """Lists the daemon's pools: per artifact, its containers and requests."""
+
+        return (await self._get_json("/v1/pools"))["pools"]
+
+    async def artifacts(self) -> list[dict[str, Any]]:
+        """Lists the artifacts the daemon holds."""
+
+        return (await self._get_json("/v1/artifacts"))["artifacts"]
+
+    # The daemon.
+
+    def _ssl_context(self, address: Address) -> ssl.SSLContext | None:
+        if not address.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
+
+    async def _spawn(self) -> None:
+        binary = shutil.which(self._binary)
+        if binary is None:
+            raise OCIAppRuntimeError(
+                f"cannot find the {self._binary!r} program: install ociapp-runtime, "
+                f"pass binary=, or set {ENV_BINARY}; or use a running daemon with "
+                f"url= or {ENV_URL}"
+            )
+        if self._runtime_root is not None:
+            root = self._runtime_root
+            root.mkdir(parents=True, exist_ok=True)
+        else:
+            # Short, because socket paths under it must fit 108 bytes.
+            root = self._own_dir = Path(tempfile.mkdtemp(prefix="ocirt-"))
+        sock = root / "daemon.sock"
+        self._log_path = root / "daemon.log"
+        args = [
+            binary, "serve",
+            "--listen", f"unix://{sock}",
+            "--state-dir", str(root / "state"),
+            "--stop-on-stdin-close",
+            "--startup-timeout", _duration(self._startup_timeout),
+            "--request-timeout", _duration(self._request_timeout),
+            "--shutdown-timeout", _duration(self._shutdown_timeout),
+            "--idle-timeout", _duration(self._idle_timeout),
+            "--reaper-interval", _duration(self._reaper_interval),
+        ]  # fmt: skip
+        if self._engine is not None:
+            args += ["--docker-host", self._engine]
+        with self._log_path.open("ab") as log:
+            # stdin stays open for the daemon's lifetime: when this process
+            # dies, however, the pipe closes and the daemon stops.
+            self._proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
+        self._client = Client(Address(unix_path=str(sock)))
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self._client.close()
+            self._client = None
+            with contextlib.suppress(Exception):
+                await self._stop_daemon()
+            self._proc = None
+            if self._own_dir is not None:
+                shutil.rmtree(self._own_dir, ignore_errors=True)
+                self._own_dir = None
+            raise
+
+    async def _wait_ready(self) -> None:
+        assert self._proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _DAEMON_START_TIMEOUT
+        while True:
+            if self._proc.returncode is not None:
+                raise self._exit_error(self._proc.returncode)
+            try:
+                await self._health()
+                return
+            except DaemonUnavailableError:
+                if loop.time() > deadline:
+                    raise OCIAppRuntimeError(
+                        f"ociapp-runtime serve did not answer within {_DAEMON_START_TIMEOUT:g}s"
+                        f"{self._log_tail()}"
+                    ) from None
+            await asyncio.sleep(0.05)
+
+    def _exit_error(self, code: int) -> OCIAppRuntimeError:
+        tail = self._log_tail()
+        if code == _EXIT_ENGINE_UNAVAILABLE:
+            return EngineUnavailableError(f"the container engine cannot be reached{tail}")
+        return OCIAppRuntimeError(f"ociapp-runtime serve exited with status {code}{tail}")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self._log_path is None:
+            return ""
+        try:
+            text = self._log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        tail = text.strip().splitlines()[-lines:]
+        return "; daemon log:\n  | " + "\n  | ".join(tail) if tail else ""
+
+    async def _stop_daemon(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if proc.stdin is not None:
+            proc.stdin.close()
+        # The daemon drains (nothing is in flight once the runtime closes),
+        # then stops each container within the shutdown timeout.
+        limit = self._shutdown_timeout + 30.0
+        try:
+            code = await asyncio.wait_for(proc.wait(), limit)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise InstanceShutdownError(
+                f"ociapp-runtime serve did not stop within {limit:g}s and was killed; "
+                f"containers may remain until the next daemon removes them{self._log_tail()}"
+            ) from None
+        if code != 0:
+            raise InstanceShutdownError(f"ociapp-runtime serve exited with status {code}{self._log_tail()}")
+
+    # Requests.
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        body_file: Path | None = None,
+        headers: dict[str, str] | None = None,
+        expect_continue: bool = False,
+        timeout: float | None = None,
+    ) -> Response:
+        assert self._client is not None
+        all_headers = dict(headers or {})
+        if self._token:
+            all_headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._client.request(
+                    method,
+                    path,
+                    headers=all_headers,
+                    body=body,
+                    body_file=body_file,
+                    expect_continue=expect_continue,
+                )
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the runtime daemon at {self._client.address} did not answer within {timeout:g}s"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise DaemonUnavailableError(
+                f"the runtime daemon at {self._client.address} is unreachable: {exc!r}; "
+                "check that ociapp-runtime serve runs there"
+            ) from exc
+
+    async def _health(self) -> None:
+        resp = await self._send("GET", "/healthz", timeout=10.0)
+        if resp.status != 200:
+            raise _error(resp, None)
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        if not self._started:
+            raise OCIAppRuntimeError("runtime must be started first")
+        resp = await self._send("GET", path, timeout=30.0)
+        if resp.status != 200:
+            raise _error(resp, None)
+        return json.loads(resp.body)
+
+    async def _digest(self, path: Path, st: os.stat_result) -> str:
+        # One version of a file: a rebuilt artifact has another inode, size
+        # or modification time, so a warm execute costs a stat, not a hash.
+        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest = self._digests.get(key)
+        if digest is None:
+            try:
+                digest = await asyncio.to_thread(_hash_file, path)
+            except OSError as exc:
+                raise ArtifactLoadError(f"cannot read OCIApp artifact {path}: {exc}") from exc
+            if len(self._digests) >= 1024:
+                self._digests.clear()
+            self._digests[key] = digest
+        return digest
+
+    async def _ensure_uploaded(self, path: Path, digest: str) -> None:
+        """Makes sure the daemon holds the artifact, asking before sending
+        it; concurrent first executes share one upload."""
+
+        while digest not in self._uploaded:
+            pending = self._uploading.get(digest)
+            if pending is None:
+                await self._upload_shared(path, digest)
+                return
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not pending.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # The uploader was cancelled, not this task: try again.
+
+    async def _upload_shared(self, path: Path, digest: str) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._uploading[digest] = fut
+        try:
+            await self._upload(path, digest)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here; waiters still get it
+            raise
+        else:
+            self._uploaded.add(digest)
+            fut.set_result(None)
+        finally:
+            del self._uploading[digest]
+
+    async def _upload(self, path: Path, digest: str) -> None:
+        resp = await self._send("HEAD", f"/v1/artifacts/{digest}", timeout=30.0)
+        if resp.status == 200:
+            return
+        if resp.status != 404:
+            raise _error(resp, path)
+        resp = await self._send(
+            "PUT",
+            f"/v1/artifacts/{digest}",
+            body_file=path,
+            headers={"Content-Type": "application/vnd.ociapp.artifact"},
+            expect_continue=True,
+        )
+        if resp.status not in (200, 201):
+            raise _error(resp, path)
+
+
+def _duration(seconds: float) -> str:
+    """Formats seconds as a Go duration, to the microsecond."""
+
+    return f"{max(1, round(seconds * 1_000_000))}us"
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _decode_response(body: bytes) -> dict[str, object]:
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ResponseProtocolError(f"the response is not valid msgpack: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ResponseProtocolError("the response is not a msgpack map")
+    return value
+
+
+def _error(resp: Response, path: Path | None) -> OCIAppRuntimeError:
+    body: Any = resp.body
+    try:
+        if resp.content_type == _MSGPACK:
+            body = msgpack.unpackb(resp.body, raw=False, strict_map_key=False)
+        elif resp.content_type == "application/json":
+            body = json.loads(resp.body)
+    except ValueError:
+        pass
+    if not resp.body and "ociapp-error-code" in resp.headers:
+        # HEAD answers carry the code in a header only.
+        body = {"code": resp.headers["ociapp-error-code"], "message": f"HTTP {resp.status} {resp.reason}"}
+    err = error_from_body(resp.status, body)
+    if path is not None and isinstance(err, ArtifactLoadError):
+        err.args = (f"cannot use OCIApp artifact {path}: {err.args[0]}",)
+    return err

@@ -1,0 +1,281 @@
+"""The Runtime against a real ociapp-runtime daemon and real containers."""
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import containers_of
+from ociapp_runtime import (
+    ArtifactLoadError,
+    EngineUnavailableError,
+    InstanceStartupError,
+    OCIAppRuntimeError,
+    OverloadedError,
+    RemoteExecutionError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    ResponseProtocolError,
+    Runtime,
+    UnauthorizedError,
+    WorkerCrashError,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "runtime_demo.py"
+
+
+async def metric(runtime: Runtime, series: str) -> float:
+    resp = await runtime._send("GET", "/metrics")
+    for line in resp.body.decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_execute_reuses_one_container(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary, idle_timeout=60.0) as runtime:
+        first = await runtime.execute(app, {"value": "hello"})
+        second = await runtime.execute(str(app), {"value": "world"})
+        assert (first, second) == ({"value": "hello"}, {"value": "world"})
+        pools = await runtime.pools()
+        assert [(p["artifact"], p["containers"]) for p in pools] == [("testapp 0.1.0", 1)]
+        assert runtime.url is not None and runtime.url.startswith("unix://")
+
+
+async def test_upload_once(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary) as runtime:
+        results = await asyncio.gather(*(runtime.execute(app, {"value": str(i)}) for i in range(32)))
+        assert results == [{"value": str(i)} for i in range(32)]
+        await runtime.execute(app, {"value": "again"})
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == 1
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="artifact",code="404"}') == 1
+        assert len(await runtime.artifacts()) == 1
+
+
+async def test_waiting_caller_survives_a_cancelled_upload(
+    binary: str, app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_upload = Runtime._upload
+    calls: list[str] = []
+
+    async def upload(self: Runtime, path: Path, digest: str) -> None:
+        calls.append(digest)
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # until cancelled
+        await real_upload(self, path, digest)
+
+    monkeypatch.setattr(Runtime, "_upload", upload)
+    async with Runtime(binary=binary) as runtime:
+        first = asyncio.create_task(runtime.execute(app, {"value": "first"}))
+        while not calls:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(runtime.execute(app, {"value": "second"}))
+        await asyncio.sleep(0.1)  # the second waits on the first's upload
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await asyncio.wait_for(second, 60) == {"value": "second"}
+        assert len(calls) == 2
+
+
+async def test_app_errors(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary) as runtime:
+        with pytest.raises(RemoteExecutionError) as info:
+            await runtime.execute(app, {"op": "fail", "value": "it broke", "millis": 7})
+        err = info.value
+        assert (err.error_type, err.message, err.details) == ("Boom", "it broke", {"reason": "asked", "millis": 7})
+        assert err.error.error_type == "Boom" and str(err) == "Boom: it broke"
+
+        with pytest.raises(RemoteExecutionError) as info:
+            await runtime.execute(app, {"value": 5})
+        assert info.value.error_type == "ValidationError"
+        assert info.value.details["errors"][0]["loc"] == ["value"]
+        # The container stays in service.
+        assert await runtime.execute(app, {"value": "fine"}) == {"value": "fine"}
+
+
+async def test_request_timeout(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary, request_timeout=1.0) as runtime:
+        with pytest.raises(RequestTimeoutError):
+            await runtime.execute(app, {"op": "sleep", "millis": 5000})
+
+
+async def test_startup_failure(binary: str, artifacts: dict[str, Path]) -> None:
+    async with Runtime(binary=binary) as runtime:
+        with pytest.raises(InstanceStartupError) as info:
+            await runtime.execute(artifacts["exitstart"], {})
+        assert info.value.exit_code == 3
+        assert "ImportError" in info.value.logs
+
+
+async def test_worker_crash(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary) as runtime:
+        with pytest.raises(WorkerCrashError) as info:
+            await runtime.execute(app, {"op": "crash"})
+        assert isinstance(info.value, ResponseProtocolError)
+        assert info.value.exit_code == 3
+        assert await runtime.execute(app, {"value": "after"}) == {"value": "after"}
+
+
+async def test_artifact_errors(binary: str, app: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.ociapp"
+    data = bytearray(app.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    async with Runtime(binary=binary) as runtime:
+        with pytest.raises(ArtifactLoadError, match="does not exist"):
+            await runtime.execute(tmp_path / "missing.ociapp", {})
+        with pytest.raises(ArtifactLoadError, match="not a regular file"):
+            await runtime.execute(tmp_path, {})
+        with pytest.raises(ArtifactLoadError) as info:
+            await runtime.execute(corrupt, {})
+        assert info.value.code == "artifact_invalid"
+        assert info.value.info["fault"] == "digest_mismatch"
+        assert str(corrupt) in str(info.value)
+
+
+async def test_request_too_large(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary) as runtime:
+        with pytest.raises(RequestTooLargeError) as info:
+            await runtime.execute(app, {"value": "x" * (17 << 20)})
+        assert info.value.limit == (16 << 20) - 1024
+
+
+async def test_unencodable_request(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary) as runtime:
+        with pytest.raises(OCIAppRuntimeError, match="msgpack"):
+            await runtime.execute(app, {"x": object()})
+
+
+async def test_requires_start(app: Path) -> None:
+    runtime = Runtime()
+    with pytest.raises(OCIAppRuntimeError, match="must be started"):
+        await runtime.execute(app, {"value": "x"})
+
+
+def test_arguments() -> None:
+    with pytest.raises(TypeError, match="address"):
+        Runtime(engine=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="request_timeout"):
+        Runtime(request_timeout=0)
+
+
+async def test_engine_unavailable(binary: str, tmp_path: Path) -> None:
+    runtime = Runtime(binary=binary, engine=f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(EngineUnavailableError):
+        await runtime.start()
+
+
+async def test_missing_binary() -> None:
+    with pytest.raises(OCIAppRuntimeError, match="cannot find"):
+        await Runtime(binary="/nonexistent/ociapp-runtime").start()
+
+
+async def test_close_stops_daemon_and_containers(binary: str, app: Path, tmp_path: Path) -> None:
+    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"root-{secrets.token_hex(3)}"
+    async with Runtime(binary=binary, runtime_root=root) as runtime:
+        await runtime.execute(app, {"value": "x"})
+        assert len(await containers_of(root / "state")) == 1
+        daemon = runtime._proc
+    assert daemon is not None and daemon.returncode == 0
+    assert await containers_of(root / "state") == []
+    # The uploaded artifact stays in a runtime_root the caller chose...
+    async with Runtime(binary=binary, runtime_root=root) as runtime:
+        await runtime.execute(app, {"value": "y"})
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
+
+
+async def test_attach(binary: str, app: Path) -> None:
+    async with Runtime(binary=binary) as owner:
+        async with Runtime(url=owner.url) as attached:
+            assert await attached.execute(app, {"value": "via url"}) == {"value": "via url"}
+        # Closing the attached runtime leaves the daemon running.
+        assert await owner.execute(app, {"value": "still"}) == {"value": "still"}
+
+
+async def test_tcp_with_token(binary: str, app: Path, tmp_path: Path) -> None:
+    token = secrets.token_hex(16)
+    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"tcp-{secrets.token_hex(3)}"
+    proc = await asyncio.create_subprocess_exec(
+        binary, "serve", "--listen", "tcp://127.0.0.1:0", "--state-dir", str(root),
+        "--container-concurrency", "1", "--max-containers", "1", "--queue-size", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "OCIAPP_RUNTIME_TOKEN": token},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        port = re.fullmatch(r"listening on tcp://127\.0\.0\.1:(\d+)\n", line)
+        assert port, line
+        url = f"http://127.0.0.1:{port[1]}"
+        async with Runtime(url=url, token=token) as runtime:
+            assert await runtime.execute(app, {"value": "over tcp"}) == {"value": "over tcp"}
+            # One container, one request at a time, one waiting: the rest
+            # are refused.
+            results = await asyncio.gather(
+                *(runtime.execute(app, {"op": "sleep", "millis": 800}) for _ in range(6)),
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, OverloadedError)]
+            assert refused and all(r == {"value": ""} or isinstance(r, OverloadedError) for r in results), results
+        for wrong in (None, token + "x"):
+            async with Runtime(url=url, token=wrong or "") as runtime:
+                with pytest.raises(UnauthorizedError):
+                    await runtime.execute(app, {"value": "x"})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+
+async def test_daemon_stops_when_its_parent_dies(binary: str, app: Path) -> None:
+    """A parent killed before it could close its Runtime takes the daemon
+    and its containers with it."""
+
+    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"orphan-{secrets.token_hex(3)}"
+    script = f"""
+import asyncio, os
+from ociapp_runtime import Runtime
+
+async def main():
+    runtime = Runtime(binary={binary!r}, runtime_root={str(root)!r})
+    await runtime.start()
+    await runtime.execute({str(app)!r}, {{"value": "x"}})
+    print(runtime._proc.pid, flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    pid = int(out.stdout.strip())
+    for _ in range(600):
+        if not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"the orphaned daemon {pid} still runs")
+    assert await containers_of(root / "state") == []
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_demo(binary: str, artifacts: dict[str, Path]) -> None:
+    """The demo against the original's echo app (a Python app, built by
+    ociapp-build), with ociapp-runtime found on PATH."""
+
+    env = {**os.environ, "PATH": f"{Path(binary).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(artifacts["echo-app"])],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "{'value': 'hello'}\n{'value': 'world'}\n"

@@ -1,0 +1,116 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ociapp/ociapp/daemon"
+	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/remote"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+// BenchmarkRemoteOverhead measures the same echo app through the in-process
+// runtime and through a daemon on a Unix socket (in this process, so both
+// share the machine alike), with 1 and 64 callers. It reports the median
+// and 99th percentile latency and the throughput; docs/daemon.md has
+// figures.
+//
+//	go test -run '^$' -bench RemoteOverhead -benchtime 20000x ./daemon/
+func BenchmarkRemoteOverhead(b *testing.B) {
+	requireDocker(b)
+	app := testApps(b).App
+	ctx := context.Background()
+	payload, err := protocol.EncodePayload(map[string]any{"value": "benchmark"})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	dir := shortTempDir(b)
+	rt, err := runtime.New(ctx, runtime.WithStateDir(filepath.Join(dir, "local")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close(ctx)
+
+	sock := filepath.Join(dir, "d.sock")
+	dctx, stop := context.WithCancel(ctx)
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- daemon.Run(dctx, daemon.Config{Listen: "unix://" + sock, StateDir: filepath.Join(dir, "daemon"), Ready: func(net.Addr) { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		b.Fatal(err)
+	}
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
+	ex, err := remote.New("unix://" + sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ex.Close()
+
+	for _, target := range []struct {
+		name string
+		ex   runtime.Executor
+	}{{"in-process", rt}, {"daemon", ex}} {
+		for _, callers := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/c%d", target.name, callers), func(b *testing.B) {
+				// Warm up: containers started, connections open, pools at
+				// the size this concurrency needs.
+				measure(b, target.ex, app, payload, callers, 20*callers)
+				b.ResetTimer()
+				start := time.Now()
+				lat := measure(b, target.ex, app, payload, callers, b.N)
+				elapsed := time.Since(start)
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+				b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
+			})
+		}
+	}
+}
+
+// measure runs n requests from callers goroutines and returns their
+// latencies.
+func measure(b *testing.B, ex runtime.Executor, app string, payload []byte, callers, n int) []time.Duration {
+	lat := make([]time.Duration, n)
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for {
+				next.Lock()
+				k := i
+				i++
+				next.Unlock()
+				if k >= n {
+					return
+				}
+				t := time.Now()
+				if _, err := ex.ExecutePayload(context.Background(), app, payload); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[k] = time.Since(t)
+			}
+		})
+	}
+	wg.Wait()
+	return lat
+}

@@ -1,0 +1,609 @@
+// Package daemon serves a runtime over HTTP to callers on this host or others (API: docs/daemon.md).
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+// Runner is what the server needs from a runtime; *runtime.Runtime
+// satisfies it.
+type Runner interface {
+	ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error)
+	Stats() runtime.Stats
+}
+
+// ContainerLister lists an engine's containers by label; engine/docker
+// satisfies it.
+type ContainerLister interface {
+	ListContainers(ctx context.Context, labels map[string]string) ([]engine.ContainerSummary, error)
+}
+
+// DefaultDrainTimeout is how long Serve lets in-flight requests finish after
+// its context ends.
+const DefaultDrainTimeout = 30 * time.Second
+
+// Option configures New.
+type Option func(*config) error
+
+type config struct {
+	tokenHash       *[sha256.Size]byte
+	maxArtifactSize int64
+	maxRequestSize  int64
+	drainTimeout    time.Duration
+	log             *slog.Logger
+	containers      ContainerLister
+	containerLabels map[string]string
+}
+
+// WithToken requires every request but GET /healthz to carry
+// "Authorization: Bearer <token>". Serve refuses a TCP listener without one.
+func WithToken(token string) Option {
+	return func(c *config) error {
+		if token == "" {
+			return errors.New("token must not be empty")
+		}
+		h := sha256.Sum256([]byte(token))
+		c.tokenHash = &h
+		return nil
+	}
+}
+
+// WithMaxArtifactSize bounds upload bodies (default api.DefaultMaxArtifactSize).
+func WithMaxArtifactSize(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("max artifact size must be positive, got %d", n)
+		}
+		c.maxArtifactSize = n
+		return nil
+	}
+}
+
+// WithMaxRequestSize bounds execute bodies (default and maximum
+// api.DefaultMaxRequestSize).
+func WithMaxRequestSize(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 || n > api.DefaultMaxRequestSize {
+			return fmt.Errorf("max request size must be between 1 and %d bytes, got %d", api.DefaultMaxRequestSize, n)
+		}
+		c.maxRequestSize = n
+		return nil
+	}
+}
+
+// WithDrainTimeout sets how long Serve waits for in-flight requests once its
+// context ends (default DefaultDrainTimeout).
+func WithDrainTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("drain timeout must be positive, got %v", d)
+		}
+		c.drainTimeout = d
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger. The default discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("logger must not be nil")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// WithContainers enables GET /v1/containers: the containers of lister that
+// carry all of labels.
+func WithContainers(lister ContainerLister, labels map[string]string) Option {
+	return func(c *config) error {
+		c.containers, c.containerLabels = lister, labels
+		return nil
+	}
+}
+
+// Server is the daemon's HTTP handler. It is safe for concurrent use.
+type Server struct {
+	rt      Runner
+	store   *Store
+	cfg     config
+	mux     *http.ServeMux
+	metrics metrics
+
+	// running counts handlers, so that Run can wait for the last ones
+	// after closing the runtime. (A WaitGroup would forbid a handler
+	// starting while Run waits.)
+	mu       sync.Mutex
+	running  int
+	idle     *sync.Cond // signalled when running drops to 0
+	draining atomic.Bool
+}
+
+// New returns a server that executes requests on rt against artifacts kept
+// in store.
+func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
+	cfg := config{
+		maxArtifactSize: api.DefaultMaxArtifactSize,
+		maxRequestSize:  api.DefaultMaxRequestSize,
+		drainTimeout:    DefaultDrainTimeout,
+		log:             discardLogger(),
+	}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("configuring daemon: %w", err)
+		}
+	}
+	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux()}
+	s.idle = sync.NewCond(&s.mu)
+	s.metrics.init()
+	s.route("GET "+api.HealthPath, "health", s.health, false)
+	s.route("GET "+api.MetricsPath, "metrics", s.serveMetrics, true)
+	s.route("GET "+api.ArtifactsPath, "artifacts", s.listArtifacts, true)
+	s.route("GET "+api.ArtifactPath("{digest}"), "artifact", s.getArtifact, true)
+	s.route("PUT "+api.ArtifactPath("{digest}"), "upload", s.upload, true)
+	s.route("POST "+api.ExecutePath("{digest}"), "execute", s.execute, true)
+	s.route("GET "+api.PoolsPath, "pools", s.pools, true)
+	s.route("GET "+api.ContainersPath, "containers", s.listContainers, true)
+	s.route("/", "other", s.notFound, false)
+	return s, nil
+}
+
+func (s *Server) route(pattern, name string, h http.HandlerFunc, auth bool) {
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		if auth && !s.authorized(r) {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="ociapp-runtime"`)
+			writeError(rec, api.MediaJSON, &api.Error{Code: api.CodeUnauthorized, Message: "missing or wrong bearer token; send Authorization: Bearer <token> with the daemon's token"})
+		} else {
+			h(rec, r)
+		}
+		s.metrics.count(name, rec.status())
+	}))
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.cfg.tokenHash == nil {
+		return true
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	// Comparing hashes keeps the comparison constant-time whatever the
+	// lengths.
+	h := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(h[:], s.cfg.tokenHash[:]) == 1
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.track(1)
+	defer s.track(-1)
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) track(delta int) {
+	s.metrics.inFlight.Add(int64(delta))
+	s.mu.Lock()
+	s.running += delta
+	if s.running == 0 {
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// Serve accepts connections on ln until ctx ends, then stops accepting,
+// lets in-flight requests finish within the drain timeout, and returns. It
+// refuses a TCP listener when no token is set.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if ln.Addr().Network() == "tcp" && s.cfg.tokenHash == nil {
+		return errors.New("refusing to serve on TCP without a token: anyone who can reach the port could run containers; set a token")
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.cfg.log.Info("daemon listening", "address", ln.Addr().Network()+"://"+ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.cfg.log.Info("daemon draining", "timeout", s.cfg.drainTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		s.cfg.log.Warn("requests still in flight after the drain timeout; closing their connections", "timeout", s.cfg.drainTimeout)
+		_ = srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// wait blocks until no handler is running.
+func (s *Server) wait() {
+	s.mu.Lock()
+	for s.running > 0 {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeClosed, Message: "the daemon is shutting down"})
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", API: strings.TrimPrefix(api.Version, "/")})
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	// A path that some route serves with another method is a 405.
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := s.mux.Handler(r2); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		if slices.Contains(allow, http.MethodGet) {
+			allow = append(allow, http.MethodHead)
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeMethodNotAllowed, Message: fmt.Sprintf("%s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+		return
+	}
+	writeError(w, api.MediaJSON, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("no such route: %s %s; see docs/daemon.md", r.Method, r.URL.Path)})
+}
+
+// digest reads and checks the {digest} path value.
+func digest(w http.ResponseWriter, r *http.Request, media string) (string, bool) {
+	d := r.PathValue("digest")
+	if !api.ValidDigest(d) {
+		writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("invalid digest %q: expected sha256: and 64 lowercase hex digits", d)})
+		return "", false
+	}
+	return d, true
+}
+
+func notStored(d string) *api.Error {
+	return &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the daemon holds no artifact %s; upload it with PUT %s", d, api.ArtifactPath(d))}
+}
+
+func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
+	d, ok := digest(w, r, api.MediaJSON)
+	if !ok {
+		return
+	}
+	a, _, ok := s.store.Lookup(d)
+	if !ok {
+		writeError(w, api.MediaJSON, notStored(d))
+		return
+	}
+	w.Header().Set(api.HeaderArtifactDigest, a.ArtifactDigest)
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) {
+	list := s.store.List()
+	slices.SortFunc(list, func(a, b api.Artifact) int {
+		return cmpJoin(strings.Compare(a.Name, b.Name), strings.Compare(a.Version, b.Version), strings.Compare(a.Digest, b.Digest))
+	})
+	writeJSON(w, http.StatusOK, api.ArtifactList{Artifacts: list})
+}
+
+func cmpJoin(cs ...int) int {
+	for _, c := range cs {
+		if c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
+	d, ok := digest(w, r, api.MediaJSON)
+	if !ok {
+		return
+	}
+	// An artifact already present is not received again; with "Expect:
+	// 100-continue" its body is never sent.
+	if a, _, ok := s.store.Lookup(d); ok && a.Digest == d {
+		w.Header().Set(api.HeaderArtifactDigest, a.ArtifactDigest)
+		writeJSON(w, http.StatusOK, a)
+		return
+	}
+	if !s.bodyFits(w, r, s.cfg.maxArtifactSize, "artifact", "--max-artifact-size") {
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.maxArtifactSize)
+	a, err := s.store.Put(r.Context(), d, body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			writeError(w, api.MediaJSON, s.tooLarge("artifact", s.cfg.maxArtifactSize, "--max-artifact-size"))
+		case r.Context().Err() != nil:
+			s.cfg.log.Debug("upload abandoned by the client", "digest", d)
+		default:
+			var artErr *runtime.ArtifactError
+			if errors.As(err, &artErr) {
+				s.cfg.log.Info("upload refused", "digest", d, "err", err)
+				writeError(w, api.MediaJSON, api.FromError(err))
+				return
+			}
+			s.cfg.log.Error("upload failed", "digest", d, "err", err)
+			writeError(w, api.MediaJSON, &api.Error{Code: api.CodeInternal, Message: err.Error()})
+		}
+		return
+	}
+	s.metrics.uploads.Add(1)
+	s.metrics.uploadBytes.Add(uint64(a.Size))
+	w.Header().Set(api.HeaderArtifactDigest, a.ArtifactDigest)
+	writeJSON(w, http.StatusCreated, a)
+}
+
+// bodyFits refuses a body whose declared length exceeds limit, before any
+// of it is read.
+func (s *Server) bodyFits(w http.ResponseWriter, r *http.Request, limit int64, what, flag string) bool {
+	if r.ContentLength > limit {
+		writeError(w, api.MediaJSON, s.tooLarge(what, limit, flag))
+		return false
+	}
+	return true
+}
+
+func (s *Server) tooLarge(what string, limit int64, flag string) *api.Error {
+	return &api.Error{Code: api.CodeBodyTooLarge, Limit: limit, Message: fmt.Sprintf("the %s is larger than the daemon's limit of %d bytes; raise it with ociapp-runtime serve %s", what, limit, flag)}
+}
+
+// requestMedia reads an execute request's Content-Type: msgpack or JSON.
+func requestMedia(r *http.Request) (string, bool) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return api.MediaJSON, true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", false
+	}
+	switch mt {
+	case api.MediaJSON:
+		return api.MediaJSON, true
+	case api.MediaMsgpack, "application/x-msgpack", "application/vnd.msgpack":
+		return api.MediaMsgpack, true
+	}
+	return "", false
+}
+
+func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
+	media, ok := requestMedia(r)
+	if !ok {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeUnsupportedMedia, Message: fmt.Sprintf("unsupported Content-Type %q; send %s or %s", r.Header.Get("Content-Type"), api.MediaJSON, api.MediaMsgpack)})
+		return
+	}
+	d, ok := digest(w, r, media)
+	if !ok {
+		return
+	}
+	_, path, ok := s.store.Lookup(d)
+	if !ok {
+		writeError(w, media, notStored(d))
+		return
+	}
+	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "--max-request-size") {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxRequestSize))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, media, s.tooLarge("request", s.cfg.maxRequestSize, "--max-request-size"))
+		} else {
+			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("reading the request body: %v", err)})
+		}
+		return
+	}
+	payload := body
+	if media == api.MediaJSON {
+		if payload, err = jsonToPayload(body); err != nil {
+			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+			return
+		}
+		// msgpack can be larger than the JSON it came from (a float takes
+		// 9 bytes), and the limit protects the frame to the container.
+		if int64(len(payload)) > s.cfg.maxRequestSize {
+			writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "--max-request-size"))
+			return
+		}
+	}
+
+	start := time.Now()
+	out, err := s.rt.ExecutePayload(r.Context(), path, payload)
+	s.metrics.executeDuration.observe(time.Since(start))
+	if err != nil {
+		if r.Context().Err() != nil {
+			// The client is gone; nobody reads an answer.
+			s.cfg.log.Debug("request abandoned by the client", "digest", d, "err", err)
+			return
+		}
+		e := api.FromError(err)
+		if e.Code == api.CodeInternal {
+			s.cfg.log.Error("execute failed", "digest", d, "err", err)
+		}
+		writeError(w, media, e)
+		return
+	}
+	if media == api.MediaMsgpack {
+		writeBody(w, http.StatusOK, api.MediaMsgpack, out)
+		return
+	}
+	resp, err := protocol.DecodePayload(out)
+	if err == nil {
+		out, err = json.Marshal(api.JSONValue(resp))
+	}
+	if err != nil {
+		writeError(w, media, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the application's response cannot be written as JSON (%v); send the request as %s", err, api.MediaMsgpack)})
+		return
+	}
+	writeBody(w, http.StatusOK, api.MediaJSON, out)
+}
+
+// jsonToPayload turns a JSON object into a msgpack payload, keeping
+// integers integers: msgpack tells them from floats and applications
+// validate the difference.
+func jsonToPayload(body []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("the request is not valid JSON: %v", err)
+	}
+	if err := dec.Decode(new(any)); err != io.EOF {
+		return nil, errors.New("the request has data after its JSON object")
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("the request must be a JSON object")
+	}
+	return protocol.EncodePayload(api.FromJSON(m))
+}
+
+func (s *Server) pools(w http.ResponseWriter, r *http.Request) {
+	stats := s.rt.Stats()
+	list := api.PoolList{Pools: make([]api.Pool, 0, len(stats.Pools))}
+	for _, p := range stats.Pools {
+		list.Pools = append(list.Pools, api.Pool{
+			Artifact: p.Artifact, ArtifactDigest: p.Digest, Containers: p.Containers,
+			Starting: p.Starting, InFlight: p.InFlight, Queued: p.Queued,
+		})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.containers == nil {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeNotFound, Message: "this daemon does not list containers"})
+		return
+	}
+	found, err := s.cfg.containers.ListContainers(r.Context(), s.cfg.containerLabels)
+	if err != nil {
+		writeError(w, api.MediaJSON, api.FromError(err))
+		return
+	}
+	list := api.ContainerList{Containers: make([]api.Container, 0, len(found))}
+	for _, c := range found {
+		name := ""
+		if len(c.Names) > 0 {
+			name = c.Names[0]
+		}
+		list.Containers = append(list.Containers, api.Container{
+			ID: c.ID, Name: name, State: c.State,
+			Artifact:       c.Labels[runtime.LabelArtifactName],
+			ArtifactDigest: c.Labels[runtime.LabelArtifactDigest],
+		})
+	}
+	slices.SortFunc(list.Containers, func(a, b api.Container) int {
+		return cmpJoin(strings.Compare(a.Artifact, b.Artifact), strings.Compare(a.ID, b.ID))
+	})
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	var b bytes.Buffer
+	s.metrics.write(&b, s.rt.Stats())
+	writeBody(w, http.StatusOK, "text/plain; version=0.0.4; charset=utf-8", b.Bytes())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only the daemon's own types reach here, and they all encode.
+		panic(fmt.Sprintf("daemon: encoding %T: %v", v, err))
+	}
+	writeBody(w, status, api.MediaJSON, append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, media string, e *api.Error) {
+	w.Header().Set(api.HeaderErrorCode, string(e.Code))
+	if e.Code == api.CodeOverloaded {
+		w.Header().Set("Retry-After", "1")
+	} else if e.RetryIn > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryIn+time.Second-1)/time.Second), 10))
+	}
+	writeBody(w, e.Code.Status(), media, e.Encode(media))
+}
+
+func writeBody(w http.ResponseWriter, status int, media string, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", media)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// statusRecorder remembers the status a handler wrote, for the metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// statusClientClosed is recorded for requests answered with nothing
+// because their client went away (nginx's convention).
+const statusClientClosed = 499
+
+func (r *statusRecorder) status() int {
+	if r.code == 0 {
+		return statusClientClosed
+	}
+	return r.code
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,511 @@
+// Package remote runs requests on a runtime daemon through the runtime.Executor interface.
+package remote
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+// Error is an error response of the daemon that no runtime error type
+// stands for: unauthorized, body_too_large, bad_request and the like.
+// Match it with errors.As and switch on Code.
+type Error = api.Error
+
+// UnavailableError means the daemon could not be reached, or the connection
+// to it broke before it answered (a request may then have run or not).
+type UnavailableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("ociapp runtime daemon at %s is unreachable: %v; check that ociapp-runtime serve runs there and that the address is right", e.URL, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Option configures New.
+type Option func(*config) error
+
+type config struct {
+	token  string
+	tls    *tls.Config
+	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	log    *slog.Logger
+}
+
+// WithToken sends token as the bearer token (required by TCP daemons).
+func WithToken(token string) Option {
+	return func(c *config) error {
+		if token == "" {
+			return errors.New("token must not be empty")
+		}
+		c.token = token
+		return nil
+	}
+}
+
+// WithTokenFile reads the bearer token from a file (surrounding whitespace
+// is ignored).
+func WithTokenFile(path string) Option {
+	return func(c *config) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading the token: %w", err)
+		}
+		if c.token = strings.TrimSpace(string(b)); c.token == "" {
+			return fmt.Errorf("token file %s is empty", path)
+		}
+		return nil
+	}
+}
+
+// WithCAFile trusts the PEM certificates in path (and only those) for an
+// https:// daemon, e.g. one with a self-signed certificate.
+func WithCAFile(path string) Option {
+	return func(c *config) error {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading the CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("CA file %s holds no PEM certificate", path)
+		}
+		c.tls = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		return nil
+	}
+}
+
+// WithTLSConfig sets the TLS configuration for an https:// daemon.
+func WithTLSConfig(t *tls.Config) Option {
+	return func(c *config) error {
+		c.tls = t
+		return nil
+	}
+}
+
+// WithDialer sets how connections to the daemon are made (for a tcp or
+// https daemon: network "tcp" and the URL's host:port), e.g. through a
+// tunnel or from another network namespace.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(c *config) error {
+		c.dialer = dial
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger. The default discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("logger must not be nil")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// Executor runs requests on a runtime daemon. It uploads each artifact
+// (each version of each file) once, then executes by digest. Its errors are
+// those of runtime.Runtime (*runtime.AppError, *runtime.StartupError, ...),
+// plus *Error and *UnavailableError. It is safe for concurrent use.
+type Executor struct {
+	url    string // as given, for messages
+	base   string // scheme://host the requests go to
+	client *http.Client
+	token  string
+	log    *slog.Logger
+	files  *digests
+
+	mu       sync.Mutex
+	uploaded map[string]bool       // upload digests the daemon is known to hold
+	flights  map[string]*uploading // uploads under way, by digest
+}
+
+var _ runtime.Executor = (*Executor)(nil)
+
+type uploading struct {
+	done chan struct{}
+	err  error
+}
+
+// New returns an executor for the daemon at daemonURL: "unix:///PATH" (its
+// socket), "tcp://HOST:PORT" or "http://HOST:PORT" (plain HTTP), or
+// "https://HOST:PORT". It connects lazily.
+func New(daemonURL string, opts ...Option) (*Executor, error) {
+	cfg := config{log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("configuring remote executor: %w", err)
+		}
+	}
+	tr := &http.Transport{
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: 2 * time.Second,
+		DisableCompression:    true,
+		TLSClientConfig:       cfg.tls,
+	}
+	dial := cfg.dialer
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	var base string
+	if path, ok := strings.CutPrefix(daemonURL, "unix://"); ok {
+		if path == "" {
+			return nil, fmt.Errorf("daemon URL %q has no socket path", daemonURL)
+		}
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}
+		base = "http://ociapp-runtime"
+	} else {
+		u, err := url.Parse(daemonURL)
+		if err != nil {
+			return nil, fmt.Errorf("daemon URL: %w", err)
+		}
+		switch u.Scheme {
+		case "tcp", "http":
+			u.Scheme = "http"
+		case "https":
+		default:
+			return nil, fmt.Errorf("daemon URL %q: use unix:///PATH, tcp://HOST:PORT, http://HOST:PORT or https://HOST:PORT", daemonURL)
+		}
+		if u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("daemon URL %q: expected scheme://HOST:PORT", daemonURL)
+		}
+		tr.DialContext = dial
+		base = u.Scheme + "://" + u.Host
+	}
+	return &Executor{
+		url: daemonURL, base: base, token: cfg.token, log: cfg.log,
+		client:   &http.Client{Transport: tr},
+		files:    newDigests(),
+		uploaded: make(map[string]bool),
+		flights:  make(map[string]*uploading),
+	}, nil
+}
+
+// Close releases idle connections to the daemon.
+func (e *Executor) Close() error {
+	e.client.CloseIdleConnections()
+	return nil
+}
+
+// Execute sends request (a map with string keys, or a struct with msgpack
+// tags) to the application in the artifact at artifactPath, on the daemon,
+// and returns its response map.
+func (e *Executor) Execute(ctx context.Context, artifactPath string, request any) (map[string]any, error) {
+	payload, err := protocol.EncodePayload(request)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the request: %w", err)
+	}
+	out, err := e.ExecutePayload(ctx, artifactPath, payload)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := protocol.DecodePayload(out)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
+	}
+	return resp, nil
+}
+
+// ExecutePayload is Execute on an encoded payload (a msgpack map); it
+// returns the encoded response payload.
+func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
+	d, err := e.files.digest(ctx, artifactPath)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		if err := e.ensureUploaded(ctx, artifactPath, d); err != nil {
+			return nil, err
+		}
+		out, err := e.execute(ctx, artifactPath, d, payload)
+		var apiErr *api.Error
+		if attempt == 0 && errors.As(err, &apiErr) && apiErr.Code == api.CodeArtifactNotFound {
+			// The daemon lost the artifact (a new state directory): send it
+			// again, once.
+			e.forget(d)
+			continue
+		}
+		return out, err
+	}
+}
+
+func (e *Executor) execute(ctx context.Context, path, digest string, payload []byte) ([]byte, error) {
+	req, err := e.request(ctx, http.MethodPost, api.ExecutePath(digest), bytes.NewReader(payload))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", api.MediaMsgpack)
+	req.Header.Set("Accept", api.MediaMsgpack)
+	resp, err := e.do(ctx, req, path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, e.transportError(ctx, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeError(resp, body).Err(path)
+	}
+	return body, nil
+}
+
+// Upload sends the artifact at path to the daemon unless it holds it
+// already, and describes it.
+func (e *Executor) Upload(ctx context.Context, path string) (api.Artifact, error) {
+	d, err := e.files.digest(ctx, path)
+	if err != nil {
+		return api.Artifact{}, err
+	}
+	if err := e.ensureUploaded(ctx, path, d); err != nil {
+		return api.Artifact{}, err
+	}
+	var a api.Artifact
+	err = e.getJSON(ctx, api.ArtifactPath(d), &a)
+	return a, err
+}
+
+func (e *Executor) forget(d string) {
+	e.mu.Lock()
+	delete(e.uploaded, d)
+	e.mu.Unlock()
+}
+
+// ensureUploaded makes sure the daemon holds the artifact with upload
+// digest d, asking first and sending it only when absent. Concurrent calls
+// for one digest share one upload.
+func (e *Executor) ensureUploaded(ctx context.Context, path, d string) error {
+	for {
+		e.mu.Lock()
+		if e.uploaded[d] {
+			e.mu.Unlock()
+			return nil
+		}
+		f, waiting := e.flights[d]
+		if !waiting {
+			f = &uploading{done: make(chan struct{})}
+			e.flights[d] = f
+		}
+		e.mu.Unlock()
+		if !waiting {
+			return e.runUpload(ctx, f, path, d)
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return fmt.Errorf("uploading %s: %w", path, ctx.Err())
+		}
+		if f.err == nil {
+			return nil
+		}
+		if !errors.Is(f.err, context.Canceled) && !errors.Is(f.err, context.DeadlineExceeded) {
+			return f.err
+		}
+		// The uploader's own context ended, not ours: try again.
+	}
+}
+
+func (e *Executor) runUpload(ctx context.Context, f *uploading, path, d string) error {
+	f.err = e.upload(ctx, path, d)
+	e.mu.Lock()
+	delete(e.flights, d)
+	if f.err == nil {
+		e.uploaded[d] = true
+	}
+	e.mu.Unlock()
+	close(f.done)
+	return f.err
+}
+
+func (e *Executor) upload(ctx context.Context, path, d string) error {
+	head, err := e.request(ctx, http.MethodHead, api.ArtifactPath(d), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := e.do(ctx, head, path)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		e.log.Debug("artifact already on the daemon", "path", path, "digest", d)
+		return nil
+	case http.StatusNotFound:
+	default:
+		code := api.Code(resp.Header.Get(api.HeaderErrorCode))
+		if code == "" {
+			code = api.CodeInternal
+		}
+		return (&api.Error{Status: resp.StatusCode, Code: code, Message: fmt.Sprintf("checking for %s on the daemon: %s", d, resp.Status)}).Err(path)
+	}
+
+	file, err := os.Open(path)
+	if err != nil {
+		return &runtime.ArtifactError{Path: path, Err: err}
+	}
+	defer file.Close()
+	fi, err := file.Stat()
+	if err != nil {
+		return &runtime.ArtifactError{Path: path, Err: err}
+	}
+	put, err := e.request(ctx, http.MethodPut, api.ArtifactPath(d), file)
+	if err != nil {
+		return err
+	}
+	put.ContentLength = fi.Size()
+	// A retried or 100-continue request rereads the file from the start.
+	put.GetBody = func() (io.ReadCloser, error) {
+		f, err := os.Open(path)
+		return f, err
+	}
+	put.Header.Set("Content-Type", api.MediaArtifact)
+	put.Header.Set("Expect", "100-continue")
+	start := time.Now()
+	resp, err = e.do(ctx, put, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return e.transportError(ctx, path, err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		return decodeError(resp, body).Err(path)
+	}
+	e.log.Info("artifact uploaded", "path", path, "digest", d, "bytes", fi.Size(), "took", time.Since(start))
+	return nil
+}
+
+// Health checks that the daemon answers and is not shutting down.
+func (e *Executor) Health(ctx context.Context) error {
+	var h api.Health
+	return e.getJSON(ctx, api.HealthPath, &h)
+}
+
+// Pools lists the daemon's pools, one per artifact in use.
+func (e *Executor) Pools(ctx context.Context) ([]api.Pool, error) {
+	var l api.PoolList
+	err := e.getJSON(ctx, api.PoolsPath, &l)
+	return l.Pools, err
+}
+
+// Containers lists the daemon's containers.
+func (e *Executor) Containers(ctx context.Context) ([]api.Container, error) {
+	var l api.ContainerList
+	err := e.getJSON(ctx, api.ContainersPath, &l)
+	return l.Containers, err
+}
+
+// Artifacts lists the artifacts the daemon holds.
+func (e *Executor) Artifacts(ctx context.Context) ([]api.Artifact, error) {
+	var l api.ArtifactList
+	err := e.getJSON(ctx, api.ArtifactsPath, &l)
+	return l.Artifacts, err
+}
+
+func (e *Executor) getJSON(ctx context.Context, path string, v any) error {
+	req, err := e.request(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := e.do(ctx, req, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return e.transportError(ctx, "", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return decodeError(resp, body).Err("")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decoding the daemon's answer to %s: %w", path, err)
+	}
+	return nil
+}
+
+func (e *Executor) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, e.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("building a request to the daemon: %w", err)
+	}
+	if e.token != "" {
+		req.Header.Set("Authorization", "Bearer "+e.token)
+	}
+	return req, nil
+}
+
+func (e *Executor) do(ctx context.Context, req *http.Request, artifactPath string) (*http.Response, error) {
+	resp, err := e.client.Do(req)
+	if err != nil {
+		return nil, e.transportError(ctx, artifactPath, err)
+	}
+	return resp, nil
+}
+
+// transportError reports a failed exchange: the caller's context ending,
+// as the in-process runtime reports it, or the daemon being unreachable.
+func (e *Executor) transportError(ctx context.Context, artifactPath string, err error) error {
+	if ctx.Err() != nil {
+		if artifactPath != "" {
+			return fmt.Errorf("executing %s: %w", artifactPath, ctx.Err())
+		}
+		return ctx.Err()
+	}
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	return &UnavailableError{URL: e.url, Err: err}
+}
+
+// decodeError reads an error response; one that is not a daemon error body
+// (from a proxy, say) is reported with its status and the start of its body.
+func decodeError(resp *http.Response, body []byte) *api.Error {
+	media, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	e, err := api.DecodeError(media, body)
+	if err != nil {
+		const maxShown = 200
+		if len(body) > maxShown {
+			body = body[:maxShown]
+		}
+		code := api.CodeInternal
+		if resp.StatusCode == http.StatusUnauthorized {
+			code = api.CodeUnauthorized
+		}
+		return &api.Error{Status: resp.StatusCode, Code: code, Message: fmt.Sprintf("the daemon answered %s: %q", resp.Status, body)}
+	}
+	e.Status = resp.StatusCode
+	return e
+}
