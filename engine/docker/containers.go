@@ -201,8 +201,33 @@ func (e *Engine) WaitContainer(ctx context.Context, id string) (engine.Container
 		}
 		return engine.ContainerState{}, fmt.Errorf("%s: %w", op, err)
 	}
+	// A SIGKILL without the OOM flag may be an OOM kill whose event has not
+	// landed yet: the daemon handles containerd's exit and OOM events
+	// separately, and on a loaded cgroup v1 host the exit can come first.
+	// Look again briefly before reporting a plain kill.
+	for range oomSettleChecks {
+		if st.ExitCode != 137 || st.OOMKilled || st.Running {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return st, nil
+		case <-time.After(oomSettleInterval):
+		}
+		again, err := e.InspectContainer(ctx, id)
+		if err != nil {
+			break
+		}
+		st = again
+	}
 	return st, nil
 }
+
+// How long WaitContainer waits for a late OOM event: 5 × 40 ms.
+const (
+	oomSettleChecks   = 5
+	oomSettleInterval = 40 * time.Millisecond
+)
 
 // ContainerLogs returns the container's stdout and stderr, interleaved in
 // the order they were written, limited to the last tailLines lines
