@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: Go (with the race detector) and the Python SDK suite.
+# Runs every test: Go (with the race detector), the Python SDK suite and the
+# Python host client suite.
 # Starts Docker and builds the local base images first, so it works on a
 # fresh machine.
 set -euo pipefail
@@ -26,3 +27,6 @@ go test -race -count=1 -timeout 40m ./...
 
 echo "== Python SDK"
 bash scripts/test-python.sh
+
+echo "== Python host client"
+bash scripts/test-python-client.sh
