@@ -90,18 +90,24 @@ func (s *Set) Path(ctx context.Context, name string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no test app named %q", name)
 	}
-	s.mu.Lock()
-	b, ok := s.built[name]
-	if !ok {
-		b = &build{}
-		s.built[name] = b
-	}
-	s.mu.Unlock()
+	b := s.entry(name)
 	b.once.Do(func() {
 		b.path = filepath.Join(s.dir, name+"-0.1.0.ociapp")
 		b.err = Build(ctx, name, app, b.path)
 	})
 	return b.path, b.err
+}
+
+// entry returns the build of the named artifact, made on first use.
+func (s *Set) entry(name string) *build {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.built[name]
+	if !ok {
+		b = &build{}
+		s.built[name] = b
+	}
+	return b
 }
 
 // pythonApps are the Python test applications, by name: directories are
@@ -123,13 +129,7 @@ func (s *Set) PythonPath(ctx context.Context, b engine.Builder, name string) (st
 	if !ok {
 		return "", fmt.Errorf("no Python test app named %q", name)
 	}
-	s.mu.Lock()
-	bd, ok := s.built[name]
-	if !ok {
-		bd = &build{}
-		s.built[name] = bd
-	}
-	s.mu.Unlock()
+	bd := s.entry(name)
 	bd.once.Do(func() {
 		out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 		if err != nil || len(bytes.TrimSpace(out)) == 0 {
