@@ -230,11 +230,7 @@ func collect(arc *archive, descs []v1.Descriptor, inherited map[string]string, d
 		}
 		switch {
 		case mt.IsIndex():
-			e, err := arc.blob(d)
-			if err != nil {
-				return err
-			}
-			raw, err := arc.read(e)
+			raw, err := arc.readBlob(d)
 			if err != nil {
 				return err
 			}
@@ -268,11 +264,7 @@ func collect(arc *archive, descs []v1.Descriptor, inherited map[string]string, d
 // sniffMediaType reads a descriptor's media type from the document it
 // points to, for old layouts whose descriptors lack one.
 func sniffMediaType(arc *archive, d v1.Descriptor) (types.MediaType, error) {
-	e, err := arc.blob(d)
-	if err != nil {
-		return "", err
-	}
-	raw, err := arc.read(e)
+	raw, err := arc.readBlob(d)
 	if err != nil {
 		return "", err
 	}
@@ -332,11 +324,7 @@ var supportedLayers = []types.MediaType{
 
 // loadManifest reads and checks an image manifest, its config and layers.
 func (a *Artifact) loadManifest(arc *archive, d v1.Descriptor) error {
-	e, err := arc.blob(d)
-	if err != nil {
-		return err
-	}
-	raw, err := arc.read(e)
+	raw, err := arc.readBlob(d)
 	if err != nil {
 		return err
 	}

@@ -207,6 +207,16 @@ func (a *archive) read(e *entry) ([]byte, error) {
 	return buf, nil
 }
 
+// readBlob returns the content of the blob a descriptor names, checked as
+// blob and read check it.
+func (a *archive) readBlob(d v1.Descriptor) ([]byte, error) {
+	e, err := a.blob(d)
+	if err != nil {
+		return nil, err
+	}
+	return a.read(e)
+}
+
 // blob finds the blob a descriptor names and checks its size.
 func (a *archive) blob(d v1.Descriptor) (*entry, error) {
 	if d.Digest.Algorithm != "sha256" {

@@ -32,8 +32,8 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/daemon/internal/testapp"
 	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/testapps"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -60,17 +60,17 @@ func requireDocker(t testing.TB) {
 var apps struct {
 	once sync.Once
 	dir  string
-	a    testapp.Artifacts
+	a    testapps.TestAppArtifacts
 	err  error
 }
 
 // testApps builds the test application's artifacts once per test binary.
-func testApps(t testing.TB) testapp.Artifacts {
+func testApps(t testing.TB) testapps.TestAppArtifacts {
 	t.Helper()
 	apps.once.Do(func() {
 		apps.dir, apps.err = os.MkdirTemp("", "daemon-apps-")
 		if apps.err == nil {
-			apps.a, apps.err = testapp.Build(context.Background(), apps.dir)
+			apps.a, apps.err = testapps.BuildTestApp(context.Background(), apps.dir)
 		}
 	})
 	if apps.err != nil {

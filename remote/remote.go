@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -217,19 +216,7 @@ func (e *Executor) Close() error {
 // tags) to the application in the artifact at artifactPath, on the daemon,
 // and returns its response map.
 func (e *Executor) Execute(ctx context.Context, artifactPath string, request any) (map[string]any, error) {
-	payload, err := protocol.EncodePayload(request)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the request: %w", err)
-	}
-	out, err := e.ExecutePayload(ctx, artifactPath, payload)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := protocol.DecodePayload(out)
-	if err != nil {
-		return nil, fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
-	}
-	return resp, nil
+	return runtime.ExecuteMap(ctx, e, artifactPath, request)
 }
 
 // ExecutePayload is Execute on an encoded payload (a msgpack map); it

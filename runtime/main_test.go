@@ -11,7 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ociapp/ociapp/engine/docker"
-	"github.com/ociapp/ociapp/runtime/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testapps"
 )
 
 // testArtifacts builds each test application once per test binary, on

@@ -47,7 +47,7 @@ mkdir -p "$work/bin" "$work/artifacts" "$work/tmp"
 
 echo "test-python-client: building ociapp-runtime and the test artifacts" >&2
 (cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$work/bin/ociapp-runtime" ./cmd/ociapp-runtime)
-(cd "$root" && go run ./daemon/internal/testapp/mkartifacts "$work/artifacts" >/dev/null)
+(cd "$root" && go run ./internal/testapps/mktestapp "$work/artifacts" >/dev/null)
 # The original's example app, for the demo: built on the local base image,
 # since no registry is reachable.
 (cd "$root" && go run ./cmd/ociapp-build examples/echo-app --output-dir "$work/artifacts" --base-image "$image" -q)

@@ -20,6 +20,7 @@ import (
 	"github.com/ociapp/ociapp/build"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/bytesize"
 )
 
 const (
@@ -137,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	}
 	if !o.quiet {
 		a := res.Artifact
-		fmt.Fprintf(stdout, "built %s (%s, %s, %.1fs)\n", res.Path, humanSize(a.Size), a.Digest, res.Duration.Seconds())
+		fmt.Fprintf(stdout, "built %s (%s, %s, %.1fs)\n", res.Path, bytesize.Format(a.Size), a.Digest, res.Duration.Seconds())
 	}
 	return exitOK
 }
@@ -170,16 +171,4 @@ func layerCacheDir() string {
 		return ""
 	}
 	return filepath.Join(dir, "ociapp-build")
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/bytesize"
 	"github.com/ociapp/ociapp/loadgen"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
@@ -713,7 +714,7 @@ func writeBenchText(w io.Writer, rep *benchReport) {
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	a := rep.Artifact
 	name := strings.TrimSpace(a.Name + " " + a.Version)
-	fmt.Fprintf(tw, "artifact\t%s (%s, %s)\n", name, shortDigest(a.Digest), humanBytes(a.SizeBytes))
+	fmt.Fprintf(tw, "artifact\t%s (%s, %s)\n", name, shortDigest(a.Digest), bytesize.Format(a.SizeBytes))
 	fmt.Fprintf(tw, "  verify\t%s\n", fmtMS(a.VerifyMS))
 	if a.ImagePresent {
 		fmt.Fprintf(tw, "  image\talready loaded (checked in %s)\n", fmtMS(a.CheckMS))
@@ -778,18 +779,6 @@ func shortDigest(d string) string {
 		return "sha256:" + hex[:12]
 	}
 	return d
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // fmtUS formats microseconds in the unit that suits them.

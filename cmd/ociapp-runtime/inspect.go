@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ociapp/ociapp/artifact"
+	"github.com/ociapp/ociapp/internal/bytesize"
 )
 
 const inspectUsage = `usage: ociapp-runtime inspect [--json] ARTIFACT
@@ -147,7 +148,7 @@ func printInspect(w io.Writer, info inspectJSON) {
 		{"name", orNone(info.Name)},
 		{"version", orNone(info.Version)},
 		{"ref", orNone(info.Ref)},
-		{"file", fmt.Sprintf("%s (%s, %s)", info.Path, sizeString(info.Size), info.Format)},
+		{"file", fmt.Sprintf("%s (%s, %s)", info.Path, bytesize.Format(info.Size), info.Format)},
 		{"digest", info.Digest},
 		{"config digest", info.ConfigDigest + " (the image ID in Docker's classic store)"},
 		{"platform", info.Platform},
@@ -164,7 +165,7 @@ func printInspect(w io.Writer, info inspectJSON) {
 	}
 	tw.Flush()
 	for _, l := range info.Layers {
-		fmt.Fprintf(w, "  %s  %9s  %s\n", l.Digest, sizeString(l.Size), l.MediaType)
+		fmt.Fprintf(w, "  %s  %9s  %s\n", l.Digest, bytesize.Format(l.Size), l.MediaType)
 	}
 	for _, s := range []struct {
 		name   string
@@ -181,16 +182,4 @@ func printInspect(w io.Writer, info inspectJSON) {
 		}
 		fmt.Fprintf(w, "%s:\n  %s\n", s.name, buf.String())
 	}
-}
-
-func sizeString(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -198,7 +198,7 @@ func testArtifact(t *testing.T, name string) string {
 			return
 		}
 		names := []string{"echo-go", "sleeper", "exitstart", "crasher"}
-		cmd := exec.Command("go", append([]string{"run", "github.com/ociapp/ociapp/runtime/internal/testapps/mkartifact", testApps.dir}, names...)...)
+		cmd := exec.Command("go", append([]string{"run", "github.com/ociapp/ociapp/internal/testapps/mkartifact", testApps.dir}, names...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			testApps.err = fmt.Errorf("building test artifacts: %v\n%s", err, out)

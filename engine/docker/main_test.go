@@ -1,17 +1,12 @@
 package docker
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +15,11 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"go.uber.org/goleak"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testapps"
 )
 
 func TestMain(m *testing.M) {
@@ -79,7 +73,7 @@ func randomHex(n int) string {
 }
 
 // testImage is the image the container tests run: one static binary,
-// testdata/testprog, as its entrypoint, built and loaded without a registry.
+// internal/testapps/testprog, as its entrypoint, built and loaded without a registry.
 type testImage struct {
 	Ref      string   // tag it is loaded under
 	ID       string   // ID the daemon gives it
@@ -140,11 +134,11 @@ func requireImage(t testing.TB, e *Engine) testImage {
 }
 
 func makeTestImage(e *Engine) (testImage, error) {
-	bin, err := buildTestProg()
+	bin, err := testapps.Compile(context.Background(), testapps.Module+"/internal/testapps/testprog")
 	if err != nil {
 		return testImage{}, err
 	}
-	img, err := imageWithBinary(bin)
+	img, err := testProgImage(bin)
 	if err != nil {
 		return testImage{}, err
 	}
@@ -195,74 +189,15 @@ func makeTestImage(e *Engine) (testImage, error) {
 	return ti, nil
 }
 
-// buildTestProg compiles testdata/testprog as a static Linux binary.
-func buildTestProg() ([]byte, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+// testProgImage is a one-layer image holding the testprog binary at
+// /testprog, with the writable directories the tests use.
+func testProgImage(bin []byte) (v1.Image, error) {
+	files := []testapps.File{
+		{Name: "testprog", Mode: 0o755, Data: bin},
+		{Name: "tmp/", Mode: 0o1777, Dir: true},
+		{Name: "mnt/", Mode: 0o755, Dir: true},
 	}
-	dir, err := os.MkdirTemp("", "ociapp-testprog-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	out := filepath.Join(dir, "testprog")
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./testdata/testprog")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building testprog: %v\n%s", err, b)
-	}
-	return os.ReadFile(out)
-}
-
-// imageWithBinary makes a one-layer image holding bin at /testprog.
-func imageWithBinary(bin []byte) (v1.Image, error) {
-	var layerTar bytes.Buffer
-	tw := tar.NewWriter(&layerTar)
-	files := []struct {
-		name string
-		mode int64
-		typ  byte
-		data []byte
-	}{
-		{"testprog", 0o755, tar.TypeReg, bin},
-		{"tmp/", 0o1777, tar.TypeDir, nil},
-		{"mnt/", 0o755, tar.TypeDir, nil},
-	}
-	for _, f := range files {
-		hdr := &tar.Header{Name: f.name, Mode: f.mode, Typeflag: f.typ, Size: int64(len(f.data)), ModTime: time.Unix(0, 0)}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layerBytes := layerTar.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerBytes)), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS = "linux"
-	cf.Architecture = runtime.GOARCH
-	cf.Config.Entrypoint = []string{"/testprog"}
-	cf.Config.Cmd = []string{"exit", "0"}
-	cf.Config.Env = []string{"PATH=/"}
-	return mutate.ConfigFile(img, cf)
+	return testapps.Image(files, v1.Config{Entrypoint: []string{"/testprog"}, Cmd: []string{"exit", "0"}, Env: []string{"PATH=/"}})
 }
 
 // waitForLog polls the container's logs until they contain want.

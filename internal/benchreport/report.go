@@ -3,6 +3,7 @@ package main
 import (
 	_ "embed"
 	"fmt"
+	"github.com/ociapp/ociapp/internal/bytesize"
 	"io"
 	"math"
 	"slices"
@@ -357,7 +358,7 @@ func (b *builder) startTable() {
 		}
 		b.rep.Start = append(b.rep.Start, startRow{
 			Measure: "Artifact size, " + a.Name,
-			Figure:  fmtBytes(size),
+			Figure:  bytesize.Format(size),
 			Detail:  thousands(float64(size)) + " bytes",
 			Cmd:     b.cmd("build." + a.Key + ".cold"),
 		})
@@ -437,18 +438,6 @@ func fmtSeconds(s float64) string {
 		return fmt.Sprintf("%.0f s", s)
 	}
 	return fmt.Sprintf("%.1f s", s)
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // thousands rounds v and groups its digits: 123456.7 -> "123,457".

@@ -1,6 +1,6 @@
-// Command app is the daemon tests' application. By default it echoes
+// Command testapp is the daemon tests' application. By default it echoes
 // {"value": ...}; the "op" field makes it sleep, crash or fail instead, and
-// run as "app exitstart" it exits before listening, like an app whose
+// run as "testapp exitstart" it exits before listening, like an app whose
 // import fails.
 package main
 

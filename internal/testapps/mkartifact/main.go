@@ -1,5 +1,5 @@
 // Command mkartifact builds test applications into artifacts, for tests
-// outside the runtime package: mkartifact DIR NAME...
+// in other processes: mkartifact DIR NAME...
 package main
 
 import (
@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ociapp/ociapp/runtime/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testapps"
 )
 
 func main() {
