@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -82,6 +84,65 @@ func BenchmarkRawPingPong(b *testing.B) {
 	conn.Close()
 	ln.Close()
 	wg.Wait()
+}
+
+// BenchmarkRawPingPongCrossProcess is the floor for anything that crosses
+// from one process to another, as every request to a container does: the
+// same 4-byte ping-pong with the echo end in a second process.
+func BenchmarkRawPingPongCrossProcess(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "raw.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "OCIAPP_TEST_PINGPONG_SOCKET="+path)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	var conn net.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if conn, err = net.Dial("unix", path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			b.Fatalf("the echo process never listened: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	defer conn.Close() // the echo process exits when the connection ends
+	buf := make([]byte, 4)
+	runConcurrent(b, 1, func() error {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(conn, buf)
+		return err
+	})
+}
+
+// servePingPong echoes 4-byte messages on one connection at path, then
+// returns the process's exit status.
+func servePingPong(path string) int {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return 1
+	}
+	defer ln.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		return 1
+	}
+	defer conn.Close()
+	buf := make([]byte, 4)
+	for {
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return 0
+		}
+		if _, err := conn.Write(buf); err != nil {
+			return 0
+		}
+	}
 }
 
 func concName(c int) string {

@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv("OCIAPP_TEST_APP") == "1" {
 		ociapp.Main[sleepRequest, echoResponse](ociapp.Func[sleepRequest, echoResponse](sleepy))
 	}
+	// Re-executed as the far end of BenchmarkRawPingPongCrossProcess.
+	if path := os.Getenv("OCIAPP_TEST_PINGPONG_SOCKET"); path != "" {
+		os.Exit(servePingPong(path))
+	}
 	goleak.VerifyTestMain(m)
 }
 

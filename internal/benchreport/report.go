@@ -202,6 +202,7 @@ func (b *builder) requestPath() {
 		b.rep.Path = append(b.rep.Path, row)
 	}
 	goRow("Raw socket ping-pong, 4-byte messages (the floor), c1", "/ociapp", "RawPingPong", "gobench.protocol", nil, false)
+	goRow("Raw socket ping-pong between two processes, c1", "/ociapp", "RawPingPongCrossProcess", "gobench.protocol", nil, false)
 	goRow("Protocol round trip, Go client to Go SDK server, c1", "/ociapp", "RoundTrip/c1", "gobench.protocol", p50Below(20), false)
 	goRow("Protocol round trip, pipelined, c64", "/ociapp", "RoundTrip/c64", "gobench.protocol", rpsAbove(100000, false), true)
 	goRow("Python SDK echo in a container, Go client, c1", "/python", "PythonEcho/c1", "gobench.python", p50Below(60), false)
