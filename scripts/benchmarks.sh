@@ -56,6 +56,7 @@ cold=10
 load_reps=3
 gobench_time=2s
 gobench_count=3
+cpubound_n=400x
 if [ "$quick" = yes ]; then
 	output=${output:-${TMPDIR:-/tmp}/ociapp-bench-quick}
 	concurrencies="1 8 64"
@@ -65,6 +66,7 @@ if [ "$quick" = yes ]; then
 	load_reps=1
 	gobench_time=200ms
 	gobench_count=1
+	cpubound_n=40x
 fi
 output=${output:-docs}
 
@@ -257,6 +259,10 @@ fi
 if has_bench runtime ExecuteOverhead; then
 	measure gobench.runtime "$results/gobench-runtime.txt" \
 		go test -run '^$' -bench 'ExecuteOverhead' -benchtime "$gobench_time" -count "$gobench_count" ./runtime/
+fi
+if has_bench runtime CPUBound; then
+	measure gobench.cpubound "$results/gobench-cpubound.txt" \
+		go test -run '^$' -bench 'CPUBound' -benchtime "$cpubound_n" -count 1 ./runtime/
 fi
 # A remote runtime (daemon and client), when it has benchmarks.
 remote_pkgs=()

@@ -36,6 +36,7 @@ type report struct {
 	Floor    string // the floor's figures, in words
 	Path     []pathRow
 	Remote   []pathRow
+	CPUBound []pathRow
 	Start    []startRow
 	Curves   []curve
 	GoBench  []benchRow
@@ -234,12 +235,23 @@ func (b *builder) requestPath() {
 		}
 	}
 
+	b.rep.Remote = b.benchRows("gobench.remote", func(gb goBench) bool {
+		return strings.HasSuffix(gb.Pkg, "/remote") || strings.HasSuffix(gb.Pkg, "/daemon")
+	})
+	b.rep.CPUBound = b.benchRows("gobench.cpubound", func(gb goBench) bool {
+		return strings.HasSuffix(gb.Pkg, "/runtime") && strings.HasPrefix(gb.Name, "CPUBound/")
+	})
+}
+
+// benchRows makes a row of every Go benchmark that match accepts.
+func (b *builder) benchRows(cmdKey string, match func(goBench) bool) []pathRow {
+	var rows []pathRow
 	for _, gb := range b.res.GoBench {
-		if !strings.HasSuffix(gb.Pkg, "/remote") && !strings.HasSuffix(gb.Pkg, "/daemon") {
+		if !match(gb) {
 			continue
 		}
 		p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
-		row := pathRow{Measure: gb.Name, P50: "–", P99: "–", RPS: "–", Cmd: b.cmd("gobench.remote")}
+		row := pathRow{Measure: gb.Name, P50: "–", P99: "–", RPS: "–", Cmd: b.cmd(cmdKey)}
 		if p50 > 0 {
 			row.P50 = fmtUS(p50)
 		}
@@ -250,8 +262,9 @@ func (b *builder) requestPath() {
 			row.RPS = thousands(rps)
 		}
 		row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
-		b.rep.Remote = append(b.rep.Remote, row)
+		rows = append(rows, row)
 	}
+	return rows
 }
 
 // ratios are p50 and req/s as multiples of the floor's.
