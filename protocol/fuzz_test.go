@@ -3,23 +3,14 @@ package protocol
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"testing"
 )
 
 // seedFrames adds every frame of the conformance vectors to f's corpus.
 func seedFrames(f *testing.F, body bool) {
-	raw, err := os.ReadFile(vectorsPath)
-	if err != nil {
-		f.Fatal(err)
-	}
-	var v vectorFile
-	if err := json.Unmarshal(raw, &v); err != nil {
-		f.Fatal(err)
-	}
+	v := loadVectors(f)
 	add := func(s string) {
 		b, _ := hex.DecodeString(s)
 		if body && len(b) >= HeaderSize {
@@ -105,15 +96,7 @@ func FuzzDecodeResponse(f *testing.F) {
 }
 
 func FuzzDecodePayload(f *testing.F) {
-	raw, err := os.ReadFile(vectorsPath)
-	if err != nil {
-		f.Fatal(err)
-	}
-	var v vectorFile
-	if err := json.Unmarshal(raw, &v); err != nil {
-		f.Fatal(err)
-	}
-	for _, p := range v.BadPayloads {
+	for _, p := range loadVectors(f).BadPayloads {
 		b, _ := hex.DecodeString(p.Payload)
 		f.Add(b)
 	}

@@ -187,7 +187,7 @@ func TestVectorsGolden(t *testing.T) {
 	}
 }
 
-func loadVectors(t *testing.T) vectorFile {
+func loadVectors(t testing.TB) vectorFile {
 	t.Helper()
 	raw, err := os.ReadFile(vectorsPath)
 	if err != nil {
