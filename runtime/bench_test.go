@@ -44,8 +44,28 @@ func benchWarm(b *testing.B, app string, conc int, req map[string]any, opts ...O
 			b.Fatal(err)
 		}
 	}
+	measureConcurrent(b, conc, func() error {
+		_, err := rt.Execute(b.Context(), path, req)
+		return err
+	})
+	b.ReportMetric(float64(rt.Stats().Pools[0].Containers), "containers")
+}
+
+// benchArtifact returns a Go test app's artifact, or a Python one's for
+// names ending in "-py".
+func benchArtifact(b *testing.B, eng *docker.Engine, app string) string {
+	if strings.HasSuffix(app, "-py") {
+		return pythonArtifact(b, eng, app)
+	}
+	return testArtifact(b, app)
+}
+
+// measureConcurrent runs b.N calls of op from conc goroutines and reports
+// p50/p99 latency and throughput.
+func measureConcurrent(b *testing.B, conc int, op func() error) {
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
+	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
 	for range conc {
@@ -56,7 +76,7 @@ func benchWarm(b *testing.B, app string, conc int, req map[string]any, opts ...O
 					return
 				}
 				t0 := time.Now()
-				if _, err := rt.Execute(b.Context(), path, req); err != nil {
+				if err := op(); err != nil {
 					b.Error(err)
 					return
 				}
@@ -69,16 +89,6 @@ func benchWarm(b *testing.B, app string, conc int, req map[string]any, opts ...O
 	b.StopTimer()
 	reportLatency(b, lat)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(rt.Stats().Pools[0].Containers), "containers")
-}
-
-// benchArtifact returns a Go test app's artifact, or a Python one's for
-// names ending in "-py".
-func benchArtifact(b *testing.B, eng *docker.Engine, app string) string {
-	if strings.HasSuffix(app, "-py") {
-		return pythonArtifact(b, eng, app)
-	}
-	return testArtifact(b, app)
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
@@ -197,32 +207,10 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 			if _, err := f.exec(b.Context(), "echo", req); err != nil {
 				b.Fatal(err)
 			}
-			lat := make([]time.Duration, b.N)
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for range conc {
-				wg.Go(func() {
-					for {
-						i := next.Add(1) - 1
-						if i >= int64(b.N) {
-							return
-						}
-						t0 := time.Now()
-						if _, err := f.exec(b.Context(), "echo", req); err != nil {
-							b.Error(err)
-							return
-						}
-						lat[i] = time.Since(t0)
-					}
-				})
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			reportLatency(b, lat)
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+			measureConcurrent(b, conc, func() error {
+				_, err := f.exec(b.Context(), "echo", req)
+				return err
+			})
 		})
 	}
 }

@@ -60,13 +60,7 @@ type StartupError struct {
 func (e *StartupError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "container for %s failed to start: %s", e.Artifact, e.Reason)
-	if e.Exited {
-		fmt.Fprintf(&b, " (exit code %d", e.ExitCode)
-		if e.OOMKilled {
-			b.WriteString(", killed for exceeding its memory limit")
-		}
-		b.WriteString(")")
-	}
+	writeExit(&b, e.Exited, e.ExitCode, e.OOMKilled, "")
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
@@ -115,13 +109,7 @@ type WorkerCrashError struct {
 func (e *WorkerCrashError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "container for %s crashed while serving the request: %s", e.Artifact, e.Reason)
-	if e.Exited {
-		fmt.Fprintf(&b, " (exit code %d", e.ExitCode)
-		if e.OOMKilled {
-			b.WriteString(", killed for exceeding its memory limit: raise it with the memory limit option")
-		}
-		b.WriteString(")")
-	}
+	writeExit(&b, e.Exited, e.ExitCode, e.OOMKilled, ": raise it with the memory limit option")
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
@@ -165,4 +153,17 @@ func writeLogTail(b *strings.Builder, logs string) {
 		b.WriteString("\n  | ")
 		b.WriteString(line)
 	}
+}
+
+// writeExit appends how a container ended, if it has: its exit code, and
+// whether it was killed for its memory use (followed by oomHint).
+func writeExit(b *strings.Builder, exited bool, code int, oom bool, oomHint string) {
+	if !exited {
+		return
+	}
+	fmt.Fprintf(b, " (exit code %d", code)
+	if oom {
+		b.WriteString(", killed for exceeding its memory limit" + oomHint)
+	}
+	b.WriteString(")")
 }
