@@ -3,19 +3,14 @@ package daemon_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -29,11 +24,13 @@ import (
 	"testing"
 	"time"
 
+
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testtls"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -636,7 +633,7 @@ func TestDaemonNetworkNamespace(t *testing.T) {
 	requireDocker(t)
 	n := setupNetns(t)
 	dir := shortTempDir(t)
-	cert, key := selfSigned(t, dir, n.daemonIP)
+	cert, key := testtls.SelfSigned(t, dir, net.ParseIP(n.daemonIP))
 	addr := net.JoinHostPort(n.daemonIP, "7443")
 	d := startChild(t, n.daemonNS, childConfig{
 		Listen: "tcp://" + addr, StateDir: filepath.Join(dir, "state"), Token: suiteToken,
@@ -770,39 +767,4 @@ func TestDaemonShutdownAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoContainers(t, rtDir)
-}
-
-// selfSigned writes a certificate for ip, and its key, into dir.
-func selfSigned(t *testing.T, dir, ip string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "ociapp-runtime test daemon"},
-		IPAddresses:  []net.IP{net.ParseIP(ip)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
