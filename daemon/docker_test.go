@@ -24,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"

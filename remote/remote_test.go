@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"go.uber.org/goleak"
 
