@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Client is one persistent connection to an application server. Many
@@ -21,9 +23,12 @@ type Client struct {
 	maxFrame int
 	logger   *slog.Logger
 
-	mu      sync.Mutex
-	pending map[ID]chan<- Response
-	err     error // set once, when the connection ends
+	poller *pollingReader // nil when busy polling is off
+
+	mu       sync.Mutex
+	pending  map[ID]chan<- Response
+	awaiting atomic.Int32 // len(pending), for the poller to read without mu
+	err      error        // set once, when the connection ends
 
 	done       chan struct{}
 	readerDone chan struct{}
@@ -34,6 +39,7 @@ type ClientOption func(*clientConfig)
 
 type clientConfig struct {
 	maxFrame int
+	busyPoll time.Duration
 	logger   *slog.Logger
 }
 
@@ -42,6 +48,17 @@ type clientConfig struct {
 // too large for it fails alone; a response too large ends the connection.
 func WithMaxFrameSize(n int) ClientOption {
 	return func(c *clientConfig) { c.maxFrame = n }
+}
+
+// WithBusyPoll sets how long the client polls its socket for an awaited
+// response before it sleeps until the response arrives (DefaultBusyPoll by
+// default; zero turns polling off). Polling trades processor time for
+// latency: it keeps the cost of waking a sleeping thread off requests that
+// are answered within d. It applies only while one or two calls are in
+// flight; under more load responses arrive in batches and the client
+// sleeps between them.
+func WithBusyPoll(d time.Duration) ClientOption {
+	return func(c *clientConfig) { c.busyPoll = d }
 }
 
 // WithLogger sets where the client logs dropped responses and connection
@@ -63,7 +80,7 @@ func Dial(ctx context.Context, path string, opts ...ClientOption) (*Client, erro
 
 // NewClient takes ownership of conn and starts reading responses from it.
 func NewClient(conn net.Conn, opts ...ClientOption) *Client {
-	cfg := clientConfig{maxFrame: DefaultMaxFrameSize}
+	cfg := clientConfig{maxFrame: DefaultMaxFrameSize, busyPoll: DefaultBusyPoll}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
@@ -80,6 +97,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
+	c.poller = newPollingReader(conn, cfg.busyPoll, &c.awaiting)
 	go c.readLoop()
 	return c
 }
@@ -108,10 +126,14 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		return nil, err
 	}
 	c.pending[id] = ch
+	c.awaiting.Store(int32(len(c.pending)))
 	c.mu.Unlock()
 
 	if err := c.writer.WriteRequest(Request{ID: id, Payload: payload}); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
+	}
+	if c.poller != nil {
+		c.poller.wake()
 	}
 	select {
 	case resp := <-ch:
@@ -119,6 +141,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	case <-ctx.Done():
 		c.mu.Lock()
 		delete(c.pending, id)
+		c.awaiting.Store(int32(len(c.pending)))
 		c.mu.Unlock()
 		select {
 		case resp := <-ch: // it raced the deadline and won
@@ -184,6 +207,7 @@ func (c *Client) fail(cause error) {
 	c.err = &ConnectionError{Err: cause}
 	pending := c.pending
 	c.pending = nil
+	c.awaiting.Store(0)
 	c.mu.Unlock()
 
 	if !errors.Is(cause, errClientClosed) {
@@ -198,7 +222,11 @@ func (c *Client) fail(cause error) {
 
 func (c *Client) readLoop() {
 	defer close(c.readerDone)
-	r := bufio.NewReaderSize(c.conn, 64<<10)
+	var src io.Reader = c.conn
+	if c.poller != nil {
+		src = c.poller
+	}
+	r := bufio.NewReaderSize(src, 64<<10)
 	for {
 		body, err := ReadFrame(r, c.maxFrame)
 		if err != nil {
@@ -216,6 +244,7 @@ func (c *Client) readLoop() {
 		c.mu.Lock()
 		ch, ok := c.pending[resp.ID]
 		delete(c.pending, resp.ID)
+		c.awaiting.Store(int32(len(c.pending)))
 		c.mu.Unlock()
 		if !ok {
 			c.logger.Debug("dropping response for an unknown or timed-out request", "request_id", resp.ID)

@@ -201,7 +201,7 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 			}()
 			defer func() { cancel(); <-served }()
 			f := newFixture(b, map[string]fakeApp{"echo": {}}, WithMaxContainers(1),
-				withDialer(func(ctx context.Context, _ string) (session, error) { return dialProtocol(ctx, sock) }))
+				withDialer(func(ctx context.Context, _ string) (session, error) { return protocolDialer()(ctx, sock) }))
 			defer f.close()
 			req := map[string]any{"value": "hello"}
 			if _, err := f.exec(b.Context(), "echo", req); err != nil {

@@ -42,17 +42,19 @@ var errNotReady = errors.New("socket not there yet")
 // dialFunc connects to the app server at socketPath.
 type dialFunc func(ctx context.Context, socketPath string) (session, error)
 
-// dialProtocol is the real dialFunc: it checks for the socket file first,
-// so that polling a starting container costs a stat, not a connect.
-func dialProtocol(ctx context.Context, socketPath string) (session, error) {
-	if _, err := os.Stat(socketPath); errors.Is(err, fs.ErrNotExist) {
-		return nil, errNotReady
+// protocolDialer returns the real dialFunc: it checks for the socket file
+// first, so that polling a starting container costs a stat, not a connect.
+func protocolDialer(opts ...protocol.ClientOption) dialFunc {
+	return func(ctx context.Context, socketPath string) (session, error) {
+		if _, err := os.Stat(socketPath); errors.Is(err, fs.ErrNotExist) {
+			return nil, errNotReady
+		}
+		c, err := protocol.Dial(ctx, socketPath, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
 	}
-	c, err := protocol.Dial(ctx, socketPath)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 // artifactInfo is what the runtime needs to know about an artifact.

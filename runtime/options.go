@@ -10,6 +10,8 @@ import (
 	goruntime "runtime"
 	"strings"
 	"time"
+
+	"github.com/ociapp/ociapp/protocol"
 )
 
 // Defaults. The first five are the original runtime's.
@@ -81,6 +83,8 @@ type config struct {
 	startupBackoff    time.Duration
 	maxStartupBackoff time.Duration
 
+	busyPoll time.Duration
+
 	// Seams for unit tests: how sessions are opened and artifacts read.
 	dial         dialFunc
 	openArtifact openFunc
@@ -107,6 +111,7 @@ func defaultConfig() config {
 		network:              DefaultNetwork,
 		startupBackoff:       DefaultStartupBackoff,
 		maxStartupBackoff:    DefaultMaxStartupBackoff,
+		busyPoll:             protocol.DefaultBusyPoll,
 		exitGrace:            2 * time.Second,
 	}
 }
@@ -361,6 +366,24 @@ func WithStartupBackoff(initial, maxBackoff time.Duration) Option {
 
 // withDialer and withArtifactOpener replace the real protocol client and
 // artifact reader in unit tests.
+// WithBusyPoll sets how long the runtime polls a container's connection
+// for an awaited response before it sleeps until the response arrives
+// (protocol.DefaultBusyPoll by default; zero turns polling off). Polling
+// spends up to d of processor time per request to spare the wake-up of a
+// sleeping thread, which on virtual machines costs more than serving a
+// small request; it backs off on connections whose responses take longer,
+// and stops while more than two requests share a connection. See
+// protocol.WithBusyPoll.
+func WithBusyPoll(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("busy poll must not be negative, got %v", d)
+		}
+		c.busyPoll = d
+		return nil
+	}
+}
+
 func withDialer(d dialFunc) Option {
 	return func(c *config) error { c.dial = d; return nil }
 }

@@ -109,7 +109,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		return nil, &ConfigError{Err: fmt.Errorf("min containers (%d) exceeds max containers (%d)", cfg.minContainers, cfg.maxContainers)}
 	}
 	if cfg.dial == nil {
-		cfg.dial = dialProtocol
+		cfg.dial = protocolDialer(protocol.WithBusyPoll(cfg.busyPoll))
 	}
 	if cfg.openArtifact == nil {
 		cfg.openArtifact = openArtifactFile

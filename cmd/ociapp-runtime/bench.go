@@ -56,6 +56,7 @@ type benchConfig struct {
 	maxContainers        int
 	containerConcurrency int
 	requestTimeout       time.Duration
+	busyPoll             time.Duration
 	cpus                 float64
 	memoryText           string
 	memory               int64
@@ -89,6 +90,7 @@ func parseBenchArgs(args []string, usageOut io.Writer) (benchConfig, error) {
 	fs.IntVar(&cfg.maxContainers, "max-containers", 0, "containers per artifact at most (default: the runtime's, one per CPU)")
 	fs.IntVar(&cfg.containerConcurrency, "container-concurrency", 0, "requests in flight per container at most (default: the runtime's)")
 	fs.DurationVar(&cfg.requestTimeout, "request-timeout", 0, "timeout of each request (default: the runtime's)")
+	fs.DurationVar(&cfg.busyPoll, "busy-poll", protocol.DefaultBusyPoll, "how long to poll a container's connection for a response before sleeping (0: never poll)")
 	fs.Float64Var(&cfg.cpus, "cpus", 0, "container CPU limit in CPUs (0: none)")
 	fs.StringVar(&cfg.memoryText, "memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
 	fs.StringVar(&cfg.dockerHost, "docker-host", "", "Docker daemon address (default: $DOCKER_HOST or the local socket)")
@@ -127,8 +129,8 @@ func parseBenchArgs(args []string, usageOut io.Writer) (benchConfig, error) {
 		return cfg, fmt.Errorf("--warmup must not be negative, got %d", cfg.warmup)
 	case cfg.cold < 0:
 		return cfg, fmt.Errorf("--cold must not be negative, got %d", cfg.cold)
-	case cfg.maxContainers < 0, cfg.containerConcurrency < 0, cfg.requestTimeout < 0, cfg.cpus < 0:
-		return cfg, errors.New("--max-containers, --container-concurrency, --request-timeout and --cpus must not be negative")
+	case cfg.maxContainers < 0, cfg.containerConcurrency < 0, cfg.requestTimeout < 0, cfg.busyPoll < 0, cfg.cpus < 0:
+		return cfg, errors.New("--max-containers, --container-concurrency, --request-timeout, --busy-poll and --cpus must not be negative")
 	}
 	cfg.artifact = positional[0]
 	if set["d"] {
@@ -343,6 +345,7 @@ func (b *bencher) runtimeOptions() []runtime.Option {
 		runtime.WithEngine(b.eng),
 		runtime.WithMemoryLimit(b.cfg.memory),
 		runtime.WithCPULimit(b.cfg.cpus),
+		runtime.WithBusyPoll(b.cfg.busyPoll),
 	}
 	if b.cfg.stateDir != "" {
 		opts = append(opts, runtime.WithStateDir(b.cfg.stateDir))

@@ -34,6 +34,7 @@ func TestParseBenchArgs(t *testing.T) {
 		warmup:      defaultBenchWarmup,
 		memoryText:  "1g",
 		memory:      1 << 30,
+		busyPoll:    protocol.DefaultBusyPoll,
 	}
 	with := func(f func(*benchConfig)) benchConfig {
 		c := defaults
@@ -55,9 +56,9 @@ func TestParseBenchArgs(t *testing.T) {
 			})},
 		{name: "duration replaces the count", args: []string{"a.ociapp", "-d", "30s"},
 			want: with(func(c *benchConfig) { c.requests, c.duration = 0, 30*time.Second })},
-		{name: "runtime flags", args: []string{"--max-containers", "4", "--container-concurrency", "16", "--request-timeout", "2s", "--cpus", "1.5", "--memory", "512m", "--docker-host", "unix:///x.sock", "--state-dir", "/tmp/s", "-v", "a.ociapp"},
+		{name: "runtime flags", args: []string{"--max-containers", "4", "--container-concurrency", "16", "--request-timeout", "2s", "--busy-poll", "0", "--cpus", "1.5", "--memory", "512m", "--docker-host", "unix:///x.sock", "--state-dir", "/tmp/s", "-v", "a.ociapp"},
 			want: with(func(c *benchConfig) {
-				c.maxContainers, c.containerConcurrency, c.requestTimeout, c.cpus = 4, 16, 2*time.Second, 1.5
+				c.maxContainers, c.containerConcurrency, c.requestTimeout, c.busyPoll, c.cpus = 4, 16, 2*time.Second, 0, 1.5
 				c.memoryText, c.memory, c.dockerHost, c.stateDir, c.verbose = "512m", 512<<20, "unix:///x.sock", "/tmp/s", true
 			})},
 		{name: "artifact only", args: []string{"a.ociapp", "-n", "0"}, want: with(func(c *benchConfig) { c.requests = 0 })},
@@ -70,6 +71,7 @@ func TestParseBenchArgs(t *testing.T) {
 		{name: "negative warm-up", args: []string{"a.ociapp", "--warmup", "-5"}, wantErr: "--warmup"},
 		{name: "negative cold", args: []string{"a.ociapp", "--cold", "-1"}, wantErr: "--cold"},
 		{name: "negative limit", args: []string{"a.ociapp", "--max-containers", "-1"}, wantErr: "must not be negative"},
+		{name: "negative busy poll", args: []string{"a.ociapp", "--busy-poll", "-1us"}, wantErr: "--busy-poll"},
 		{name: "payload not an object", args: []string{"a.ociapp", "--payload", "[1]"}, wantErr: "--payload: the request must be a JSON object"},
 		{name: "payload not JSON", args: []string{"a.ociapp", "--payload", "{"}, wantErr: "--payload: the request is not valid JSON"},
 		{name: "bad memory", args: []string{"a.ociapp", "--memory", "lots"}, wantErr: "--memory"},

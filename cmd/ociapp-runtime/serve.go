@@ -14,6 +14,7 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -137,6 +138,7 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	queue := fs.Int("queue-size", runtime.DefaultQueueSize, "requests per artifact that may wait for a container before overload errors")
 	memory := fs.String("memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
 	cpus := fs.Float64("cpus", 0, "container CPU limit in CPUs (0: none)")
+	busyPoll := fs.Duration("busy-poll", protocol.DefaultBusyPoll, "how long to poll a container's connection for a response before sleeping (0: never poll)")
 	network := fs.String("network", runtime.DefaultNetwork, `container network mode: "none", or e.g. "bridge"`)
 	allowRoot := fs.Bool("allow-root", false, "let images that run as root do so (default: run them as 65532)")
 
@@ -200,6 +202,7 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 		runtime.WithCPULimit(*cpus),
 		runtime.WithNetwork(*network),
 		runtime.WithAllowRoot(*allowRoot),
+		runtime.WithBusyPoll(*busyPoll),
 	}
 	if *maxContainers > 0 {
 		cfg.runtime = append(cfg.runtime, runtime.WithMaxContainers(*maxContainers))

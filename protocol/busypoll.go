@@ -1,0 +1,210 @@
+package protocol
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// DefaultBusyPoll is how long a client polls its socket for an awaited
+// response before it sleeps in the network poller.
+//
+// Waking a sleeping thread costs tens of microseconds on virtual machines
+// (the idle virtual CPU has to be woken by the hypervisor), several times
+// what a small request costs to serve. Polling for a short while after
+// sending a request keeps that cost off requests answered within the
+// budget; a response that takes longer is waited for the usual way.
+const DefaultBusyPoll = 100 * time.Microsecond
+
+// busyPollMaxAwaiting is how many awaited responses still make the reader
+// poll. With more calls in flight responses arrive in batches, the reader
+// rarely finds the socket empty, and polling would only take processor time
+// from the callers and from the server.
+const busyPollMaxAwaiting = 2
+
+// busyPollMaxBackoff bounds how many reads the reader makes without polling
+// after polls that came back empty-handed. At the bound, a connection whose
+// responses never arrive within the budget (a slow application, or a
+// server in the same process, which the Go scheduler serves best when the
+// client sleeps) spends one budget per this many reads.
+const busyPollMaxBackoff = 64
+
+// pollingReader reads a Unix socket for the client's reader goroutine. While
+// responses are awaited it polls the socket without blocking for up to its
+// budget, yielding to other goroutines between attempts; otherwise, and once
+// the budget is spent, it waits in the network poller. A call sent while it
+// waits there interrupts the wait (with an expired read deadline), so the
+// reader polls for that call's response too.
+//
+// Polling adapts: a poll that ends without data makes the reader skip
+// polling for a number of reads that doubles with each such miss, up to
+// busyPollMaxBackoff, and halves with each poll that finds its data.
+type pollingReader struct {
+	conn     net.Conn
+	raw      syscall.RawConn
+	budget   time.Duration
+	awaiting *atomic.Int32 // calls waiting for a response
+
+	sent     atomic.Uint64 // calls sent so far: each one restarts the budget
+	sleeping atomic.Bool   // in a blocking read that a new call should interrupt
+	resting  atomic.Bool   // skipping polls after misses; see backoff
+
+	// Owned by the reading goroutine.
+	backoff int // reads to skip after the next miss, before doubling
+	skip    int // reads left to make without polling
+	hits    uint64
+	misses  uint64
+}
+
+// newPollingReader returns a reader for conn that polls for up to budget,
+// or nil when conn is not a socket it can poll or budget is not positive.
+func newPollingReader(conn net.Conn, budget time.Duration, awaiting *atomic.Int32) *pollingReader {
+	sc, ok := conn.(syscall.Conn)
+	if !ok || budget <= 0 {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &pollingReader{conn: conn, raw: raw, budget: budget, awaiting: awaiting}
+}
+
+// wantPoll reports whether a response is awaited on a lightly loaded
+// connection that polling has been paying off for.
+func (r *pollingReader) wantPoll() bool {
+	n := r.awaiting.Load()
+	return n > 0 && n <= busyPollMaxAwaiting && !r.resting.Load()
+}
+
+// Read reads what the socket holds, polling or waiting for it.
+func (r *pollingReader) Read(p []byte) (int, error) {
+	var began time.Time // when polling began; zero while not polling
+	missed := false
+	seen := r.sent.Load()
+	for {
+		n, err, empty := r.tryRead(p)
+		if !empty {
+			switch {
+			case !began.IsZero():
+				r.hit()
+			case !missed:
+				r.rest()
+			}
+			return n, err
+		}
+		if sent := r.sent.Load(); sent != seen {
+			seen, began = sent, time.Time{} // a new call: a new budget
+		}
+		if r.wantPoll() {
+			if began.IsZero() {
+				began = time.Now()
+			}
+			if time.Since(began) < r.budget {
+				runtime.Gosched()
+				continue
+			}
+			r.miss()
+			began, missed = time.Time{}, true
+		}
+		n, err, interrupted := r.sleep(p, seen)
+		if !interrupted {
+			if !missed {
+				r.rest()
+			}
+			return n, err
+		}
+	}
+}
+
+// hit accounts for a read that polled and found its data.
+func (r *pollingReader) hit() {
+	r.hits++
+	r.backoff /= 2
+}
+
+// miss accounts for a poll that spent its budget without data.
+func (r *pollingReader) miss() {
+	r.misses++
+	r.backoff = min(max(2*r.backoff, 1), busyPollMaxBackoff)
+	r.skip = r.backoff
+	r.resting.Store(true)
+}
+
+// rest accounts for a read made without polling: one fewer to skip.
+func (r *pollingReader) rest() {
+	if r.skip > 0 {
+		r.skip--
+		if r.skip == 0 {
+			r.resting.Store(false)
+		}
+	}
+}
+
+// tryRead reads without blocking; empty reports that there was nothing to
+// read.
+func (r *pollingReader) tryRead(p []byte) (n int, err error, empty bool) {
+	var readErr error
+	err = r.raw.Read(func(fd uintptr) bool {
+		for {
+			n, readErr = syscall.Read(int(fd), p)
+			if readErr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// A call's interruption that arrived after the wait it was meant
+		// for had already ended: it has nothing left to interrupt.
+		if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
+			return 0, err, false
+		}
+		return 0, nil, true
+	case err != nil:
+		return 0, err, false
+	case readErr == syscall.EAGAIN:
+		return 0, nil, true
+	case readErr != nil:
+		return 0, os.NewSyscallError("read", readErr), false
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF, false
+	}
+	return n, nil, false
+}
+
+// sleep reads through the network poller, blocking until there is data, the
+// connection ends, or a new call interrupts it. seen is the number of calls
+// sent that the reader has accounted for.
+func (r *pollingReader) sleep(p []byte, seen uint64) (n int, err error, interrupted bool) {
+	r.sleeping.Store(true)
+	if r.sent.Load() != seen && r.wantPoll() && r.sleeping.CompareAndSwap(true, false) {
+		// A call arrived while the reader was deciding to sleep, perhaps
+		// too early to see the flag: poll for it instead.
+		return 0, nil, true
+	}
+	n, err = r.conn.Read(p)
+	r.sleeping.Store(false)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The client sets no deadlines of its own: this is wake's.
+		if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
+			return 0, err, false
+		}
+		return 0, nil, true
+	}
+	return n, err, false
+}
+
+// wake records a call just sent and, when the reader should poll for its
+// response, interrupts the reader's blocking read.
+func (r *pollingReader) wake() {
+	r.sent.Add(1)
+	if r.wantPoll() && r.sleeping.Load() && r.sleeping.CompareAndSwap(true, false) {
+		_ = r.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}

@@ -1,0 +1,210 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// dialPolling connects with the given busy-poll budget and returns the
+// client and its poller, whose counters may be read once the client is
+// closed (Close waits for the reader).
+func dialPolling(t *testing.T, path string, budget time.Duration) (*Client, *pollingReader) {
+	t.Helper()
+	c, err := Dial(context.Background(), path, WithBusyPoll(budget))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if c.poller == nil {
+		t.Fatal("a Unix socket client with a positive budget does not poll")
+	}
+	return c, c.poller
+}
+
+func callEcho(t *testing.T, c *Client, i int) {
+	t.Helper()
+	payload := mustPayload(t, map[string]any{"i": i})
+	got, err := c.Call(context.Background(), payload)
+	if err != nil {
+		t.Fatalf("call %d: %v", i, err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("call %d: got %x, want %x", i, got, payload)
+	}
+}
+
+func TestBusyPollWakesTheSleepingReader(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for req := range reqs {
+			time.Sleep(5 * time.Millisecond) // found by polling, not on arrival
+			if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
+				return
+			}
+		}
+	})
+	// A budget no response here outlasts: every call's poll must find its
+	// response, although the reader was asleep when the call was sent.
+	c, poller := dialPolling(t, s.path, 10*time.Second)
+	const calls = 5
+	for i := range calls {
+		for !poller.sleeping.Load() {
+			time.Sleep(100 * time.Microsecond)
+		}
+		callEcho(t, c, i)
+	}
+	c.Close()
+	if poller.hits != calls || poller.misses != 0 {
+		t.Errorf("hits %d, misses %d over %d calls: want every call polled for and found", poller.hits, poller.misses, calls)
+	}
+}
+
+func TestBusyPollBacksOffWhenResponsesAreSlow(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for req := range reqs {
+			time.Sleep(2 * time.Millisecond)
+			if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
+				return
+			}
+		}
+	})
+	c, poller := dialPolling(t, s.path, 50*time.Microsecond)
+	const calls = 12
+	for i := range calls {
+		callEcho(t, c, i)
+	}
+	c.Close()
+	// Polls for calls 1, 3, 6 and 11 miss; the others are skipped.
+	if poller.hits != 0 || poller.misses == 0 || poller.misses >= calls/2 {
+		t.Errorf("hits %d, misses %d over %d calls: want a few misses and the rest skipped", poller.hits, poller.misses, calls)
+	}
+}
+
+func TestBusyPollBackoff(t *testing.T) {
+	// Each step is a poll that missed (m), a read that polled and found its
+	// data (h), or a read that did not poll (r).
+	tests := []struct {
+		steps       string
+		wantBackoff int
+		wantSkip    int
+	}{
+		{"", 0, 0},
+		{"m", 1, 1},
+		{"mr", 1, 0},
+		{"mrm", 2, 2},
+		{"mrmrrm", 4, 4},
+		{"mrmrrmrrrrh", 2, 0},
+		{"mrmrrmrrrrhh", 1, 0},
+		{"mrmrrmrrrrhhh", 0, 0},
+		{"mmmmmmmmmm", busyPollMaxBackoff, busyPollMaxBackoff},
+		{"hhr", 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.steps, func(t *testing.T) {
+			var r pollingReader
+			for _, step := range tt.steps {
+				switch step {
+				case 'm':
+					r.miss()
+				case 'h':
+					r.hit()
+				case 'r':
+					r.rest()
+				}
+			}
+			if r.backoff != tt.wantBackoff || r.skip != tt.wantSkip || r.resting.Load() != (tt.wantSkip > 0) {
+				t.Errorf("backoff %d, skip %d, resting %v; want %d, %d, %v",
+					r.backoff, r.skip, r.resting.Load(), tt.wantBackoff, tt.wantSkip, tt.wantSkip > 0)
+			}
+		})
+	}
+}
+
+func TestBusyPollConcurrentCalls(t *testing.T) {
+	// Two callers keep the reader polling, sleeping and being woken in every
+	// order; run with the race detector.
+	s := startServer(t, echoHandler)
+	c, _ := dialPolling(t, s.path, 20*time.Microsecond)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for g := range 2 {
+		wg.Go(func() {
+			for i := range 300 {
+				payload := mustPayload(t, map[string]any{"g": g, "i": i})
+				got, err := c.Call(context.Background(), payload)
+				if err != nil || !bytes.Equal(got, payload) {
+					t.Errorf("caller %d, call %d: %x, %v", g, i, got, err)
+					failed.Store(true)
+					return
+				}
+				if failed.Load() {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestBusyPollClearsAStrayDeadline(t *testing.T) {
+	// A wake that lands after the read it meant to interrupt has returned
+	// leaves an expired deadline behind: the next read must clear it, not
+	// fail the connection.
+	s := startServer(t, echoHandler)
+	c, _ := dialPolling(t, s.path, DefaultBusyPoll)
+	callEcho(t, c, 0)
+	if err := c.conn.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 5; i++ {
+		callEcho(t, c, i)
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("connection ended: %v", err)
+	}
+}
+
+func TestBusyPollIdleConnectionStillSeesTheServerLeave(t *testing.T) {
+	closed := make(chan struct{})
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		req := <-reqs
+		_ = w.WriteResponse(Response{ID: req.ID, Payload: req.Payload})
+		<-closed
+		conn.Close()
+		for range reqs {
+		}
+	})
+	c, _ := dialPolling(t, s.path, DefaultBusyPoll)
+	callEcho(t, c, 0)
+	close(closed)
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client did not notice the server closing an idle connection")
+	}
+}
+
+func TestBusyPollOff(t *testing.T) {
+	s := startServer(t, echoHandler)
+	c, err := Dial(context.Background(), s.path, WithBusyPoll(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.poller != nil {
+		t.Fatal("WithBusyPoll(0) still polls")
+	}
+	callEcho(t, c, 0)
+
+	client, server := net.Pipe()
+	defer server.Close()
+	pc := NewClient(client)
+	defer pc.Close()
+	if pc.poller != nil {
+		t.Fatal("a connection without a file descriptor polls")
+	}
+}
