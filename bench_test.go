@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,6 +91,57 @@ func BenchmarkRawPingPong(b *testing.B) {
 // from one process to another, as every request to a container does: the
 // same 4-byte ping-pong with the echo end in a second process.
 func BenchmarkRawPingPongCrossProcess(b *testing.B) {
+	conn := startPingPongProcess(b)
+	buf := make([]byte, 4)
+	runConcurrent(b, 1, func() error {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(conn, buf)
+		return err
+	})
+}
+
+// BenchmarkRawPingPongCrossProcessPolling is the same ping-pong with the
+// client polling its socket instead of sleeping until the reply arrives,
+// as the protocol client does while it awaits a response: the floor for a
+// polling client.
+func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
+	conn := startPingPongProcess(b)
+	raw, err := conn.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	runConcurrent(b, 1, func() error {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+		for got := 0; got < len(buf); {
+			var n int
+			var readErr error
+			if err := raw.Read(func(fd uintptr) bool {
+				n, readErr = syscall.Read(int(fd), buf[got:])
+				return true
+			}); err != nil {
+				return err
+			}
+			switch {
+			case readErr == syscall.EAGAIN || readErr == syscall.EINTR:
+			case readErr != nil:
+				return readErr
+			case n == 0:
+				return io.ErrUnexpectedEOF
+			}
+			got += max(n, 0)
+		}
+		return nil
+	})
+}
+
+// startPingPongProcess starts this test binary as a 4-byte echo server in
+// another process and returns a connection to it.
+func startPingPongProcess(b *testing.B) net.Conn {
 	path := filepath.Join(b.TempDir(), "raw.sock")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "OCIAPP_TEST_PINGPONG_SOCKET="+path)
@@ -97,7 +149,7 @@ func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer cmd.Wait()
+	b.Cleanup(func() { _ = cmd.Wait() })
 	var conn net.Conn
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var err error
@@ -110,15 +162,10 @@ func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	defer conn.Close() // the echo process exits when the connection ends
-	buf := make([]byte, 4)
-	runConcurrent(b, 1, func() error {
-		if _, err := conn.Write(buf); err != nil {
-			return err
-		}
-		_, err := io.ReadFull(conn, buf)
-		return err
-	})
+	// Registered after cmd.Wait, so it runs first: the echo process exits
+	// when the connection ends.
+	b.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // servePingPong echoes 4-byte messages on one connection at path, then

@@ -142,11 +142,11 @@ func (c *container) logs() string {
 	return "container logs:\n" + string(out)
 }
 
-func dial(t testing.TB, socket string) *protocol.Client {
+func dial(t testing.TB, socket string, opts ...protocol.ClientOption) *protocol.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client, err := protocol.Dial(ctx, socket)
+	client, err := protocol.Dial(ctx, socket, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,15 +311,25 @@ func TestPythonEchoInContainer(t *testing.T) {
 // container, driven over one multiplexed connection by the Go client:
 // c1 is one request at a time (latency), c64 keeps 64 in flight
 // (throughput). Each reports the median latency and requests per second.
+// The -nopoll variants use a client that never busy-polls
+// (protocol.WithBusyPoll(0)), to show what polling buys.
 func BenchmarkPythonEcho(b *testing.B) {
 	requireDocker(b)
 	c := startEchoContainer(b)
-	client := dial(b, c.socket)
+	clients := []struct {
+		suffix string
+		client *protocol.Client
+	}{
+		{"", dial(b, c.socket)},
+		{"-nopoll", dial(b, c.socket, protocol.WithBusyPoll(0))},
+	}
 	payload := encode(b, map[string]any{"value": "hello"})
-	for _, concurrency := range []int{1, 64} {
-		b.Run(fmt.Sprintf("c%d", concurrency), func(b *testing.B) {
-			benchmarkCalls(b, client, payload, concurrency)
-		})
+	for _, cl := range clients {
+		for _, concurrency := range []int{1, 64} {
+			b.Run(fmt.Sprintf("c%d%s", concurrency, cl.suffix), func(b *testing.B) {
+				benchmarkCalls(b, cl.client, payload, concurrency)
+			})
+		}
 	}
 }
 

@@ -285,6 +285,9 @@ for rep in $(seq 1 "$reps"); do
 			measure "warm.$app.c$c" "$results/warm/$app-c$c-$rep.json" \
 				ociapp-runtime bench "$artifact" --payload "$payload" -c "$c" -d "$warm_duration" --warmup "$warmup" --json
 		done
+		# The same at c1 with busy polling off, to show what it buys.
+		measure "warm.$app-nopoll.c1" "$results/warm/$app-nopoll-c1-$rep.json" \
+			ociapp-runtime bench "$artifact" --payload "$payload" -c 1 -d "$warm_duration" --warmup "$warmup" --busy-poll 0 --json
 	done
 	say "repetition $rep of $reps done"
 done

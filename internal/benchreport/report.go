@@ -3,12 +3,14 @@ package main
 import (
 	_ "embed"
 	"fmt"
-	"github.com/ociapp/ociapp/internal/bytesize"
 	"io"
 	"math"
 	"slices"
 	"strings"
 	"text/template"
+
+	"github.com/ociapp/ociapp/internal/bytesize"
+	"github.com/ociapp/ociapp/protocol"
 )
 
 //go:embed benchmarks.md.tmpl
@@ -43,6 +45,7 @@ type report struct {
 	Commands []commandRow
 	Missing  []string
 	Plot     string // the plot's path relative to the report
+	BusyPoll string // the protocol client's default busy-poll budget
 }
 
 // pathRow is a row of the request path table.
@@ -93,6 +96,7 @@ func buildReport(res *results, plot string) report {
 	b.rep.Machine = res.Machine
 	b.rep.Settings = res.Settings
 	b.rep.Plot = plot
+	b.rep.BusyPoll = fmtUS(float64(protocol.DefaultBusyPoll.Microseconds()))
 	b.requestPath()
 	b.startTable()
 	b.curves()
@@ -204,10 +208,13 @@ func (b *builder) requestPath() {
 	}
 	goRow("Raw socket ping-pong, 4-byte messages (the floor), c1", "/ociapp", "RawPingPong", "gobench.protocol", nil, false)
 	goRow("Raw socket ping-pong between two processes, c1", "/ociapp", "RawPingPongCrossProcess", "gobench.protocol", nil, false)
+	goRow("Raw socket ping-pong between two processes, client polling, c1", "/ociapp", "RawPingPongCrossProcessPolling", "gobench.protocol", nil, false)
 	goRow("Protocol round trip, Go client to Go SDK server, c1", "/ociapp", "RoundTrip/c1", "gobench.protocol", p50Below(20), false)
 	goRow("Protocol round trip, pipelined, c64", "/ociapp", "RoundTrip/c64", "gobench.protocol", rpsAbove(100000, false), true)
 	goRow("Python SDK echo in a container, Go client, c1", "/python", "PythonEcho/c1", "gobench.python", p50Below(60), false)
 	goRow("Python SDK echo in a container, Go client, c64", "/python", "PythonEcho/c64", "gobench.python", rpsAbove(80000, false), true)
+	goRow("Python SDK echo in a container, Go client without busy polling, c1", "/python", "PythonEcho/c1-nopoll", "gobench.python", nil, false)
+	goRow("Python SDK echo in a container, Go client without busy polling, c64", "/python", "PythonEcho/c64-nopoll", "gobench.python", nil, true)
 	goRow("Runtime request path, in-process Go server, c1", "/runtime", "ExecuteOverhead/c1", "gobench.runtime", nil, false)
 	goRow("Runtime request path, in-process Go server, c64", "/runtime", "ExecuteOverhead/c64", "gobench.runtime", nil, true)
 
@@ -233,6 +240,17 @@ func (b *builder) requestPath() {
 			}
 			b.rep.Path = append(b.rep.Path, row)
 		}
+	}
+	for _, a := range apps {
+		measure := fmt.Sprintf("Warm Execute, %s, c1, without busy polling", a.Name)
+		p := b.warmAt(a.Key+"-nopoll", 1)
+		if p == nil {
+			b.rep.Missing = append(b.rep.Missing, measure)
+			continue
+		}
+		row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd("warm." + a.Key + "-nopoll.c1")}
+		row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
+		b.rep.Path = append(b.rep.Path, row)
 	}
 
 	b.rep.Remote = b.benchRows("gobench.remote", func(gb goBench) bool {

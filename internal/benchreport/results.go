@@ -96,7 +96,7 @@ type loadRuns struct {
 	First, Present []benchJSON
 }
 
-var warmName = regexp.MustCompile(`^([a-z]+)-c(\d+)-(\d+)\.json$`)
+var warmName = regexp.MustCompile(`^([a-z]+(?:-nopoll)?)-c(\d+)-(\d+)\.json$`)
 var loadName = regexp.MustCompile(`^([a-z]+)-(first|present)-(\d+)\.json$`)
 
 func loadResults(dir string) (*results, error) {
