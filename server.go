@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/protocol"
@@ -186,12 +187,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 //
 // The goroutines of a connection take turns as its reader (a
 // leader/followers scheme). A reader that finds no further request already
-// buffered hands the reader role to an idle goroutine and runs the request
-// itself: passing the request to another goroutine instead would put a
-// thread wake-up between reading a request and running it, which on an idle
-// machine costs more than the request. Under load, when requests arrive in
-// batches, the reader keeps reading and passes each request to an idle
-// goroutine.
+// buffered runs the request itself: passing it to another goroutine, or
+// waking one to take over reading, would put a thread wake-up on the
+// request's path, which on an idle machine costs more than the request.
+// Should the request run longer than inlineGrace, a timer hands the reader
+// role to an idle goroutine, so later requests on the connection are not
+// held up behind it. Under load, when requests arrive in batches, the
+// reader keeps reading and passes each request to an idle goroutine.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -243,6 +245,10 @@ func (c *connServer) loop(first *protocol.Request) {
 	}
 }
 
+// inlineGrace is how long a reader runs a request itself before the reader
+// role passes to another goroutine.
+const inlineGrace = 20 * time.Microsecond
+
 // read holds the reader role: it returns true once it has passed the role
 // on and run a request, false when reading has ended.
 func (c *connServer) read() bool {
@@ -260,14 +266,31 @@ func (c *connServer) read() bool {
 			c.dispatch(req)
 			continue
 		}
-		select {
-		case c.promote <- struct{}{}:
-		default:
-			c.goroutines.Add(1)
-			go c.loop(nil)
-		}
+		// Whichever of the timer and the finished request claims the role
+		// first decides: the timer passes it on, the request keeps it.
+		var claimed atomic.Bool
+		handOff := time.AfterFunc(inlineGrace, func() {
+			if claimed.CompareAndSwap(false, true) {
+				c.passReaderRole()
+			}
+		})
 		c.run(req)
+		if handOff.Stop() || claimed.CompareAndSwap(false, true) {
+			continue
+		}
 		return true
+	}
+}
+
+// passReaderRole hands the reader role to an idle goroutine, or to a new one.
+// The goroutine giving up the role is still counted in c.goroutines, so
+// adding to it here cannot race the connection's final Wait.
+func (c *connServer) passReaderRole() {
+	select {
+	case c.promote <- struct{}{}:
+	default:
+		c.goroutines.Add(1)
+		go c.loop(nil)
 	}
 }
 

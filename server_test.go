@@ -257,6 +257,43 @@ func TestPipelinedRequestsAnswerInCompletionOrder(t *testing.T) {
 	}
 }
 
+func TestLongRequestDoesNotHoldUpTheConnection(t *testing.T) {
+	// The first request runs until the second one, on the same connection,
+	// has been answered: the reader that took the first request in must
+	// hand reading on while it runs. Each round starts from an idle
+	// connection, where the reader runs the request it read itself.
+	release := make(chan struct{})
+	h := ociapp.NewHandler[echoRequest, echoResponse](ociapp.Func[echoRequest, echoResponse](
+		func(ctx context.Context, req echoRequest) (echoResponse, error) {
+			if req.Value == "wait" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return echoResponse{}, ctx.Err()
+				}
+			}
+			return echoResponse(req), nil
+		}))
+	c := dial(t, serve(t, h))
+	for round := range 3 {
+		waited := make(chan error, 1)
+		go func() {
+			_, err := call(t, c, echoRequest{Value: "wait"})
+			waited <- err
+		}()
+		for c.InFlight() == 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		if _, err := call(t, c, echoRequest{Value: "go"}); err != nil {
+			t.Fatalf("round %d: second request: %v", round, err)
+		}
+		release <- struct{}{}
+		if err := <-waited; err != nil {
+			t.Fatalf("round %d: first request: %v", round, err)
+		}
+	}
+}
+
 func TestManyConnectionsAtOnce(t *testing.T) {
 	path := serve(t, ociapp.NewHandler[testRequest, testResponse](testApp{}))
 	var wg sync.WaitGroup
