@@ -21,11 +21,29 @@ import (
 // budget; a response that takes longer is waited for the usual way.
 const DefaultBusyPoll = 100 * time.Microsecond
 
-// busyPollMaxAwaiting is how many awaited responses still make the reader
-// poll. With more calls in flight responses arrive in batches, the reader
-// rarely finds the socket empty, and polling would only take processor time
-// from the callers and from the server.
-const busyPollMaxAwaiting = 2
+// busyPollMaxInFlight is how many requests a PollGroup may count for its
+// clients to poll. Under more load the callers and the servers have better
+// use for the processors: responses arrive in batches, and polling would
+// only take time from them.
+const busyPollMaxInFlight = 2
+
+// A PollGroup counts the requests in progress in a process whose clients
+// poll, so that they poll only while the process as a whole is lightly
+// loaded: while it counts at most two. A client made without WithPollGroup
+// has a group of its own and counts its calls in it. Clients given a group
+// leave the counting to its owner, which knows when a request begins and
+// ends beyond the call itself (a runtime counts each request from Execute
+// to its return, waiting for a container included). The zero value is ready
+// to use.
+type PollGroup struct {
+	inFlight atomic.Int32
+}
+
+// Begin counts a request that has started.
+func (g *PollGroup) Begin() { g.inFlight.Add(1) }
+
+// End counts a request that has ended.
+func (g *PollGroup) End() { g.inFlight.Add(-1) }
 
 // busyPollMaxBackoff bounds how many reads the reader makes without polling
 // after polls that came back empty-handed. At the bound, a connection whose
@@ -48,7 +66,8 @@ type pollingReader struct {
 	conn     net.Conn
 	raw      syscall.RawConn
 	budget   time.Duration
-	awaiting *atomic.Int32 // calls waiting for a response
+	awaiting *atomic.Int32 // calls waiting for a response on this connection
+	inFlight *atomic.Int32 // calls waiting across the connection's PollGroup
 
 	sent     atomic.Uint64 // calls sent so far: each one restarts the budget
 	sleeping atomic.Bool   // in a blocking read that a new call should interrupt
@@ -63,7 +82,7 @@ type pollingReader struct {
 
 // newPollingReader returns a reader for conn that polls for up to budget,
 // or nil when conn is not a socket it can poll or budget is not positive.
-func newPollingReader(conn net.Conn, budget time.Duration, awaiting *atomic.Int32) *pollingReader {
+func newPollingReader(conn net.Conn, budget time.Duration, awaiting *atomic.Int32, group *PollGroup) *pollingReader {
 	sc, ok := conn.(syscall.Conn)
 	if !ok || budget <= 0 {
 		return nil
@@ -72,14 +91,13 @@ func newPollingReader(conn net.Conn, budget time.Duration, awaiting *atomic.Int3
 	if err != nil {
 		return nil
 	}
-	return &pollingReader{conn: conn, raw: raw, budget: budget, awaiting: awaiting}
+	return &pollingReader{conn: conn, raw: raw, budget: budget, awaiting: awaiting, inFlight: &group.inFlight}
 }
 
-// wantPoll reports whether a response is awaited on a lightly loaded
-// connection that polling has been paying off for.
+// wantPoll reports whether a response is awaited on a connection that
+// polling has been paying off for, in a lightly loaded group.
 func (r *pollingReader) wantPoll() bool {
-	n := r.awaiting.Load()
-	return n > 0 && n <= busyPollMaxAwaiting && !r.resting.Load()
+	return r.awaiting.Load() > 0 && r.inFlight.Load() <= busyPollMaxInFlight && !r.resting.Load()
 }
 
 // Read reads what the socket holds, polling or waiting for it.

@@ -63,6 +63,80 @@ func TestBusyPollWakesTheSleepingReader(t *testing.T) {
 	}
 }
 
+func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for req := range reqs {
+			time.Sleep(2 * time.Millisecond) // found by polling, if polled for
+			if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
+				return
+			}
+		}
+	})
+	var group PollGroup
+	c, err := Dial(context.Background(), s.path, WithBusyPoll(10*time.Second), WithPollGroup(&group))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	poller := c.poller
+	for range busyPollMaxInFlight + 1 {
+		group.Begin() // requests of the group's owner, elsewhere
+	}
+	for i := range 3 {
+		callEcho(t, c, i)
+	}
+	if n := group.inFlight.Load(); n != busyPollMaxInFlight+1 {
+		t.Errorf("the group counts %d, want %d: a client in a group must leave counting to its owner", n, busyPollMaxInFlight+1)
+	}
+	group.End()
+	for i := 3; i < 6; i++ {
+		callEcho(t, c, i)
+	}
+	c.Close()
+	if poller.hits != 3 || poller.misses != 0 {
+		t.Errorf("hits %d, misses %d: want no polling while the group counted %d requests, then a poll per call",
+			poller.hits, poller.misses, busyPollMaxInFlight+1)
+	}
+}
+
+func TestOwnPollGroupCountsPendingCalls(t *testing.T) {
+	answer := make(chan struct{})
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		var held []Request
+		for len(held) < 3 {
+			req, ok := <-reqs
+			if !ok {
+				return
+			}
+			held = append(held, req)
+		}
+		<-answer
+		for _, req := range held[:2] {
+			_ = w.WriteResponse(Response{ID: req.ID, Payload: req.Payload})
+		}
+		conn.Close() // the third fails with the connection
+		for range reqs {
+		}
+	})
+	c, _ := dialPolling(t, s.path, DefaultBusyPoll)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { _, _ = c.Call(context.Background(), mustPayload(t, map[string]any{"i": i})) })
+	}
+	for c.InFlight() < 3 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	if n := c.ownGroup.inFlight.Load(); n != 3 {
+		t.Errorf("with 3 calls pending the client's group counts %d", n)
+	}
+	close(answer)
+	wg.Wait()
+	<-c.Done()
+	if n := c.ownGroup.inFlight.Load(); n != 0 {
+		t.Errorf("after every call ended the client's group counts %d", n)
+	}
+}
+
 func TestBusyPollBacksOffWhenResponsesAreSlow(t *testing.T) {
 	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
 		for req := range reqs {

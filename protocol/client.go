@@ -28,7 +28,10 @@ type Client struct {
 	mu       sync.Mutex
 	pending  map[ID]chan<- Response
 	awaiting atomic.Int32 // len(pending), for the poller to read without mu
-	err      error        // set once, when the connection ends
+	// ownGroup, when not nil, is the client's own poll group, which counts
+	// its pending calls.
+	ownGroup *PollGroup
+	err      error // set once, when the connection ends
 
 	done       chan struct{}
 	readerDone chan struct{}
@@ -38,9 +41,10 @@ type Client struct {
 type ClientOption func(*clientConfig)
 
 type clientConfig struct {
-	maxFrame int
-	busyPoll time.Duration
-	logger   *slog.Logger
+	maxFrame  int
+	busyPoll  time.Duration
+	pollGroup *PollGroup
+	logger    *slog.Logger
 }
 
 // WithMaxFrameSize sets the largest frame the client sends or accepts
@@ -54,11 +58,19 @@ func WithMaxFrameSize(n int) ClientOption {
 // response before it sleeps until the response arrives (DefaultBusyPoll by
 // default; zero turns polling off). Polling trades processor time for
 // latency: it keeps the cost of waking a sleeping thread off requests that
-// are answered within d. It applies only while one or two calls are in
-// flight; under more load responses arrive in batches and the client
-// sleeps between them.
+// are answered within d. It applies only while at most two calls are in
+// flight, on this client or across its PollGroup (see WithPollGroup); under
+// more load responses arrive in batches and the client sleeps between them.
 func WithBusyPoll(d time.Duration) ClientOption {
 	return func(c *clientConfig) { c.busyPoll = d }
+}
+
+// WithPollGroup puts the client in g: it polls only while g counts at most
+// two requests in progress, and leaves the counting to g's owner (see
+// PollGroup). The connections of one process, which share its processors,
+// belong in one group.
+func WithPollGroup(g *PollGroup) ClientOption {
+	return func(c *clientConfig) { c.pollGroup = g }
 }
 
 // WithLogger sets where the client logs dropped responses and connection
@@ -97,7 +109,12 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
-	c.poller = newPollingReader(conn, cfg.busyPoll, &c.awaiting)
+	group := cfg.pollGroup
+	if group == nil {
+		c.ownGroup = new(PollGroup)
+		group = c.ownGroup
+	}
+	c.poller = newPollingReader(conn, cfg.busyPoll, &c.awaiting, group)
 	go c.readLoop()
 	return c
 }
@@ -126,7 +143,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		return nil, err
 	}
 	c.pending[id] = ch
-	c.awaiting.Store(int32(len(c.pending)))
+	c.countPendingLocked()
 	c.mu.Unlock()
 
 	if err := c.writer.WriteRequest(Request{ID: id, Payload: payload}); err != nil {
@@ -141,7 +158,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	case <-ctx.Done():
 		c.mu.Lock()
 		delete(c.pending, id)
-		c.awaiting.Store(int32(len(c.pending)))
+		c.countPendingLocked()
 		c.mu.Unlock()
 		select {
 		case resp := <-ch: // it raced the deadline and won
@@ -165,6 +182,16 @@ func (c *Client) result(resp Response) ([]byte, error) {
 		return nil, c.Err()
 	}
 	return nil, appErr
+}
+
+// countPendingLocked publishes len(c.pending) to the poller, and to the
+// client's own poll group if it has one; c.mu is held.
+func (c *Client) countPendingLocked() {
+	n := int32(len(c.pending))
+	old := c.awaiting.Swap(n)
+	if c.ownGroup != nil {
+		c.ownGroup.inFlight.Add(n - old)
+	}
 }
 
 // InFlight returns the number of requests waiting for a response.
@@ -207,7 +234,7 @@ func (c *Client) fail(cause error) {
 	c.err = &ConnectionError{Err: cause}
 	pending := c.pending
 	c.pending = nil
-	c.awaiting.Store(0)
+	c.countPendingLocked()
 	c.mu.Unlock()
 
 	if !errors.Is(cause, errClientClosed) {
@@ -244,7 +271,7 @@ func (c *Client) readLoop() {
 		c.mu.Lock()
 		ch, ok := c.pending[resp.ID]
 		delete(c.pending, resp.ID)
-		c.awaiting.Store(int32(len(c.pending)))
+		c.countPendingLocked()
 		c.mu.Unlock()
 		if !ok {
 			c.logger.Debug("dropping response for an unknown or timed-out request", "request_id", resp.ID)

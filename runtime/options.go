@@ -372,8 +372,8 @@ func WithStartupBackoff(initial, maxBackoff time.Duration) Option {
 // spends up to d of processor time per request to spare the wake-up of a
 // sleeping thread, which on virtual machines costs more than serving a
 // small request; it backs off on connections whose responses take longer,
-// and stops while more than two requests share a connection. See
-// protocol.WithBusyPoll.
+// and stops while more than two requests are in flight across all of the
+// runtime's containers. See protocol.WithBusyPoll.
 func WithBusyPoll(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {

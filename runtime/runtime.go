@@ -78,6 +78,9 @@ type Runtime struct {
 	inst     *instance
 	resolver *resolver
 	stats    counters
+	// requests counts the requests in progress, so that connections to
+	// containers busy-poll only while the runtime is lightly loaded.
+	requests *protocol.PollGroup
 
 	// life is canceled by Close; it bounds container starts and the reaper.
 	life   context.Context
@@ -108,8 +111,9 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	if cfg.minContainers > cfg.maxContainers {
 		return nil, &ConfigError{Err: fmt.Errorf("min containers (%d) exceeds max containers (%d)", cfg.minContainers, cfg.maxContainers)}
 	}
+	requests := new(protocol.PollGroup)
 	if cfg.dial == nil {
-		cfg.dial = protocolDialer(protocol.WithBusyPoll(cfg.busyPoll))
+		cfg.dial = protocolDialer(protocol.WithBusyPoll(cfg.busyPoll), protocol.WithPollGroup(requests))
 	}
 	if cfg.openArtifact == nil {
 		cfg.openArtifact = openArtifactFile
@@ -122,6 +126,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		eng:       cfg.engine,
 		log:       cfg.logger,
 		resolver:  newResolver(cfg.openArtifact),
+		requests:  requests,
 		pools:     make(map[string]*pool),
 		closeDone: make(chan struct{}),
 	}
@@ -180,6 +185,8 @@ func (r *Runtime) Execute(ctx context.Context, artifactPath string, request any)
 // ExecutePayload is Execute for an already encoded request payload (a
 // msgpack map); it returns the encoded response payload.
 func (r *Runtime) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
+	r.requests.Begin()
+	defer r.requests.End()
 	p, err := r.pool(ctx, artifactPath)
 	if err != nil {
 		return nil, r.countFailure(err)
