@@ -74,14 +74,7 @@ func BenchmarkRawPingPong(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	buf := make([]byte, 4)
-	runConcurrent(b, 1, func() error {
-		if _, err := conn.Write(buf); err != nil {
-			return err
-		}
-		_, err := io.ReadFull(conn, buf)
-		return err
-	})
+	runConcurrent(b, 1, pingPong(conn))
 	conn.Close()
 	ln.Close()
 	wg.Wait()
@@ -92,14 +85,7 @@ func BenchmarkRawPingPong(b *testing.B) {
 // same 4-byte ping-pong with the echo end in a second process.
 func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 	conn := startPingPongProcess(b)
-	buf := make([]byte, 4)
-	runConcurrent(b, 1, func() error {
-		if _, err := conn.Write(buf); err != nil {
-			return err
-		}
-		_, err := io.ReadFull(conn, buf)
-		return err
-	})
+	runConcurrent(b, 1, pingPong(conn))
 }
 
 // BenchmarkRawPingPongCrossProcessPolling is the same ping-pong with the
@@ -137,6 +123,18 @@ func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
 		}
 		return nil
 	})
+}
+
+// pingPong returns one blocking 4-byte round trip on conn.
+func pingPong(conn net.Conn) func() error {
+	buf := make([]byte, 4)
+	return func() error {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(conn, buf)
+		return err
+	}
 }
 
 // startPingPongProcess starts this test binary as a 4-byte echo server in

@@ -38,15 +38,21 @@ func callEcho(t *testing.T, c *Client, i int) {
 	}
 }
 
-func TestBusyPollWakesTheSleepingReader(t *testing.T) {
-	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+// slowEcho answers each request after delay: late enough that only a
+// poll, or a sleep, can find the response.
+func slowEcho(delay time.Duration) func(net.Conn, *Writer, <-chan Request) {
+	return func(conn net.Conn, w *Writer, reqs <-chan Request) {
 		for req := range reqs {
-			time.Sleep(5 * time.Millisecond) // found by polling, not on arrival
+			time.Sleep(delay)
 			if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
 				return
 			}
 		}
-	})
+	}
+}
+
+func TestBusyPollWakesTheSleepingReader(t *testing.T) {
+	s := startServer(t, slowEcho(5*time.Millisecond))
 	// A budget no response here outlasts: every call's poll must find its
 	// response, although the reader was asleep when the call was sent.
 	c, poller := dialPolling(t, s.path, 10*time.Second)
@@ -64,14 +70,7 @@ func TestBusyPollWakesTheSleepingReader(t *testing.T) {
 }
 
 func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
-	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
-		for req := range reqs {
-			time.Sleep(2 * time.Millisecond) // found by polling, if polled for
-			if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
-				return
-			}
-		}
-	})
+	s := startServer(t, slowEcho(2*time.Millisecond))
 	var group PollGroup
 	c, err := Dial(context.Background(), s.path, WithBusyPoll(10*time.Second), WithPollGroup(&group))
 	if err != nil {
@@ -138,14 +137,7 @@ func TestOwnPollGroupCountsPendingCalls(t *testing.T) {
 }
 
 func TestBusyPollBacksOffWhenResponsesAreSlow(t *testing.T) {
-	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
-		for req := range reqs {
-			time.Sleep(2 * time.Millisecond)
-			if w.WriteResponse(Response{ID: req.ID, Payload: req.Payload}) != nil {
-				return
-			}
-		}
-	})
+	s := startServer(t, slowEcho(2*time.Millisecond))
 	c, poller := dialPolling(t, s.path, 50*time.Microsecond)
 	const calls = 12
 	for i := range calls {
