@@ -16,7 +16,7 @@ import (
 
 // Main runs an application binary's command line and exits:
 //
-//	APP serve [--socket PATH] [--max-frame-size N] [--grace DURATION]
+//	APP serve [--socket PATH] [--max-frame-size N] [--grace DURATION] [--busy-poll DURATION]
 //	APP schema
 //
 // serve listens on protocol.DefaultSocketPath unless told otherwise, and
@@ -56,8 +56,16 @@ func runServe(ctx context.Context, h Handler, args []string, stderr io.Writer) i
 	socket := fs.String("socket", protocol.DefaultSocketPath, "Unix socket path to listen on")
 	maxFrame := fs.Int("max-frame-size", protocol.DefaultMaxFrameSize, "largest request frame accepted, in bytes")
 	grace := fs.Duration("grace", DefaultGracePeriod, "how long in-flight requests may finish after SIGTERM")
+	busyPoll := fs.Duration("busy-poll", protocol.DefaultBusyPoll, "how long a connection is polled for its next request before sleeping (0: never poll)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *busyPoll < 0 {
+		fmt.Fprintln(stderr, "ociapp: --busy-poll must not be negative")
+		return 2
+	}
+	if *busyPoll == 0 {
+		*busyPoll = -1 // Server.BusyPoll: negative is off, zero the default
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -65,6 +73,7 @@ func runServe(ctx context.Context, h Handler, args []string, stderr io.Writer) i
 		Handler:      h,
 		MaxFrameSize: *maxFrame,
 		GracePeriod:  *grace,
+		BusyPoll:     *busyPoll,
 		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if err := srv.ListenAndServe(ctx, *socket); err != nil {

@@ -33,6 +33,11 @@ type Server struct {
 	GracePeriod time.Duration
 	// Logger receives connection faults and panics; nil discards them.
 	Logger *slog.Logger
+	// BusyPoll is how long a connection is polled for its next request
+	// before the goroutine reading it sleeps, while the server has at most
+	// two requests in progress (see protocol.NewPollingReader); 0 means
+	// protocol.DefaultBusyPoll, a negative value turns polling off.
+	BusyPoll time.Duration
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -113,9 +118,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancelRequests()
 
 	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		wg    sync.WaitGroup
+		mu         sync.Mutex
+		conns      = map[net.Conn]struct{}{}
+		wg         sync.WaitGroup
+		inProgress protocol.PollGroup
 	)
 	stopped := make(chan struct{})
 	go func() {
@@ -142,7 +148,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(requests, conn)
+			s.serveConn(requests, conn, &inProgress)
 			mu.Lock()
 			delete(conns, conn)
 			mu.Unlock()
@@ -194,13 +200,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // role to an idle goroutine, so later requests on the connection are not
 // held up behind it. Under load, when requests arrive in batches, the
 // reader keeps reading and passes each request to an idle goroutine.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+//
+// inProgress counts the server's requests in progress, for busy polling.
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	busyPoll := s.BusyPoll
+	if busyPoll == 0 {
+		busyPoll = protocol.DefaultBusyPoll
+	}
 	c := &connServer{
 		srv:         s,
 		conn:        conn,
-		r:           bufio.NewReaderSize(conn, 64<<10),
+		r:           bufio.NewReaderSize(protocol.NewPollingReader(conn, busyPoll, inProgress), 64<<10),
+		inProgress:  inProgress,
 		w:           protocol.NewWriter(conn),
 		ctx:         ctx,
 		cancel:      cancel,
@@ -221,6 +234,8 @@ type connServer struct {
 	w      *protocol.Writer
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	inProgress *protocol.PollGroup
 
 	promote     chan struct{}         // a send hands the reader role to an idle goroutine
 	work        chan protocol.Request // a send hands a request to an idle goroutine
@@ -320,6 +335,8 @@ func (c *connServer) idle() bool {
 }
 
 func (c *connServer) run(req protocol.Request) {
+	c.inProgress.Begin()
+	defer c.inProgress.End()
 	_ = c.w.WriteResponse(c.srv.handle(c.ctx, req)) // a failed write means the peer is gone
 }
 

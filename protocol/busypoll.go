@@ -52,8 +52,8 @@ func (g *PollGroup) End() { g.inFlight.Add(-1) }
 // client sleeps) spends one budget per this many reads.
 const busyPollMaxBackoff = 64
 
-// pollingReader reads a Unix socket for the client's reader goroutine. While
-// responses are awaited it polls the socket without blocking for up to its
+// pollingReader reads a Unix socket for a client's reader goroutine, or a
+// server's (see NewPollingReader). While responses are awaited it polls the socket without blocking for up to its
 // budget, yielding to other goroutines between attempts; otherwise, and once
 // the budget is spent, it waits in the network poller. A call sent while it
 // waits there interrupts the wait (with an expired read deadline), so the
@@ -63,9 +63,14 @@ const busyPollMaxBackoff = 64
 // polling for a number of reads that doubles with each such miss, up to
 // busyPollMaxBackoff, and halves with each poll that finds its data.
 type pollingReader struct {
-	conn     net.Conn
-	raw      syscall.RawConn
-	budget   time.Duration
+	conn   net.Conn
+	raw    syscall.RawConn
+	budget time.Duration
+	// wakeable: calls interrupt the reader's sleep with an expired read
+	// deadline (wake), so a deadline error means a call, not the end of
+	// reading. A server's reader is not woken, and its owner's deadlines
+	// pass through.
+	wakeable bool
 	awaiting *atomic.Int32 // calls waiting for a response on this connection
 	inFlight *atomic.Int32 // calls waiting across the connection's PollGroup
 
@@ -82,7 +87,7 @@ type pollingReader struct {
 
 // newPollingReader returns a reader for conn that polls for up to budget,
 // or nil when conn is not a socket it can poll or budget is not positive.
-func newPollingReader(conn net.Conn, budget time.Duration, awaiting *atomic.Int32, group *PollGroup) *pollingReader {
+func newPollingReader(conn net.Conn, budget time.Duration, wakeable bool, awaiting *atomic.Int32, group *PollGroup) *pollingReader {
 	sc, ok := conn.(syscall.Conn)
 	if !ok || budget <= 0 {
 		return nil
@@ -91,7 +96,24 @@ func newPollingReader(conn net.Conn, budget time.Duration, awaiting *atomic.Int3
 	if err != nil {
 		return nil
 	}
-	return &pollingReader{conn: conn, raw: raw, budget: budget, awaiting: awaiting, inFlight: &group.inFlight}
+	return &pollingReader{conn: conn, raw: raw, budget: budget, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
+}
+
+// NewPollingReader returns a reader of conn for a server's connection: when
+// conn has nothing to read, it polls conn for up to budget before it sleeps
+// in the network poller, as long as g counts at most two requests in
+// progress, and it backs off as a Client's reader does when polls come back
+// empty-handed. A server that polls for the next request after answering
+// one spares that request the wake-up of its sleeping thread. It returns
+// conn itself when budget is not positive or conn is not a socket that can
+// be polled.
+func NewPollingReader(conn net.Conn, budget time.Duration, g *PollGroup) io.Reader {
+	always := new(atomic.Int32) // a server always awaits its next request
+	always.Store(1)
+	if r := newPollingReader(conn, budget, false, always, g); r != nil {
+		return r
+	}
+	return conn
 }
 
 // wantPoll reports whether a response is awaited on a connection that
@@ -177,7 +199,7 @@ func (r *pollingReader) tryRead(p []byte) (n int, err error, empty bool) {
 		}
 	})
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case r.wakeable && errors.Is(err, os.ErrDeadlineExceeded):
 		// A call's interruption that arrived after the wait it was meant
 		// for had already ended: it has nothing left to interrupt.
 		if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
@@ -208,7 +230,7 @@ func (r *pollingReader) sleep(p []byte, seen uint64) (n int, err error, interrup
 	}
 	n, err = r.conn.Read(p)
 	r.sleeping.Store(false)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if r.wakeable && errors.Is(err, os.ErrDeadlineExceeded) {
 		// The client sets no deadlines of its own: this is wake's.
 		if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
 			return 0, err, false

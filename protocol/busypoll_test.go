@@ -3,7 +3,10 @@ package protocol
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -272,5 +275,91 @@ func TestBusyPollOff(t *testing.T) {
 	defer pc.Close()
 	if pc.poller != nil {
 		t.Fatal("a connection without a file descriptor polls")
+	}
+}
+
+// unixPair returns the two ends of a connected Unix socket.
+func unixPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "pair.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, _ := ln.Accept()
+		accepted <- conn
+	}()
+	a, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestServerPollingReaderPollsForTheNextRequest(t *testing.T) {
+	server, client := unixPair(t)
+	var group PollGroup
+	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	buf := make([]byte, 4)
+	for i := range 3 {
+		go func() {
+			time.Sleep(2 * time.Millisecond) // well after the reader found nothing
+			_, _ = client.Write([]byte{byte(i), 0, 0, 0})
+		}()
+		if n, err := r.Read(buf); err != nil || n != 4 || buf[0] != byte(i) {
+			t.Fatalf("read %d: %d bytes %x, %v", i, n, buf[:max(n, 0)], err)
+		}
+	}
+	if r.hits != 3 || r.misses != 0 {
+		t.Errorf("hits %d, misses %d: want every read to poll and find its data", r.hits, r.misses)
+	}
+}
+
+func TestServerPollingReaderHonoursItsOwnersDeadline(t *testing.T) {
+	// A server stops reading by setting a read deadline: unlike a client's
+	// reader, a server's must report it, at once.
+	server, _ := unixPair(t)
+	r := NewPollingReader(server, 10*time.Millisecond, new(PollGroup))
+	if err := server.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Read(make([]byte, 4))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v, want the deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader outlived its owner's read deadline")
+	}
+	if err := server.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 4)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("with a deadline already past: err = %v, want the deadline", err)
+	}
+}
+
+func TestNewPollingReaderWithoutASocket(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if r := NewPollingReader(a, DefaultBusyPoll, new(PollGroup)); r != a {
+		t.Errorf("got %T, want the connection itself", r)
+	}
+	server, _ := unixPair(t)
+	if r := NewPollingReader(server, 0, new(PollGroup)); r != server {
+		t.Errorf("with no budget: got %T, want the connection itself", r)
 	}
 }

@@ -114,7 +114,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		c.ownGroup = new(PollGroup)
 		group = c.ownGroup
 	}
-	c.poller = newPollingReader(conn, cfg.busyPoll, &c.awaiting, group)
+	c.poller = newPollingReader(conn, cfg.busyPoll, true, &c.awaiting, group)
 	go c.readLoop()
 	return c
 }
