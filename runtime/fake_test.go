@@ -344,6 +344,11 @@ func (s *fakeSession) Call(ctx context.Context, payload []byte) ([]byte, error) 
 	}()
 	select {
 	case r := <-ch:
+		select {
+		case <-s.done: // the connection ended before the answer was read
+			return nil, s.Err()
+		default:
+		}
 		return r.b, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("request: %w", ctx.Err())
