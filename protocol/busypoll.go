@@ -52,10 +52,11 @@ func (g *PollGroup) End() { g.inFlight.Add(-1) }
 // client sleeps) spends one budget per this many reads.
 const busyPollMaxBackoff = 64
 
-// pollingReader reads a Unix socket for a client's reader goroutine, or a
-// server's (see NewPollingReader). While responses are awaited it polls the socket without blocking for up to its
-// budget, yielding to other goroutines between attempts; otherwise, and once
-// the budget is spent, it waits in the network poller. A call sent while it
+// pollingReader reads a Unix socket for a client's reader goroutine, or for
+// a server's (see NewPollingReader). While data is awaited it polls the
+// socket without blocking for up to its budget, yielding to other
+// goroutines between attempts; otherwise, and once the budget is spent, it
+// waits in the network poller. On a client, a call sent while the reader
 // waits there interrupts the wait (with an expired read deadline), so the
 // reader polls for that call's response too.
 //
@@ -72,17 +73,17 @@ type pollingReader struct {
 	// pass through.
 	wakeable bool
 	awaiting *atomic.Int32 // calls waiting for a response on this connection
-	inFlight *atomic.Int32 // calls waiting across the connection's PollGroup
+	inFlight *atomic.Int32 // requests in progress, as the PollGroup counts them
 
 	sent     atomic.Uint64 // calls sent so far: each one restarts the budget
 	sleeping atomic.Bool   // in a blocking read that a new call should interrupt
 	resting  atomic.Bool   // skipping polls after misses; see backoff
 
 	// Owned by the reading goroutine.
-	backoff int // reads to skip after the next miss, before doubling
-	skip    int // reads left to make without polling
-	hits    uint64
-	misses  uint64
+	backoff int    // reads to skip after the next miss, before doubling
+	skip    int    // reads left to make without polling
+	hits    uint64 // polls that found data, for tests
+	misses  uint64 // polls that spent the budget, for tests
 }
 
 // newPollingReader returns a reader for conn that polls for up to budget,
