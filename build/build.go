@@ -201,9 +201,24 @@ func (b *builder) labels() map[string]string {
 	return l
 }
 
-// engineBuild builds an image through the engine, exports it and returns the
-// path of the docker-save archive (removed by cleanup).
-func (b *builder) engineBuild(ctx context.Context, contextTar *os.File, containerfile string) (saved string, cleanup func(), err error) {
+// engineBuild builds an image through the engine, exports it and returns it,
+// read from the exported docker-save archive (verified like any artifact).
+// cleanup removes the archive, once the image has been used.
+func (b *builder) engineBuild(ctx context.Context, contextTar *os.File, containerfile string) (img v1.Image, cleanup func(), err error) {
+	saved, cleanup, err := b.engineExport(ctx, contextTar, containerfile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if img, err = openSaved(saved); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return img, cleanup, nil
+}
+
+// engineExport builds an image through the engine, exports it and returns
+// the path of the docker-save archive (removed by cleanup).
+func (b *builder) engineExport(ctx context.Context, contextTar *os.File, containerfile string) (saved string, cleanup func(), err error) {
 	ref := artifact.DefaultRef(b.p.Name, b.p.Version)
 	b.phase("building image %s", ref)
 	if _, err := contextTar.Seek(0, io.SeekStart); err != nil {

@@ -40,14 +40,10 @@ func (b *builder) custom(ctx context.Context, out string) error {
 	defer os.Remove(ctxFile.Name())
 	defer ctxFile.Close()
 
-	saved, cleanup, err := b.engineBuild(ctx, ctxFile, b.p.Containerfile)
+	img, cleanup, err := b.engineBuild(ctx, ctxFile, b.p.Containerfile)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	img, err := openSaved(saved)
-	if err != nil {
-		return err
-	}
 	return b.write(ctx, out, img, b.metadata())
 }

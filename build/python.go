@@ -151,15 +151,11 @@ func (b *builder) python(ctx context.Context, out string) error {
 	defer os.Remove(ctxFile.Name())
 	defer ctxFile.Close()
 
-	saved, cleanup, err := b.engineBuild(ctx, ctxFile, "Containerfile")
+	img, cleanup, err := b.engineBuild(ctx, ctxFile, "Containerfile")
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	img, err := openSaved(saved)
-	if err != nil {
-		return err
-	}
 	b.phase("reading the app's JSON Schemas")
 	md := b.metadata()
 	raw, err := findFile(img, schemaPath)

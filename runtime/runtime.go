@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -286,13 +288,7 @@ func (r *Runtime) reap() {
 		case <-r.life.Done():
 			return
 		case now := <-t.C:
-			r.mu.RLock()
-			pools := make([]*pool, 0, len(r.pools))
-			for _, p := range r.pools {
-				pools = append(pools, p)
-			}
-			r.mu.RUnlock()
-			for _, p := range pools {
+			for _, p := range r.poolList() {
 				p.reapIdle(now)
 			}
 		}
@@ -316,10 +312,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 		}
 	}
 	r.closed = true
-	pools := make([]*pool, 0, len(r.pools))
-	for _, p := range r.pools {
-		pools = append(pools, p)
-	}
+	pools := slices.Collect(maps.Values(r.pools))
 	r.mu.Unlock()
 
 	r.cancel()
@@ -340,4 +333,11 @@ func (r *Runtime) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("closing runtime: %w; containers may remain, the next runtime removes them", ctx.Err())
 	}
+}
+
+// poolList returns the current pools, for work done outside r.mu.
+func (r *Runtime) poolList() []*pool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Collect(maps.Values(r.pools))
 }

@@ -83,13 +83,7 @@ func (r *Runtime) Stats() Stats {
 			ContainerCrashes: c.crashes.Load(),
 		},
 	}
-	r.mu.RLock()
-	pools := make([]*pool, 0, len(r.pools))
-	for _, p := range r.pools {
-		pools = append(pools, p)
-	}
-	r.mu.RUnlock()
-	for _, p := range pools {
+	for _, p := range r.poolList() {
 		s.Pools = append(s.Pools, p.stats())
 	}
 	slices.SortFunc(s.Pools, func(a, b PoolStats) int {
