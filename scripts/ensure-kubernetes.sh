@@ -111,11 +111,20 @@ start() {
 		mv -f "$log" "$log.1"
 	fi
 	echo "=== $(date -u +%FT%TZ) ensure-kubernetes.sh starting: $*" >>"$log"
-	# setsid: own session, so the component outlives this script and its
-	# terminal; 9>&- keeps the script's lock out of the daemon.
-	setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
-	echo $! >"$run/$name.pid"
+	rm -f "$run/$name.pid"
+	# setsid -f: own session, so the component outlives this script and its
+	# terminal; 9>&- keeps the script's lock out of the daemon. The shell
+	# records its pid, then becomes the component.
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	setsid -f bash -c 'echo $$ >"$1"; shift; exec "$@"' bash "$run/$name.pid" "$@" </dev/null >>"$log" 2>&1 9>&-
 	printf '%s\n' "$spec" >"$run/$name.spec"
+	# Wait for the exec, so that pid_of finds the component by its name.
+	local i pid
+	for ((i = 0; i < 250; i++)); do
+		pid=$(cat "$run/$name.pid" 2>/dev/null) || true
+		[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != bash ] && break
+		sleep 0.02
+	done
 }
 
 # stop_process NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 10).
@@ -210,7 +219,6 @@ ensure() {
 	start "$name" "$spec" "$@"
 	wait_healthy "$name" "$check" "$fix"
 	say "$name started (pid $(pid_of "$name")) and healthy in $(since "$t0")"
-	restarted="$restarted $name"
 }
 
 ports_of() {
@@ -537,7 +545,6 @@ check_host() {
 up() {
 	local t_start t0
 	t_start=$(now)
-	restarted=""
 	check_host
 	mkdir -p "$state" "$run" "$logs" "$cache" "$(dirname "$lock_file")"
 	exec 9>"$lock_file"
@@ -624,7 +631,7 @@ a 'snapshotter' error means $state is on a file system without overlayfs support
 		[ -n "$(pid_of kubelet)" ] || fail kubelet "the kubelet exited" "fix the cause above, then rerun"
 		sleep 0.2
 	done
-	[ -z "$restarted" ] || say "node $node Ready $(since "$t0") after the kubelet was healthy"
+	say "node $node Ready (waited $(since "$t0"))"
 	write_env
 	say "cluster up in $(since "$t_start"): node $node Ready; source $env_file (KUBECONFIG=$admin_kubeconfig)"
 }
