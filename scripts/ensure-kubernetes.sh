@@ -129,13 +129,14 @@ start() {
 
 # stop_process NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 10).
 stop_process() {
-	local name=$1 wait=${2:-10} pid i
+	local name=$1 wait=${2:-10} pid i t0
+	t0=$(now)
 	pid=$(pid_of "$name") || true
 	rm -f "$run/$name.pid" "$run/$name.spec"
 	[ -n "$pid" ] || return 0
 	kill -TERM "$pid" 2>/dev/null || true
 	for ((i = 0; i < wait * 10; i++)); do
-		is_live "$pid" "$name" || { say "stopped $name (pid $pid)"; return 0; }
+		is_live "$pid" "$name" || { say "stopped $name (pid $pid) in $(since "$t0")"; return 0; }
 		sleep 0.1
 	done
 	kill -KILL "$pid" 2>/dev/null || true
@@ -161,8 +162,15 @@ apiserver_ok() {
 }
 kubelet_ok() { [ "$(curl -sS -m 2 "http://127.0.0.1:$kubelet_healthz_port/healthz" 2>/dev/null)" = ok ]; }
 node_ready() {
-	[ "$(kubectl_admin get node "$node" \
-		-o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+	local out status beat started
+	out=$(kubectl_admin get node "$node" -o \
+		jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null) || return 1
+	read -r status beat <<<"$out"
+	[ "$status" = True ] || return 1
+	# No node lifecycle controller marks a silent node NotReady: only a
+	# heartbeat from the running kubelet counts.
+	started=$(stat -c %Y "$run/kubelet.pid" 2>/dev/null) || return 1
+	[ "$(date -d "$beat" +%s 2>/dev/null || echo 0)" -ge $((started - 1)) ]
 }
 
 # port_user PORT: the process listening on 127.0.0.1:PORT or *:PORT, if any.
@@ -278,7 +286,7 @@ ensure_binaries() {
 	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ldflags="$ldflags -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 	done
-	say "building$want $version (log: $logs/build.log; about 20 CPU-minutes with a cold Go cache)"
+	say "building$want $version (log: $logs/build.log; 8 to 20 CPU-minutes with a cold Go cache)"
 	t0=$(now)
 	tmp=$(dirname "$bin")/bin.tmp.$$
 	mkdir -p "$tmp" "$cache/go-build"
