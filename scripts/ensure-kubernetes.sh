@@ -57,7 +57,7 @@ smoke_image=ociapp.local/k8s-smoke:1
 # Debian package -> a file it installs.
 packages="etcd-server:/usr/bin/etcd containerd:/usr/bin/containerd runc:/usr/sbin/runc
 containernetworking-plugins:/usr/lib/cni/bridge openssl:/usr/bin/openssl curl:/usr/bin/curl
-iproute2:/usr/sbin/ip util-linux:/usr/bin/flock"
+iproute2:/usr/sbin/ip util-linux:/usr/bin/flock procps:/usr/sbin/sysctl"
 # The kubelet sets these at start; stop restores what they were before.
 kubelet_sysctls="vm.overcommit_memory kernel.panic kernel.panic_on_oops"
 
@@ -393,9 +393,7 @@ subjectAltName=DNS:$node,DNS:localhost,IP:127.0.0.1"
 		die "creating the cluster's certificates with openssl failed" "rerun; if it fails again, check 'openssl version' (3.x needed)"
 	fi
 	echo "$node" >"$pki/done"
-	kubeconfig "$admin_kubeconfig" admin
-	kubeconfig "$state/kubelet.kubeconfig" kubelet-client
-	say "created certificates and kubeconfigs in $(since "$t0")"
+	say "created certificates in $(since "$t0")"
 }
 
 # kubeconfig FILE CERT: a kubeconfig for the local apiserver with CERT's identity.
@@ -570,6 +568,9 @@ up() {
 	ensure_pki
 	[ "$(cat "$pki/done")" = "$node" ] || die "the cluster state in $state belongs to node $(cat "$pki/done"), not $node" \
 		"the host name changed: run '$0 stop && rm -rf $state', then rerun"
+	# Rewritten every run (they follow from the certificates), which also repairs a damaged one.
+	kubeconfig "$admin_kubeconfig" admin
+	kubeconfig "$state/kubelet.kubeconfig" kubelet-client
 
 	local containerd_cmd etcd_cmd apiserver_cmd kubelet_cmd
 	local containerd_files="$state/containerd.toml $state/cni/net.d/10-ociapp-k8s.conflist"
