@@ -247,8 +247,9 @@ ensure_packages() {
 	[ -n "$missing" ] || return 0
 	say "installing$missing with apt (log: $apt_log)"
 	# shellcheck disable=SC2086 # a list of packages
-	if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing ||
-		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; }; } \
+	if ! { DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=300 -y -q --no-install-recommends $missing ||
+		{ apt-get -o DPkg::Lock::Timeout=300 update -q &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=300 -y -q --no-install-recommends $missing; }; } \
 		>>"$apt_log" 2>&1; then
 		die "installing$missing failed" "$(tail -n 10 "$apt_log")" \
 			"check that an apt mirror is reachable (apt-get update), then rerun"
@@ -671,7 +672,7 @@ stop_all() {
 	mkdir -p "$run" "$(dirname "$lock_file")"
 	exec 9>"$lock_file"
 	flock 9
-	local t0 ids id netns
+	local t0 ids="" id netns=""
 	t0=$(now)
 	# The kubelet first, or it restarts the containers removed below.
 	stop_process kubelet 15
@@ -698,7 +699,7 @@ stop_all() {
 	stop_process etcd 10
 	stop_process containerd 10
 	# What the pods leave behind: mounts, network namespaces, addresses, the bridge.
-	findmnt -rn -o TARGET | grep -E "^($state|$run)/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	findmnt -rn -o TARGET | { grep -E "^($state|$run)/" || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	for id in $netns; do
 		[ -e "$id" ] && { umount -l "$id" 2>/dev/null || true; rm -f "$id"; }
 	done
@@ -706,11 +707,31 @@ stop_all() {
 		"$state/containerd/io.containerd.grpc.v1.cri/containers"
 	ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
 	find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
+	remove_kubelet_iptables
 	if [ -f "$state/sysctl.before" ]; then
 		xargs sysctl -q -w <"$state/sysctl.before" || true
 		rm -f "$state/sysctl.before"
 	fi
 	say "stopped in $(since "$t0")"
+}
+
+# remove_kubelet_iptables: the chains the kubelet adds at start (it blocks
+# loopback addresses from non-loopback sources in KUBE-FIREWALL).
+remove_kubelet_iptables() {
+	local ipt table chain
+	for ipt in iptables ip6tables; do
+		command -v "$ipt" >/dev/null 2>&1 || continue
+		for chain in INPUT OUTPUT; do
+			while "$ipt" -w -D "$chain" -j KUBE-FIREWALL 2>/dev/null; do :; done
+		done
+		for table in filter nat mangle; do
+			for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+				if "$ipt" -w -t "$table" -F "$chain" 2>/dev/null; then
+					"$ipt" -w -t "$table" -X "$chain" 2>/dev/null || true
+				fi
+			done
+		done
+	done
 }
 
 # -------------------------------------------------------------------- status
