@@ -7,8 +7,9 @@
 # Reuses built binaries and healthy components; restarts only broken ones.
 # See docs/environment.md.
 #
-# Usage: scripts/ensure-kubernetes.sh [up|stop|status|smoke]
+# Usage: scripts/ensure-kubernetes.sh [up|stop|status|smoke|build]
 #   up      (default) bring the cluster up, or check that it is up
+#   build   only build the binaries into the cache
 #   stop    stop every component, remove the pods' containers, restore sysctls
 #   status  report each component; exit 1 unless all are healthy
 #   smoke   up, then run a pod from the host and talk to its Unix socket
@@ -116,7 +117,7 @@ start() {
 	# terminal; 9>&- keeps the script's lock out of the daemon. The shell
 	# records its pid, then becomes the component.
 	# shellcheck disable=SC2016 # expanded by the inner shell
-	setsid -f bash -c 'echo $$ >"$1"; shift; exec "$@"' bash "$run/$name.pid" "$@" </dev/null >>"$log" 2>&1 9>&-
+	setsid -f bash -c 'echo $$ >"$1"; shift; exec "$@"' bash "$run/$name.pid" "$@" </dev/null >>"$log" 2>&1 8>&- 9>&-
 	printf '%s\n' "$spec" >"$run/$name.spec"
 	# Wait for the exec, so that pid_of finds the component by its name.
 	local i pid
@@ -267,12 +268,27 @@ ensure_packages() {
 # the checkout, so fresh clones on the same machine reuse them.
 bin_dir() { echo "$cache/$version-$(sha256sum "$wrapper/go.sum" | cut -c1-12)/bin"; }
 
-ensure_binaries() {
-	local want="" name t0 tmp
+# missing_binaries: the binaries not yet built into $bin.
+missing_binaries() {
+	local name
 	for name in kube-apiserver kubelet kubectl pause smoke; do
-		[ -x "$bin/$name" ] || want="$want $name"
+		[ -x "$bin/$name" ] || printf ' %s' "$name"
 	done
+}
+
+ensure_binaries() {
+	local want name t0 tmp
+	want=$(missing_binaries)
 	[ -n "$want" ] || return 0
+	# Its own lock, so that a build for another cache does not hold up the cluster.
+	mkdir -p "$cache"
+	exec 8>"$cache/build.lock"
+	if ! flock -n 8; then
+		say "waiting for another build into $cache (lock $cache/build.lock)"
+		flock 8
+		want=$(missing_binaries)
+		[ -n "$want" ] || { exec 8>&-; return 0; }
+	fi
 	command -v go >/dev/null 2>&1 || die "Go is needed to build$want" \
 		"install Go 1.24 or later (https://go.dev/dl/) and put it on PATH, then rerun"
 	local pkgs="" ldflags="-s -w" p
@@ -294,7 +310,7 @@ ensure_binaries() {
 	echo "=== $(date -u +%FT%TZ) go build$pkgs" >>"$logs/build.log"
 	# shellcheck disable=SC2086 # pkgs is a list
 	if ! (cd "$wrapper" && GOCACHE=$cache/go-build CGO_ENABLED=0 nice -n "$build_nice" \
-		go build -trimpath -ldflags "$ldflags" -o "$tmp/" $pkgs) >>"$logs/build.log" 2>&1 9>&-; then
+		go build -trimpath -ldflags "$ldflags" -o "$tmp/" $pkgs) >>"$logs/build.log" 2>&1 8>&- 9>&-; then
 		rm -rf "$tmp"
 		die "building$want failed" "last lines of $logs/build.log:" "$(tail -n 15 "$logs/build.log")" \
 			"a download error means the Go module proxy is unreachable (check GOPROXY);" \
@@ -303,6 +319,7 @@ ensure_binaries() {
 	mkdir -p "$bin"
 	for name in $want; do mv -f "$tmp/$name" "$bin/$name"; done
 	rmdir "$tmp"
+	exec 8>&-
 	say "built$want in $(since "$t0") into $bin"
 }
 
@@ -554,14 +571,14 @@ up() {
 	t_start=$(now)
 	check_host
 	mkdir -p "$state" "$run" "$logs" "$cache" "$(dirname "$lock_file")"
+	bin=$(bin_dir)
+	ensure_packages
+	ensure_binaries
 	exec 9>"$lock_file"
 	if ! flock -n 9; then
 		say "waiting for another ensure-kubernetes.sh (lock $lock_file)"
 		flock 9
 	fi
-	bin=$(bin_dir)
-	ensure_packages
-	ensure_binaries
 	ln -sfn "$bin" "$state/bin"
 
 	# Fast path: everything healthy and configured as this script would.
@@ -830,6 +847,12 @@ up) up ;;
 stop) stop_all ;;
 status) status ;;
 smoke) smoke ;;
+build)
+	bin=$(bin_dir)
+	mkdir -p "$logs"
+	ensure_binaries
+	say "binaries in $bin"
+	;;
 -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-*) die "unknown command '$1'" "usage: $0 [up|stop|status|smoke]" ;;
+*) die "unknown command '$1'" "usage: $0 [up|stop|status|smoke|build]" ;;
 esac
