@@ -579,7 +579,11 @@ up() {
 		say "waiting for another ensure-kubernetes.sh (lock $lock_file)"
 		flock 9
 	fi
-	ln -sfn "$bin" "$state/bin"
+	if [ "$(readlink "$state/bin")" != "$bin" ]; then
+		# Replaced in one rename: tests may be running kubectl through it.
+		ln -sfn "$bin" "$state/bin.tmp"
+		mv -fT "$state/bin.tmp" "$state/bin"
+	fi
 
 	# Fast path: everything healthy and configured as this script would.
 	write_configs
@@ -620,7 +624,8 @@ up() {
 		[ "$(cat "$run/etcd.spec")" = "$(spec "" "${etcd_cmd[@]}")" ] &&
 		[ "$(cat "$run/kube-apiserver.spec")" = "$(spec "" "${apiserver_cmd[@]}")" ] &&
 		[ "$(cat "$run/kubelet.spec")" = "$(spec "$state/kubelet.yaml" "${kubelet_cmd[@]}")" ] &&
-		containerd_ok && etcd_ok && apiserver_ok && kubelet_ok && node_ready; then
+		containerd_ok && ctr -a "$sock" -n k8s.io images ls -q "name==$pause_image" | grep -q . &&
+		etcd_ok && apiserver_ok && kubelet_ok && node_ready; then
 		write_env
 		say "cluster running and healthy (node $node Ready), nothing to do ($(since "$t_start"))"
 		return 0
