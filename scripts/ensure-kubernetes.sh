@@ -847,17 +847,23 @@ EOF
 	rm -rf "$dir"
 }
 
-case ${1:-up} in
-up) up ;;
-stop) stop_all ;;
-status) status ;;
-smoke) smoke ;;
-build)
-	bin=$(bin_dir)
-	mkdir -p "$logs"
-	ensure_binaries
-	say "binaries in $bin"
-	;;
--h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-*) die "unknown command '$1'" "usage: $0 [up|stop|status|smoke|build]" ;;
-esac
+main() {
+	case ${1:-up} in
+	up) up ;;
+	stop) stop_all ;;
+	status) status ;;
+	smoke) smoke ;;
+	build)
+		bin=$(bin_dir)
+		mkdir -p "$logs"
+		ensure_binaries
+		say "binaries in $bin"
+		;;
+	-h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
+	*) die "unknown command '$1'" "usage: $0 [up|stop|status|smoke|build]" ;;
+	esac
+}
+
+# One line: bash has read all of it before running it, so editing this file
+# while it runs cannot make it run anything else.
+main "$@"; exit
