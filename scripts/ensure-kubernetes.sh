@@ -379,10 +379,13 @@ ensure_image() {
 # cluster CA (EC P-256, 10 years).
 cert() {
 	local name=$1 subject=$2 ext=$3
-	openssl ecparam -name prime256v1 -genkey -noout -out "$pki/$name.key" 2>/dev/null
-	openssl req -new -key "$pki/$name.key" -subj "$subject" 2>/dev/null |
+	if ! openssl ecparam -name prime256v1 -genkey -noout -out "$pki/$name.key" 2>>"$logs/openssl.log" ||
+		! openssl req -new -key "$pki/$name.key" -subj "$subject" 2>>"$logs/openssl.log" |
 		openssl x509 -req -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
-			-days 3650 -extfile <(printf '%s\n' "$ext") -out "$pki/$name.crt" 2>/dev/null
+			-days 3650 -extfile <(printf '%s\n' "$ext") -out "$pki/$name.crt" 2>>"$logs/openssl.log"; then
+		die "creating the certificate $pki/$name.crt with openssl failed" "$(tail -n 5 "$logs/openssl.log")" \
+			"check 'openssl version' (3.x is needed), then rerun"
+	fi
 }
 
 ensure_pki() {
