@@ -27,7 +27,7 @@ func FuzzRead(f *testing.F) {
 	}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		a, err := read(bytes.NewReader(data), int64(len(data)), "fuzz.ociapp")
+		a, err := read(t.Context(), bytes.NewReader(data), int64(len(data)), "fuzz.ociapp", Limits{}.withDefaults())
 		if err != nil {
 			var ae *Error
 			if !errors.As(err, &ae) {

@@ -1,10 +1,10 @@
 package artifact
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -148,36 +148,77 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 
 func (v *verifyingReader) Close() error { return v.c.Close() }
 
-// diffID decompresses a layer file and returns the digest of its content
-// and the media type its compression implies.
-func (arc *archive) diffID(e *entry) (v1.Hash, types.MediaType, error) {
-	br := bufio.NewReader(io.NewSectionReader(arc.ra, e.offset, e.size))
-	head, _ := br.Peek(6)
-	var r io.Reader
-	var mt types.MediaType
+// errExpansion is how diffID reports a layer that decompresses to more than
+// its budget; the caller names the limit.
+var errExpansion = errors.New("layer expands beyond its limit")
+
+// maxZstdWindow bounds the memory a zstd layer can make the decoder
+// allocate; zstd's default levels use windows of 8 MiB at most.
+const maxZstdWindow = 128 << 20
+
+// compression sniffs a layer file's compression from its first bytes and
+// returns the media type it implies.
+func (arc *archive) compression(e *entry) (types.MediaType, error) {
+	head := make([]byte, 6)
+	n, err := arc.ra.ReadAt(head, e.offset)
+	if n < len(head) && err != nil && err != io.EOF {
+		return "", faultf(arc.path, FaultUnreadable, err, "reading %s", quote(e.name))
+	}
+	head = head[:min(n, int(e.size))]
 	switch {
 	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return v1.Hash{}, "", faultf(arc.path, FaultMalformed, err, "decompressing %s", e.name)
-		}
-		defer zr.Close()
-		r, mt = zr, types.DockerLayer
+		return types.DockerLayer, nil
 	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		return types.OCILayerZStd, nil
+	case bytes.HasPrefix(head, []byte("BZh")), bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		return "", faultf(arc.path, FaultUnsupportedMediaType, nil, "layer %s is bzip2- or xz-compressed", quote(e.name))
+	}
+	return types.DockerUncompressedLayer, nil
+}
+
+// diffID decompresses a layer file (by its content, whatever its media
+// type says) and returns the digest and size of what it holds. More than
+// budget bytes of content is errExpansion; the decompressed stream is
+// checked as it is produced, so a bomb costs no more than its budget.
+func (arc *archive) diffID(ctx context.Context, e *entry, budget int64) (v1.Hash, int64, error) {
+	mt, err := arc.compression(e)
+	if err != nil {
+		return v1.Hash{}, 0, err
+	}
+	var r io.Reader = io.NewSectionReader(arc.ra, e.offset, e.size)
+	switch mt {
+	case types.DockerLayer:
+		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return v1.Hash{}, "", faultf(arc.path, FaultMalformed, err, "decompressing %s", e.name)
+			return v1.Hash{}, 0, faultf(arc.path, FaultMalformed, err, "decompressing %s", quote(e.name))
 		}
 		defer zr.Close()
-		r, mt = zr, types.OCILayerZStd
-	case bytes.HasPrefix(head, []byte("BZh")), bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		return v1.Hash{}, "", faultf(arc.path, FaultUnsupportedMediaType, nil, "layer %s is bzip2- or xz-compressed", e.name)
+		r = zr
+	case types.OCILayerZStd:
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		if err != nil {
+			return v1.Hash{}, 0, faultf(arc.path, FaultMalformed, err, "decompressing %s", quote(e.name))
+		}
+		defer zr.Close()
+		r = zr
 	default:
-		return e.sum, types.DockerUncompressedLayer, nil
+		if e.size > budget {
+			return v1.Hash{}, 0, errExpansion
+		}
+		return e.sum, e.size, nil
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return v1.Hash{}, "", faultf(arc.path, FaultMalformed, err, "decompressing %s", e.name)
+	// One byte past the budget tells a layer that fills it from one that
+	// exceeds it.
+	n, err := io.Copy(h, io.LimitReader(&ctxReader{ctx: ctx, r: r}, min(budget, noLimit-1)+1))
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return v1.Hash{}, 0, fmt.Errorf("reading artifact %s: %w", arc.path, ctxErr)
+		}
+		return v1.Hash{}, 0, faultf(arc.path, FaultMalformed, err, "decompressing %s", quote(e.name))
 	}
-	return hashOf(h), mt, nil
+	if n > budget {
+		return v1.Hash{}, 0, errExpansion
+	}
+	return hashOf(h), n, nil
 }
