@@ -118,6 +118,23 @@ func bombLayer(t testing.TB, mt types.MediaType, n int64) ([]byte, v1.Hash) {
 	return buf.Bytes(), hashOf(h)
 }
 
+// zstdBomb is a zstd frame of RLE blocks that decompresses to n zero bytes
+// (n a multiple of 128 KiB) at 4 bytes per 128 KiB: 1 GiB in 32 KB, what
+// the probe used.
+func zstdBomb(n int64) []byte {
+	const block = 128 << 10
+	// Magic, a frame header without content size and a 128 KiB window.
+	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3}
+	for left := n; left > 0; left -= block {
+		hdr := uint32(block<<3 | 1<<1) // an RLE block regenerating 128 KiB
+		if left <= block {
+			hdr |= 1 // the last block
+		}
+		out = append(out, byte(hdr), byte(hdr>>8), byte(hdr>>16), 0x00)
+	}
+	return out
+}
+
 // layoutWithLayers is an OCI layout of one image whose layers are the given
 // blobs, recorded with the given diff IDs.
 func layoutWithLayers(t testing.TB, mt types.MediaType, blobs [][]byte, diffIDs []v1.Hash) []byte {
@@ -254,10 +271,20 @@ func TestOpenNestingBomb(t *testing.T) {
 // CPU; a layer may now expand 100-fold (at least to 16 MiB), checked as it
 // is decompressed.
 func TestOpenDecompressionBomb(t *testing.T) {
-	const expanded = 64 << 20
+	// The diff ID does not matter: the expansion is stopped first.
+	anyDiffID := sha([]byte("any"))
+	t.Run("as probed", func(t *testing.T) {
+		bomb := zstdBomb(1 << 30)
+		_, err := openBytes(t, layoutWithLayers(t, types.OCILayerZStd, [][]byte{bomb}, []v1.Hash{anyDiffID}))
+		assertLimit(t, err, "MaxExpansionRatio")
+	})
+	t.Run("docker save", func(t *testing.T) {
+		_, err := openBytes(t, dockerSaveWithLayer(t, zstdBomb(1<<30), anyDiffID))
+		assertLimit(t, err, "MaxExpansionRatio")
+	})
 	for _, mt := range []types.MediaType{types.OCILayerZStd, types.OCILayer} {
 		t.Run(string(mt), func(t *testing.T) {
-			bomb, diffID := bombLayer(t, mt, expanded)
+			bomb, diffID := bombLayer(t, mt, 32<<20)
 			if len(bomb)*100 > expansionAllowance {
 				t.Fatalf("the bomb is %d bytes; too large to test the ratio", len(bomb))
 			}
@@ -270,11 +297,6 @@ func TestOpenDecompressionBomb(t *testing.T) {
 			}
 		})
 	}
-	t.Run("docker save", func(t *testing.T) {
-		bomb, diffID := bombLayer(t, types.OCILayerZStd, expanded)
-		_, err := openBytes(t, dockerSaveWithLayer(t, bomb, diffID))
-		assertLimit(t, err, "MaxExpansionRatio")
-	})
 	t.Run("layer size", func(t *testing.T) {
 		layer := layerTar(t, map[string]string{"big": strings.Repeat("x", 1<<20)})
 		_, err := openBytes(t, layoutWithLayers(t, types.OCILayer, [][]byte{gz(t, layer)}, []v1.Hash{sha(layer)}), WithLimits(Limits{MaxLayerSize: 1 << 20}))
@@ -296,6 +318,37 @@ func TestOpenDecompressionBomb(t *testing.T) {
 		_, err := openBytes(t, layoutWithLayers(t, types.OCILayerZStd, [][]byte{zst(t, layer)}, []v1.Hash{sha([]byte("other"))}))
 		assertFault(t, err, FaultDigestMismatch)
 	})
+}
+
+// countingReaderAt counts the bytes read through it.
+type countingReaderAt struct {
+	ra io.ReaderAt
+	n  int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.ra.ReadAt(p, off)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestDiffIDStopsAtBudget checks the expansion while decompressing: of an
+// 8 GiB bomb, only what yields the budget is read.
+func TestDiffIDStopsAtBudget(t *testing.T) {
+	bomb := zstdBomb(8 << 30)
+	data := mktar(t, []tarFile{{name: "layer", data: bomb}})
+	arc, err := scanTar(t.Context(), bytes.NewReader(data), int64(len(data)), "bomb", Limits{}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &countingReaderAt{ra: arc.ra}
+	arc.ra = counter
+	if _, _, err := arc.diffID(t.Context(), arc.entries["layer"], 16<<20); !errors.Is(err, errExpansion) {
+		t.Fatalf("error %v, want errExpansion", err)
+	}
+	if counter.n > int64(len(bomb))/4 {
+		t.Errorf("read %d of the bomb's %d bytes to find it exceeds 16 MiB", counter.n, len(bomb))
+	}
 }
 
 // TestOpenTrailingData: bytes after the end-of-archive marker used to be
