@@ -89,6 +89,7 @@ type Artifact struct {
 	rawManifest []byte
 	rawConfig   []byte
 	blobs       map[v1.Hash]*entry
+	expanded    map[v1.Hash]int64 // uncompressed size of each layer blob
 	fileDigest  v1.Hash
 }
 
@@ -472,6 +473,7 @@ func (a *Artifact) verifyLayers(ctx context.Context, arc *archive) error {
 		size   int64
 	}
 	done := map[v1.Hash]result{}
+	a.expanded = map[v1.Hash]int64{}
 	var total int64
 	for _, l := range a.Layers {
 		r, ok := done[l.Digest]
@@ -493,6 +495,7 @@ func (a *Artifact) verifyLayers(ctx context.Context, arc *archive) error {
 			}
 			r = result{diffID, size}
 			done[l.Digest] = r
+			a.expanded[l.Digest] = size
 		}
 		if r.diffID != l.DiffID {
 			return faultf(a.Path, FaultDigestMismatch, nil, "layer %s has content with diff ID %s but the config records %s", l.Digest, r.diffID, l.DiffID)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -468,5 +469,59 @@ func TestLimitsZeroValueIsDefault(t *testing.T) {
 		if got := d.maxExpanded(c.compressed); got != c.want {
 			t.Errorf("maxExpanded(%d) = %d, want %d", c.compressed, got, c.want)
 		}
+	}
+}
+
+// TestImageStopsAtOpenedSize: a file changed after Open into a
+// decompression bomb stops at the size the layer had when it was verified.
+func TestImageStopsAtOpenedSize(t *testing.T) {
+	noise := make([]byte, 64<<10)
+	x := uint64(88172645463325252)
+	for i := range noise {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		noise[i] = byte(x)
+	}
+	path := saveFile(t, "a.ociapp", writeArtifact(t, testImage(t, map[string]string{"noise": string(noise)}), testMetadata))
+	a, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := a.blobs[a.Layers[0].Digest]
+	bomb := zstdBomb(1 << 30)
+	if int64(len(bomb))+8 > e.size {
+		t.Fatalf("the layer (%d bytes) is too small to hold the bomb (%d)", e.size, len(bomb))
+	}
+	// A skippable frame pads the bomb to the blob's size.
+	pad := e.size - int64(len(bomb)) - 8
+	bomb = append(bomb, 0x50, 0x2a, 0x4d, 0x18, byte(pad), byte(pad>>8), byte(pad>>16), byte(pad>>24))
+	bomb = append(bomb, make([]byte, pad)...)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(data[e.offset:], bomb)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	img, err := a.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	n, err := io.Copy(io.Discard, rc)
+	assertFault(t, err, FaultDigestMismatch)
+	if n > a.expanded[a.Layers[0].Digest] {
+		t.Errorf("read %d bytes of a layer that held %d", n, a.expanded[a.Layers[0].Digest])
 	}
 }

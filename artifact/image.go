@@ -20,14 +20,103 @@ import (
 )
 
 // Image returns the artifact's image. Its layers are read from the file when
-// used, and each read checks the blob's digest again.
+// used, and each read checks the blob's digest again; decompressing a layer
+// stops with an error past the size Open found, so a file changed since
+// Open cannot expand further than the file Open verified.
 func (a *Artifact) Image() (v1.Image, error) {
 	img, err := partial.CompressedToImage(&fileImage{a: a})
 	if err != nil {
 		return nil, fmt.Errorf("artifact %s: %w", a.Path, err)
 	}
-	return img, nil
+	return &boundedImage{Image: img, a: a}, nil
 }
+
+// boundedImage bounds the decompression of its layers; see Image.
+type boundedImage struct {
+	v1.Image
+	a *Artifact
+}
+
+func (i *boundedImage) Layers() ([]v1.Layer, error) {
+	ls, err := i.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	for k, l := range ls {
+		ls[k] = i.bound(l)
+	}
+	return ls, nil
+}
+
+func (i *boundedImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	l, err := i.Image.LayerByDigest(h)
+	if err != nil {
+		return nil, err
+	}
+	return i.bound(l), nil
+}
+
+func (i *boundedImage) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
+	l, err := i.Image.LayerByDiffID(h)
+	if err != nil {
+		return nil, err
+	}
+	return i.bound(l), nil
+}
+
+func (i *boundedImage) bound(l v1.Layer) v1.Layer {
+	d, err := l.Digest()
+	if err != nil {
+		return l
+	}
+	size, ok := i.a.expanded[d]
+	if !ok {
+		return l
+	}
+	return &boundedLayer{Layer: l, a: i.a, digest: d, size: size}
+}
+
+// boundedLayer is a layer whose content must not exceed size bytes.
+type boundedLayer struct {
+	v1.Layer
+	a      *Artifact
+	digest v1.Hash
+	size   int64
+}
+
+func (l *boundedLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	return &boundedReader{rc: rc, left: l.size, l: l}, nil
+}
+
+type boundedReader struct {
+	rc   io.ReadCloser
+	left int64
+	l    *boundedLayer
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, faultf(b.l.a.Path, FaultDigestMismatch, nil, "layer %s decompresses to more than the %d bytes it held when the artifact was opened", b.l.digest, b.l.size)
+	}
+	// Reading one byte past the size tells a layer that ends there from
+	// one that goes on.
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		n--
+		return n, faultf(b.l.a.Path, FaultDigestMismatch, nil, "layer %s decompresses to more than the %d bytes it held when the artifact was opened", b.l.digest, b.l.size)
+	}
+	return n, err
+}
+
+func (b *boundedReader) Close() error { return b.rc.Close() }
 
 // WriteDockerArchive writes a tar that every Docker version's image load
 // accepts. A DockerLoadable file is copied as it is (and checked to be
