@@ -21,8 +21,8 @@ func fuzzLimits() Limits {
 		MaxDocumentEntries: 300,
 		MaxIndexDepth:      4,
 		MaxDescriptors:     1_000,
-		MaxLayerSize:       4 << 20,
-		MaxImageSize:       8 << 20,
+		MaxLayerSize:       1 << 20,
+		MaxImageSize:       2 << 20,
 		MaxExpansionRatio:  100,
 	}
 }
