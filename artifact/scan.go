@@ -12,6 +12,7 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -166,7 +167,7 @@ func checkTrailer(cr *countingReader, name string) error {
 	buf := make([]byte, 4096)
 	for {
 		n, err := cr.Read(buf)
-		if bytes.ContainsFunc(buf[:n], func(r rune) bool { return r != 0 }) {
+		if slices.ContainsFunc(buf[:n], func(b byte) bool { return b != 0 }) {
 			return faultf(name, FaultMalformed, nil, "data follows the end-of-archive marker at byte %d", markerEnd)
 		}
 		if cr.n-markerEnd > tarRecord {
