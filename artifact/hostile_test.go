@@ -384,6 +384,11 @@ func TestOpenTrailingData(t *testing.T) {
 		_, err := openBytes(t, good, WithLimits(Limits{MaxArchiveSize: int64(len(good)) - 1}))
 		assertLimit(t, err, "MaxArchiveSize")
 	})
+	t.Run("long name", func(t *testing.T) {
+		_, err := openBytes(t, mktar(t, []tarFile{{name: strings.Repeat("n", maxName+1), data: []byte("x")}}))
+		assertFault(t, err, FaultLimit)
+		assertShort(t, err)
+	})
 	t.Run("entries", func(t *testing.T) {
 		var files []tarFile
 		for i := range DefaultLimits().MaxEntries + 1 {

@@ -22,6 +22,11 @@ import (
 // of 512 bytes): the zeros an archive may carry after its end marker.
 const tarRecord = 10240
 
+// maxName bounds the names and link targets of entries: an image's are
+// below 100 bytes, and the table of entries must not grow with a file of
+// long names.
+const maxName = 1024
+
 var sha256BlobName = regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`)
 
 // entry is a file in the archive: where its content lies and its sha256.
@@ -101,6 +106,9 @@ func scanTar(ctx context.Context, ra io.ReaderAt, size int64, name string, limit
 		}
 		if headers++; headers > limits.MaxEntries {
 			return nil, limitf(name, "MaxEntries", "the archive holds more than %d entries", limits.MaxEntries)
+		}
+		if len(hdr.Name) > maxName || len(hdr.Linkname) > maxName {
+			return nil, faultf(name, FaultLimit, nil, "an entry after %s has a name or link target of %d bytes, more than %d", quote(last), max(len(hdr.Name), len(hdr.Linkname)), maxName)
 		}
 		entryName := cleanName(hdr.Name)
 		last = hdr.Name
