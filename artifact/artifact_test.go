@@ -170,6 +170,7 @@ func TestWriteRejectsBadMetadata(t *testing.T) {
 		"no version":  {Name: "a"},
 		"bad schema":  {Name: "a", Version: "1", RequestSchema: json.RawMessage(`{`)},
 		"bad feature": {Name: "a", Version: "1", Capabilities: []string{"a,b"}},
+		"long name":   {Name: strings.Repeat("a", maxMetadataText+1), Version: "1"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := Write(context.Background(), io.Discard, img, md); err == nil {

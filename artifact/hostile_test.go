@@ -444,6 +444,29 @@ func TestOpenHugeDocuments(t *testing.T) {
 		assertFault(t, err, FaultAmbiguous)
 		assertShort(t, err)
 	})
+	t.Run("long metadata", func(t *testing.T) {
+		// Names and versions are printed and logged. The index entry's
+		// annotations name the image; the manifest's describe the app.
+		long := strings.Repeat("x", 1<<20)
+		for _, key := range []string{AnnotationTitle, AnnotationVersion, AnnotationContainerdName} {
+			data := edited(t, func(t *testing.T, a *archiveFiles) {
+				idx := a.index(t)
+				idx.Manifests[0].Annotations[key] = long
+				a.set("index.json", mustJSON(t, idx))
+			})
+			_, err := openBytes(t, data)
+			assertFault(t, err, FaultMalformed)
+			assertShort(t, err)
+		}
+		for _, key := range []string{AnnotationEntrypoint, AnnotationProtocol, AnnotationCapabilities} {
+			data := edited(t, func(t *testing.T, a *archiveFiles) {
+				a.editManifest(t, func(m *v1.Manifest) { m.Annotations[key] = long })
+			})
+			_, err := openBytes(t, data)
+			assertFault(t, err, FaultMalformed)
+			assertShort(t, err)
+		}
+	})
 	t.Run("long number", func(t *testing.T) {
 		// encoding/json repeats a number it cannot store in its error.
 		idx := []byte(`{"schemaVersion":` + strings.Repeat("9", 1<<20) + `}`)
