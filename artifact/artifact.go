@@ -184,7 +184,7 @@ func (a *Artifact) fromIndex(ctx context.Context, arc *archive, indexEntry *entr
 	if err := json.Unmarshal(raw, &index); err != nil {
 		return nil, faultf(a.Path, FaultMalformed, err, "parsing index.json")
 	}
-	w := &walker{ctx: ctx, arc: arc, walked: map[v1.Hash]bool{}}
+	w := &walker{ctx: ctx, arc: arc, walked: map[v1.Hash]bool{}, sniffed: map[v1.Hash]types.MediaType{}}
 	if err := w.walk(index.Manifests, nil, 0); err != nil {
 		return nil, err
 	}
@@ -227,8 +227,9 @@ func (a *Artifact) fromIndex(ctx context.Context, arc *archive, indexEntry *entr
 type walker struct {
 	ctx         context.Context
 	arc         *archive
-	visited     int              // descriptors seen, repeats included
-	walked      map[v1.Hash]bool // indexes read and images gathered
+	visited     int                         // descriptors seen, repeats included
+	walked      map[v1.Hash]bool            // indexes read and images gathered
+	sniffed     map[v1.Hash]types.MediaType // of documents whose descriptors lack one
 	cands       []candidate
 	unsupported []string
 }
@@ -256,6 +257,9 @@ func (w *walker) walk(descs []v1.Descriptor, inherited map[string]string, depth 
 			ann = d.Annotations
 		}
 		mt := d.MediaType
+		if mt == "" {
+			mt = w.sniffed[d.Digest]
+		}
 		var raw []byte
 		if mt == "" || mt.IsIndex() {
 			var err error
@@ -269,6 +273,7 @@ func (w *walker) walk(descs []v1.Descriptor, inherited map[string]string, depth 
 				return err
 			}
 			mt = sniffed
+			w.sniffed[d.Digest] = mt
 		}
 		switch {
 		case mt.IsIndex():

@@ -553,3 +553,29 @@ func TestImageStopsAtOpenedSize(t *testing.T) {
 		t.Errorf("read %d bytes of a layer that held %d", n, a.expanded[a.Layers[0].Digest])
 	}
 }
+
+// TestOpenReadsEachDocumentOnce: a large document listed many times without
+// a media type is read (and hashed) once, not once per listing.
+func TestOpenReadsEachDocumentOnce(t *testing.T) {
+	l := newLayout(t)
+	image := l.image(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, nil, types.OCILayer, gz, layerTar(t, map[string]string{"a": "1"}))
+	padded := v1.Manifest{SchemaVersion: 2, Config: v1.Descriptor{MediaType: types.OCIConfigJSON}, Annotations: map[string]string{"pad": strings.Repeat("p", 512<<10)}}
+	att := l.blob("", mustJSON(t, padded))
+	att.Annotations = map[string]string{"vnd.docker.reference.type": "attestation-manifest"}
+	idx := v1.IndexManifest{Manifests: []v1.Descriptor{image}}
+	for range 900 {
+		idx.Manifests = append(idx.Manifests, att)
+	}
+	data := l.bytes(idx)
+	counter := &countingReaderAt{ra: bytes.NewReader(data)}
+	a, err := read(t.Context(), counter, int64(len(data)), "x.ociapp", Limits{}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest != image.Digest {
+		t.Errorf("digest %s, want %s", a.Digest, image.Digest)
+	}
+	if counter.n > 3*int64(len(data)) {
+		t.Errorf("read %d bytes of a %d-byte archive", counter.n, len(data))
+	}
+}
