@@ -164,7 +164,7 @@ func (s *Store) Put(ctx context.Context, digest string, body io.Reader) (api.Art
 			Detail: fmt.Sprintf("the %d uploaded bytes hash to %s", size, got),
 		}}
 	}
-	art, err := artifact.Open(tmp.Name())
+	art, err := artifact.Open(ctx, tmp.Name())
 	if err != nil {
 		var ae *artifact.Error
 		if errors.As(err, &ae) {

@@ -55,7 +55,7 @@ type inspectLayer struct {
 	MediaType string `json:"media_type"`
 }
 
-func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -82,7 +82,7 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.Usage()
 		return exitUsage
 	}
-	a, err := artifact.Open(positional[0])
+	a, err := artifact.Open(ctx, positional[0])
 	if err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime inspect:", err)
 		return exitUnavailable
