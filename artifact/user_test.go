@@ -169,5 +169,3 @@ func FuzzResolveUserIn(f *testing.F) {
 		}
 	})
 }
-
-
