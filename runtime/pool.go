@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,9 @@ type pool struct {
 	// known to be present; imageSem lets one caller load it at a time.
 	image    atomic.Pointer[string]
 	imageSem chan struct{}
+	// user is the numeric uid:gid containers run as, resolved once with
+	// the image (under imageSem).
+	user atomic.Pointer[string]
 	// path is the artifact file last used for this pool, from which a
 	// container started in the background loads the image if needed.
 	path atomic.Pointer[string]
@@ -66,7 +70,7 @@ func newPool(r *Runtime, info artifactInfo) *pool {
 // ensureImage makes sure the engine has the artifact's image, loading the
 // file at path only when the engine has neither of its identities.
 func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
-	if ref := p.image.Load(); ref != nil {
+	if ref := p.image.Load(); ref != nil && p.user.Load() != nil {
 		return *ref, nil
 	}
 	select {
@@ -75,6 +79,13 @@ func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
 		return "", ctx.Err()
 	}
 	defer func() { <-p.imageSem }()
+	if p.user.Load() == nil {
+		user, err := p.r.containerUser(ctx, path, p.info)
+		if err != nil {
+			return "", err
+		}
+		p.user.Store(&user)
+	}
 	if ref := p.image.Load(); ref != nil {
 		return *ref, nil
 	}
@@ -84,6 +95,33 @@ func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
 	}
 	p.image.Store(&ref)
 	return ref, nil
+}
+
+// containerUser is the numeric uid:gid the artifact's containers run as:
+// the image's user resolved as the engine would resolve it (so "00", "+0"
+// and a name that is uid 0 in the image's /etc/passwd are all root), and
+// NonRootUser instead of root unless root is allowed. The engine gets
+// numbers only, so it never looks the user up itself.
+func (r *Runtime) containerUser(ctx context.Context, path string, info artifactInfo) (string, error) {
+	if info.User == "" && !r.cfg.allowRoot {
+		return NonRootUser, nil // root by default; no need to read the layers
+	}
+	resolve := info.resolveUser
+	if resolve == nil {
+		resolve = func(context.Context) (artifact.ExecUser, error) { return artifact.ResolveUserIn(info.User, nil, nil) }
+	}
+	u, err := resolve(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", &ArtifactError{Path: path, Err: err}
+	}
+	if u.UID == 0 && !r.cfg.allowRoot {
+		r.log.Info("the image runs as root; running it as the non-root user instead", "artifact", info.label(), "image_user", info.User, "user", NonRootUser)
+		return NonRootUser, nil
+	}
+	return u.String(), nil
 }
 
 func (p *pool) setPath(path string) {
@@ -439,10 +477,16 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 			return "", err
 		}
 	}
-	if ref == "" && len(loaded) > 0 {
+	if ref == "" {
 		// An engine that re-derives the image (e.g. the containerd store
-		// importing a docker-save archive) knows it only by what it reported.
-		ref = loaded[0]
+		// importing a docker-save archive) knows it only by the ID it
+		// reported. The archive names no image, so a name here is not ours.
+		for _, l := range loaded {
+			if strings.HasPrefix(l, "sha256:") {
+				ref = l
+				break
+			}
+		}
 	}
 	if ref == "" {
 		return "", &ArtifactError{Path: path, Err: fmt.Errorf("the engine reported loading nothing and has no image with digest %s or %s", info.ConfigDigest, info.Digest)}

@@ -703,12 +703,12 @@ func TestContainerSpec(t *testing.T) {
 			}
 		}},
 		{"imageuser", "user-app", nil, func(t *testing.T, s engineSpec) {
-			if s.User != "1000" {
+			if s.User != "1000:0" {
 				t.Fatalf("user %q", s.User)
 			}
 		}},
 		{"root", "echo", []Option{WithAllowRoot(true)}, func(t *testing.T, s engineSpec) {
-			if s.User != "" {
+			if s.User != "0:0" {
 				t.Fatalf("user %q", s.User)
 			}
 		}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -272,11 +273,14 @@ func (w *worker) serve() error {
 		return w.retireReason
 	}
 	cause := w.sess.Err()
-	if protocol.IsMalformed(cause) {
+	var fe *protocol.FrameError
+	endedMidFrame := errors.As(cause, &fe) && (fe.Fault == protocol.FaultTruncatedHeader || fe.Fault == protocol.FaultTruncatedBody)
+	if protocol.IsMalformed(cause) && !endedMidFrame {
 		return w.crash("it wrote a malformed frame, so its connection was closed", cause)
 	}
-	// The app closed the connection: usually because its process is
-	// exiting. Give the engine a moment to report the exit status.
+	// The connection ended, perhaps mid-frame (a killed process resets
+	// it): usually because the process is exiting.
+	// Give the engine a moment to report the exit status.
 	grace := time.NewTimer(w.p.r.cfg.exitGrace)
 	defer grace.Stop()
 	select {
@@ -346,6 +350,10 @@ func (w *worker) teardown(log interface {
 	log.Debug("container removed", "container", w.containerID)
 }
 
+// volumeTmpfsOptions mount what covers an image's VOLUME: empty and
+// read-only.
+const volumeTmpfsOptions = "ro,nosuid,nodev,noexec,size=4k"
+
 var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
 // spec is the container to create: hardened by default, labelled for
@@ -360,25 +368,44 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 	if len(name) > 40 {
 		name = name[:40]
 	}
-	user := w.p.info.User
-	if !cfg.allowRoot && isRootUser(user) {
-		user = NonRootUser
+	user := NonRootUser
+	if u := w.p.user.Load(); u != nil {
+		user = *u
+	}
+	// Docker merges the image's labels into the container's and cannot be
+	// told not to: blank every one, so the container's only values are
+	// the runtime's (set last, so no image label can override them).
+	labels := make(map[string]string, len(w.p.info.Labels)+5)
+	for k := range w.p.info.Labels {
+		labels[k] = ""
+	}
+	maps.Copy(labels, map[string]string{
+		LabelManaged:        "1",
+		LabelInstance:       r.inst.id,
+		LabelStateDir:       r.inst.stateDir,
+		LabelArtifactDigest: w.p.info.Digest,
+		LabelArtifactName:   w.p.info.Name,
+	})
+	socketDir := path.Dir(protocol.DefaultSocketPath)
+	tmpfs := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize}
+	for _, v := range w.p.info.Volumes {
+		// The image's VOLUMEs would each get a writable anonymous volume,
+		// outside every limit: cover each with an empty read-only tmpfs
+		// instead (the engine creates no volume where something is
+		// mounted).
+		if v = path.Clean(v); v != socketDir && tmpfs[v] == "" {
+			tmpfs[v] = volumeTmpfsOptions
+		}
 	}
 	return engine.ContainerSpec{
-		Name:  fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
-		Image: image,
-		User:  user,
-		Labels: map[string]string{
-			LabelManaged:        "1",
-			LabelInstance:       r.inst.id,
-			LabelStateDir:       r.inst.stateDir,
-			LabelArtifactDigest: w.p.info.Digest,
-			LabelArtifactName:   w.p.info.Name,
-		},
+		Name:   fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
+		Image:  image,
+		User:   user,
+		Labels: labels,
 		Mounts:          []engine.Mount{{Source: w.dir, Target: path.Dir(protocol.DefaultSocketPath)}},
 		Init:            true,
 		ReadOnlyRootfs:  true,
-		Tmpfs:           map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize},
+		Tmpfs:           tmpfs,
 		CapDrop:         []string{"ALL"},
 		NoNewPrivileges: true,
 		PidsLimit:       cfg.pidsLimit,
@@ -388,9 +415,3 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 	}
 }
 
-// isRootUser reports whether an image's User runs as root: unset, or uid 0
-// by name or number.
-func isRootUser(u string) bool {
-	user, _, _ := strings.Cut(u, ":")
-	return user == "" || user == "root" || user == "0"
-}

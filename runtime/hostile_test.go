@@ -1,0 +1,171 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/ociapp/ociapp/artifact"
+	"github.com/ociapp/ociapp/internal/testapps"
+)
+
+// End-to-end tests with hostile artifacts (issue 11): image configs that
+// try to run as root, name host images, create volumes, defeat the
+// graceful stop or claim other labels.
+
+// hostileArtifact builds the hostile test app with app's config changes
+// into a fresh artifact and removes its image when the test ends.
+func hostileArtifact(t *testing.T, name string, app testapps.App) string {
+	t.Helper()
+	app.Package = testapps.Module + "/internal/testapps/hostile"
+	if app.Args == nil && app.Entrypoint == nil {
+		app.Args = []string{"serve"}
+	}
+	path := filepath.Join(t.TempDir(), name+"-0.1.0.ociapp")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := testapps.Build(ctx, name, app, path); err != nil {
+		t.Fatal(err)
+	}
+	a, err := artifact.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeTestImage(t, a.ConfigDigest.String()) })
+	return path
+}
+
+// removeTestImage removes an image a test created, when the test ends.
+func removeTestImage(t *testing.T, ref string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "image", "rm", "-f", ref).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "No such image") {
+		t.Logf("removing image %s: %v: %s", ref, err, out)
+	}
+}
+
+// dockerInspect returns `docker inspect` of a container or image, decoded.
+func dockerInspect(t *testing.T, kind, ref string) map[string]any {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "docker", kind, "inspect", ref).Output()
+	if err != nil {
+		t.Fatalf("docker %s inspect %s: %v", kind, ref, err)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal(out, &list); err != nil || len(list) != 1 {
+		t.Fatalf("docker %s inspect %s: %v %s", kind, ref, err, out)
+	}
+	return list[0]
+}
+
+// readyContainer returns the ID of a ready container of the artifact's pool.
+func readyContainer(t *testing.T, rt *Runtime) string {
+	t.Helper()
+	for _, p := range rt.poolList() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.ready) > 0 {
+			return p.ready[0].containerID
+		}
+	}
+	t.Fatal("no ready container")
+	return ""
+}
+
+// Finding 3: users that are uid 0 without saying "root" or "0" ran as root.
+func TestDockerImageUserIsResolvedLikeTheEngine(t *testing.T) {
+	passwd := testapps.File{Name: "etc/passwd", Mode: 0o644, Data: []byte("admin:x:0:0::/:/app\napp:x:1000:1001::/:/app\n")}
+	group := testapps.File{Name: "etc/group", Mode: 0o644, Data: []byte("root:x:0:\nwheel:x:10:app\napp:x:1001:\n")}
+	tests := []struct {
+		name, user string
+		allowRoot  bool
+		uid, gid   int
+	}{
+		{name: "double-zero", user: "00", uid: 65532, gid: 65532},
+		{name: "plus-zero", user: "+0", uid: 65532, gid: 65532},
+		{name: "root-alias", user: "admin", uid: 65532, gid: 65532},
+		{name: "root-alias-group", user: "admin:wheel", uid: 65532, gid: 65532},
+		{name: "named", user: "app", uid: 1000, gid: 1001}, // no supplementary group (wheel)
+		{name: "allowed-root", user: "+0", allowRoot: true, uid: 0, gid: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := hostileArtifact(t, "user-"+tt.name, testapps.App{User: tt.user, Files: []testapps.File{passwd, group}})
+			rt, _ := newDockerRuntime(t, WithAllowRoot(tt.allowRoot))
+			resp, err := rt.Execute(t.Context(), path, map[string]any{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp["uid"] != int64(tt.uid) || resp["gid"] != int64(tt.gid) {
+				t.Fatalf("image user %q ran as %v:%v (groups %v), want %d:%d", tt.user, resp["uid"], resp["gid"], resp["groups"], tt.uid, tt.gid)
+			}
+			if groups := fmt.Sprint(resp["groups"]); groups != "[]" && groups != fmt.Sprintf("[%d]", tt.gid) {
+				t.Fatalf("supplementary groups %s, want none", groups)
+			}
+		})
+	}
+
+	t.Run("unknown-name", func(t *testing.T) {
+		path := hostileArtifact(t, "user-unknown", testapps.App{User: "nosuch", Files: []testapps.File{passwd}})
+		rt, _ := newDockerRuntime(t)
+		_, err := rt.Execute(t.Context(), path, map[string]any{})
+		var ae *ArtifactError
+		var ue *artifact.UserError
+		if !errors.As(err, &ae) || !errors.As(err, &ue) {
+			t.Fatalf("got %v, want *ArtifactError wrapping *artifact.UserError", err)
+		}
+		t.Log(err)
+	})
+}
+
+// Finding 2: manifest.json RepoTags (and the index's name annotations)
+// moved a host tag onto the artifact's image.
+func TestDockerArtifactCannotTagHostImages(t *testing.T) {
+	requireDocker(t)
+	victimTag := fmt.Sprintf("ociapp-test-victim-%s:12", randomID(4))
+	// The victim: an image the host knows by that tag, loaded as docker
+	// load would.
+	victim := hostileArtifact(t, "victim", testapps.App{User: "65532", Ref: victimTag, Configure: func(c *v1.Config) { c.Env = []string{"VICTIM=1"} }})
+	va, err := artifact.Open(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(t.Context(), "docker", "load", "-i", victim).CombinedOutput(); err != nil {
+		t.Fatalf("docker load: %v: %s", err, out)
+	}
+	t.Cleanup(func() { removeTestImage(t, victimTag) })
+	if id := dockerInspect(t, "image", victimTag)["Id"]; id != va.ConfigDigest.String() {
+		t.Fatalf("victim tag names %v, want %s", id, va.ConfigDigest)
+	}
+
+	// The attacker's artifact names the same tag in manifest.json and
+	// index.json.
+	hostile := hostileArtifact(t, "attacker", testapps.App{User: "65532", Ref: victimTag})
+	ha, err := artifact.Open(hostile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := newDockerRuntime(t)
+	if _, err := rt.Execute(t.Context(), hostile, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if rt.Stats().ImageLoads != 1 {
+		t.Fatal("the attacker's image was not loaded")
+	}
+	if id := dockerInspect(t, "image", victimTag)["Id"]; id != va.ConfigDigest.String() {
+		t.Fatalf("after running the attacker's artifact the host tag %s names %v, want the victim %s", victimTag, id, va.ConfigDigest)
+	}
+	if tags := dockerInspect(t, "image", ha.ConfigDigest.String())["RepoTags"]; fmt.Sprint(tags) != "[]" {
+		t.Fatalf("the loaded image has tags %v, want none", tags)
+	}
+}
+
