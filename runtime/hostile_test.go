@@ -168,4 +168,3 @@ func TestDockerArtifactCannotTagHostImages(t *testing.T) {
 		t.Fatalf("the loaded image has tags %v, want none", tags)
 	}
 }
-

@@ -398,10 +398,10 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 		}
 	}
 	return engine.ContainerSpec{
-		Name:   fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
-		Image:  image,
-		User:   user,
-		Labels: labels,
+		Name:            fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
+		Image:           image,
+		User:            user,
+		Labels:          labels,
 		Mounts:          []engine.Mount{{Source: w.dir, Target: path.Dir(protocol.DefaultSocketPath)}},
 		Init:            true,
 		ReadOnlyRootfs:  true,
@@ -414,4 +414,3 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 		NetworkMode:     cfg.network,
 	}
 }
-
