@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,5 +167,118 @@ func TestDockerArtifactCannotTagHostImages(t *testing.T) {
 	}
 	if tags := dockerInspect(t, "image", ha.ConfigDigest.String())["RepoTags"]; fmt.Sprint(tags) != "[]" {
 		t.Fatalf("the loaded image has tags %v, want none", tags)
+	}
+}
+
+// Finding 12: the image's VOLUMEs became writable anonymous volumes, its
+// STOPSIGNAL replaced SIGTERM, and its labels were merged into the
+// container's.
+func TestDockerImageConfigCannotLoosenTheSandbox(t *testing.T) {
+	path := hostileArtifact(t, "loosen", testapps.App{User: "65532", Configure: func(c *v1.Config) {
+		c.Volumes = map[string]struct{}{"/data": {}, "/var/spool/": {}, "/run/ociapp": {}, "/tmp": {}}
+		c.StopSignal = "SIGCONT" // ignored by the app: a stop would wait out the grace
+		c.Labels = map[string]string{
+			LabelInstance:              "someone-else",
+			LabelStateDir:              "/elsewhere",
+			"dev.ociapp.runtime.extra": "claimed",
+			"com.example.owner":        "attacker",
+		}
+		c.Healthcheck = &v1.HealthConfig{Test: []string{"CMD", "/app", "health"}, Interval: time.Second}
+	}})
+	const grace = 8 * time.Second
+	rt, _ := newDockerRuntime(t, WithShutdownTimeout(grace))
+	if err := rt.Warm(t.Context(), path); err != nil {
+		t.Fatal(err)
+	}
+	id := readyContainer(t, rt)
+	c := dockerInspect(t, "container", id)
+	for _, m := range c["Mounts"].([]any) {
+		if m := m.(map[string]any); m["Type"] == "volume" {
+			t.Fatalf("the container has a volume: %v", m)
+		}
+	}
+	for _, dir := range []string{"/data", "/var/spool"} {
+		resp, err := rt.Execute(t.Context(), path, map[string]any{"path": dir + "/f", "fill": 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp["written"] != int64(0) || !strings.Contains(fmt.Sprint(resp["err"]), "read-only") {
+			t.Fatalf("writing to the image volume %s: %v, want a read-only file system", dir, resp)
+		}
+	}
+	cfg := c["Config"].(map[string]any)
+	if cfg["StopSignal"] != "SIGTERM" {
+		t.Fatalf("stop signal %v, want SIGTERM", cfg["StopSignal"])
+	}
+	if hc, _ := cfg["Healthcheck"].(map[string]any); fmt.Sprint(hc["Test"]) != "[NONE]" {
+		t.Fatalf("health check %v, want none", cfg["Healthcheck"])
+	}
+	labels := cfg["Labels"].(map[string]any)
+	want := map[string]string{
+		LabelInstance: rt.inst.id, LabelStateDir: rt.inst.stateDir, LabelManaged: "1",
+		"dev.ociapp.runtime.extra": "", "com.example.owner": "",
+	}
+	for k, v := range want {
+		if labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, labels[k], v)
+		}
+	}
+
+	// The graceful stop is SIGTERM, which the app obeys at once.
+	start := time.Now()
+	if err := rt.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > grace/2 {
+		t.Fatalf("Close took %v: the stop waited for the kill after %v", d, grace)
+	}
+}
+
+// Finding 12: a container killed from outside (docker kill) was reported
+// as having written a malformed frame.
+func TestDockerKilledContainerReportsItsExit(t *testing.T) {
+	rt, _ := newDockerRuntime(t, WithMaxContainers(1))
+	app := testArtifact(t, "hostile")
+	if err := rt.Warm(t.Context(), app); err != nil {
+		t.Fatal(err)
+	}
+	id := readyContainer(t, rt)
+	// Requests and responses with large bodies stream while the container
+	// is killed, so that its connection ends mid-frame (or is reset)
+	// rather than between frames.
+	pad := strings.Repeat("x", 4<<20)
+	var killed atomic.Bool
+	errc := make(chan error, 4)
+	for range cap(errc) {
+		go func() {
+			for !killed.Load() {
+				if _, err := rt.Execute(t.Context(), app, map[string]any{"pad": pad, "echo": true}); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	out, err := exec.CommandContext(t.Context(), "docker", "kill", id).CombinedOutput()
+	killed.Store(true)
+	if err != nil {
+		t.Fatalf("docker kill: %v: %s", err, out)
+	}
+	crashed := 0
+	for range cap(errc) {
+		err := <-errc
+		if err == nil {
+			continue // no request in flight at the kill
+		}
+		var ce *WorkerCrashError
+		if !errors.As(err, &ce) || !ce.Exited || ce.ExitCode != 137 || strings.Contains(err.Error(), "malformed") {
+			t.Fatalf("got %v, want *WorkerCrashError with exit code 137", err)
+		}
+		crashed++
+	}
+	if crashed == 0 {
+		t.Fatal("no request was in flight when the container was killed")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/ociapp/ociapp"
 )
@@ -17,6 +18,11 @@ type request struct {
 	// Fill writes up to this many MiB into the file at Path.
 	Fill int    `msgpack:"fill,omitempty"`
 	Path string `msgpack:"path,omitempty"`
+	// SleepMillis holds the request this long (or until it is canceled);
+	// Pad is ballast, sent back in the response when Echo is set.
+	SleepMillis int    `msgpack:"sleep_ms,omitempty"`
+	Pad         string `msgpack:"pad,omitempty"`
+	Echo        bool   `msgpack:"echo,omitempty"`
 }
 
 type response struct {
@@ -25,12 +31,21 @@ type response struct {
 	Groups  []int  `msgpack:"groups"`
 	Written int64  `msgpack:"written"`
 	Err     string `msgpack:"err"`
+	Pad     string `msgpack:"pad"`
 }
 
 func main() {
 	ociapp.Main(ociapp.Func[request, response](func(ctx context.Context, req request) (response, error) {
+		select {
+		case <-time.After(time.Duration(req.SleepMillis) * time.Millisecond):
+		case <-ctx.Done():
+			return response{}, ctx.Err()
+		}
 		r := response{UID: os.Getuid(), GID: os.Getgid()}
 		r.Groups, _ = os.Getgroups()
+		if req.Echo {
+			r.Pad = req.Pad
+		}
 		if req.Path == "" {
 			return r, nil
 		}
