@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -280,5 +281,29 @@ func TestDockerKilledContainerReportsItsExit(t *testing.T) {
 	}
 	if crashed == 0 {
 		t.Fatal("no request was in flight when the container was killed")
+	}
+}
+
+// Finding 9: the app could write without limit into its socket directory,
+// a host directory (for root, in RAM under /run).
+func TestDockerSocketDirectoryIsBounded(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only a runtime running as root can mount the socket directory's tmpfs")
+	}
+	rt, _ := newDockerRuntime(t)
+	app := testArtifact(t, "hostile")
+	resp, err := rt.Execute(t.Context(), app, map[string]any{"path": "/run/ociapp/fill", "fill": 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := resp["written"].(int64); n > DefaultSocketDirLimit || !strings.Contains(fmt.Sprint(resp["err"]), "no space left") {
+		t.Fatalf("the app wrote %d bytes into its socket directory (%v), want at most %d", n, resp["err"], DefaultSocketDirLimit)
+	}
+	// Its connection is unharmed.
+	if _, err := rt.Execute(t.Context(), app, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if rt.Stats().ColdStarts != 1 {
+		t.Fatal("the container was replaced")
 	}
 }

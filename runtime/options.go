@@ -40,6 +40,9 @@ const (
 	DefaultNetwork = "none"
 	// DefaultTmpfsSize is the size of the writable /tmp of each container.
 	DefaultTmpfsSize = "64m"
+	// DefaultSocketDirLimit is the size of the tmpfs that holds each
+	// container's socket directory (when the runtime is root).
+	DefaultSocketDirLimit int64 = 1 << 20
 
 	// DefaultStartupBackoff and DefaultMaxStartupBackoff bound the pause
 	// after a failed container start, during which requests that would need
@@ -80,6 +83,8 @@ type config struct {
 	network     string
 	allowRoot   bool
 
+	socketDirLimit int64
+
 	startupBackoff    time.Duration
 	maxStartupBackoff time.Duration
 
@@ -109,6 +114,7 @@ func defaultConfig() config {
 		memoryBytes:          DefaultMemoryLimit,
 		pidsLimit:            DefaultPidsLimit,
 		network:              DefaultNetwork,
+		socketDirLimit:       DefaultSocketDirLimit,
 		startupBackoff:       DefaultStartupBackoff,
 		maxStartupBackoff:    DefaultMaxStartupBackoff,
 		busyPoll:             protocol.DefaultBusyPoll,
@@ -347,6 +353,24 @@ func WithNetwork(mode string) Option {
 func WithAllowRoot(allow bool) Option {
 	return func(c *config) error {
 		c.allowRoot = allow
+		return nil
+	}
+}
+
+// WithSocketDirLimit bounds what an application can write into its socket
+// directory, a host directory bound into the container (default 1 MiB). A
+// runtime running as root mounts a tmpfs of this size there; one that is
+// not root cannot, and the directory is then a plain one on the state
+// directory's file system. Zero turns the tmpfs off.
+func WithSocketDirLimit(bytes int64) Option {
+	return func(c *config) error {
+		if bytes < 0 {
+			return fmt.Errorf("socket directory limit must not be negative, got %d", bytes)
+		}
+		if bytes > 0 && bytes < 4096 {
+			return fmt.Errorf("socket directory limit %d bytes is below one page", bytes)
+		}
+		c.socketDirLimit = bytes
 		return nil
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/engine/docker"
@@ -80,6 +81,9 @@ type Runtime struct {
 	inst     *instance
 	resolver *resolver
 	stats    counters
+	// socketTmpfs is tmpfsUnknown until a socket directory mount succeeds
+	// or fails for want of privilege.
+	socketTmpfs atomic.Int32
 	// requests counts the requests in progress, so that connections to
 	// containers busy-poll only while the runtime is lightly loaded.
 	requests *protocol.PollGroup

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
@@ -29,6 +30,8 @@ type worker struct {
 	id     string
 	dir    string // host directory mounted at /run/ociapp
 	socket string
+	// mounted reports whether dir is a tmpfs the worker mounted.
+	mounted bool
 
 	// Set by run before the worker is published as ready. name is set
 	// once creating the container has been attempted.
@@ -147,13 +150,8 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 		}
 		return w.startupError(ctx, err, "its image could not be loaded")
 	}
-	if err := os.Mkdir(w.dir, 0o777); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
-	}
-	// The umask narrowed Mkdir's mode; the app (not root) creates its
-	// socket here.
-	if err := os.Chmod(w.dir, 0o777); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
+	if err := w.makeSocketDir(); err != nil {
+		return err
 	}
 
 	spec := w.spec(image)
@@ -211,6 +209,51 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 		pause = min(2*pause, 20*time.Millisecond)
 	}
 }
+
+// makeSocketDir creates the host directory the container's socket
+// directory is bound to. The app can write there, so with a socket
+// directory limit it is a tmpfs of that size (its pages are charged to the
+// container's memory as well); mounting needs root, and without it the
+// directory is a plain one on the state directory's file system.
+func (w *worker) makeSocketDir() error {
+	r := w.p.r
+	if err := os.Mkdir(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+	if limit := r.cfg.socketDirLimit; limit > 0 && r.socketTmpfs.Load() != tmpfsUnavailable {
+		opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0777", limit, socketDirInodes)
+		err := syscall.Mount("tmpfs", w.dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, opts)
+		switch {
+		case err == nil:
+			w.mounted = true
+			r.socketTmpfs.Store(tmpfsMounted)
+			return nil
+		case errors.Is(err, syscall.EPERM):
+			if r.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
+				r.log.Warn("cannot mount a tmpfs for socket directories (not root): they are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", r.inst.stateDir)
+			}
+		default:
+			return fmt.Errorf("mounting a tmpfs on the socket directory: %w", err)
+		}
+	}
+	// The umask narrowed Mkdir's mode; the app (not root) creates its
+	// socket here.
+	if err := os.Chmod(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+	return nil
+}
+
+// socketDirInodes bounds the files in a tmpfs socket directory (the socket
+// is one); inodes cost memory that the size limit does not count.
+const socketDirInodes = 64
+
+// What the runtime found out about mounting tmpfs socket directories.
+const (
+	tmpfsUnknown int32 = iota
+	tmpfsMounted
+	tmpfsUnavailable
+)
 
 // startupError builds the error for a failed start, with the container's
 // state and the tail of its log when there is a container. Engine
@@ -343,6 +386,11 @@ func (w *worker) teardown(log interface {
 			log.Warn("removing container", "container", w.containerID, "err", err)
 		}
 		cancel()
+	}
+	if w.mounted {
+		if err := syscall.Unmount(w.dir, syscall.MNT_DETACH); err != nil {
+			log.Warn("unmounting socket directory", "dir", w.dir, "err", err)
+		}
 	}
 	if err := os.RemoveAll(w.dir); err != nil {
 		log.Warn("removing socket directory", "dir", w.dir, "err", err)
