@@ -80,6 +80,7 @@ type Runtime struct {
 	log      *slog.Logger
 	inst     *instance
 	resolver *resolver
+	janitor  *janitor
 	stats    counters
 	// socketTmpfs is tmpfsUnknown until a socket directory mount succeeds
 	// or fails for want of privilege.
@@ -159,6 +160,8 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		return nil, fmt.Errorf("removing what crashed runtimes left behind: %w", err)
 	}
 	r.life, r.cancel = context.WithCancel(context.Background())
+	r.janitor = newJanitor(r)
+	go r.janitor.run()
 	r.wg.Add(1)
 	go r.reap()
 	r.log.Debug("runtime started", "state_dir", inst.dir, "max_containers", cfg.maxContainers)
@@ -325,6 +328,12 @@ func (r *Runtime) Close(ctx context.Context) error {
 	}
 	go func() {
 		r.wg.Wait()
+		// Containers whose removal failed while the engine was away are
+		// removed now, waiting for the engine as long as a container's
+		// stop may take; what remains after that, the next runtime removes.
+		dctx, cancel := context.WithTimeout(ctx, r.cfg.shutdownTimeout+30*time.Second)
+		_ = r.janitor.drain(dctx)
+		cancel()
 		if err := r.inst.close(); err != nil {
 			r.closeErr = fmt.Errorf("removing the runtime directory: %w", err)
 		}

@@ -33,9 +33,13 @@ type worker struct {
 	// mounted reports whether dir is a tmpfs the worker mounted.
 	mounted bool
 
-	// Set by run before the worker is published as ready. name is set
+	// name is the container's name, known to the janitor from here until
+	// the teardown has ended.
+	name string
+
+	// Set by run before the worker is published as ready. created is set
 	// once creating the container has been attempted.
-	name        string
+	created     bool
 	containerID string
 	sess        session
 
@@ -69,9 +73,19 @@ type exitResult struct {
 func newWorker(p *pool) *worker {
 	id := randomID(4)
 	dir := filepath.Join(p.r.inst.dir, id)
+	app := strings.Trim(nameInvalid.ReplaceAllString(p.info.Name, "-"), "-._")
+	if app == "" {
+		app = "app"
+	}
+	if len(app) > 40 {
+		app = app[:40]
+	}
+	name := fmt.Sprintf("ociapp-%s-%s-%s", app, p.r.inst.id, id)
+	p.r.janitor.track(name)
 	return &worker{
 		p:        p,
 		id:       id,
+		name:     name,
 		dir:      dir,
 		socket:   filepath.Join(dir, socketName),
 		retireCh: make(chan struct{}),
@@ -154,14 +168,21 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 		return err
 	}
 
-	spec := w.spec(image)
-	w.name = spec.Name
-	id, err := r.eng.CreateContainer(ctx, spec)
-	if err != nil {
-		if errors.Is(err, engine.ErrNotFound) {
-			w.p.forgetImage()
-			return w.startupError(ctx, err, "the engine no longer has its image; the next request loads it again")
+	w.created = true
+	id, err := r.eng.CreateContainer(ctx, w.spec(image))
+	if errors.Is(err, engine.ErrNotFound) {
+		// The image was removed behind the runtime's back: load it
+		// again, once.
+		w.p.forgetImage()
+		if image, err = w.p.ensureImage(ctx, w.p.lastPath()); err != nil {
+			if errors.As(err, new(*ArtifactError)) {
+				return err
+			}
+			return w.startupError(ctx, err, "its image could not be loaded")
 		}
+		id, err = r.eng.CreateContainer(ctx, w.spec(image))
+	}
+	if err != nil {
 		return w.startupError(ctx, err, "the engine could not create it")
 	}
 	w.containerID = id
@@ -171,8 +192,7 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 	waitWG.Add(1)
 	go func() {
 		defer waitWG.Done()
-		st, err := r.eng.WaitContainer(waitCtx, id)
-		w.exitCh <- exitResult{state: st, err: err}
+		w.exitCh <- w.waitExit(waitCtx, id)
 	}()
 
 	delay := time.NewTimer(0)
@@ -255,6 +275,31 @@ const (
 	tmpfsUnavailable
 )
 
+// waitExit waits for the container to exit. An engine that cannot be
+// reached (or fails otherwise) says nothing about the container, so the
+// wait is retried until the engine reports a definite exit, or that the
+// container is gone, or ctx ends.
+func (w *worker) waitExit(ctx context.Context, id string) exitResult {
+	r := w.p.r
+	retry := janitorFirstRetry
+	for {
+		st, err := r.eng.WaitContainer(ctx, id)
+		if err == nil || errors.Is(err, engine.ErrNotFound) || ctx.Err() != nil {
+			return exitResult{state: st, err: err}
+		}
+		if engineUnavailable(err) {
+			r.janitor.noteOutage()
+		}
+		r.log.Debug("waiting for the container failed; waiting again", "container", id, "err", err, "retry_in", retry)
+		select {
+		case <-ctx.Done():
+			return exitResult{err: ctx.Err()}
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, janitorMaxRetry)
+	}
+}
+
 // startupError builds the error for a failed start, with the container's
 // state and the tail of its log when there is a container. Engine
 // unavailability is passed through as is: no container can start then.
@@ -263,6 +308,7 @@ func (w *worker) startupError(ctx context.Context, err error, reason string) err
 		return ErrClosed
 	}
 	if engineUnavailable(err) {
+		w.p.r.janitor.noteOutage()
 		return err
 	}
 	se := &StartupError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
@@ -366,12 +412,14 @@ func (w *worker) teardown(log interface {
 	if w.sess != nil {
 		_ = w.sess.Close()
 	}
-	if w.containerID == "" && w.name != "" {
+	defer r.janitor.untrack(w.name)
+	if w.containerID == "" && w.created {
 		// The create call failed or was canceled, perhaps after the engine
 		// made the container: remove it by name (a missing one is fine).
 		ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
 		if err := r.eng.RemoveContainer(ctx, w.name); err != nil {
-			log.Warn("removing container", "container", w.name, "err", err)
+			log.Warn("removing container; retrying when the engine answers", "container", w.name, "err", err)
+			r.janitor.remove(w.name)
 		}
 		cancel()
 	}
@@ -383,7 +431,8 @@ func (w *worker) teardown(log interface {
 			}
 		}
 		if err := r.eng.RemoveContainer(ctx, w.containerID); err != nil {
-			log.Warn("removing container", "container", w.containerID, "err", err)
+			log.Warn("removing container; retrying when the engine answers", "container", w.containerID, "err", err)
+			r.janitor.remove(w.containerID)
 		}
 		cancel()
 	}
@@ -409,13 +458,6 @@ var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 func (w *worker) spec(image string) engine.ContainerSpec {
 	r := w.p.r
 	cfg := &r.cfg
-	name := strings.Trim(nameInvalid.ReplaceAllString(w.p.info.Name, "-"), "-._")
-	if name == "" {
-		name = "app"
-	}
-	if len(name) > 40 {
-		name = name[:40]
-	}
 	user := NonRootUser
 	if u := w.p.user.Load(); u != nil {
 		user = *u
@@ -446,7 +488,7 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 		}
 	}
 	return engine.ContainerSpec{
-		Name:            fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
+		Name:            w.name,
 		Image:           image,
 		User:            user,
 		Labels:          labels,
