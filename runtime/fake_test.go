@@ -104,6 +104,33 @@ func (e *fakeEngine) LoadImage(ctx context.Context, archive io.Reader) ([]string
 	return []string{"ociapp.local/app:1"}, nil
 }
 
+func (e *fakeEngine) RemoveImage(ctx context.Context, ref string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check(); err != nil {
+		return err
+	}
+	for _, c := range e.containers {
+		if !c.removed && c.spec.Image == ref {
+			return fmt.Errorf("image %s: %w", ref, engine.ErrInUse)
+		}
+	}
+	delete(e.images, ref)
+	return nil
+}
+
+func (e *fakeEngine) hasImage(ref string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.images[ref]
+}
+
+func (e *fakeEngine) loadCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.loads
+}
+
 func (e *fakeEngine) CreateContainer(ctx context.Context, spec engine.ContainerSpec) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -307,3 +307,42 @@ func TestDockerSocketDirectoryIsBounded(t *testing.T) {
 		t.Fatal("the container was replaced")
 	}
 }
+
+// Finding 7: images the runtime loaded stayed in the engine's storage for
+// good (a small artifact can expand to a large image).
+func TestDockerUnusedImagesAreRemoved(t *testing.T) {
+	path := hostileArtifact(t, "gc", testapps.App{User: "65532"})
+	a, err := artifact.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := a.ConfigDigest.String()
+	removeTestImage(t, id)
+	rt, eng := newDockerRuntime(t, WithIdleTimeout(time.Second), WithReaperInterval(100*time.Millisecond), WithImageRetention(time.Second))
+	present := func() bool {
+		ok, err := eng.ImageExists(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if _, err := rt.Execute(t.Context(), path, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if !present() {
+		t.Fatal("the image is not there")
+	}
+	waitFor(t, 20*time.Second, "the unused image to be removed", func() bool { return !present() })
+	if _, err := rt.Execute(t.Context(), path, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := rt.Stats(); st.ImageLoads != 2 || st.ImageRemovals != 1 {
+		t.Fatalf("stats %+v: want the image loaded twice, removed once", st)
+	}
+	if err := rt.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if present() {
+		t.Fatal("Close left the image it loaded")
+	}
+}

@@ -44,6 +44,10 @@ const (
 	// container's socket directory (when the runtime is root).
 	DefaultSocketDirLimit int64 = 1 << 20
 
+	// DefaultImageRetention is how long an image the runtime loaded stays
+	// in the engine once no container of the runtime uses it.
+	DefaultImageRetention = 10 * time.Minute
+
 	// DefaultStartupBackoff and DefaultMaxStartupBackoff bound the pause
 	// after a failed container start, during which requests that would need
 	// a new container fail at once with the same *StartupError.
@@ -85,6 +89,9 @@ type config struct {
 
 	socketDirLimit int64
 
+	imageRetention time.Duration
+	keepImages     bool
+
 	startupBackoff    time.Duration
 	maxStartupBackoff time.Duration
 
@@ -115,6 +122,7 @@ func defaultConfig() config {
 		pidsLimit:            DefaultPidsLimit,
 		network:              DefaultNetwork,
 		socketDirLimit:       DefaultSocketDirLimit,
+		imageRetention:       DefaultImageRetention,
 		startupBackoff:       DefaultStartupBackoff,
 		maxStartupBackoff:    DefaultMaxStartupBackoff,
 		busyPoll:             protocol.DefaultBusyPoll,
@@ -371,6 +379,31 @@ func WithSocketDirLimit(bytes int64) Option {
 			return fmt.Errorf("socket directory limit %d bytes is below one page", bytes)
 		}
 		c.socketDirLimit = bytes
+		return nil
+	}
+}
+
+// WithImageRetention sets how long an image the runtime loaded stays in
+// the engine once none of the runtime's containers uses it (default 10
+// minutes; zero removes it at the next reaper pass). Close removes the
+// images the runtime loaded. Images the engine already had are never
+// removed, nor are images something else uses by then.
+func WithImageRetention(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("image retention must not be negative, got %v", d)
+		}
+		c.imageRetention = d
+		return nil
+	}
+}
+
+// WithKeepImages keeps every image the runtime loads in the engine, also
+// after Close (the next runtime finds them and does not load them again);
+// the engine's storage then grows with every artifact version run.
+func WithKeepImages(keep bool) Option {
+	return func(c *config) error {
+		c.keepImages = keep
 		return nil
 	}
 }

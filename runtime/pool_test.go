@@ -806,3 +806,63 @@ func TestStructuredLogs(t *testing.T) {
 		}
 	})
 }
+
+// Finding 7: images the runtime loaded stayed in the engine for good.
+func TestUnusedImagesAreRemoved(t *testing.T) {
+	opts := []Option{WithIdleTimeout(time.Second), WithReaperInterval(100 * time.Millisecond), WithImageRetention(5 * time.Second)}
+	t.Run("removed", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}}, opts...)
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Second) // the container is reaped
+			synctest.Wait()
+			if !f.eng.hasImage("cfg-echo") {
+				t.Fatal("the image was removed before the retention passed")
+			}
+			time.Sleep(5 * time.Second)
+			synctest.Wait()
+			if f.eng.hasImage("cfg-echo") || f.rt.Stats().ImageRemovals != 1 {
+				t.Fatalf("the image is still there after the retention (stats %+v)", f.rt.Stats())
+			}
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.eng.loadCount(); n != 2 {
+				t.Fatalf("%d loads, want the image loaded again", n)
+			}
+			f.close()
+			if f.eng.hasImage("cfg-echo") {
+				t.Fatal("Close left the image it loaded")
+			}
+		})
+	})
+	t.Run("kept", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}}, append(opts, WithKeepImages(true))...)
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Second)
+			f.close()
+			if !f.eng.hasImage("cfg-echo") {
+				t.Fatal("WithKeepImages: the image was removed")
+			}
+		})
+	})
+	t.Run("foreign", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}}, opts...)
+			f.eng.images["cfg-echo"] = true // the engine had it already
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Second)
+			f.close()
+			if !f.eng.hasImage("cfg-echo") || f.eng.loadCount() != 0 {
+				t.Fatal("an image the runtime did not load was removed")
+			}
+		})
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -81,7 +82,10 @@ type Runtime struct {
 	inst     *instance
 	resolver *resolver
 	janitor  *janitor
-	stats    counters
+	// images removes the images the runtime loaded; nil when the engine
+	// cannot remove images.
+	images engine.ImageRemover
+	stats  counters
 	// socketTmpfs is tmpfsUnknown until a socket directory mount succeeds
 	// or fails for want of privilege.
 	socketTmpfs atomic.Int32
@@ -154,6 +158,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		return nil, err
 	}
 	r.inst = inst
+	r.images, _ = r.eng.(engine.ImageRemover)
 	if err := inst.cleanOrphans(ctx, r.eng, r.log); err != nil {
 		_ = inst.close()
 		r.closeEngine()
@@ -297,6 +302,7 @@ func (r *Runtime) reap() {
 		case now := <-t.C:
 			for _, p := range r.poolList() {
 				p.reapIdle(now)
+				p.collectImage(now)
 			}
 		}
 	}
@@ -333,6 +339,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 		// stop may take; what remains after that, the next runtime removes.
 		dctx, cancel := context.WithTimeout(ctx, r.cfg.shutdownTimeout+30*time.Second)
 		_ = r.janitor.drain(dctx)
+		r.removeOwnedImages(dctx, pools)
 		cancel()
 		if err := r.inst.close(); err != nil {
 			r.closeErr = fmt.Errorf("removing the runtime directory: %w", err)
@@ -345,6 +352,18 @@ func (r *Runtime) Close(ctx context.Context) error {
 		return r.closeErr
 	case <-ctx.Done():
 		return fmt.Errorf("closing runtime: %w; containers may remain, the next runtime removes them", ctx.Err())
+	}
+}
+
+// removeOwnedImages removes, at Close, the images the runtime loaded.
+func (r *Runtime) removeOwnedImages(ctx context.Context, pools []*pool) {
+	if r.images == nil || r.cfg.keepImages {
+		return
+	}
+	for _, p := range pools {
+		if ref := p.ownedImage.Load(); ref != nil && ctx.Err() == nil {
+			r.removeImage(ctx, p.name, *ref)
+		}
 	}
 }
 
