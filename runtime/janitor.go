@@ -200,7 +200,7 @@ func (j *janitor) drain(ctx context.Context) error {
 			j.mu.Lock()
 			n := len(j.pending)
 			j.mu.Unlock()
-			j.r.log.Warn("the engine did not come back before the runtime closed; the next runtime removes what is left", "pending_removals", n)
+			j.r.log.Warn("could not remove every container before Close ended (is the engine away?); the next runtime removes what is left", "pending_removals", n)
 			return ctx.Err()
 		case <-time.After(retry):
 		}
