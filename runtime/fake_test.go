@@ -447,12 +447,21 @@ func (f *fixture) open(path string) (artifactInfo, error) {
 	if strings.HasPrefix(name, "user-") {
 		user = "1000"
 	}
+	var volumes []string
+	var labels map[string]string
+	if strings.HasPrefix(name, "hostile-") {
+		// An image config that tries to loosen the sandbox.
+		volumes = []string{"/data", "/var/spool/", "/tmp", "/run/ociapp"}
+		labels = map[string]string{LabelInstance: "someone-else", "com.example.owner": "attacker"}
+	}
 	return artifactInfo{
 		Digest:       "sha256:" + name,
 		ConfigDigest: "cfg-" + name,
 		Name:         name,
 		Version:      "1",
 		User:         user,
+		Volumes:      volumes,
+		Labels:       labels,
 		archive: func(ctx context.Context, w io.Writer) error {
 			_, err := io.WriteString(w, "cfg-"+name)
 			return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -705,6 +706,15 @@ func TestContainerSpec(t *testing.T) {
 		{"imageuser", "user-app", nil, func(t *testing.T, s engineSpec) {
 			if s.User != "1000:0" {
 				t.Fatalf("user %q", s.User)
+			}
+		}},
+		{"hostile", "hostile-app", nil, func(t *testing.T, s engineSpec) {
+			want := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize, "/data": volumeTmpfsOptions, "/var/spool": volumeTmpfsOptions}
+			if !maps.Equal(s.Tmpfs, want) {
+				t.Fatalf("tmpfs %v, want %v", s.Tmpfs, want)
+			}
+			if s.Labels[LabelInstance] == "someone-else" || s.Labels["com.example.owner"] != "" {
+				t.Fatalf("labels %v: the image's labels must be blank or overridden", s.Labels)
 			}
 		}},
 		{"root", "echo", []Option{WithAllowRoot(true)}, func(t *testing.T, s engineSpec) {
