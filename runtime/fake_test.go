@@ -61,15 +61,29 @@ type fakeEngine struct {
 	apps       map[string]fakeApp // by image ID
 	containers []*fakeContainer
 	byID       map[string]*fakeContainer
-	// unavailable makes every call fail as if the daemon were down.
+	// unavailable makes every call fail as if the daemon were down;
+	// waitCut is closed when it becomes so, ending the waits in progress.
 	unavailable bool
+	waitCut     chan struct{}
 }
 
 func newFakeEngine() *fakeEngine {
-	return &fakeEngine{images: map[string]bool{}, apps: map[string]fakeApp{}, byID: map[string]*fakeContainer{}}
+	return &fakeEngine{images: map[string]bool{}, apps: map[string]fakeApp{}, byID: map[string]*fakeContainer{}, waitCut: make(chan struct{})}
 }
 
 var errFakeDown = &engine.UnavailableError{Host: "unix:///fake.sock", Err: errors.New("connection refused")}
+
+// setUnavailable starts or ends an outage: while it lasts every call
+// fails, and the waits in progress fail when it starts.
+func (e *fakeEngine) setUnavailable(down bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.unavailable = down
+	if down {
+		close(e.waitCut)
+		e.waitCut = make(chan struct{})
+	}
+}
 
 func (e *fakeEngine) check() error {
 	if e.unavailable {
@@ -177,6 +191,10 @@ func (c *fakeContainer) exit(code int, oom bool) {
 
 func (e *fakeEngine) StopContainer(ctx context.Context, id string, grace time.Duration) error {
 	e.mu.Lock()
+	if err := e.check(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	c := e.byID[id]
 	c.stops++
 	e.mu.Unlock()
@@ -186,6 +204,10 @@ func (e *fakeEngine) StopContainer(ctx context.Context, id string, grace time.Du
 
 func (e *fakeEngine) RemoveContainer(ctx context.Context, id string) error {
 	e.mu.Lock()
+	if err := e.check(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	c, ok := e.byID[id]
 	e.mu.Unlock()
 	if !ok {
@@ -218,13 +240,18 @@ func (e *fakeEngine) InspectContainer(ctx context.Context, id string) (engine.Co
 
 func (e *fakeEngine) WaitContainer(ctx context.Context, id string) (engine.ContainerState, error) {
 	e.mu.Lock()
-	c := e.byID[id]
+	c, cut, err := e.byID[id], e.waitCut, e.check()
 	e.mu.Unlock()
+	if err != nil {
+		return engine.ContainerState{}, err
+	}
 	select {
 	case <-c.exitedCh:
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.state(c), nil
+	case <-cut:
+		return engine.ContainerState{}, errFakeDown
 	case <-ctx.Done():
 		return engine.ContainerState{}, ctx.Err()
 	}

@@ -876,3 +876,44 @@ func TestUnusedImagesAreRemoved(t *testing.T) {
 		})
 	})
 }
+
+// Finding 5: an engine outage must not cost a request, a container or a
+// removal.
+func TestEngineOutageKeepsServing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, map[string]fakeApp{"echo": {}}, WithIdleTimeout(10*time.Second))
+		defer f.close()
+		if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+			t.Fatal(err)
+		}
+		f.eng.setUnavailable(true)
+		for range 5 {
+			time.Sleep(time.Second)
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatalf("request during the outage: %v", err)
+			}
+		}
+		if st := f.rt.Stats(); st.Failures.ContainerCrashes != 0 || st.ColdStarts != 1 {
+			t.Fatalf("stats %+v: want the container kept", st)
+		}
+		// Reaped while the engine is away: its removal fails and waits.
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		c := f.eng.container(0)
+		f.eng.mu.Lock()
+		removed := c.removed
+		f.eng.mu.Unlock()
+		if removed || f.rt.Stats().Pools[0].Containers != 0 {
+			t.Fatal("want the container out of the pool but not yet removed")
+		}
+		f.eng.setUnavailable(false)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		f.eng.mu.Lock()
+		removed = c.removed
+		f.eng.mu.Unlock()
+		if !removed {
+			t.Fatal("the container was not removed after the engine came back")
+		}
+	})
+}
