@@ -3,6 +3,8 @@ package runtime
 import (
 	"context"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/ociapp/ociapp/artifact"
 )
@@ -21,8 +23,11 @@ func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
 		Name:         a.Metadata.Name,
 		Version:      a.Metadata.Version,
 		User:         a.Config.Config.User,
+		Volumes:      slices.Sorted(maps.Keys(a.Config.Config.Volumes)),
+		Labels:       a.Config.Config.Labels,
+		resolveUser:  a.ResolveUser,
 		archive: func(ctx context.Context, w io.Writer) error {
-			return a.WriteDockerArchive(ctx, w)
+			return writeUntagged(ctx, w, a.WriteDockerArchive)
 		},
 	}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -65,8 +66,14 @@ type artifactInfo struct {
 	ConfigDigest string
 	Name         string
 	Version      string
-	// User is the user the image runs as ("" for root).
-	User string
+	// User is the image config's user ("" for root), Volumes its VOLUME
+	// paths and Labels its labels: what the runtime overrides.
+	User    string
+	Volumes []string
+	Labels  map[string]string
+	// resolveUser resolves User to numbers through the image's own
+	// /etc/passwd and /etc/group; nil resolves numeric users only.
+	resolveUser func(ctx context.Context) (artifact.ExecUser, error)
 	// archive writes a tar of the image that the engine can load.
 	archive func(ctx context.Context, w io.Writer) error
 }
