@@ -82,7 +82,7 @@ func userArtifact(t *testing.T, user string, layers ...[]tarFile) *Artifact {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Open(saveFile(t, "user.ociapp", writeArtifact(t, img, testMetadata)))
+	a, err := Open(t.Context(), saveFile(t, "user.ociapp", writeArtifact(t, img, testMetadata)))
 	if err != nil {
 		t.Fatal(err)
 	}

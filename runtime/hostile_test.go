@@ -37,7 +37,7 @@ func hostileArtifact(t *testing.T, name string, app testapps.App) string {
 	if err := testapps.Build(ctx, name, app, path); err != nil {
 		t.Fatal(err)
 	}
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestDockerArtifactCannotTagHostImages(t *testing.T) {
 	// The victim: an image the host knows by that tag, loaded as docker
 	// load would.
 	victim := hostileArtifact(t, "victim", testapps.App{User: "65532", Ref: victimTag, Configure: func(c *v1.Config) { c.Env = []string{"VICTIM=1"} }})
-	va, err := artifact.Open(victim)
+	va, err := artifact.Open(t.Context(), victim)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestDockerArtifactCannotTagHostImages(t *testing.T) {
 	// The attacker's artifact names the same tag in manifest.json and
 	// index.json.
 	hostile := hostileArtifact(t, "attacker", testapps.App{User: "65532", Ref: victimTag})
-	ha, err := artifact.Open(hostile)
+	ha, err := artifact.Open(t.Context(), hostile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestDockerSocketDirectoryIsBounded(t *testing.T) {
 // good (a small artifact can expand to a large image).
 func TestDockerUnusedImagesAreRemoved(t *testing.T) {
 	path := hostileArtifact(t, "gc", testapps.App{User: "65532"})
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
