@@ -66,8 +66,8 @@ type config struct {
 // Defaults of the limits on request bodies.
 const (
 	// DefaultMaxBodyMemory bounds the bytes of execute bodies the daemon
-	// holds at once: eight requests of the largest size.
-	DefaultMaxBodyMemory int64 = 8 * api.DefaultMaxRequestSize
+	// holds at once: about eight requests of the largest size.
+	DefaultMaxBodyMemory int64 = 128 << 20
 	// DefaultBodyTimeout is how long a body may take beyond what
 	// DefaultMinBodyRate allows for its size.
 	DefaultBodyTimeout = 30 * time.Second
@@ -326,13 +326,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// wait blocks until no handler is running.
-func (s *Server) wait() {
+// waitIdle waits until no handler is running, or ctx ends, and reports
+// whether none is.
+func (s *Server) waitIdle(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
 	s.mu.Lock()
-	for s.running > 0 {
+	defer s.mu.Unlock()
+	for s.running > 0 && ctx.Err() == nil {
 		s.idle.Wait()
 	}
-	s.mu.Unlock()
+	return s.running == 0
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
