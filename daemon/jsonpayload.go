@@ -85,6 +85,9 @@ func nestingError() error {
 // count runs through the whole value, counting each container's elements
 // and the bytes of the msgpack it becomes (at most limit).
 func (t *jsonScanner) count(limit int) (counts []uint32, size int, err error) {
+	// Sized once: every container opens with one of these bytes (strings
+	// may hold more), and takes at least two bytes.
+	counts = make([]uint32, 0, min(bytes.Count(t.b, []byte{'{'})+bytes.Count(t.b, []byte{'['}), len(t.b)/2))
 	var open []int // indexes in counts of the containers around off
 	var scratch [9]byte
 	for t.off < len(t.b) {

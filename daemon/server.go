@@ -239,6 +239,11 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 func (s *Server) route(pattern, name string, h http.HandlerFunc, auth bool) {
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
+		if r.ContentLength != 0 {
+			// A body the handler answers without reading is discarded by
+			// the server; it too must arrive within the body timeout.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.bodyTimeout))
+		}
 		if auth && !s.authorized(r) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="ociapp-runtime"`)
 			writeError(rec, api.MediaJSON, &api.Error{Code: api.CodeUnauthorized, Message: "missing or wrong bearer token; send Authorization: Bearer <token> with the daemon's token"})
@@ -510,12 +515,14 @@ type bodyReader struct {
 	rate    int64
 	start   time.Time // of the first read: "Expect: 100-continue" waits until then
 	n       int64
+	eof     bool
+	length  int64 // declared, or -1
 }
 
 func (s *Server) newBodyReader(w http.ResponseWriter, r *http.Request, limit int64) *bodyReader {
 	return &bodyReader{
 		r: http.MaxBytesReader(w, r.Body, limit), rc: http.NewResponseController(w),
-		timeout: s.cfg.bodyTimeout, rate: s.cfg.minBodyRate,
+		timeout: s.cfg.bodyTimeout, rate: s.cfg.minBodyRate, length: r.ContentLength,
 	}
 }
 
@@ -526,6 +533,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	_ = b.rc.SetReadDeadline(b.deadline())
 	n, err := b.r.Read(p)
 	b.n += int64(n)
+	b.eof = err == io.EOF
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		err = &bodyTimeoutError{received: b.n, after: time.Since(b.start).Round(time.Millisecond), timeout: b.timeout, rate: b.rate}
 	}
@@ -540,9 +548,16 @@ func (b *bodyReader) deadline() time.Time {
 	return d
 }
 
-// finish lifts the read deadline once the body is read: the connection
-// serves further requests.
-func (b *bodyReader) finish() { _ = b.rc.SetReadDeadline(time.Time{}) }
+// finish lifts the read deadline once the whole body is read: the
+// connection serves further requests, and a request in progress notices
+// its client leaving. Before a body is read to its end the deadline
+// stays: the server discards what is left of it before answering, and
+// that too must not wait for a stalled client.
+func (b *bodyReader) finish() {
+	if b.eof || b.length >= 0 && b.n == b.length {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+}
 
 // bodyTimeoutError is a body that arrived too slowly.
 type bodyTimeoutError struct {
