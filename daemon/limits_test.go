@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -496,4 +497,48 @@ func mustRequest(t *testing.T, method, path string, body []byte) *http.Request {
 		t.Fatal(err)
 	}
 	return req
+}
+
+// TestVerificationsBounded checks that uploads are verified at most as
+// many at once as there are CPUs, however many arrive together.
+func TestVerificationsBounded(t *testing.T) {
+	dir := shortTempDir(t)
+	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := goruntime.NumCPU()
+	var running, most atomic.Int32
+	release := make(chan struct{})
+	daemon.SetVerifier(store, func(ctx context.Context, path string) (*artifact.Artifact, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		<-release
+		return daemon.Verify(ctx, path)
+	})
+	d := serveStore(t, store, dir, &fakeRunner{})
+	var wg sync.WaitGroup
+	for range limit + 2 {
+		path, _ := distinctArtifact(t)
+		wg.Go(func() { d.upload(t, path) })
+	}
+	// Every upload is in the daemon (the metrics request is one more).
+	for d.metricValue(t, "ociapp_daemon_http_requests_in_flight") < int64(limit+3) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // any verification beyond the bound would start
+	if got := most.Load(); got != int32(limit) {
+		t.Errorf("%d verifications at once, want %d (the CPUs)", got, limit)
+	}
+	close(release)
+	wg.Wait()
+	if got := most.Load(); got > int32(limit) {
+		t.Errorf("%d verifications at once, want at most %d", got, limit)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ type Store struct {
 	uploadTTL time.Duration
 	// verify reads an uploaded file as artifact.Open does; tests replace it.
 	verify func(ctx context.Context, path string) (*artifact.Artifact, error)
+	// verifying holds a token per verification in progress: they are
+	// CPU-bound, so there are at most as many as CPUs.
+	verifying chan struct{}
 
 	mu         sync.Mutex
 	byDigest   map[string]*stored
@@ -123,7 +127,7 @@ func OpenStore(dir string, log *slog.Logger, opts ...StoreOption) (*Store, error
 	blobs := filepath.Join(dir, "sha256")
 	s := &Store{
 		dir: blobs, log: log, quota: DefaultStoreQuota, uploadTTL: DefaultUploadTTL,
-		verify:   openArtifact,
+		verify: openArtifact, verifying: make(chan struct{}, goruntime.NumCPU()),
 		byDigest: map[string]*stored{}, byArtifact: map[string]string{}, uploads: map[string]*pendingUpload{},
 	}
 	for _, o := range opts {
@@ -461,7 +465,13 @@ func (s *Store) receive(ctx context.Context, digest string, size int64, body io.
 			Detail: fmt.Sprintf("the %d uploaded bytes hash to %s", n, got),
 		}}
 	}
+	select {
+	case s.verifying <- struct{}{}:
+	case <-ctx.Done():
+		return api.Artifact{}, fmt.Errorf("waiting to verify the artifact: %w", ctx.Err())
+	}
 	art, err := s.verify(ctx, tmp.Name())
+	<-s.verifying
 	if err != nil {
 		if ctx.Err() != nil {
 			return api.Artifact{}, fmt.Errorf("verifying artifact: %w", ctx.Err())
