@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,11 +46,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	switch args[0] {
 	case "run":
-		return interruptible(ctx, stderr, runCleanupGrace, func() int { return runRun(ctx, args[1:], stdin, stdout, stderr) })
+		return interruptible(ctx, stdout, stderr, runCleanupGrace, func(stdout, stderr io.Writer) int {
+			return runRun(ctx, args[1:], stdin, stdout, stderr)
+		})
 	case "inspect":
-		return interruptible(ctx, stderr, 0, func() int { return runInspect(ctx, args[1:], stdout, stderr) })
+		return interruptible(ctx, stdout, stderr, 0, func(stdout, stderr io.Writer) int {
+			return runInspect(ctx, args[1:], stdout, stderr)
+		})
 	case "bench":
-		return interruptible(ctx, stderr, benchCleanupGrace, func() int { return runBench(ctx, args[1:], stdout, stderr) })
+		return interruptible(ctx, stdout, stderr, benchCleanupGrace, func(stdout, stderr io.Writer) int {
+			return runBench(ctx, args[1:], stdout, stderr)
+		})
 	case "serve":
 		// The daemon bounds its own shutdown (--drain-timeout, then
 		// stopping its containers).
@@ -76,10 +83,12 @@ const (
 // (SIGINT or SIGTERM), it waits at most grace for the command to finish
 // before returning exitOther. The command sees ctx end and should stop at
 // once; the grace covers its cleanup, and the limit covers a library call
-// that does not honour ctx (its goroutine ends with the process).
-func interruptible(ctx context.Context, stderr io.Writer, grace time.Duration, cmd func() int) int {
+// that does not honour ctx (its goroutine ends with the process, and
+// writes nothing more).
+func interruptible(ctx context.Context, stdout, stderr io.Writer, grace time.Duration, cmd func(stdout, stderr io.Writer) int) int {
+	out, errOut := &gatedWriter{w: stdout}, &gatedWriter{w: stderr}
 	done := make(chan int, 1)
-	go func() { done <- cmd() }()
+	go func() { done <- cmd(out, errOut) }()
 	select {
 	case code := <-done:
 		return code
@@ -91,9 +100,33 @@ func interruptible(ctx context.Context, stderr io.Writer, grace time.Duration, c
 	case code := <-done:
 		return code
 	case <-t.C:
+		out.close()
+		errOut.close()
 		fmt.Fprintln(stderr, "ociapp-runtime: interrupted")
 		return exitOther
 	}
+}
+
+// gatedWriter passes writes on until it is closed, then drops them.
+type gatedWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return len(p), nil
+	}
+	return g.w.Write(p)
+}
+
+func (g *gatedWriter) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
 // version is the module version the binary was built from, and its Go

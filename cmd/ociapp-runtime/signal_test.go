@@ -88,12 +88,17 @@ func TestInterruptible(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var stderr bytes.Buffer
-	if code := interruptible(ctx, &stderr, time.Minute, func() int { return 42 }); code != 42 {
+	if code := interruptible(ctx, io.Discard, &stderr, time.Minute, func(io.Writer, io.Writer) int { return 42 }); code != 42 {
 		t.Fatalf("a command that returned: %d", code)
 	}
 	release := make(chan struct{})
 	defer close(release)
-	if code := interruptible(ctx, &stderr, 0, func() int { <-release; return 42 }); code != exitOther || !strings.Contains(stderr.String(), "interrupted") {
+	abandoned := func(_, stderr io.Writer) int {
+		<-release
+		stderr.Write([]byte("written after being given up on"))
+		return 42
+	}
+	if code := interruptible(ctx, io.Discard, &stderr, 0, abandoned); code != exitOther || !strings.Contains(stderr.String(), "interrupted") {
 		t.Fatalf("a command that did not return: %d %q", code, stderr.String())
 	}
 }
