@@ -34,6 +34,11 @@ var errPayloadTooLarge = errors.New("the request as msgpack exceeds the request 
 // applications validate the difference. Objects keep their keys' order.
 func jsonToPayload(body []byte, limit int) ([]byte, error) {
 	if !json.Valid(body) {
+		// The standard decoder gives up on nesting deeper than 10,000;
+		// that is the nesting limit's to report.
+		if nestingOf(body) > maxNesting+1 {
+			return nil, nestingError()
+		}
 		// Unmarshal checks the syntax before anything else, so this only
 		// finds the error's words.
 		err := json.Unmarshal(body, new(json.RawMessage))
@@ -76,6 +81,28 @@ func (t *jsonScanner) space() {
 			return
 		}
 	}
+}
+
+// nestingOf returns how deeply b, valid JSON or not, nests objects and
+// arrays, counting the brackets outside strings.
+func nestingOf(b []byte) int {
+	depth, most := 0, 0
+	inString := false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+			most = max(most, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return most
 }
 
 func nestingError() error {
