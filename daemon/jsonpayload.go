@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -394,28 +395,59 @@ func appendStrBytes(dst, s []byte) []byte {
 	return append(dst, s...)
 }
 
-// payloadToJSON writes a msgpack payload from an application as JSON. Map
-// keys that are not strings become their text, binary values base64
-// strings, floats JSON cannot express (NaN, infinities) their text, and
-// timestamps RFC 3339 strings.
+// payloadToJSON returns a msgpack payload from an application as JSON
+// (see writePayloadJSON).
 func payloadToJSON(payload []byte) ([]byte, error) {
-	r := mpToJSON{b: payload, out: make([]byte, 0, len(payload)+len(payload)/4)}
-	if len(payload) == 0 || !(payload[0]&0xf0 == 0x80 || payload[0] == 0xde || payload[0] == 0xdf) {
-		return nil, errors.New("the response is not a msgpack map")
-	}
-	if err := r.value(0); err != nil {
+	var b bytes.Buffer
+	if _, err := writePayloadJSON(&b, payload); err != nil {
 		return nil, err
 	}
-	if r.off != len(payload) {
-		return nil, errors.New("the response has data after its msgpack map")
+	return b.Bytes(), nil
+}
+
+// jsonChunk is how much JSON writePayloadJSON gathers before writing it.
+const jsonChunk = 32 << 10
+
+// writePayloadJSON writes a msgpack payload from an application to w as
+// JSON, a chunk at a time, and returns how many bytes it wrote. Map keys
+// that are not strings become their text, binary values base64 strings,
+// floats JSON cannot express (NaN, infinities) their text, and timestamps
+// RFC 3339 strings. A payload it cannot convert may leave part of its JSON
+// written: write to io.Discard first to learn the length and the error.
+func writePayloadJSON(w io.Writer, payload []byte) (int64, error) {
+	r := mpToJSON{b: payload, w: w, out: make([]byte, 0, 2*jsonChunk)}
+	if len(payload) == 0 || !(payload[0]&0xf0 == 0x80 || payload[0] == 0xde || payload[0] == 0xdf) {
+		return 0, errors.New("the response is not a msgpack map")
 	}
-	return r.out, nil
+	if err := r.value(0); err != nil {
+		return r.n, err
+	}
+	if r.off != len(payload) {
+		return r.n, errors.New("the response has data after its msgpack map")
+	}
+	return r.n, r.flush(0)
 }
 
 type mpToJSON struct {
 	b   []byte
 	off int
-	out []byte
+	out []byte // JSON not yet written
+	w   io.Writer
+	n   int64 // bytes written to w
+}
+
+// flush writes out once it holds at least atLeast bytes.
+func (r *mpToJSON) flush(atLeast int) error {
+	if len(r.out) < atLeast || len(r.out) == 0 {
+		return nil
+	}
+	n, err := r.w.Write(r.out)
+	r.n += int64(n)
+	r.out = r.out[:0]
+	if err != nil {
+		return fmt.Errorf("writing the response: %w", err)
+	}
+	return nil
 }
 
 var errShortPayload = errors.New("the response's msgpack ends early")
@@ -468,6 +500,9 @@ type scalar struct {
 
 // value writes one value. Keys use key; containers recurse.
 func (r *mpToJSON) value(depth int) error {
+	if err := r.flush(jsonChunk); err != nil {
+		return err
+	}
 	if depth > maxNesting {
 		return fmt.Errorf("the response nests more than %d levels deep", maxNesting)
 	}
@@ -569,6 +604,9 @@ func (r *mpToJSON) value(depth int) error {
 // key writes a map key: a string as it is, a number, boolean or nil as its
 // text (as Go prints it), binary as Go prints a byte slice.
 func (r *mpToJSON) key() error {
+	if err := r.flush(jsonChunk); err != nil {
+		return err
+	}
 	if r.off >= len(r.b) {
 		return errShortPayload
 	}

@@ -690,12 +690,18 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		writeBody(w, http.StatusOK, api.MediaMsgpack, out)
 		return
 	}
-	js, err := payloadToJSON(out)
+	// Converted twice, to learn its length and whether it converts, then
+	// to the client: never held whole.
+	n, err := writePayloadJSON(io.Discard, out)
 	if err != nil {
 		writeError(w, media, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the application's response cannot be written as JSON (%v); send the request as %s", err, api.MediaMsgpack)})
 		return
 	}
-	writeBody(w, http.StatusOK, api.MediaJSON, js)
+	setBodyHeaders(w, api.MediaJSON, n)
+	w.WriteHeader(http.StatusOK)
+	if _, err := writePayloadJSON(w, out); err != nil {
+		s.cfg.log.Debug("writing a response", "digest", d, "err", boundedErr(err))
+	}
 }
 
 func (s *Server) pools(w http.ResponseWriter, r *http.Request) {
@@ -803,12 +809,16 @@ func truncate(s string, n int) string {
 }
 
 func writeBody(w http.ResponseWriter, status int, media string, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", media)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("X-Content-Type-Options", "nosniff")
+	setBodyHeaders(w, media, int64(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+func setBodyHeaders(w http.ResponseWriter, media string, length int64) {
+	h := w.Header()
+	h.Set("Content-Type", media)
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	h.Set("X-Content-Type-Options", "nosniff")
 }
 
 // statusRecorder remembers the status a handler wrote, for the metrics.
