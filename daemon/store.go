@@ -55,10 +55,10 @@ type Store struct {
 
 	mu         sync.Mutex
 	byDigest   map[string]*stored
-	byArtifact map[string]string // artifact (manifest) digest -> upload digest
-	used       int64             // bytes of stored artifacts
-	reserved   int64             // bytes reserved by uploads in progress
-	uploads    map[string]*pendingUpload
+	byArtifact map[string]string        // artifact (manifest) digest -> upload digest
+	used       int64                    // bytes of stored artifacts
+	reserved   int64                    // bytes reserved by uploads in progress
+	uploads    map[string]chan struct{} // closed when the upload in progress of a digest ends
 }
 
 type stored struct {
@@ -66,12 +66,6 @@ type stored struct {
 	lastUsed time.Time
 	touched  time.Time // when lastUsed was last written to the file
 	refs     int       // requests using the file now
-}
-
-// pendingUpload lets concurrent uploads of one digest wait for the first.
-type pendingUpload struct {
-	done chan struct{}
-	ok   bool
 }
 
 // StoreOption configures OpenStore.
@@ -128,7 +122,7 @@ func OpenStore(dir string, log *slog.Logger, opts ...StoreOption) (*Store, error
 	s := &Store{
 		dir: blobs, log: log, quota: DefaultStoreQuota, uploadTTL: DefaultUploadTTL,
 		verify: openArtifact, verifying: make(chan struct{}, goruntime.NumCPU()),
-		byDigest: map[string]*stored{}, byArtifact: map[string]string{}, uploads: map[string]*pendingUpload{},
+		byDigest: map[string]*stored{}, byArtifact: map[string]string{}, uploads: map[string]chan struct{}{},
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
@@ -400,23 +394,22 @@ func (s *Store) Put(ctx context.Context, digest string, size int64, body io.Read
 			s.mu.Unlock()
 			return e.a, false, nil
 		}
-		p, busy := s.uploads[digest]
+		done, busy := s.uploads[digest]
 		if !busy {
-			p = &pendingUpload{done: make(chan struct{})}
-			s.uploads[digest] = p
+			done = make(chan struct{})
+			s.uploads[digest] = done
 			s.mu.Unlock()
 			defer func() {
 				s.mu.Lock()
 				delete(s.uploads, digest)
 				s.mu.Unlock()
-				p.ok = err == nil
-				close(p.done)
+				close(done)
 			}()
 			break
 		}
 		s.mu.Unlock()
 		select {
-		case <-p.done:
+		case <-done:
 			// Stored: the loop finds it. Failed: this upload tries.
 		case <-ctx.Done():
 			return api.Artifact{}, false, ctx.Err()
