@@ -145,7 +145,7 @@ func TestStoreReopens(t *testing.T) {
 		if !ok || a.Digest != digest || a.ArtifactDigest != artDigest {
 			t.Fatalf("Lookup(%s) after reopening: %+v %v", d, a, ok)
 		}
-		if _, err := artifact.Open(file); err != nil {
+		if _, err := artifact.Open(t.Context(), file); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -211,7 +211,7 @@ func TestExecute(t *testing.T) {
 		if got := rt.lastPath(); filepath.Base(got) != strings.TrimPrefix(digest, "sha256:")+".ociapp" {
 			t.Fatalf("the runtime ran %s", got)
 		}
-		if _, err := artifact.Open(rt.lastPath()); err != nil {
+		if _, err := artifact.Open(t.Context(), rt.lastPath()); err != nil {
 			t.Fatal(err)
 		}
 	})

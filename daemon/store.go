@@ -487,25 +487,9 @@ func (s *Store) receive(ctx context.Context, digest string, size int64, body io.
 	return a, nil
 }
 
-// openArtifact verifies the file at path as artifact.Open does, giving up
-// when ctx ends. artifact.Open takes no context, so a verification given
-// up on finishes in the background, its result unused.
+// openArtifact verifies the file at path as artifact.Open does.
 func openArtifact(ctx context.Context, path string) (*artifact.Artifact, error) {
-	type result struct {
-		a   *artifact.Artifact
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		a, err := artifact.Open(path)
-		done <- result{a, err}
-	}()
-	select {
-	case r := <-done:
-		return r.a, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return artifact.Open(ctx, path)
 }
 
 // commit writes the description, then renames the verified file into

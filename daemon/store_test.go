@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -81,40 +80,4 @@ func TestStoreCollectsUnused(t *testing.T) {
 		cancel()
 		<-done
 	})
-}
-
-// TestVerifyHonoursContext checks that the store's verification gives up
-// when its context ends, while the artifact's reading blocks (a FIFO
-// nobody writes to, on which opening blocks).
-func TestVerifyHonoursContext(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "blocks.ociapp")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		// Let the abandoned reader go: a writer's open ends its open.
-		if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			f.Close()
-		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := openArtifact(ctx, path)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("the verification of a blocking file ended on its own: %v", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != context.Canceled {
-			t.Fatalf("err %v, want context.Canceled", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the verification ignored its context")
-	}
 }

@@ -10,8 +10,8 @@ import (
 // openArtifactFile is the real openFunc: it verifies every blob of the
 // file (once per file version, see resolver) and keeps the handle that
 // writes a Docker-loadable archive of it.
-func openArtifactFile(path string) (artifactInfo, error) {
-	a, err := artifact.Open(path)
+func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
+	a, err := artifact.Open(ctx, path)
 	if err != nil {
 		return artifactInfo{}, &ArtifactError{Path: path, Err: err}
 	}

@@ -81,8 +81,9 @@ func (a artifactInfo) label() string {
 	return a.Name + " " + a.Version
 }
 
-// openFunc reads and verifies the artifact file at path.
-type openFunc func(path string) (artifactInfo, error)
+// openFunc reads and verifies the artifact file at path, stopping when ctx
+// ends.
+type openFunc func(ctx context.Context, path string) (artifactInfo, error)
 
 func engineUnavailable(err error) bool {
 	var ue *engine.UnavailableError

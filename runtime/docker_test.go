@@ -69,7 +69,7 @@ func TestDockerEchoColdThenWarm(t *testing.T) {
 func TestDockerImageLoadedOncePerDigest(t *testing.T) {
 	eng := requireDocker(t)
 	echo := testArtifact(t, "echo-go")
-	a, err := artifact.Open(echo)
+	a, err := artifact.Open(t.Context(), echo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -407,7 +407,7 @@ func newFixture(t testing.TB, apps map[string]fakeApp, opts ...Option) *fixture 
 
 // open is the fake openFunc: the file's content names the app, and copies
 // of one file share its digest.
-func (f *fixture) open(path string) (artifactInfo, error) {
+func (f *fixture) open(_ context.Context, path string) (artifactInfo, error) {
 	f.mu.Lock()
 	f.opens++
 	f.mu.Unlock()

@@ -16,7 +16,7 @@ import (
 func TestDockerPythonEcho(t *testing.T) {
 	rt, eng := newDockerRuntime(t)
 	path := pythonArtifact(t, eng, "echo-py")
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

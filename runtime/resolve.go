@@ -129,7 +129,7 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 		}
 	}
 
-	call.info, call.err = r.open(path)
+	call.info, call.err = r.open(ctx, path)
 	if call.err != nil {
 		var ae *ArtifactError
 		if !errors.As(call.err, &ae) {

@@ -17,7 +17,7 @@ func TestResolverCachesByFileVersion(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		var opens atomic.Int32
-		r := newResolver(func(path string) (artifactInfo, error) {
+		r := newResolver(func(_ context.Context, path string) (artifactInfo, error) {
 			opens.Add(1)
 			b, err := os.ReadFile(path)
 			if err != nil {
@@ -78,7 +78,7 @@ func TestResolverCachesByFileVersion(t *testing.T) {
 
 func TestResolverErrors(t *testing.T) {
 	dir := t.TempDir()
-	r := newResolver(func(path string) (artifactInfo, error) { return artifactInfo{}, io.ErrUnexpectedEOF })
+	r := newResolver(func(_ context.Context, path string) (artifactInfo, error) { return artifactInfo{}, io.ErrUnexpectedEOF })
 	path := filepath.Join(dir, "a.ociapp")
 	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)

@@ -573,7 +573,7 @@ type imageEngine interface {
 // it when absent.
 func measureArtifact(ctx context.Context, eng imageEngine, path string, status *statusLine) (artifactReport, error) {
 	start := time.Now()
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(ctx, path)
 	if err != nil {
 		return artifactReport{}, fmt.Errorf("opening the artifact: %w", err)
 	}

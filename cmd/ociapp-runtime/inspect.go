@@ -83,7 +83,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fs.Usage()
 		return exitUsage
 	}
-	a, err := artifact.Open(positional[0])
+	a, err := artifact.Open(ctx, positional[0])
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime inspect: interrupted")
 		return exitOther
