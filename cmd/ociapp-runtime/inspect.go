@@ -21,7 +21,8 @@ Verifies ARTIFACT (every blob against its digest) and shows what it holds:
 name, version, digest, size, layers, entrypoint, protocol and the request and
 response JSON Schemas. Needs no container engine.
 
-Exit status: 0 success, 2 bad usage, 5 the artifact is missing or corrupt.
+Exit status: 0 success, 2 bad usage, 5 the artifact is missing or corrupt,
+7 interrupted (SIGINT or SIGTERM).
 
 flags:
 `
@@ -83,6 +84,10 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitUsage
 	}
 	a, err := artifact.Open(ctx, positional[0])
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "ociapp-runtime inspect: interrupted")
+		return exitOther
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime inspect:", err)
 		return exitUnavailable
