@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -89,8 +90,12 @@ type Artifact struct {
 	rawManifest []byte
 	rawConfig   []byte
 	blobs       map[v1.Hash]*entry
-	expanded    map[v1.Hash]int64 // uncompressed size of each layer blob
 	fileDigest  v1.Hash
+	limits      Limits
+
+	// layersMu guards expanded, set once the layers are checked.
+	layersMu sync.Mutex
+	expanded map[v1.Hash]int64 // uncompressed size of each layer blob
 }
 
 // Open reads and verifies the artifact at path: every blob's content must
@@ -121,16 +126,16 @@ func Open(ctx context.Context, path string, opts ...OpenOption) (*Artifact, erro
 	if st.IsDir() {
 		return nil, faultf(path, FaultNotTar, nil, "it is a directory")
 	}
-	return read(ctx, f, st.Size(), path, cfg.limits.withDefaults())
+	return read(ctx, f, st.Size(), path, cfg)
 }
 
 // read opens an artifact from any random-access source; Open passes a file.
-func read(ctx context.Context, ra io.ReaderAt, size int64, path string, limits Limits) (*Artifact, error) {
-	arc, err := scanTar(ctx, ra, size, path, limits)
+func read(ctx context.Context, ra io.ReaderAt, size int64, path string, cfg openConfig) (*Artifact, error) {
+	arc, err := scanTar(ctx, ra, size, path, cfg.limits.withDefaults())
 	if err != nil {
 		return nil, err
 	}
-	a := &Artifact{Path: path, Size: size, fileDigest: arc.file}
+	a := &Artifact{Path: path, Size: size, fileDigest: arc.file, limits: arc.limits}
 	indexEntry, hasIndex := arc.lookup("index.json")
 	dockerEntry, hasDocker := arc.lookup("manifest.json")
 	var annotations map[string]string
@@ -156,8 +161,10 @@ func read(ctx context.Context, ra io.ReaderAt, size int64, path string, limits L
 	default:
 		return nil, faultf(path, FaultNoImage, nil, "")
 	}
-	if err := a.verifyLayers(ctx, arc); err != nil {
-		return nil, err
+	if !cfg.deferLayers {
+		if err := a.checkLayers(ctx, arc); err != nil {
+			return nil, err
+		}
 	}
 	cmd := append(slices.Clone(a.Config.Config.Entrypoint), a.Config.Config.Cmd...)
 	a.Metadata, err = metadataFrom(annotations, a.Metadata.Ref, cmd)
@@ -469,16 +476,33 @@ func (a *Artifact) setConfig(arc *archive, ce *entry) error {
 	return nil
 }
 
-// verifyLayers decompresses every layer, each blob once, checking that it
-// has the diff ID the config records and that it stays within the
-// expansion limits, so that no layer reaches an engine unchecked.
-func (a *Artifact) verifyLayers(ctx context.Context, arc *archive) error {
+// CheckLayers decompresses every layer, checking that it has the diff ID
+// the config records and stays within the expansion limits, so that no
+// layer reaches an engine unchecked. Open does this unless given
+// WithDeferredLayerCheck; a second call returns at once.
+func (a *Artifact) CheckLayers(ctx context.Context) error {
+	a.layersMu.Lock()
+	checked := a.expanded != nil
+	a.layersMu.Unlock()
+	if checked {
+		return nil
+	}
+	f, err := os.Open(a.Path)
+	if err != nil {
+		return &Error{Path: a.Path, Fault: FaultUnreadable, Err: err}
+	}
+	defer f.Close()
+	return a.checkLayers(ctx, &archive{path: a.Path, ra: f, limits: a.limits})
+}
+
+// checkLayers is CheckLayers on an open archive.
+func (a *Artifact) checkLayers(ctx context.Context, arc *archive) error {
 	type result struct {
 		diffID v1.Hash
 		size   int64
 	}
 	done := map[v1.Hash]result{}
-	a.expanded = map[v1.Hash]int64{}
+	expanded := map[v1.Hash]int64{}
 	var total int64
 	for _, l := range a.Layers {
 		r, ok := done[l.Digest]
@@ -500,7 +524,7 @@ func (a *Artifact) verifyLayers(ctx context.Context, arc *archive) error {
 			}
 			r = result{diffID, size}
 			done[l.Digest] = r
-			a.expanded[l.Digest] = size
+			expanded[l.Digest] = size
 		}
 		if r.diffID != l.DiffID {
 			return faultf(a.Path, FaultDigestMismatch, nil, "layer %s has content with diff ID %s but the config records %s", l.Digest, r.diffID, l.DiffID)
@@ -509,6 +533,9 @@ func (a *Artifact) verifyLayers(ctx context.Context, arc *archive) error {
 			return limitf(a.Path, "MaxImageSize", "the layers hold more than %d bytes uncompressed", arc.limits.MaxImageSize)
 		}
 	}
+	a.layersMu.Lock()
+	a.expanded = expanded
+	a.layersMu.Unlock()
 	return nil
 }
 
@@ -575,7 +602,7 @@ func (a *Artifact) checkDockerView(arc *archive, e *entry) error {
 }
 
 // fromDockerSave reads a docker-save archive without an index, synthesizing
-// the manifest Docker would push for it. verifyLayers then checks each
+// the manifest Docker would push for it. checkLayers then checks each
 // layer file against its diff ID.
 func (a *Artifact) fromDockerSave(ctx context.Context, arc *archive, e *entry) (map[string]string, error) {
 	entries, err := readDockerManifest(arc, e)
@@ -624,7 +651,7 @@ func (a *Artifact) fromDockerSave(ctx context.Context, arc *archive, e *entry) (
 		if !ok {
 			return nil, faultf(a.Path, FaultMalformed, nil, "manifest.json names layer file %s, which is missing", quote(p))
 		}
-		// Compressed layer files are allowed; verifyLayers checks that
+		// Compressed layer files are allowed; checkLayers checks that
 		// they decompress to the diff ID.
 		mt, err := arc.compression(le)
 		if err != nil {

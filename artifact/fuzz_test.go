@@ -31,7 +31,7 @@ func fuzzLimits() Limits {
 // result relies on: failures are *Error values, and an accepted artifact's
 // identity is the digest of the bytes it was read from.
 func checkRead(t *testing.T, data []byte) {
-	a, err := read(t.Context(), bytes.NewReader(data), int64(len(data)), "fuzz.ociapp", fuzzLimits().withDefaults())
+	a, err := read(t.Context(), bytes.NewReader(data), int64(len(data)), "fuzz.ociapp", openConfig{limits: fuzzLimits()})
 	if err != nil {
 		var ae *Error
 		if !errors.As(err, &ae) {

@@ -298,6 +298,20 @@ func TestOpenDecompressionBomb(t *testing.T) {
 			}
 		})
 	}
+	t.Run("deferred", func(t *testing.T) {
+		// WithDeferredLayerCheck opens the file on its blob digests alone;
+		// the bomb is found before any layer can reach an engine.
+		a, err := openBytes(t, layoutWithLayers(t, types.OCILayerZStd, [][]byte{zstdBomb(1 << 30)}, []v1.Hash{anyDiffID}), WithDeferredLayerCheck())
+		if err != nil {
+			t.Fatalf("deferred open: %v", err)
+		}
+		assertLimit(t, a.CheckLayers(t.Context()), "MaxExpansionRatio")
+		var out bytes.Buffer
+		assertLimit(t, a.WriteDockerArchive(t.Context(), &out), "MaxExpansionRatio")
+		if out.Len() != 0 {
+			t.Errorf("WriteDockerArchive wrote %d bytes of an unchecked artifact", out.Len())
+		}
+	})
 	t.Run("layer size", func(t *testing.T) {
 		layer := layerTar(t, map[string]string{"big": strings.Repeat("x", 1<<20)})
 		_, err := openBytes(t, layoutWithLayers(t, types.OCILayer, [][]byte{gz(t, layer)}, []v1.Hash{sha(layer)}), WithLimits(Limits{MaxLayerSize: 1 << 20}))
@@ -568,7 +582,7 @@ func TestOpenReadsEachDocumentOnce(t *testing.T) {
 	}
 	data := l.bytes(idx)
 	counter := &countingReaderAt{ra: bytes.NewReader(data)}
-	a, err := read(t.Context(), counter, int64(len(data)), "x.ociapp", Limits{}.withDefaults())
+	a, err := read(t.Context(), counter, int64(len(data)), "x.ociapp", openConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,9 +69,17 @@ func (i *boundedImage) bound(l v1.Layer) v1.Layer {
 	if err != nil {
 		return l
 	}
+	i.a.layersMu.Lock()
 	size, ok := i.a.expanded[d]
+	i.a.layersMu.Unlock()
 	if !ok {
-		return l
+		// Layers not checked yet (WithDeferredLayerCheck): bound each by
+		// the expansion it is allowed.
+		sz, err := l.Size()
+		if err != nil {
+			return l
+		}
+		size = i.a.limits.maxExpanded(sz)
 	}
 	return &boundedLayer{Layer: l, a: i.a, digest: d, size: size}
 }
@@ -118,12 +126,15 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 
 func (b *boundedReader) Close() error { return b.rc.Close() }
 
-// WriteDockerArchive writes a tar that every Docker version's image load
-// accepts. A DockerLoadable file is copied as it is (and checked to be
+// WriteDockerArchive checks the layers (see CheckLayers), then writes a tar
+// that every Docker version's image load accepts. A DockerLoadable file is copied as it is (and checked to be
 // unchanged since Open); any other is converted with Write, which keeps the
 // config (and so the classic store's image ID) but gives the image a new
 // manifest digest. The engine names the loaded image Metadata.Ref.
 func (a *Artifact) WriteDockerArchive(ctx context.Context, w io.Writer) error {
+	if err := a.CheckLayers(ctx); err != nil {
+		return err
+	}
 	if !a.DockerLoadable {
 		img, err := a.Image()
 		if err != nil {

@@ -115,7 +115,16 @@ func (l Limits) maxExpanded(compressed int64) int64 {
 type OpenOption func(*openConfig)
 
 type openConfig struct {
-	limits Limits
+	limits      Limits
+	deferLayers bool
+}
+
+// WithDeferredLayerCheck makes Open verify every blob's digest but leave
+// decompressing the layers (their diff IDs and expansion limits) to
+// Artifact.CheckLayers, which WriteDockerArchive calls itself. A runtime
+// whose engine already holds the image never pays for decompressing it.
+func WithDeferredLayerCheck() OpenOption {
+	return func(c *openConfig) { c.deferLayers = true }
 }
 
 // WithLimits makes Open apply l instead of DefaultLimits; zero fields of l

@@ -9,11 +9,12 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 )
 
-// openArtifactFile is the real openFunc: it verifies every blob of the
-// file (once per file version, see resolver) and keeps the handle that
-// writes a Docker-loadable archive of it.
+// openArtifactFile is the real openFunc: it verifies every blob's digest
+// (once per file version, see resolver) and keeps the handle that writes a
+// Docker-loadable archive of it. Decompressing the layers is left to that
+// archive, so it is paid only when an engine must load the image.
 func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
-	a, err := artifact.Open(ctx, path)
+	a, err := artifact.Open(ctx, path, artifact.WithDeferredLayerCheck())
 	if err != nil {
 		return artifactInfo{}, &ArtifactError{Path: path, Err: err}
 	}
