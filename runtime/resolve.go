@@ -123,6 +123,11 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 	if ok {
 		select {
 		case <-call.done:
+			if ctx.Err() == nil && (errors.Is(call.err, context.Canceled) || errors.Is(call.err, context.DeadlineExceeded)) {
+				// The caller that opened the file gave up; this one has
+				// not, so it opens the file itself.
+				return r.resolveFile(ctx, path)
+			}
 			return call.info, call.err
 		case <-ctx.Done():
 			return artifactInfo{}, ctx.Err()
