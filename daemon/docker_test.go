@@ -107,6 +107,10 @@ const childEnv = "OCIAPP_DAEMON_TEST_CHILD"
 type childConfig struct {
 	Listen, StateDir, Token, TLSCert, TLSKey string
 	MaxArtifactSize, MaxRequestSize          int64
+	// PlainSocketDirs turns the socket directory tmpfs off: a daemon under
+	// ip netns exec has a mount namespace of its own, whose mounts the
+	// engine does not see.
+	PlainSocketDirs bool
 }
 
 // runChild runs a daemon until SIGTERM: the process that tests run in
@@ -119,13 +123,17 @@ func runChild() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	opts := suiteRuntimeOptions()
+	if cfg.PlainSocketDirs {
+		opts = append(opts, runtime.WithSocketDirLimit(0))
+	}
 	err := daemon.Run(ctx, daemon.Config{
 		Listen: cfg.Listen, StateDir: cfg.StateDir, Token: cfg.Token,
 		TLSCertFile: cfg.TLSCert, TLSKeyFile: cfg.TLSKey,
 		MaxArtifactSize: cfg.MaxArtifactSize, MaxRequestSize: cfg.MaxRequestSize,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Ready:  func(a net.Addr) { fmt.Printf("ready %s\n", a) },
-	}, suiteRuntimeOptions()...)
+	}, opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
@@ -638,6 +646,7 @@ func TestDaemonNetworkNamespace(t *testing.T) {
 		Listen: "tcp://" + addr, StateDir: filepath.Join(dir, "state"), Token: suiteToken,
 		TLSCert: cert, TLSKey: key,
 		MaxArtifactSize: suiteMaxArtifactSize, MaxRequestSize: suiteMaxRequestSize,
+		PlainSocketDirs: true,
 	})
 
 	// The daemon must not be reachable from this test's own namespace: it

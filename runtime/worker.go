@@ -211,6 +211,11 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 				return ErrClosed
 			}
 			reason := fmt.Sprintf("its socket did not appear within the startup timeout of %v", r.cfg.startupTimeout)
+			if w.mounted && dialErr == nil && w.socketHiddenByTmpfs() {
+				r.socketTmpfs.Store(tmpfsUnavailable)
+				r.log.Warn("the engine does not see the runtime's mounts (another mount namespace): socket directories are plain directories from now on", "state_dir", r.inst.stateDir)
+				reason = "its socket is under the socket directory's tmpfs, which the engine does not see because the runtime runs in another mount namespace; the next containers use plain directories (set the socket directory limit to 0 to start that way)"
+			}
 			if dialErr != nil {
 				reason = fmt.Sprintf("its socket did not accept connections within the startup timeout of %v", r.cfg.startupTimeout)
 			}
@@ -240,6 +245,19 @@ func (w *worker) makeSocketDir() error {
 	if err := os.Mkdir(w.dir, 0o777); err != nil {
 		return fmt.Errorf("creating socket directory: %w", err)
 	}
+	// The umask narrowed Mkdir's mode; the app (not root) creates its
+	// socket here. The directory under a tmpfs needs the mode too: an
+	// engine in another mount namespace binds it, not the tmpfs.
+	if err := os.Chmod(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+	if r.socketTmpfs.Load() == tmpfsUnknown && !sharesInitMountNamespace() {
+		// A tmpfs mounted here would hide the socket from an engine in
+		// the host's mount namespace (e.g. under ip netns exec).
+		if r.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
+			r.log.Warn("the runtime runs in a mount namespace of its own: socket directories are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", r.inst.stateDir)
+		}
+	}
 	if limit := r.cfg.socketDirLimit; limit > 0 && r.socketTmpfs.Load() != tmpfsUnavailable {
 		opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0777", limit, socketDirInodes)
 		err := syscall.Mount("tmpfs", w.dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, opts)
@@ -247,7 +265,6 @@ func (w *worker) makeSocketDir() error {
 		case err == nil:
 			w.mounted = true
 			r.socketTmpfs.Store(tmpfsMounted)
-			return nil
 		case errors.Is(err, syscall.EPERM):
 			if r.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
 				r.log.Warn("cannot mount a tmpfs for socket directories (not root): they are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", r.inst.stateDir)
@@ -256,12 +273,28 @@ func (w *worker) makeSocketDir() error {
 			return fmt.Errorf("mounting a tmpfs on the socket directory: %w", err)
 		}
 	}
-	// The umask narrowed Mkdir's mode; the app (not root) creates its
-	// socket here.
-	if err := os.Chmod(w.dir, 0o777); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
-	}
 	return nil
+}
+
+// socketHiddenByTmpfs unmounts the worker's socket directory tmpfs and
+// reports whether the app's socket is in the directory beneath it: the
+// engine then bound that directory, not the tmpfs.
+func (w *worker) socketHiddenByTmpfs() bool {
+	if err := syscall.Unmount(w.dir, syscall.MNT_DETACH); err != nil {
+		return false
+	}
+	w.mounted = false
+	_, err := os.Lstat(w.socket)
+	return err == nil
+}
+
+// sharesInitMountNamespace reports whether this process sees the mounts of
+// PID 1, where the engine runs on a host; when that cannot be read, it
+// assumes so and mounting decides.
+func sharesInitMountNamespace() bool {
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	init, err2 := os.Readlink("/proc/1/ns/mnt")
+	return err1 != nil || err2 != nil || self == init
 }
 
 // socketDirInodes bounds the files in a tmpfs socket directory (the socket

@@ -146,6 +146,7 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	busyPoll := fs.Duration("busy-poll", protocol.DefaultBusyPoll, "how long to poll a container's connection for a response before sleeping (0: never poll)")
 	network := fs.String("network", runtime.DefaultNetwork, `container network mode: "none", or e.g. "bridge"`)
 	allowRoot := fs.Bool("allow-root", false, "let images that run as root do so (default: run them as 65532)")
+	socketDirLimit := fs.String("socket-dir-limit", "1m", `size of the tmpfs under each container's socket directory; "0" for a plain directory (needed when the daemon runs in another mount namespace than the engine)`)
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -226,6 +227,11 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 		runtime.WithAllowRoot(*allowRoot),
 		runtime.WithBusyPoll(*busyPoll),
 	}
+	socketDirBytes, err := parseSize(*socketDirLimit)
+	if err != nil {
+		return cfg, fmt.Errorf("--socket-dir-limit: %w", err)
+	}
+	cfg.runtime = append(cfg.runtime, runtime.WithSocketDirLimit(socketDirBytes))
 	if *maxContainers > 0 {
 		cfg.runtime = append(cfg.runtime, runtime.WithMaxContainers(*maxContainers))
 	}
