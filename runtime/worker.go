@@ -385,6 +385,7 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 		MemoryBytes:     cfg.memoryBytes,
 		NanoCPUs:        cfg.nanoCPUs,
 		NetworkMode:     cfg.network,
+		StopTimeout:     cfg.shutdownTimeout,
 	}
 }
 
