@@ -158,17 +158,24 @@ func pinnedName(name string, d digest.Digest) string {
 }
 
 // RemoveImage deletes every image record of ref (a name, or a manifest or
-// config digest) from the node's containerd; the kubelet's image garbage
-// collection, or containerd's, frees the content. A missing image is not
-// an error.
+// config digest), and the other names of the same image, from the node's
+// containerd; containerd's garbage collection frees the content. A missing
+// image is not an error.
 func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
+	is := e.ctrd.ImageService()
 	for {
 		img, ok, err := e.findImage(ctx, ref)
 		if err != nil || !ok {
 			return err
 		}
-		if err := e.ctrd.ImageService().Delete(ctx, img.Name); err != nil && !errors.Is(e.wrapContainerd("", err), engine.ErrNotFound) {
-			return e.wrapContainerd(fmt.Sprintf("removing image %s", img.Name), err)
+		same, err := is.List(ctx, "target.digest=="+strconv.Quote(img.Target.Digest.String()))
+		if err != nil {
+			return e.wrapContainerd(fmt.Sprintf("removing image %s", ref), err)
+		}
+		for _, s := range append(same, img) {
+			if err := is.Delete(ctx, s.Name); err != nil && !errors.Is(e.wrapContainerd("", err), engine.ErrNotFound) {
+				return e.wrapContainerd(fmt.Sprintf("removing image %s", s.Name), err)
+			}
 		}
 	}
 }
