@@ -84,7 +84,7 @@ func (f *engineFlags) open(ctx context.Context, log *slog.Logger) (closingEngine
 		eng, err := kubernetes.New(ctx, opts...)
 		if err != nil {
 			if errors.As(err, new(*engine.UnavailableError)) {
-				return nil, fmt.Errorf("%w (a test cluster: scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env)", err)
+				return nil, fmt.Errorf("%w (pass --kubeconfig and --containerd, or for the test cluster: scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env)", err)
 			}
 			return nil, fmt.Errorf("connecting to Kubernetes: %w", err)
 		}

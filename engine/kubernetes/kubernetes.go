@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -201,6 +202,14 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 		utilnet.CloseIdleConnectionsFor(hc.Transport)
 		return nil, e.wrap("asking the API server for its version", err)
 	}
+	// A missing socket fails here at once; the client would retry it until
+	// its timeout.
+	if path, ok := strings.CutPrefix(cfg.containerd, "unix://"); ok || !strings.Contains(cfg.containerd, "://") {
+		if _, err := os.Stat(path); err != nil {
+			utilnet.CloseIdleConnectionsFor(hc.Transport)
+			return nil, fmt.Errorf("connecting to containerd: %w", &engine.UnavailableError{Engine: "containerd", Host: cfg.containerd, Err: err})
+		}
+	}
 	ctrd, err := containerd.New(cfg.containerd, containerd.WithDefaultNamespace(ContainerdNamespace), containerd.WithTimeout(connectTimeout))
 	if err != nil {
 		utilnet.CloseIdleConnectionsFor(hc.Transport)
@@ -233,7 +242,9 @@ func restConfig(cfg config) (*rest.Config, string, error) {
 	if rc == nil {
 		var err error
 		if rc, err = cc.ClientConfig(); err != nil {
-			return nil, "", fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+			// No kubeconfig and not in a pod: there is no API server to
+			// talk to, as with Docker's missing default socket.
+			return nil, "", fmt.Errorf("loading the Kubernetes client configuration: %w", &engine.UnavailableError{Engine: "the Kubernetes API server", Err: err})
 		}
 	}
 	rc = rest.CopyConfig(rc)
