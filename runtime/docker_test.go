@@ -61,7 +61,7 @@ func TestDockerImageLoadedOncePerDigest(t *testing.T) {
 	}
 }
 
-func removeImage(t *testing.T, id string) {
+func removeImage(t testing.TB, id string) {
 	t.Helper()
 	out, err := exec.CommandContext(t.Context(), "docker", "image", "rm", "-f", id).CombinedOutput()
 	if err != nil && !strings.Contains(string(out), "No such image") {

@@ -44,7 +44,7 @@ type testEngine struct {
 	// cluster network (restrict it with a NetworkPolicy).
 	interfaces string
 	// removeImage removes an image behind the runtime's back.
-	removeImage func(t *testing.T, eng engine.Engine, ref string)
+	removeImage func(tb testing.TB, eng engine.Engine, ref string)
 }
 
 // testableEngine is an engine the tests own and close.
@@ -62,7 +62,7 @@ var testEngines = []testEngine{
 		pid1:         "docker-init",
 		pidsLimit:    fmt.Sprint(DefaultPidsLimit),
 		interfaces:   "[lo]",
-		removeImage:  func(t *testing.T, _ engine.Engine, ref string) { removeImage(t, ref) },
+		removeImage:  func(tb testing.TB, _ engine.Engine, ref string) { removeImage(tb, ref) },
 	},
 	{
 		name:         "kubernetes",
@@ -97,10 +97,10 @@ func openTestCluster(ctx context.Context) (testableEngine, error) {
 	return kubernetes.New(ctx, opts...)
 }
 
-func removeClusterImage(t *testing.T, eng engine.Engine, ref string) {
-	t.Helper()
-	if err := eng.(*kubernetes.Engine).RemoveImage(t.Context(), ref); err != nil {
-		t.Fatal(err)
+func removeClusterImage(tb testing.TB, eng engine.Engine, ref string) {
+	tb.Helper()
+	if err := eng.(*kubernetes.Engine).RemoveImage(tb.Context(), ref); err != nil {
+		tb.Fatal(err)
 	}
 }
 

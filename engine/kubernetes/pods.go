@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -72,19 +73,38 @@ func ownMounts(spec engine.ContainerSpec) error {
 	return nil
 }
 
-// StartContainer waits, through a watch, until the pod's container has
-// started (or already ended). A pod the kubelet cannot start (missing
-// image, invalid spec, refused by the node) is an error saying why.
+// StartContainer waits until the pod's container runs (or has already
+// ended): through a watch on the pod, and, since the kubelet reports a
+// running container only at its next status update (up to a second
+// later), also through inotify on the host directory the container writes
+// to (its socket directory): an entry there means it runs. A pod the
+// kubelet cannot start (missing image, invalid spec, refused by the node)
+// is an error saying why, at once.
 func (e *Engine) StartContainer(ctx context.Context, id string) error {
 	name := podName(id)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wrote := make(chan time.Time)
+	var watchOnce sync.Once
 	var last *corev1.Pod
-	_, err := e.watchPod(ctx, name, func(pod *corev1.Pod) (bool, error) {
+	_, err := e.watchPodUntil(ctx, name, func(pod *corev1.Pod) (bool, error) {
 		if pod == nil {
 			return false, fmt.Errorf("pod %s was deleted before it started: %w", name, engine.ErrNotFound)
 		}
 		last = pod
+		watchOnce.Do(func() {
+			if dir := writableHostDir(pod); dir != "" {
+				wg.Go(func() {
+					if awaitEntry(ctx, dir) == nil {
+						close(wrote)
+					}
+				})
+			}
+		})
 		return startedOrFailed(pod)
-	})
+	}, func() <-chan time.Time { return wrote })
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("starting pod %s: %s: %w", name, pendingReason(last, e.node), ctx.Err())
 	}
@@ -92,6 +112,25 @@ func (e *Engine) StartContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("starting pod %s: %w", name, err)
 	}
 	return nil
+}
+
+// writableHostDir is the first host directory the pod's container may
+// write to, or "".
+func writableHostDir(pod *corev1.Pod) string {
+	if len(pod.Spec.Containers) == 0 {
+		return ""
+	}
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		if m.ReadOnly {
+			continue
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == m.Name && v.HostPath != nil {
+				return v.HostPath.Path
+			}
+		}
+	}
+	return ""
 }
 
 // fatalWaiting are the reasons a kubelet gives for a container that will
@@ -268,8 +307,8 @@ func (e *Engine) watchPod(ctx context.Context, name string, cond func(*corev1.Po
 }
 
 // watchPodUntil is watchPod that also ends, successfully, when the channel
-// deadline returns (if not nil) fires.
-func (e *Engine) watchPodUntil(ctx context.Context, name string, cond func(*corev1.Pod) (bool, error), deadline func() <-chan time.Time) (*corev1.Pod, error) {
+// that until returns (if until is not nil) delivers or is closed.
+func (e *Engine) watchPodUntil(ctx context.Context, name string, cond func(*corev1.Pod) (bool, error), until func() <-chan time.Time) (*corev1.Pod, error) {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	op := fmt.Sprintf("watching pod %s", name)
 	for {
@@ -288,7 +327,7 @@ func (e *Engine) watchPodUntil(ctx context.Context, name string, cond func(*core
 		if err != nil {
 			return nil, e.wrap(op, err)
 		}
-		pod, done, err := consume(ctx, w, cond, deadline)
+		pod, done, err := consume(ctx, w, cond, until)
 		w.Stop()
 		if done || err != nil {
 			return pod, err
@@ -300,12 +339,12 @@ func (e *Engine) watchPodUntil(ctx context.Context, name string, cond func(*core
 
 // consume feeds a watch's events to cond. It returns done=false when the
 // watch ended without cond being met.
-func consume(ctx context.Context, w watch.Interface, cond func(*corev1.Pod) (bool, error), deadline func() <-chan time.Time) (*corev1.Pod, bool, error) {
+func consume(ctx context.Context, w watch.Interface, cond func(*corev1.Pod) (bool, error), until func() <-chan time.Time) (*corev1.Pod, bool, error) {
 	var last *corev1.Pod
 	for {
 		var timer <-chan time.Time
-		if deadline != nil {
-			timer = deadline()
+		if until != nil {
+			timer = until()
 		}
 		select {
 		case <-ctx.Done():
