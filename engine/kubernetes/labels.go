@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -31,6 +32,10 @@ func podLabels(in map[string]string) (labels, annotations map[string]string, err
 	for k, v := range in {
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
 			return nil, nil, fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if !utf8.ValidString(v) {
+			// The API's strings are UTF-8: the value could not be kept.
+			return nil, nil, fmt.Errorf("label %s: value %q is not UTF-8", k, v)
 		}
 		labels[k] = labelValue(v)
 	}

@@ -146,6 +146,7 @@ func TestPodForRejects(t *testing.T) {
 		{"negative gid", func(s *engine.ContainerSpec) { s.User = "1:-1" }, "not numeric"},
 		{"tmpfs size", func(s *engine.ContainerSpec) { s.Tmpfs = map[string]string{"/tmp": "size=lots"} }, `invalid size "lots"`},
 		{"label key", func(s *engine.ContainerSpec) { s.Labels = map[string]string{"a b": "c"} }, `label key "a b"`},
+		{"label value not UTF-8", func(s *engine.ContainerSpec) { s.Labels = map[string]string{"dev.ociapp.artifact.name": "\xff"} }, "is not UTF-8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := hardenedSpec()
