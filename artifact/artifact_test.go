@@ -23,7 +23,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := WriteFile(context.Background(), path, img, testMetadata); err != nil {
 		t.Fatal(err)
 	}
-	a, err := Open(path)
+	a, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +170,7 @@ func TestWriteRejectsBadMetadata(t *testing.T) {
 		"no version":  {Name: "a"},
 		"bad schema":  {Name: "a", Version: "1", RequestSchema: json.RawMessage(`{`)},
 		"bad feature": {Name: "a", Version: "1", Capabilities: []string{"a,b"}},
+		"long name":   {Name: strings.Repeat("a", maxMetadataText+1), Version: "1"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := Write(context.Background(), io.Discard, img, md); err == nil {
@@ -214,7 +215,7 @@ func TestOpenBuildxLayout(t *testing.T) {
 	}
 	path := saveFile(t, "echo-app-0.1.0.ociapp", l.bytes(v1.IndexManifest{Manifests: []v1.Descriptor{nested}}))
 
-	a, err := Open(path)
+	a, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestOpenBuildxLayout(t *testing.T) {
 	if err := a.WriteDockerArchive(context.Background(), &buf); err != nil {
 		t.Fatal(err)
 	}
-	b, err := Open(saveFile(t, "converted.ociapp", buf.Bytes()))
+	b, err := Open(t.Context(), saveFile(t, "converted.ociapp", buf.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +269,7 @@ func TestOpenDockerSave(t *testing.T) {
 		}})},
 		{name: "repositories", data: []byte(`{"demo":{"1":"aaa"}}`)},
 	}
-	a, err := Open(saveFile(t, "demo.tar", mktar(t, files)))
+	a, err := Open(t.Context(), saveFile(t, "demo.tar", mktar(t, files)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +287,7 @@ func TestOpenDockerSave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	converted, err := Open(saveFile(t, "demo.ociapp", writeArtifact(t, img, Metadata{Name: "demo", Version: "1"})))
+	converted, err := Open(t.Context(), saveFile(t, "demo.ociapp", writeArtifact(t, img, Metadata{Name: "demo", Version: "1"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func TestOpenTwoNamesOneImage(t *testing.T) {
 	d1, d2 := d, d
 	d1.Annotations = map[string]string{AnnotationContainerdName: "docker.io/library/demo:1"}
 	d2.Annotations = map[string]string{AnnotationContainerdName: "docker.io/library/demo:latest"}
-	a, err := Open(saveFile(t, "x.tar", l.bytes(v1.IndexManifest{Manifests: []v1.Descriptor{d1, d2}})))
+	a, err := Open(t.Context(), saveFile(t, "x.tar", l.bytes(v1.IndexManifest{Manifests: []v1.Descriptor{d1, d2}})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +313,7 @@ func TestOpenTwoNamesOneImage(t *testing.T) {
 
 func TestImageReadDetectsChangedFile(t *testing.T) {
 	path := saveFile(t, "a.ociapp", writeArtifact(t, testImage(t, map[string]string{"x": strings.Repeat("y", 4096)}), testMetadata))
-	a, err := Open(path)
+	a, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func TestOpenFaults(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := saveFile(t, "x.ociapp", c.data)
-			_, err := Open(path)
+			_, err := Open(t.Context(), path)
 			assertFault(t, err, c.fault)
 			if !strings.Contains(err.Error(), c.detail) || !strings.Contains(err.Error(), path) {
 				t.Errorf("message %q lacks %q or the path", err, c.detail)
@@ -201,14 +201,14 @@ func TestOpenFaults(t *testing.T) {
 	}
 
 	t.Run("missing file", func(t *testing.T) {
-		_, err := Open(filepath.Join(t.TempDir(), "nope.ociapp"))
+		_, err := Open(t.Context(), filepath.Join(t.TempDir(), "nope.ociapp"))
 		assertFault(t, err, FaultMissing)
 		if !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%v does not wrap os.ErrNotExist", err)
 		}
 	})
 	t.Run("directory", func(t *testing.T) {
-		_, err := Open(t.TempDir())
+		_, err := Open(t.Context(), t.TempDir())
 		assertFault(t, err, FaultNotTar)
 	})
 }

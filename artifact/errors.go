@@ -32,8 +32,13 @@ const (
 	// for this platform.
 	FaultAmbiguous
 	// FaultMalformed: the archive is a tar but its contents are inconsistent:
-	// invalid JSON, a referenced blob that is absent, duplicate entries.
+	// invalid JSON, a referenced blob that is absent, duplicate entries, a
+	// link entry among the blobs, data after the end-of-archive marker.
 	FaultMalformed
+	// FaultLimit: reading the archive would exceed one of the Limits (its
+	// size, entries, JSON documents, index nesting or fan-out, a layer's
+	// expansion); Detail names the limit.
+	FaultLimit
 )
 
 var faultNames = map[Fault]string{
@@ -46,6 +51,7 @@ var faultNames = map[Fault]string{
 	FaultUnsupportedMediaType: "unsupported media type",
 	FaultAmbiguous:            "several images",
 	FaultMalformed:            "malformed archive",
+	FaultLimit:                "exceeds a limit",
 }
 
 // remedies say what the user can do about each fault.
@@ -59,6 +65,7 @@ var remedies = map[Fault]string{
 	FaultUnsupportedMediaType: "rebuild the image with ociapp-build (OCI or Docker v2 images with tar, gzip or zstd layers are supported)",
 	FaultAmbiguous:            "keep one image in the archive: build it for a single platform or save a single image",
 	FaultMalformed:            "the archive is damaged or was not written by an image tool; rebuild it",
+	FaultLimit:                "the archive is larger or more deeply nested than any image needs; if it is genuine, raise the limit (artifact.Limits)",
 }
 
 func (f Fault) String() string {
@@ -81,13 +88,17 @@ type Error struct {
 	Err error
 }
 
+// maxDetail bounds the parts of a message that can repeat the file's
+// content, so that no archive makes a long error body or log line.
+const maxDetail = 1024
+
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("artifact %s: %s", e.Path, e.Fault)
 	if e.Detail != "" {
-		msg += ": " + e.Detail
+		msg += ": " + clip(e.Detail, maxDetail)
 	}
 	if e.Err != nil {
-		msg += ": " + e.Err.Error()
+		msg += ": " + clip(e.Err.Error(), maxDetail)
 	}
 	if r := remedies[e.Fault]; r != "" {
 		msg += "; " + r

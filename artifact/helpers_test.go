@@ -29,6 +29,7 @@ type tarFile struct {
 	name string
 	data []byte
 	link string // symlink target when set
+	hard bool   // link is a hard link
 }
 
 func untar(t testing.TB, data []byte) []tarFile {
@@ -50,7 +51,7 @@ func untar(t testing.TB, data []byte) []tarFile {
 		if err != nil {
 			t.Fatal(err)
 		}
-		files = append(files, tarFile{name: hdr.Name, data: b, link: hdr.Linkname})
+		files = append(files, tarFile{name: hdr.Name, data: b, link: hdr.Linkname, hard: hdr.Typeflag == tar.TypeLink})
 	}
 }
 
@@ -62,6 +63,9 @@ func mktar(t testing.TB, files []tarFile) []byte {
 		hdr := &tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
 		if f.link != "" {
 			hdr = &tar.Header{Name: f.name, Mode: 0o777, Typeflag: tar.TypeSymlink, Linkname: f.link, ModTime: time.Unix(0, 0)}
+			if f.hard {
+				hdr.Typeflag = tar.TypeLink
+			}
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)

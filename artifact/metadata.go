@@ -116,6 +116,9 @@ func (m Metadata) normalized() (Metadata, error) {
 			return m, fmt.Errorf("metadata: capability %q is empty or holds a comma or space", c)
 		}
 	}
+	if err := m.checkLengths(); err != nil {
+		return m, fmt.Errorf("metadata: %w", err)
+	}
 	return m, nil
 }
 
@@ -188,6 +191,14 @@ func splitRef(ref string) (name, tag string) {
 	return repo[strings.LastIndexByte(repo, '/')+1:], tag
 }
 
+// maxMetadataText bounds each name, version, reference, entry point,
+// protocol and capability an artifact declares (image references are at
+// most 255 bytes of name and 128 of tag); callers print and log them.
+const maxMetadataText = 512
+
+// maxCapabilities bounds the capabilities an artifact declares.
+const maxCapabilities = 64
+
 // metadataFrom reads metadata from annotations, falling back for artifacts
 // that carry none (the original builder's, plain docker save archives) on
 // the image reference and the image command.
@@ -231,7 +242,28 @@ func metadataFrom(ann map[string]string, ref string, cmd []string) (Metadata, er
 			m.Capabilities = append(m.Capabilities, c)
 		}
 	}
-	return m, nil
+	return m, m.checkLengths()
+}
+
+// checkLengths bounds the text fields, which Write and Open both check.
+func (m Metadata) checkLengths() error {
+	if len(m.Capabilities) > maxCapabilities {
+		return fmt.Errorf("%d capabilities, more than %d", len(m.Capabilities), maxCapabilities)
+	}
+	for _, f := range []struct{ what, v string }{
+		{"name", m.Name}, {"version", m.Version}, {"image reference", m.Ref},
+		{"entry point", m.Entrypoint}, {"protocol", m.Protocol},
+	} {
+		if len(f.v) > maxMetadataText {
+			return fmt.Errorf("the %s is %d bytes, more than %d", f.what, len(f.v), maxMetadataText)
+		}
+	}
+	for _, c := range m.Capabilities {
+		if len(c) > maxMetadataText {
+			return fmt.Errorf("a capability is %d bytes, more than %d", len(c), maxMetadataText)
+		}
+	}
+	return nil
 }
 
 // entrypointFromCommand finds X in an "ociapp serve --app X" command, the

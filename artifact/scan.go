@@ -3,6 +3,7 @@ package artifact
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,17 +12,20 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// maxJSON bounds the JSON documents (index, manifests, configs) read into
-// memory; real ones are a few kilobytes.
-const maxJSON = 16 << 20
+// tarRecord is the record size tar writers pad an archive to (20 blocks
+// of 512 bytes): the zeros an archive may carry after its end marker.
+const tarRecord = 10240
 
-// maxEntries bounds the entries of an archive; images have a few dozen.
-const maxEntries = 1 << 16
+// maxName bounds the names and link targets of entries: an image's are
+// below 100 bytes, and the table of entries must not grow with a file of
+// long names.
+const maxName = 1024
 
 var sha256BlobName = regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`)
 
@@ -39,6 +43,7 @@ type entry struct {
 type archive struct {
 	path    string
 	ra      io.ReaderAt
+	limits  Limits // withDefaults applied
 	entries map[string]*entry
 	file    v1.Hash // sha256 of the whole file
 }
@@ -59,14 +64,18 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // scanTar reads the whole tar once, recording each entry's place and digest
 // and verifying every blob under blobs/sha256 against its name.
-func scanTar(ra io.ReaderAt, size int64, name string) (*archive, error) {
+func scanTar(ctx context.Context, ra io.ReaderAt, size int64, name string, limits Limits) (*archive, error) {
 	if size == 0 {
 		return nil, faultf(name, FaultNotTar, nil, "the file is empty")
 	}
-	cr := &countingReader{r: io.NewSectionReader(ra, 0, size), h: sha256.New()}
+	if size > limits.MaxArchiveSize {
+		return nil, limitf(name, "MaxArchiveSize", "the file is %d bytes, more than %d", size, limits.MaxArchiveSize)
+	}
+	cr := &countingReader{r: &ctxReader{ctx: ctx, r: io.NewSectionReader(ra, 0, size)}, h: sha256.New()}
 	tr := tar.NewReader(cr)
-	a := &archive{path: name, ra: ra, entries: map[string]*entry{}}
+	a := &archive{path: name, ra: ra, limits: limits, entries: map[string]*entry{}}
 	var last string
+	headers := 0
 	dataEnd := int64(0)
 	for {
 		hdr, err := tr.Next()
@@ -78,22 +87,28 @@ func scanTar(ra io.ReaderAt, size int64, name string) (*archive, error) {
 			// a tar and when the file simply stops between entries; only the
 			// first consumed the 1024 bytes of the marker.
 			if cr.n-dataEnd < 1024 {
-				return nil, faultf(name, FaultTruncated, nil, "the archive stops after %q without an end-of-archive marker", last)
+				return nil, faultf(name, FaultTruncated, nil, "the archive stops after %s without an end-of-archive marker", quote(last))
 			}
 			break
 		}
 		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return nil, fmt.Errorf("reading artifact %s: %w", name, ctxErr)
+			}
 			switch {
 			case last == "":
 				return nil, faultf(name, FaultNotTar, nil, "%s", sniff(ra, size))
 			case errors.Is(err, io.ErrUnexpectedEOF):
-				return nil, faultf(name, FaultTruncated, nil, "the archive stops inside the header after %q", last)
+				return nil, faultf(name, FaultTruncated, nil, "the archive stops inside the header after %s", quote(last))
 			default:
-				return nil, faultf(name, FaultMalformed, err, "reading the header after %q", last)
+				return nil, faultf(name, FaultMalformed, err, "reading the header after %s", quote(last))
 			}
 		}
-		if len(a.entries) >= maxEntries {
-			return nil, faultf(name, FaultMalformed, nil, "more than %d entries", maxEntries)
+		if headers++; headers > limits.MaxEntries {
+			return nil, limitf(name, "MaxEntries", "the archive holds more than %d entries", limits.MaxEntries)
+		}
+		if len(hdr.Name) > maxName || len(hdr.Linkname) > maxName {
+			return nil, faultf(name, FaultLimit, nil, "an entry after %s has a name or link target of %d bytes, more than %d", quote(last), max(len(hdr.Name), len(hdr.Linkname)), maxName)
 		}
 		entryName := cleanName(hdr.Name)
 		last = hdr.Name
@@ -102,18 +117,21 @@ func scanTar(ra io.ReaderAt, size int64, name string) (*archive, error) {
 			// A sparse entry's size can exceed the file (holes read as
 			// zeros); images never hold sparse entries.
 			if hdr.Size > size-cr.n {
-				return nil, faultf(name, FaultTruncated, nil, "the archive stops inside %q", hdr.Name)
+				return nil, faultf(name, FaultTruncated, nil, "the archive stops inside %s", quote(hdr.Name))
 			}
 			e := &entry{name: entryName, offset: cr.n, size: hdr.Size}
 			h := sha256.New()
 			if _, err := io.Copy(h, tr); err != nil {
-				if errors.Is(err, io.ErrUnexpectedEOF) {
-					return nil, faultf(name, FaultTruncated, nil, "the archive stops inside %q", hdr.Name)
+				if ctxErr := ctx.Err(); ctxErr != nil {
+					return nil, fmt.Errorf("reading artifact %s: %w", name, ctxErr)
 				}
-				return nil, faultf(name, FaultMalformed, err, "reading %q", hdr.Name)
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					return nil, faultf(name, FaultTruncated, nil, "the archive stops inside %s", quote(hdr.Name))
+				}
+				return nil, faultf(name, FaultMalformed, err, "reading %s", quote(hdr.Name))
 			}
 			if cr.n-e.offset != e.size {
-				return nil, faultf(name, FaultMalformed, nil, "%q is a sparse file", hdr.Name)
+				return nil, faultf(name, FaultMalformed, nil, "%s is a sparse file", quote(hdr.Name))
 			}
 			e.sum = hashOf(h)
 			if m := sha256BlobName.FindStringSubmatch(entryName); m != nil && m[1] != e.sum.Hex {
@@ -122,28 +140,54 @@ func scanTar(ra io.ReaderAt, size int64, name string) (*archive, error) {
 			if err := a.add(e); err != nil {
 				return nil, err
 			}
-		case tar.TypeSymlink:
-			target := hdr.Linkname
-			if !strings.HasPrefix(target, "/") {
-				target = path.Join(path.Dir(entryName), target)
+		case tar.TypeSymlink, tar.TypeLink:
+			// A blob is what its bytes hash to, so it must be a file with
+			// bytes: a link at blobs/sha256/<digest> would let any content
+			// stand for any digest. No image tool writes links there
+			// (docker save before 25 links only its <id>/layer.tar files).
+			if entryName == "blobs" || strings.HasPrefix(entryName, "blobs/") {
+				return nil, faultf(name, FaultMalformed, nil, "%s is a link; blobs must be regular files", quote(hdr.Name))
 			}
-			if err := a.add(&entry{name: entryName, link: cleanName(target)}); err != nil {
-				return nil, err
+			target := cleanName(hdr.Linkname)
+			if hdr.Typeflag == tar.TypeSymlink && !strings.HasPrefix(hdr.Linkname, "/") {
+				target = cleanName(path.Join(path.Dir(entryName), hdr.Linkname))
 			}
-		case tar.TypeLink:
-			if err := a.add(&entry{name: entryName, link: cleanName(hdr.Linkname)}); err != nil {
+			if err := a.add(&entry{name: entryName, link: target}); err != nil {
 				return nil, err
 			}
 		}
 		dataEnd = cr.n
 	}
-	// Hash what follows the marker too (padding to the record size), so the
-	// file digest covers the whole file.
-	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return nil, faultf(name, FaultUnreadable, err, "reading")
+	// Writers may pad the archive with zeros to a whole record; anything
+	// else after the marker is data no reader sees, which would make two
+	// files of one image differ (and cost storage for nothing).
+	if err := checkTrailer(cr, name); err != nil {
+		return nil, err
 	}
 	a.file = hashOf(cr.h)
 	return a, nil
+}
+
+// checkTrailer reads what follows the end-of-archive marker (hashing it, so
+// the file digest covers the whole file): at most a record of zeros.
+func checkTrailer(cr *countingReader, name string) error {
+	markerEnd := cr.n
+	buf := make([]byte, 4096)
+	for {
+		n, err := cr.Read(buf)
+		if slices.ContainsFunc(buf[:n], func(b byte) bool { return b != 0 }) {
+			return faultf(name, FaultMalformed, nil, "data follows the end-of-archive marker at byte %d", markerEnd)
+		}
+		if cr.n-markerEnd > tarRecord {
+			return faultf(name, FaultMalformed, nil, "more than %d bytes of padding follow the end-of-archive marker at byte %d", tarRecord, markerEnd)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return faultf(name, FaultUnreadable, err, "reading")
+		}
+	}
 }
 
 func (a *archive) add(e *entry) error {
@@ -194,15 +238,15 @@ func (a *archive) lookup(name string) (*entry, bool) {
 
 // read returns a file's content, checking it is still what the scan saw.
 func (a *archive) read(e *entry) ([]byte, error) {
-	if e.size > maxJSON {
-		return nil, faultf(a.path, FaultMalformed, nil, "%s is %d bytes, too large for a JSON document", e.name, e.size)
+	if e.size > a.limits.MaxJSONSize {
+		return nil, limitf(a.path, "MaxJSONSize", "%s is %d bytes, more than %d for a JSON document", quote(e.name), e.size, a.limits.MaxJSONSize)
 	}
 	buf := make([]byte, e.size)
 	if _, err := a.ra.ReadAt(buf, e.offset); err != nil {
-		return nil, faultf(a.path, FaultUnreadable, err, "reading %s", e.name)
+		return nil, faultf(a.path, FaultUnreadable, err, "reading %s", quote(e.name))
 	}
 	if sum := sha256.Sum256(buf); hex.EncodeToString(sum[:]) != e.sum.Hex {
-		return nil, faultf(a.path, FaultDigestMismatch, nil, "%s changed while it was being read", e.name)
+		return nil, faultf(a.path, FaultDigestMismatch, nil, "%s changed while it was being read", quote(e.name))
 	}
 	return buf, nil
 }
@@ -217,14 +261,20 @@ func (a *archive) readBlob(d v1.Descriptor) ([]byte, error) {
 	return a.read(e)
 }
 
-// blob finds the blob a descriptor names and checks its size.
+// blob finds the blob a descriptor names and checks its size and that the
+// bytes stored under its name hash to its digest.
 func (a *archive) blob(d v1.Descriptor) (*entry, error) {
-	if d.Digest.Algorithm != "sha256" {
-		return nil, faultf(a.path, FaultMalformed, nil, "digest %q: only sha256 digests are supported", d.Digest)
+	if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 || !isHex(d.Digest.Hex) {
+		return nil, faultf(a.path, FaultMalformed, nil, "digest %s: only sha256 digests are supported", quote(d.Digest.String()))
 	}
-	e, ok := a.lookup(blobPath(d.Digest))
+	e, ok := a.entries[blobPath(d.Digest)]
 	if !ok {
 		return nil, faultf(a.path, FaultMalformed, nil, "blob %s is missing", d.Digest)
+	}
+	// scanTar admits only regular files under blobs/, each hashing to its
+	// name; checking the hash here too keeps that true whatever changes.
+	if e.link != "" || e.sum != d.Digest {
+		return nil, faultf(a.path, FaultDigestMismatch, nil, "blob %s has content with digest %s", d.Digest, e.sum)
 	}
 	if e.size != d.Size {
 		return nil, faultf(a.path, FaultDigestMismatch, nil, "blob %s is %d bytes but its descriptor says %d", d.Digest, e.size, d.Size)

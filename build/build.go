@@ -148,7 +148,7 @@ func Build(ctx context.Context, p *Project, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building %s: %w", p.Name, err)
 	}
-	a, err := artifact.Open(out)
+	a, err := artifact.Open(ctx, out)
 	if err != nil {
 		return nil, fmt.Errorf("verifying the artifact: %w", err)
 	}
@@ -203,7 +203,7 @@ func (b *builder) engineBuild(ctx context.Context, contextTar *os.File, containe
 	if err != nil {
 		return nil, nil, err
 	}
-	if img, err = openSaved(saved); err != nil {
+	if img, err = openSaved(ctx, saved); err != nil {
 		cleanup()
 		return nil, nil, err
 	}

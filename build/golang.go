@@ -190,7 +190,7 @@ func (b *builder) goBase(ctx context.Context, arch string) (img v1.Image, cleanu
 		}
 		file = f.Name()
 	}
-	a, err := artifact.Open(file)
+	a, err := artifact.Open(ctx, file)
 	if err == nil {
 		img, err = a.Image()
 	}

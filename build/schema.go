@@ -3,6 +3,7 @@ package build
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,8 +20,8 @@ import (
 const maxSchemaFile = 8 << 20
 
 // openSaved opens an engine's image export (verifying it like any artifact).
-func openSaved(saved string) (v1.Image, error) {
-	a, err := artifact.Open(saved)
+func openSaved(ctx context.Context, saved string) (v1.Image, error) {
+	a, err := artifact.Open(ctx, saved)
 	if err != nil {
 		return nil, fmt.Errorf("reading the exported image: %w", err)
 	}

@@ -346,7 +346,7 @@ func runSuite(t *testing.T, tg target) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		art, err := artifact.Open(a.App)
+		art, err := artifact.Open(t.Context(), a.App)
 		if err != nil {
 			t.Fatal(err)
 		}

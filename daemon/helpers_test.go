@@ -168,7 +168,7 @@ func smallArtifact(t testing.TB, dir string) (path, digest, artifactDigest strin
 	if err := artifact.WriteFile(context.Background(), path, img, artifact.Metadata{Name: "small", Version: "0.1.0"}); err != nil {
 		t.Fatal(err)
 	}
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ type metrics struct {
 	inFlight    atomic.Int64
 	uploads     atomic.Uint64
 	uploadBytes atomic.Uint64
+	bodyBytes   atomic.Int64 // execute body bytes held in the body memory
 
 	mu       sync.Mutex
 	requests map[requestKey]uint64
@@ -67,7 +68,8 @@ func (h *histogram) observe(d time.Duration) {
 // write writes every metric in the Prometheus text exposition format,
 // families in a fixed order and series sorted, so equal state gives equal
 // text.
-func (m *metrics) write(b *bytes.Buffer, st runtime.Stats) {
+// write writes every metric; storeBytes is what the artifact store holds.
+func (m *metrics) write(b *bytes.Buffer, st runtime.Stats, storeBytes int64) {
 	counter := func(name, help string, v uint64) {
 		family(b, name, "counter", help)
 		fmt.Fprintf(b, "%s %d\n", name, v)
@@ -125,6 +127,10 @@ func (m *metrics) write(b *bytes.Buffer, st runtime.Stats) {
 	fmt.Fprintf(b, "ociapp_daemon_http_requests_in_flight %d\n", m.inFlight.Load())
 	counter("ociapp_daemon_uploads_total", "Artifacts received and stored.", m.uploads.Load())
 	counter("ociapp_daemon_upload_bytes_total", "Bytes of artifacts received and stored.", m.uploadBytes.Load())
+	family(b, "ociapp_daemon_body_bytes_in_flight", "gauge", "Bytes of execute bodies held in the body memory (--max-body-memory).")
+	fmt.Fprintf(b, "ociapp_daemon_body_bytes_in_flight %d\n", m.bodyBytes.Load())
+	family(b, "ociapp_daemon_store_bytes", "gauge", "Bytes of stored artifacts and uploads in progress (--store-quota).")
+	fmt.Fprintf(b, "ociapp_daemon_store_bytes %d\n", storeBytes)
 
 	h := &m.executeDuration
 	const name = "ociapp_daemon_execute_duration_seconds"

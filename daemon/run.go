@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -41,6 +43,19 @@ type Config struct {
 	// MaxArtifactSize and MaxRequestSize bound upload and execute bodies
 	// (defaults api.DefaultMaxArtifactSize and api.DefaultMaxRequestSize).
 	MaxArtifactSize, MaxRequestSize int64
+	// MaxBodyMemory bounds the bytes of execute bodies held at once
+	// (default DefaultMaxBodyMemory).
+	MaxBodyMemory int64
+	// BodyTimeout and MinBodyRate bound how long a body may take: the
+	// timeout plus one second per MinBodyRate bytes (defaults
+	// DefaultBodyTimeout and DefaultMinBodyRate; a negative rate: none).
+	BodyTimeout time.Duration
+	MinBodyRate int64
+	// StoreQuota bounds the bytes of stored artifacts and uploads in
+	// progress (default DefaultStoreQuota); UploadTTL is how long an
+	// artifact no request used is kept (default DefaultUploadTTL).
+	StoreQuota int64
+	UploadTTL  time.Duration
 	// DrainTimeout bounds how long in-flight requests may finish at
 	// shutdown (default DefaultDrainTimeout).
 	DrainTimeout time.Duration
@@ -130,7 +145,24 @@ func Run(ctx context.Context, cfg Config, rtOpts ...runtime.Option) (err error) 
 	if cfg.DrainTimeout != 0 {
 		opts = append(opts, WithDrainTimeout(cfg.DrainTimeout))
 	}
-	store, err := OpenStore(filepath.Join(stateDir, "artifacts"), log)
+	if cfg.MaxBodyMemory != 0 {
+		opts = append(opts, WithMaxBodyMemory(cfg.MaxBodyMemory))
+	}
+	if cfg.BodyTimeout != 0 || cfg.MinBodyRate != 0 {
+		timeout, rate := cmp.Or(cfg.BodyTimeout, DefaultBodyTimeout), cmp.Or(cfg.MinBodyRate, DefaultMinBodyRate)
+		opts = append(opts, WithBodyTimeouts(timeout, max(rate, 0)))
+	}
+	var storeOpts []StoreOption
+	if cfg.StoreQuota != 0 {
+		storeOpts = append(storeOpts, WithStoreQuota(cfg.StoreQuota))
+	}
+	if cfg.UploadTTL != 0 {
+		storeOpts = append(storeOpts, WithUploadTTL(cfg.UploadTTL))
+	}
+	if quota, largest := cmp.Or(cfg.StoreQuota, DefaultStoreQuota), cmp.Or(cfg.MaxArtifactSize, api.DefaultMaxArtifactSize); quota < largest {
+		return fmt.Errorf("the store quota (%d bytes) must hold at least the largest artifact accepted (%d bytes)", quota, largest)
+	}
+	store, err := OpenStore(filepath.Join(stateDir, "artifacts"), log, storeOpts...)
 	if err != nil {
 		return err
 	}
@@ -176,8 +208,12 @@ func Run(ctx context.Context, cfg Config, rtOpts ...runtime.Option) (err error) 
 	defer cancel()
 	log.Info("daemon stopping its containers")
 	closeErr := rt.Close(closeCtx)
-	// Requests cut off by the drain timeout end with the runtime.
-	srv.wait()
+	// Requests cut off by the drain timeout end with the runtime; one
+	// stuck in a call that does not honour its context ends with the
+	// process.
+	if !srv.waitIdle(closeCtx) {
+		log.Warn("requests still running after the runtime closed; exiting without them")
+	}
 	log.Info("daemon stopped")
 	return errors.Join(serveErr, closeErr)
 }

@@ -14,16 +14,19 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine"
-	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -52,10 +55,34 @@ type config struct {
 	maxArtifactSize int64
 	maxRequestSize  int64
 	drainTimeout    time.Duration
+	maxBodyMemory   int64
+	bodyTimeout     time.Duration
+	minBodyRate     int64
 	log             *slog.Logger
 	containers      ContainerLister
 	containerLabels map[string]string
 }
+
+// Defaults of the limits on request bodies.
+const (
+	// DefaultMaxBodyMemory bounds the bytes of execute bodies the daemon
+	// holds at once: about eight requests of the largest size.
+	DefaultMaxBodyMemory int64 = 128 << 20
+	// DefaultBodyTimeout is how long a body may take beyond what
+	// DefaultMinBodyRate allows for its size.
+	DefaultBodyTimeout = 30 * time.Second
+	// DefaultMinBodyRate is the slowest a body may arrive on average, in
+	// bytes per second, once DefaultBodyTimeout has passed.
+	DefaultMinBodyRate int64 = 64 << 10
+)
+
+// bodyMemoryWait is how long an execute request waits for its body to fit
+// in the body memory before it is answered overloaded.
+const bodyMemoryWait = time.Second
+
+// maxErrorText bounds each text field of an error body and each error in a
+// log line; error texts can quote untrusted input at any length.
+const maxErrorText = 8 << 10
 
 // WithToken requires every request but GET /healthz to carry
 // "Authorization: Bearer <token>". Serve refuses a TCP listener without one.
@@ -89,6 +116,35 @@ func WithMaxRequestSize(n int64) Option {
 			return fmt.Errorf("max request size must be between 1 and %d bytes, got %d", api.DefaultMaxRequestSize, n)
 		}
 		c.maxRequestSize = n
+		return nil
+	}
+}
+
+// WithMaxBodyMemory bounds the total bytes of execute bodies being
+// received and processed at once (default DefaultMaxBodyMemory). A body
+// counts for its declared length, or for the request size limit when it
+// declares none. A request that does not fit within a second is answered
+// overloaded. It must be at least the request size limit.
+func WithMaxBodyMemory(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("body memory must be positive, got %d", n)
+		}
+		c.maxBodyMemory = n
+		return nil
+	}
+}
+
+// WithBodyTimeouts bounds how long a request body may take to arrive: the
+// timeout, plus one second per minRate bytes received (0: no rate). A body
+// that falls behind is answered body_timeout (default DefaultBodyTimeout and
+// DefaultMinBodyRate).
+func WithBodyTimeouts(timeout time.Duration, minRate int64) Option {
+	return func(c *config) error {
+		if timeout <= 0 || minRate < 0 {
+			return fmt.Errorf("body timeout must be positive and minimum rate not negative, got %v and %d", timeout, minRate)
+		}
+		c.bodyTimeout, c.minBodyRate = timeout, minRate
 		return nil
 	}
 }
@@ -140,6 +196,9 @@ type Server struct {
 	running  int
 	idle     *sync.Cond // signalled when running drops to 0
 	draining atomic.Bool
+
+	// bodies holds the bytes of execute bodies in progress.
+	bodies *semaphore.Weighted
 }
 
 // New returns a server that executes requests on rt against artifacts kept
@@ -149,6 +208,9 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 		maxArtifactSize: api.DefaultMaxArtifactSize,
 		maxRequestSize:  api.DefaultMaxRequestSize,
 		drainTimeout:    DefaultDrainTimeout,
+		maxBodyMemory:   DefaultMaxBodyMemory,
+		bodyTimeout:     DefaultBodyTimeout,
+		minBodyRate:     DefaultMinBodyRate,
 		log:             discardLogger(),
 	}
 	for _, o := range opts {
@@ -156,7 +218,10 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 			return nil, fmt.Errorf("configuring daemon: %w", err)
 		}
 	}
-	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux()}
+	if cfg.maxBodyMemory < cfg.maxRequestSize {
+		return nil, fmt.Errorf("configuring daemon: the body memory (%d bytes) must hold at least one request of the largest size (%d bytes)", cfg.maxBodyMemory, cfg.maxRequestSize)
+	}
+	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory)}
 	s.idle = sync.NewCond(&s.mu)
 	s.metrics.init()
 	s.route("GET "+api.HealthPath, "health", s.health, false)
@@ -174,6 +239,11 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 func (s *Server) route(pattern, name string, h http.HandlerFunc, auth bool) {
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
+		if r.ContentLength != 0 {
+			// A body the handler answers without reading is discarded by
+			// the server; it too must arrive within the body timeout.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.bodyTimeout))
+		}
 		if auth && !s.authorized(r) {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="ociapp-runtime"`)
 			writeError(rec, api.MediaJSON, &api.Error{Code: api.CodeUnauthorized, Message: "missing or wrong bearer token; send Authorization: Bearer <token> with the daemon's token"})
@@ -222,8 +292,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if ln.Addr().Network() == "tcp" && s.cfg.tokenHash == nil {
 		return errors.New("refusing to serve on TCP without a token: anyone who can reach the port could run containers; set a token")
 	}
+	// Requests' contexts end when the drain timeout does, so that what
+	// they do (an upload's verification, an execute) stops too.
+	base, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
 	srv := &http.Server{
 		Handler:           s,
+		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -231,6 +306,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var collecting sync.WaitGroup
+	if s.store != nil {
+		collecting.Go(func() { s.store.collectLoop(base) })
+	}
+	defer collecting.Wait()
+	defer cancelRequests()
 	s.cfg.log.Info("daemon listening", "address", ln.Addr().Network()+"://"+ln.Addr().String())
 	select {
 	case err := <-errc:
@@ -242,20 +323,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
-		s.cfg.log.Warn("requests still in flight after the drain timeout; closing their connections", "timeout", s.cfg.drainTimeout)
+		s.cfg.log.Warn("requests still in flight after the drain timeout; canceling them and closing their connections", "timeout", s.cfg.drainTimeout)
+		cancelRequests()
 		_ = srv.Close()
 	}
 	<-errc
 	return nil
 }
 
-// wait blocks until no handler is running.
-func (s *Server) wait() {
+// waitIdle waits until no handler is running, or ctx ends, and reports
+// whether none is.
+func (s *Server) waitIdle(ctx context.Context) bool {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
 	s.mu.Lock()
-	for s.running > 0 {
+	defer s.mu.Unlock()
+	for s.running > 0 && ctx.Err() == nil {
 		s.idle.Wait()
 	}
-	s.mu.Unlock()
+	return s.running == 0
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
@@ -347,31 +437,57 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	if !s.bodyFits(w, r, s.cfg.maxArtifactSize, "artifact", "--max-artifact-size") {
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.maxArtifactSize)
-	a, err := s.store.Put(r.Context(), d, body)
+	body := s.newBodyReader(w, r, s.cfg.maxArtifactSize)
+	a, created, err := s.store.Put(r.Context(), d, r.ContentLength, body)
+	body.finish()
 	if err != nil {
-		var tooLarge *http.MaxBytesError
+		if e := s.bodyError(err, "artifact", s.cfg.maxArtifactSize, "--max-artifact-size"); e != nil {
+			writeError(w, api.MediaJSON, e)
+			return
+		}
+		var (
+			full   *StoreFullError
+			artErr *runtime.ArtifactError
+		)
 		switch {
-		case errors.As(err, &tooLarge):
-			writeError(w, api.MediaJSON, s.tooLarge("artifact", s.cfg.maxArtifactSize, "--max-artifact-size"))
 		case r.Context().Err() != nil:
-			s.cfg.log.Debug("upload abandoned by the client", "digest", d)
+			s.cfg.log.Debug("upload abandoned", "digest", d, "err", boundedErr(err))
+		case errors.As(err, &full):
+			s.cfg.log.Warn("upload refused: the store is full", "digest", d, "quota", full.Quota)
+			writeError(w, api.MediaJSON, &api.Error{Code: api.CodeStorageFull, Limit: full.Quota, Message: fmt.Sprintf("%v; retry later, or raise it with ociapp-runtime serve --store-quota", full)})
+		case errors.As(err, &artErr):
+			s.cfg.log.Info("upload refused", "digest", d, "err", boundedErr(err))
+			writeError(w, api.MediaJSON, api.FromError(err))
 		default:
-			var artErr *runtime.ArtifactError
-			if errors.As(err, &artErr) {
-				s.cfg.log.Info("upload refused", "digest", d, "err", err)
-				writeError(w, api.MediaJSON, api.FromError(err))
-				return
-			}
-			s.cfg.log.Error("upload failed", "digest", d, "err", err)
+			s.cfg.log.Error("upload failed", "digest", d, "err", boundedErr(err))
 			writeError(w, api.MediaJSON, &api.Error{Code: api.CodeInternal, Message: err.Error()})
 		}
 		return
 	}
-	s.metrics.uploads.Add(1)
-	s.metrics.uploadBytes.Add(uint64(a.Size))
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		s.metrics.uploads.Add(1)
+		s.metrics.uploadBytes.Add(uint64(a.Size))
+	}
 	w.Header().Set(api.HeaderArtifactDigest, a.ArtifactDigest)
-	writeJSON(w, http.StatusCreated, a)
+	writeJSON(w, status, a)
+}
+
+// bodyError describes an error reading a request body: too large or too
+// slow. It returns nil for other errors.
+func (s *Server) bodyError(err error, what string, limit int64, flag string) *api.Error {
+	var (
+		tooLarge *http.MaxBytesError
+		slow     *bodyTimeoutError
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		return s.tooLarge(what, limit, flag)
+	case errors.As(err, &slow):
+		return &api.Error{Code: api.CodeBodyTimeout, Message: fmt.Sprintf("%v; send the body faster, or raise the limits with ociapp-runtime serve --body-timeout and --min-body-rate", slow)}
+	}
+	return nil
 }
 
 // bodyFits refuses a body whose declared length exceeds limit, before any
@@ -386,6 +502,87 @@ func (s *Server) bodyFits(w http.ResponseWriter, r *http.Request, limit int64, w
 
 func (s *Server) tooLarge(what string, limit int64, flag string) *api.Error {
 	return &api.Error{Code: api.CodeBodyTooLarge, Limit: limit, Message: fmt.Sprintf("the %s is larger than the daemon's limit of %d bytes; raise it with ociapp-runtime serve %s", what, limit, flag)}
+}
+
+// bodyReader reads a request body within its size limit and its time
+// limits: the body timeout, plus one second per minimum rate of bytes
+// received. It sets the connection's read deadline as it goes, so a
+// stalled client is cut off even between reads.
+type bodyReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	rate    int64
+	start   time.Time // of the first read: "Expect: 100-continue" waits until then
+	n       int64
+	eof     bool
+	length  int64 // declared, or -1
+}
+
+func (s *Server) newBodyReader(w http.ResponseWriter, r *http.Request, limit int64) *bodyReader {
+	return &bodyReader{
+		r: http.MaxBytesReader(w, r.Body, limit), rc: http.NewResponseController(w),
+		timeout: s.cfg.bodyTimeout, rate: s.cfg.minBodyRate, length: r.ContentLength,
+	}
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.start.IsZero() {
+		b.start = time.Now()
+	}
+	_ = b.rc.SetReadDeadline(b.deadline())
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	b.eof = err == io.EOF
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &bodyTimeoutError{received: b.n, after: time.Since(b.start).Round(time.Millisecond), timeout: b.timeout, rate: b.rate}
+	}
+	return n, err
+}
+
+func (b *bodyReader) deadline() time.Time {
+	d := b.start.Add(b.timeout)
+	if b.rate > 0 {
+		d = d.Add(time.Duration(float64(b.n) / float64(b.rate) * float64(time.Second)))
+	}
+	return d
+}
+
+// finish lifts the read deadline once the whole body is read: the
+// connection serves further requests, and a request in progress notices
+// its client leaving. Before a body is read to its end the deadline
+// stays: the server discards what is left of it before answering, and
+// that too must not wait for a stalled client.
+func (b *bodyReader) finish() {
+	if b.eof || b.length >= 0 && b.n == b.length {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// bodyTimeoutError is a body that arrived too slowly.
+type bodyTimeoutError struct {
+	received int64
+	after    time.Duration
+	timeout  time.Duration
+	rate     int64
+}
+
+func (e *bodyTimeoutError) Error() string {
+	return fmt.Sprintf("the request body stalled: %d bytes arrived in %v, and a body may take %v plus one second per %d bytes", e.received, e.after, e.timeout, e.rate)
+}
+
+// readBody reads a whole body into one buffer of its declared length when
+// it has one, so that it is held once.
+func readBody(r io.Reader, declared int64) ([]byte, error) {
+	if declared < 0 {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, declared)
+	n, err := io.ReadFull(r, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF && declared > 0 {
+		return nil, fmt.Errorf("the body ended after %d of its %d bytes", n, declared)
+	}
+	return buf, err
 }
 
 // requestMedia reads an execute request's Content-Type: msgpack or JSON.
@@ -417,19 +614,42 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	_, path, ok := s.store.Lookup(d)
+	_, path, release, ok := s.store.Acquire(d)
 	if !ok {
 		writeError(w, media, notStored(d))
 		return
 	}
+	defer release()
 	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "--max-request-size") {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.maxRequestSize))
+	// The body, its conversion and the answer are held in memory: the
+	// body's bytes wait for room in the body memory before any is read.
+	weight := r.ContentLength
+	if weight < 0 {
+		weight = s.cfg.maxRequestSize
+	}
+	waitCtx, cancel := context.WithTimeout(r.Context(), bodyMemoryWait)
+	err := s.bodies.Acquire(waitCtx, weight)
+	cancel()
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, media, s.tooLarge("request", s.cfg.maxRequestSize, "--max-request-size"))
+		if r.Context().Err() == nil {
+			writeError(w, media, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly, or raise it with ociapp-runtime serve --max-body-memory", s.cfg.maxBodyMemory)})
+		}
+		return
+	}
+	s.metrics.bodyBytes.Add(weight)
+	defer func() {
+		s.metrics.bodyBytes.Add(-weight)
+		s.bodies.Release(weight)
+	}()
+
+	br := s.newBodyReader(w, r, s.cfg.maxRequestSize)
+	body, err := readBody(br, r.ContentLength)
+	br.finish()
+	if err != nil {
+		if e := s.bodyError(err, "request", s.cfg.maxRequestSize, "--max-request-size"); e != nil {
+			writeError(w, media, e)
 		} else {
 			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("reading the request body: %v", err)})
 		}
@@ -437,14 +657,15 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	}
 	payload := body
 	if media == api.MediaJSON {
-		if payload, err = jsonToPayload(body); err != nil {
+		if payload, err = jsonToPayload(body, int(s.cfg.maxRequestSize)); err != nil {
+			if errors.Is(err, errPayloadTooLarge) {
+				// msgpack can be larger than the JSON it came from (a
+				// float takes 9 bytes), and the limit protects the frame
+				// to the container.
+				writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "--max-request-size"))
+				return
+			}
 			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: err.Error()})
-			return
-		}
-		// msgpack can be larger than the JSON it came from (a float takes
-		// 9 bytes), and the limit protects the frame to the container.
-		if int64(len(payload)) > s.cfg.maxRequestSize {
-			writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "--max-request-size"))
 			return
 		}
 	}
@@ -455,12 +676,12 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if r.Context().Err() != nil {
 			// The client is gone; nobody reads an answer.
-			s.cfg.log.Debug("request abandoned by the client", "digest", d, "err", err)
+			s.cfg.log.Debug("request abandoned", "digest", d, "err", boundedErr(err))
 			return
 		}
 		e := api.FromError(err)
 		if e.Code == api.CodeInternal {
-			s.cfg.log.Error("execute failed", "digest", d, "err", err)
+			s.cfg.log.Error("execute failed", "digest", d, "err", boundedErr(err))
 		}
 		writeError(w, media, e)
 		return
@@ -469,35 +690,18 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		writeBody(w, http.StatusOK, api.MediaMsgpack, out)
 		return
 	}
-	resp, err := protocol.DecodePayload(out)
-	if err == nil {
-		out, err = json.Marshal(api.JSONValue(resp))
-	}
+	// Converted twice, to learn its length and whether it converts, then
+	// to the client: never held whole.
+	n, err := writePayloadJSON(io.Discard, out)
 	if err != nil {
 		writeError(w, media, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the application's response cannot be written as JSON (%v); send the request as %s", err, api.MediaMsgpack)})
 		return
 	}
-	writeBody(w, http.StatusOK, api.MediaJSON, out)
-}
-
-// jsonToPayload turns a JSON object into a msgpack payload, keeping
-// integers integers: msgpack tells them from floats and applications
-// validate the difference.
-func jsonToPayload(body []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("the request is not valid JSON: %v", err)
+	setBodyHeaders(w, api.MediaJSON, n)
+	w.WriteHeader(http.StatusOK)
+	if _, err := writePayloadJSON(w, out); err != nil {
+		s.cfg.log.Debug("writing a response", "digest", d, "err", boundedErr(err))
 	}
-	if err := dec.Decode(new(any)); err != io.EOF {
-		return nil, errors.New("the request has data after its JSON object")
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, errors.New("the request must be a JSON object")
-	}
-	return protocol.EncodePayload(api.FromJSON(m))
 }
 
 func (s *Server) pools(w http.ResponseWriter, r *http.Request) {
@@ -542,7 +746,12 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	var b bytes.Buffer
-	s.metrics.write(&b, s.rt.Stats())
+	var storeBytes int64
+	if s.store != nil {
+		used, reserved := s.store.Usage()
+		storeBytes = used + reserved
+	}
+	s.metrics.write(&b, s.rt.Stats(), storeBytes)
 	writeBody(w, http.StatusOK, "text/plain; version=0.0.4; charset=utf-8", b.Bytes())
 }
 
@@ -556,6 +765,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, media string, e *api.Error) {
+	e = boundedError(e)
 	w.Header().Set(api.HeaderErrorCode, string(e.Code))
 	if e.Code == api.CodeOverloaded {
 		w.Header().Set("Retry-After", "1")
@@ -565,13 +775,50 @@ func writeError(w http.ResponseWriter, media string, e *api.Error) {
 	writeBody(w, e.Code.Status(), media, e.Encode(media))
 }
 
+// boundedError returns e with each text field cut to maxErrorText bytes.
+// (An app_error's details are the application's answer, bounded as any
+// response is.)
+func boundedError(e *api.Error) *api.Error {
+	b := *e
+	for _, f := range []*string{&b.Message, &b.Reason, &b.Logs, &b.Detail, &b.Cause, &b.Artifact, &b.ErrorType, &b.Host, &b.ContainerID} {
+		*f = truncate(*f, maxErrorText)
+	}
+	return &b
+}
+
+// boundedErr is an error's text for a log line, cut to maxErrorText bytes.
+func boundedErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncate(err.Error(), maxErrorText)
+}
+
+// truncate cuts s to at most n bytes, at a character boundary, saying how
+// much it left out.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const note = "... (%d more bytes)"
+	cut := n - len(note) - 8
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf(note, len(s)-cut)
+}
+
 func writeBody(w http.ResponseWriter, status int, media string, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", media)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("X-Content-Type-Options", "nosniff")
+	setBodyHeaders(w, media, int64(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+func setBodyHeaders(w http.ResponseWriter, media string, length int64) {
+	h := w.Header()
+	h.Set("Content-Type", media)
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	h.Set("X-Content-Type-Options", "nosniff")
 }
 
 // statusRecorder remembers the status a handler wrote, for the metrics.

@@ -114,6 +114,16 @@ type BuildEvent struct {
 	Stream string
 }
 
+// ImageRemover is implemented by engines that can remove images; the
+// runtime uses it to remove the images it loaded once no container uses
+// them.
+type ImageRemover interface {
+	// RemoveImage removes the image ref (an image ID) unless a container
+	// uses it or it is otherwise referenced (an error wrapping ErrInUse);
+	// a missing image is not an error.
+	RemoveImage(ctx context.Context, ref string) error
+}
+
 // Builder is implemented by engines that can build images from a
 // Containerfile and export them.
 type Builder interface {

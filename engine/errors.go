@@ -10,6 +10,11 @@ import (
 // with errors.Is.
 var ErrNotFound = errors.New("not found")
 
+// ErrInUse is wrapped by errors about an object that cannot be removed
+// because something else uses it, e.g. an image a container was created
+// from; test with errors.Is.
+var ErrInUse = errors.New("in use")
+
 // UnavailableError means the engine could not be reached: the daemon is not
 // running, the socket is wrong, or the connection broke.
 type UnavailableError struct {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -49,8 +50,14 @@ type artifactInfo struct {
 	ConfigDigest string
 	Name         string
 	Version      string
-	// User is the user the image runs as ("" for root).
-	User string
+	// User is the image config's user ("" for root), Volumes its VOLUME
+	// paths and Labels its labels: what the runtime overrides.
+	User    string
+	Volumes []string
+	Labels  map[string]string
+	// resolveUser resolves User to numbers through the image's own
+	// /etc/passwd and /etc/group; nil resolves numeric users only.
+	resolveUser func(ctx context.Context) (artifact.ExecUser, error)
 	// archive writes a tar of the image that the engine can load.
 	archive func(ctx context.Context, w io.Writer) error
 }
@@ -65,8 +72,9 @@ func (a artifactInfo) label() string {
 	return a.Name + " " + a.Version
 }
 
-// openFunc reads and verifies the artifact file at path.
-type openFunc func(path string) (artifactInfo, error)
+// openFunc reads and verifies the artifact file at path, stopping when ctx
+// ends.
+type openFunc func(ctx context.Context, path string) (artifactInfo, error)
 
 func engineUnavailable(err error) bool {
 	var ue *engine.UnavailableError

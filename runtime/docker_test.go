@@ -30,7 +30,7 @@ func containersOf(t *testing.T, eng engine.Engine, rt *Runtime) int {
 func TestDockerImageLoadedOncePerDigest(t *testing.T) {
 	requireDocker(t)
 	echo := testArtifact(t, "echo-go")
-	a, err := artifact.Open(echo)
+	a, err := artifact.Open(t.Context(), echo)
 	if err != nil {
 		t.Fatal(err)
 	}

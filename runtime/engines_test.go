@@ -173,7 +173,7 @@ func TestEnginePythonEcho(t *testing.T) {
 		// Python artifacts are built with Docker; any engine runs them.
 		path := pythonArtifact(t, requireDocker(t), "echo-py")
 		rt := newRuntime(t, eng)
-		a, err := artifact.Open(path)
+		a, err := artifact.Open(t.Context(), path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,11 +378,11 @@ func TestEngineStartupFailures(t *testing.T) {
 }
 
 // TestEngineImageRemoved: an image removed from the engine behind the
-// runtime's back fails one start with a *StartupError that says so, and
-// the next request loads it again.
+// runtime's back is loaded again by the next start, which succeeds; and
+// the engine refuses to remove an image a container runs.
 func TestEngineImageRemoved(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, te testEngine, eng engine.Engine) {
-		rt := newRuntime(t, eng, WithStartupBackoff(0, 0))
+		rt := newRuntime(t, eng)
 		path := testArtifact(t, "sleeper")
 		p, err := rt.pool(t.Context(), path)
 		if err != nil {
@@ -392,17 +392,20 @@ func TestEngineImageRemoved(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		loads := rt.Stats().ImageLoads
 		te.removeImage(t, eng, ref)
-		_, err = rt.Execute(t.Context(), path, map[string]any{"millis": 0})
-		var se *StartupError
-		if !errors.As(err, &se) || !errors.Is(err, engine.ErrNotFound) || !strings.Contains(se.Reason, "no longer has its image") {
-			t.Fatalf("got %v, want *StartupError for the missing image", err)
-		}
 		if _, err := rt.Execute(t.Context(), path, map[string]any{"millis": 0}); err != nil {
 			t.Fatal(err)
 		}
-		if n := rt.Stats().ImageLoads; n != 1 {
-			t.Fatalf("%d image loads, want 1", n)
+		if n := rt.Stats().ImageLoads - loads; n != 1 {
+			t.Fatalf("%d image loads after the removal, want 1", n)
+		}
+		// An image a container runs is not removed.
+		if ref, err = p.ensureImage(t.Context(), path); err != nil {
+			t.Fatal(err)
+		}
+		if err := eng.(engine.ImageRemover).RemoveImage(t.Context(), ref); !errors.Is(err, engine.ErrInUse) {
+			t.Fatalf("removing the image of a running container: %v, want engine.ErrInUse", err)
 		}
 	})
 }

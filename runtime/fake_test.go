@@ -61,15 +61,29 @@ type fakeEngine struct {
 	apps       map[string]fakeApp // by image ID
 	containers []*fakeContainer
 	byID       map[string]*fakeContainer
-	// unavailable makes every call fail as if the daemon were down.
+	// unavailable makes every call fail as if the daemon were down;
+	// waitCut is closed when it becomes so, ending the waits in progress.
 	unavailable bool
+	waitCut     chan struct{}
 }
 
 func newFakeEngine() *fakeEngine {
-	return &fakeEngine{images: map[string]bool{}, apps: map[string]fakeApp{}, byID: map[string]*fakeContainer{}}
+	return &fakeEngine{images: map[string]bool{}, apps: map[string]fakeApp{}, byID: map[string]*fakeContainer{}, waitCut: make(chan struct{})}
 }
 
 var errFakeDown = &engine.UnavailableError{Host: "unix:///fake.sock", Err: errors.New("connection refused")}
+
+// setUnavailable starts or ends an outage: while it lasts every call
+// fails, and the waits in progress fail when it starts.
+func (e *fakeEngine) setUnavailable(down bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.unavailable = down
+	if down {
+		close(e.waitCut)
+		e.waitCut = make(chan struct{})
+	}
+}
 
 func (e *fakeEngine) check() error {
 	if e.unavailable {
@@ -108,6 +122,33 @@ func (e *fakeEngine) LoadImage(ctx context.Context, archive io.Reader) ([]string
 	// fake reports the image by name and knows it by config digest.
 	e.images[string(b)] = true
 	return []string{"ociapp.local/app:1"}, nil
+}
+
+func (e *fakeEngine) RemoveImage(ctx context.Context, ref string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check(); err != nil {
+		return err
+	}
+	for _, c := range e.containers {
+		if !c.removed && c.spec.Image == ref {
+			return fmt.Errorf("image %s: %w", ref, engine.ErrInUse)
+		}
+	}
+	delete(e.images, ref)
+	return nil
+}
+
+func (e *fakeEngine) hasImage(ref string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.images[ref]
+}
+
+func (e *fakeEngine) loadCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.loads
 }
 
 func (e *fakeEngine) CreateContainer(ctx context.Context, spec engine.ContainerSpec) (string, error) {
@@ -156,6 +197,10 @@ func (c *fakeContainer) exit(code int, oom bool) {
 
 func (e *fakeEngine) StopContainer(ctx context.Context, id string, grace time.Duration) error {
 	e.mu.Lock()
+	if err := e.check(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	c := e.byID[id]
 	c.stops++
 	e.mu.Unlock()
@@ -165,6 +210,10 @@ func (e *fakeEngine) StopContainer(ctx context.Context, id string, grace time.Du
 
 func (e *fakeEngine) RemoveContainer(ctx context.Context, id string) error {
 	e.mu.Lock()
+	if err := e.check(); err != nil {
+		e.mu.Unlock()
+		return err
+	}
 	c, ok := e.byID[id]
 	e.mu.Unlock()
 	if !ok {
@@ -197,13 +246,18 @@ func (e *fakeEngine) InspectContainer(ctx context.Context, id string) (engine.Co
 
 func (e *fakeEngine) WaitContainer(ctx context.Context, id string) (engine.ContainerState, error) {
 	e.mu.Lock()
-	c := e.byID[id]
+	c, cut, err := e.byID[id], e.waitCut, e.check()
 	e.mu.Unlock()
+	if err != nil {
+		return engine.ContainerState{}, err
+	}
 	select {
 	case <-c.exitedCh:
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.state(c), nil
+	case <-cut:
+		return engine.ContainerState{}, errFakeDown
 	case <-ctx.Done():
 		return engine.ContainerState{}, ctx.Err()
 	}
@@ -413,7 +467,7 @@ func newFixture(t testing.TB, apps map[string]fakeApp, opts ...Option) *fixture 
 
 // open is the fake openFunc: the file's content names the app, and copies
 // of one file share its digest.
-func (f *fixture) open(path string) (artifactInfo, error) {
+func (f *fixture) open(_ context.Context, path string) (artifactInfo, error) {
 	f.mu.Lock()
 	f.opens++
 	f.mu.Unlock()
@@ -426,12 +480,21 @@ func (f *fixture) open(path string) (artifactInfo, error) {
 	if strings.HasPrefix(name, "user-") {
 		user = "1000"
 	}
+	var volumes []string
+	var labels map[string]string
+	if strings.HasPrefix(name, "hostile-") {
+		// An image config that tries to loosen the sandbox.
+		volumes = []string{"/data", "/var/spool/", "/tmp", "/run/ociapp"}
+		labels = map[string]string{LabelInstance: "someone-else", "com.example.owner": "attacker"}
+	}
 	return artifactInfo{
 		Digest:       "sha256:" + name,
 		ConfigDigest: "cfg-" + name,
 		Name:         name,
 		Version:      "1",
 		User:         user,
+		Volumes:      volumes,
+		Labels:       labels,
 		archive: func(ctx context.Context, w io.Writer) error {
 			_, err := io.WriteString(w, "cfg-"+name)
 			return err

@@ -41,6 +41,13 @@ const (
 	DefaultNetwork = "none"
 	// DefaultTmpfsSize is the size of the writable /tmp of each container.
 	DefaultTmpfsSize = "64m"
+	// DefaultSocketDirLimit is the size of the tmpfs that holds each
+	// container's socket directory (when the runtime is root).
+	DefaultSocketDirLimit int64 = 1 << 20
+
+	// DefaultImageRetention is how long an image the runtime loaded stays
+	// in the engine once no container of the runtime uses it.
+	DefaultImageRetention = 10 * time.Minute
 
 	// DefaultStartupBackoff and DefaultMaxStartupBackoff bound the pause
 	// after a failed container start, during which requests that would need
@@ -79,6 +86,11 @@ type config struct {
 	network     string
 	allowRoot   bool
 
+	socketDirLimit int64
+
+	imageRetention time.Duration
+	keepImages     bool
+
 	startupBackoff    time.Duration
 	maxStartupBackoff time.Duration
 
@@ -108,6 +120,8 @@ func defaultConfig() config {
 		memoryBytes:          DefaultMemoryLimit,
 		pidsLimit:            DefaultPidsLimit,
 		network:              DefaultNetwork,
+		socketDirLimit:       DefaultSocketDirLimit,
+		imageRetention:       DefaultImageRetention,
 		startupBackoff:       DefaultStartupBackoff,
 		maxStartupBackoff:    DefaultMaxStartupBackoff,
 		busyPoll:             protocol.DefaultBusyPoll,
@@ -334,6 +348,49 @@ func WithNetwork(mode string) Option {
 func WithAllowRoot(allow bool) Option {
 	return func(c *config) error {
 		c.allowRoot = allow
+		return nil
+	}
+}
+
+// WithSocketDirLimit bounds what an application can write into its socket
+// directory, a host directory bound into the container (default 1 MiB). A
+// runtime running as root mounts a tmpfs of this size there; one that is
+// not root cannot, and the directory is then a plain one on the state
+// directory's file system. Zero turns the tmpfs off.
+func WithSocketDirLimit(bytes int64) Option {
+	return func(c *config) error {
+		if bytes < 0 {
+			return fmt.Errorf("socket directory limit must not be negative, got %d", bytes)
+		}
+		if bytes > 0 && bytes < 4096 {
+			return fmt.Errorf("socket directory limit %d bytes is below one page", bytes)
+		}
+		c.socketDirLimit = bytes
+		return nil
+	}
+}
+
+// WithImageRetention sets how long an image the runtime loaded stays in
+// the engine once none of the runtime's containers uses it (default 10
+// minutes; zero removes it at the next reaper pass). Close removes the
+// images the runtime loaded. Images the engine already had are never
+// removed, nor are images something else uses by then.
+func WithImageRetention(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("image retention must not be negative, got %v", d)
+		}
+		c.imageRetention = d
+		return nil
+	}
+}
+
+// WithKeepImages keeps every image the runtime loads in the engine, also
+// after Close (the next runtime finds them and does not load them again);
+// the engine's storage then grows with every artifact version run.
+func WithKeepImages(keep bool) Option {
+	return func(c *config) error {
+		c.keepImages = keep
 		return nil
 	}
 }

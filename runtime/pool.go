@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,13 @@ type pool struct {
 	// known to be present; imageSem lets one caller load it at a time.
 	image    atomic.Pointer[string]
 	imageSem chan struct{}
+	// user is the numeric uid:gid containers run as, resolved once with
+	// the image (under imageSem).
+	user atomic.Pointer[string]
+	// ownedImage is the image this runtime loaded for the pool, which it
+	// removes once unused for the image retention; nil for an image the
+	// engine already had.
+	ownedImage atomic.Pointer[string]
 	// path is the artifact file last used for this pool, from which a
 	// container started in the background loads the image if needed.
 	path atomic.Pointer[string]
@@ -41,6 +49,9 @@ type pool struct {
 	failures     int
 	backoffUntil time.Time
 	lastStartErr error
+	// unusedSince is when the pool last had no container and no request;
+	// zero while it has.
+	unusedSince time.Time
 }
 
 type waiter struct {
@@ -66,7 +77,7 @@ func newPool(r *Runtime, info artifactInfo) *pool {
 // ensureImage makes sure the engine has the artifact's image, loading the
 // file at path only when the engine has neither of its identities.
 func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
-	if ref := p.image.Load(); ref != nil {
+	if ref := p.image.Load(); ref != nil && p.user.Load() != nil {
 		return *ref, nil
 	}
 	select {
@@ -75,15 +86,117 @@ func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
 		return "", ctx.Err()
 	}
 	defer func() { <-p.imageSem }()
+	if p.user.Load() == nil {
+		user, err := p.r.containerUser(ctx, path, p.info)
+		if err != nil {
+			return "", err
+		}
+		p.user.Store(&user)
+	}
 	if ref := p.image.Load(); ref != nil {
 		return *ref, nil
 	}
-	ref, err := p.r.loadImage(ctx, path, p.info)
+	ref, loaded, err := p.r.loadImage(ctx, path, p.info)
 	if err != nil {
 		return "", err
 	}
+	if loaded {
+		p.ownedImage.Store(&ref)
+	}
 	p.image.Store(&ref)
 	return ref, nil
+}
+
+// collectImage removes the image the runtime loaded for the pool once the
+// pool has had no container and no request for the image retention. The
+// next request loads it again.
+func (p *pool) collectImage(now time.Time) {
+	r := p.r
+	owned := p.ownedImage.Load()
+	if r.images == nil || r.cfg.keepImages || owned == nil {
+		return
+	}
+	if !p.unusedFor(now, r.cfg.imageRetention) {
+		return
+	}
+	select {
+	case p.imageSem <- struct{}{}:
+	default:
+		return // a load or start is under way
+	}
+	defer func() { <-p.imageSem }()
+	if !p.unusedFor(now, r.cfg.imageRetention) {
+		return
+	}
+	// Forget it first: a container start from now on looks for the image
+	// again (and waits for imageSem); one that raced ahead and finds it
+	// gone loads it again.
+	p.forgetImage()
+	ctx, cancel := context.WithTimeout(r.life, diagnosticTimeout)
+	defer cancel()
+	r.removeImage(ctx, p.name, *owned)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	p.ownedImage.CompareAndSwap(owned, nil)
+}
+
+// unusedFor reports whether the pool has had no container and no request
+// for at least d, noting when that began.
+func (p *pool) unusedFor(now time.Time, d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.workers) > 0 || len(p.waiters) > 0 || p.inflight > 0 {
+		p.unusedSince = time.Time{}
+		return false
+	}
+	if p.unusedSince.IsZero() {
+		p.unusedSince = now
+	}
+	return now.Sub(p.unusedSince) >= d
+}
+
+// removeImage removes an image the runtime loaded. One that something
+// else uses now (another runtime's container, a name someone gave it) is
+// left alone, and so is one the engine cannot be asked about.
+func (r *Runtime) removeImage(ctx context.Context, artifact, ref string) {
+	err := r.images.RemoveImage(ctx, ref)
+	switch {
+	case err == nil:
+		r.stats.imageRemovals.Add(1)
+		r.log.Info("removed an unused image", "artifact", artifact, "image", ref)
+	case errors.Is(err, engine.ErrInUse):
+		r.log.Info("leaving an unused image that something else uses", "artifact", artifact, "image", ref, "err", err)
+	default:
+		r.log.Warn("removing an unused image", "artifact", artifact, "image", ref, "err", err)
+	}
+}
+
+// containerUser is the numeric uid:gid the artifact's containers run as:
+// the image's user resolved as the engine would resolve it (so "00", "+0"
+// and a name that is uid 0 in the image's /etc/passwd are all root), and
+// NonRootUser instead of root unless root is allowed. The engine gets
+// numbers only, so it never looks the user up itself.
+func (r *Runtime) containerUser(ctx context.Context, path string, info artifactInfo) (string, error) {
+	if info.User == "" && !r.cfg.allowRoot {
+		return NonRootUser, nil // root by default; no need to read the layers
+	}
+	resolve := info.resolveUser
+	if resolve == nil {
+		resolve = func(context.Context) (artifact.ExecUser, error) { return artifact.ResolveUserIn(info.User, nil, nil) }
+	}
+	u, err := resolve(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", &ArtifactError{Path: path, Err: err}
+	}
+	if u.UID == 0 && !r.cfg.allowRoot {
+		r.log.Info("the image runs as root; running it as the non-root user instead", "artifact", info.label(), "image_user", info.User, "user", NonRootUser)
+		return NonRootUser, nil
+	}
+	return u.String(), nil
 }
 
 func (p *pool) setPath(path string) {
@@ -377,8 +490,9 @@ func (p *pool) stats() PoolStats {
 	}
 }
 
-// loadImage finds the artifact's image in the engine or loads it.
-func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo) (string, error) {
+// loadImage finds the artifact's image in the engine or loads it, and
+// reports whether it loaded it.
+func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo) (string, bool, error) {
 	ids := []string{info.ConfigDigest, info.Digest}
 	find := func() (string, error) {
 		for _, id := range ids {
@@ -400,7 +514,7 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 		if ref != "" {
 			r.log.Debug("image already present", "artifact", info.label(), "image", ref)
 		}
-		return ref, err
+		return ref, false, err
 	}
 
 	start := time.Now()
@@ -417,14 +531,14 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 	// A fault in the file (changed since it was verified) explains an
 	// engine error too; a write error caused by the engine's does not.
 	if werr := <-writeErr; werr != nil && (err == nil || errors.As(werr, new(*artifact.Error))) {
-		return "", &ArtifactError{Path: path, Err: werr}
+		return "", false, &ArtifactError{Path: path, Err: werr}
 	}
 	if err != nil {
 		var le *engine.LoadError
 		if errors.As(err, &le) {
-			return "", &ArtifactError{Path: path, Err: err}
+			return "", false, &ArtifactError{Path: path, Err: err}
 		}
-		return "", fmt.Errorf("loading artifact %s: %w", path, err)
+		return "", false, fmt.Errorf("loading artifact %s: %w", path, err)
 	}
 	r.stats.imageLoads.Add(1)
 	for _, l := range loaded {
@@ -436,17 +550,23 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 		// Engines report names or IDs depending on their image store; ask
 		// for the identities the artifact declares.
 		if ref, err = find(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
-	if ref == "" && len(loaded) > 0 {
+	if ref == "" {
 		// An engine that re-derives the image (e.g. the containerd store
-		// importing a docker-save archive) knows it only by what it reported.
-		ref = loaded[0]
+		// importing a docker-save archive) knows it only by the ID it
+		// reported. The archive names no image, so a name here is not ours.
+		for _, l := range loaded {
+			if strings.HasPrefix(l, "sha256:") {
+				ref = l
+				break
+			}
+		}
 	}
 	if ref == "" {
-		return "", &ArtifactError{Path: path, Err: fmt.Errorf("the engine reported loading nothing and has no image with digest %s or %s", info.ConfigDigest, info.Digest)}
+		return "", false, &ArtifactError{Path: path, Err: fmt.Errorf("the engine reported loading nothing and has no image with digest %s or %s", info.ConfigDigest, info.Digest)}
 	}
 	r.log.Info("image loaded", "artifact", info.label(), "image", ref, "duration", time.Since(start).Round(time.Millisecond))
-	return ref, nil
+	return ref, true, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -703,12 +704,21 @@ func TestContainerSpec(t *testing.T) {
 			}
 		}},
 		{"imageuser", "user-app", nil, func(t *testing.T, s engineSpec) {
-			if s.User != "1000" {
+			if s.User != "1000:0" {
 				t.Fatalf("user %q", s.User)
 			}
 		}},
+		{"hostile", "hostile-app", nil, func(t *testing.T, s engineSpec) {
+			want := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize, "/data": volumeTmpfsOptions, "/var/spool": volumeTmpfsOptions}
+			if !maps.Equal(s.Tmpfs, want) {
+				t.Fatalf("tmpfs %v, want %v", s.Tmpfs, want)
+			}
+			if s.Labels[LabelInstance] == "someone-else" || s.Labels["com.example.owner"] != "" {
+				t.Fatalf("labels %v: the image's labels must be blank or overridden", s.Labels)
+			}
+		}},
 		{"root", "echo", []Option{WithAllowRoot(true)}, func(t *testing.T, s engineSpec) {
-			if s.User != "" {
+			if s.User != "0:0" {
 				t.Fatalf("user %q", s.User)
 			}
 		}},
@@ -803,6 +813,107 @@ func TestStructuredLogs(t *testing.T) {
 			if !slices.Contains(rec.msgs, want) {
 				t.Errorf("no %q in the logs %q", want, rec.msgs)
 			}
+		}
+	})
+}
+
+// Finding 7: images the runtime loaded stayed in the engine for good.
+func TestUnusedImagesAreRemoved(t *testing.T) {
+	opts := []Option{WithIdleTimeout(time.Second), WithReaperInterval(100 * time.Millisecond), WithImageRetention(5 * time.Second)}
+	t.Run("removed", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}}, opts...)
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Second) // the container is reaped
+			synctest.Wait()
+			if !f.eng.hasImage("cfg-echo") {
+				t.Fatal("the image was removed before the retention passed")
+			}
+			time.Sleep(5 * time.Second)
+			synctest.Wait()
+			if f.eng.hasImage("cfg-echo") || f.rt.Stats().ImageRemovals != 1 {
+				t.Fatalf("the image is still there after the retention (stats %+v)", f.rt.Stats())
+			}
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.eng.loadCount(); n != 2 {
+				t.Fatalf("%d loads, want the image loaded again", n)
+			}
+			f.close()
+			if f.eng.hasImage("cfg-echo") {
+				t.Fatal("Close left the image it loaded")
+			}
+		})
+	})
+	t.Run("kept", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}}, append(opts, WithKeepImages(true))...)
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Second)
+			f.close()
+			if !f.eng.hasImage("cfg-echo") {
+				t.Fatal("WithKeepImages: the image was removed")
+			}
+		})
+	})
+	t.Run("foreign", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}}, opts...)
+			f.eng.images["cfg-echo"] = true // the engine had it already
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Second)
+			f.close()
+			if !f.eng.hasImage("cfg-echo") || f.eng.loadCount() != 0 {
+				t.Fatal("an image the runtime did not load was removed")
+			}
+		})
+	})
+}
+
+// Finding 5: an engine outage must not cost a request, a container or a
+// removal.
+func TestEngineOutageKeepsServing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, map[string]fakeApp{"echo": {}}, WithIdleTimeout(10*time.Second))
+		defer f.close()
+		if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+			t.Fatal(err)
+		}
+		f.eng.setUnavailable(true)
+		for range 5 {
+			time.Sleep(time.Second)
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatalf("request during the outage: %v", err)
+			}
+		}
+		if st := f.rt.Stats(); st.Failures.ContainerCrashes != 0 || st.ColdStarts != 1 {
+			t.Fatalf("stats %+v: want the container kept", st)
+		}
+		// Reaped while the engine is away: its removal fails and waits.
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		c := f.eng.container(0)
+		f.eng.mu.Lock()
+		removed := c.removed
+		f.eng.mu.Unlock()
+		if removed || f.rt.Stats().Pools[0].Containers != 0 {
+			t.Fatal("want the container out of the pool but not yet removed")
+		}
+		f.eng.setUnavailable(false)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		f.eng.mu.Lock()
+		removed = c.removed
+		f.eng.mu.Unlock()
+		if !removed {
+			t.Fatal("the container was not removed after the engine came back")
 		}
 	})
 }

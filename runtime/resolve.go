@@ -123,13 +123,18 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 	if ok {
 		select {
 		case <-call.done:
+			if ctx.Err() == nil && (errors.Is(call.err, context.Canceled) || errors.Is(call.err, context.DeadlineExceeded)) {
+				// The caller that opened the file gave up; this one has
+				// not, so it opens the file itself.
+				return r.resolveFile(ctx, path)
+			}
 			return call.info, call.err
 		case <-ctx.Done():
 			return artifactInfo{}, ctx.Err()
 		}
 	}
 
-	call.info, call.err = r.open(path)
+	call.info, call.err = r.open(ctx, path)
 	if call.err != nil {
 		var ae *ArtifactError
 		if !errors.As(call.err, &ae) {

@@ -17,7 +17,7 @@ func TestResolverCachesByFileVersion(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		var opens atomic.Int32
-		r := newResolver(func(path string) (artifactInfo, error) {
+		r := newResolver(func(_ context.Context, path string) (artifactInfo, error) {
 			opens.Add(1)
 			b, err := os.ReadFile(path)
 			if err != nil {
@@ -78,7 +78,7 @@ func TestResolverCachesByFileVersion(t *testing.T) {
 
 func TestResolverErrors(t *testing.T) {
 	dir := t.TempDir()
-	r := newResolver(func(path string) (artifactInfo, error) { return artifactInfo{}, io.ErrUnexpectedEOF })
+	r := newResolver(func(_ context.Context, path string) (artifactInfo, error) { return artifactInfo{}, io.ErrUnexpectedEOF })
 	path := filepath.Join(dir, "a.ociapp")
 	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -90,4 +90,49 @@ func TestResolverErrors(t *testing.T) {
 			t.Errorf("resolve(%s) = %v, want *ArtifactError", p, err)
 		}
 	}
+}
+
+// A caller waiting on another's open of the same file is not failed by that
+// caller giving up: it opens the file itself.
+func TestResolverWaiterOutlivesCanceledOpener(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "a.ociapp")
+		if err := os.WriteFile(path, []byte("one"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var opens atomic.Int32
+		r := newResolver(func(ctx context.Context, path string) (artifactInfo, error) {
+			if opens.Add(1) == 1 {
+				<-ctx.Done() // the first open lasts until its caller gives up
+				return artifactInfo{}, ctx.Err()
+			}
+			return artifactInfo{Digest: "sha256:one"}, nil
+		})
+		firstCtx, cancelFirst := context.WithCancel(t.Context())
+		firstErr := make(chan error, 1)
+		go func() {
+			_, err := r.resolve(firstCtx, path)
+			firstErr <- err
+		}()
+		synctest.Wait()
+		second := make(chan error, 1)
+		go func() {
+			info, err := r.resolve(t.Context(), path)
+			if err == nil && info.Digest != "sha256:one" {
+				err = errors.New("wrong digest " + info.Digest)
+			}
+			second <- err
+		}()
+		synctest.Wait()
+		cancelFirst()
+		if err := <-firstErr; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the canceled caller got %v, want context.Canceled", err)
+		}
+		if err := <-second; err != nil {
+			t.Fatalf("the waiting caller: %v", err)
+		}
+		if n := opens.Load(); n != 2 {
+			t.Fatalf("opened %d times, want 2", n)
+		}
+	})
 }

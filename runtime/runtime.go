@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
@@ -77,7 +78,14 @@ type Runtime struct {
 	log      *slog.Logger
 	inst     *instance
 	resolver *resolver
-	stats    counters
+	janitor  *janitor
+	// images removes the images the runtime loaded; nil when the engine
+	// cannot remove images.
+	images engine.ImageRemover
+	stats  counters
+	// socketTmpfs is tmpfsUnknown until a socket directory mount succeeds
+	// or fails for want of privilege.
+	socketTmpfs atomic.Int32
 	// requests counts the requests in progress, so that connections to
 	// containers busy-poll only while the runtime is lightly loaded.
 	requests *protocol.PollGroup
@@ -137,11 +145,14 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		return nil, err
 	}
 	r.inst = inst
+	r.images, _ = r.eng.(engine.ImageRemover)
 	if err := inst.cleanOrphans(ctx, r.eng, r.log); err != nil {
 		_ = inst.close()
 		return nil, fmt.Errorf("removing what crashed runtimes left behind: %w", err)
 	}
 	r.life, r.cancel = context.WithCancel(context.Background())
+	r.janitor = newJanitor(r)
+	go r.janitor.run()
 	r.wg.Add(1)
 	go r.reap()
 	r.log.Debug("runtime started", "state_dir", inst.dir, "max_containers", cfg.maxContainers)
@@ -271,6 +282,7 @@ func (r *Runtime) reap() {
 		case now := <-t.C:
 			for _, p := range r.poolList() {
 				p.reapIdle(now)
+				p.collectImage(now)
 			}
 		}
 	}
@@ -302,6 +314,13 @@ func (r *Runtime) Close(ctx context.Context) error {
 	}
 	go func() {
 		r.wg.Wait()
+		// Containers whose removal failed while the engine was away are
+		// removed now, waiting for the engine as long as a container's
+		// stop may take; what remains after that, the next runtime removes.
+		dctx, cancel := context.WithTimeout(ctx, r.cfg.shutdownTimeout+30*time.Second)
+		_ = r.janitor.drain(dctx)
+		r.removeOwnedImages(dctx, pools)
+		cancel()
 		if err := r.inst.close(); err != nil {
 			r.closeErr = fmt.Errorf("removing the runtime directory: %w", err)
 		}
@@ -312,6 +331,18 @@ func (r *Runtime) Close(ctx context.Context) error {
 		return r.closeErr
 	case <-ctx.Done():
 		return fmt.Errorf("closing runtime: %w; containers may remain, the next runtime removes them", ctx.Err())
+	}
+}
+
+// removeOwnedImages removes, at Close, the images the runtime loaded.
+func (r *Runtime) removeOwnedImages(ctx context.Context, pools []*pool) {
+	if r.images == nil || r.cfg.keepImages {
+		return
+	}
+	for _, p := range pools {
+		if ref := p.ownedImage.Load(); ref != nil && ctx.Err() == nil {
+			r.removeImage(ctx, p.name, *ref)
+		}
 	}
 }
 

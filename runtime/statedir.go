@@ -87,9 +87,25 @@ func openInstance(stateDir string) (*instance, error) {
 
 // close removes the instance directory and releases its lock.
 func (in *instance) close() error {
+	unmountSocketDirs(in.dir)
 	err := os.RemoveAll(in.dir)
 	_ = in.lock.Close()
 	return err
+}
+
+// unmountSocketDirs detaches the tmpfs socket directories left mounted in
+// an instance directory, so that it can be removed; directories that are
+// not mount points are left as they are.
+func unmountSocketDirs(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			_ = syscall.Unmount(filepath.Join(dir, e.Name()), syscall.MNT_DETACH)
+		}
+	}
 }
 
 // tryLockDead reports whether the instance directory dir belongs to a
@@ -146,6 +162,7 @@ func (in *instance) cleanOrphans(ctx context.Context, eng engine.Engine, log *sl
 			}
 			return err
 		}
+		unmountSocketDirs(path)
 		if err := os.RemoveAll(path); err != nil {
 			log.Warn("cannot remove an orphaned runtime directory", "dir", path, "err", err)
 		} else {

@@ -14,8 +14,10 @@ type Stats struct {
 	// ColdStarts counts containers that started and became ready.
 	ColdStarts uint64
 	// ImageLoads counts images loaded into the engine (an image the engine
-	// already had is not loaded again).
-	ImageLoads uint64
+	// already had is not loaded again); ImageRemovals the loaded images
+	// removed again once unused.
+	ImageLoads    uint64
+	ImageRemovals uint64
 	// WarmHits counts requests sent at once to a ready container.
 	WarmHits uint64
 	// QueueWaits counts requests that waited for a container (to start, or
@@ -54,8 +56,8 @@ type PoolStats struct {
 }
 
 type counters struct {
-	coldStarts, imageLoads, warmHits, queueWaits atomic.Uint64
-	queueWaitNanos                               atomic.Int64
+	coldStarts, imageLoads, imageRemovals, warmHits, queueWaits atomic.Uint64
+	queueWaitNanos                                              atomic.Int64
 
 	failArtifact, failEngine, failStartup, failTimeout, failApp, failCrash, failOverloaded, failOther atomic.Uint64
 	startupFailures, crashes                                                                          atomic.Uint64
@@ -67,6 +69,7 @@ func (r *Runtime) Stats() Stats {
 	s := Stats{
 		ColdStarts:    c.coldStarts.Load(),
 		ImageLoads:    c.imageLoads.Load(),
+		ImageRemovals: c.imageRemovals.Load(),
 		WarmHits:      c.warmHits.Load(),
 		QueueWaits:    c.queueWaits.Load(),
 		QueueWaitTime: time.Duration(c.queueWaitNanos.Load()),

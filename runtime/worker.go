@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
@@ -28,10 +30,16 @@ type worker struct {
 	id     string
 	dir    string // host directory mounted at /run/ociapp
 	socket string
+	// mounted reports whether dir is a tmpfs the worker mounted.
+	mounted bool
 
-	// Set by run before the worker is published as ready. name is set
+	// name is the container's name, known to the janitor from here until
+	// the teardown has ended.
+	name string
+
+	// Set by run before the worker is published as ready. created is set
 	// once creating the container has been attempted.
-	name        string
+	created     bool
 	containerID string
 	sess        session
 
@@ -65,9 +73,19 @@ type exitResult struct {
 func newWorker(p *pool) *worker {
 	id := randomID(4)
 	dir := filepath.Join(p.r.inst.dir, id)
+	app := strings.Trim(nameInvalid.ReplaceAllString(p.info.Name, "-"), "-._")
+	if app == "" {
+		app = "app"
+	}
+	if len(app) > 40 {
+		app = app[:40]
+	}
+	name := fmt.Sprintf("ociapp-%s-%s-%s", app, p.r.inst.id, id)
+	p.r.janitor.track(name)
 	return &worker{
 		p:        p,
 		id:       id,
+		name:     name,
 		dir:      dir,
 		socket:   filepath.Join(dir, socketName),
 		retireCh: make(chan struct{}),
@@ -146,23 +164,25 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 		}
 		return w.startupError(ctx, err, "its image could not be loaded")
 	}
-	if err := os.Mkdir(w.dir, 0o777); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
-	}
-	// The umask narrowed Mkdir's mode; the app (not root) creates its
-	// socket here.
-	if err := os.Chmod(w.dir, 0o777); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
+	if err := w.makeSocketDir(); err != nil {
+		return err
 	}
 
-	spec := w.spec(image)
-	w.name = spec.Name
-	id, err := r.eng.CreateContainer(ctx, spec)
-	if err != nil {
-		if errors.Is(err, engine.ErrNotFound) {
-			w.p.forgetImage()
-			return w.startupError(ctx, err, "the engine no longer has its image; the next request loads it again")
+	w.created = true
+	id, err := r.eng.CreateContainer(ctx, w.spec(image))
+	if errors.Is(err, engine.ErrNotFound) {
+		// The image was removed behind the runtime's back: load it
+		// again, once.
+		w.p.forgetImage()
+		if image, err = w.p.ensureImage(ctx, w.p.lastPath()); err != nil {
+			if errors.As(err, new(*ArtifactError)) {
+				return err
+			}
+			return w.startupError(ctx, err, "its image could not be loaded")
 		}
+		id, err = r.eng.CreateContainer(ctx, w.spec(image))
+	}
+	if err != nil {
 		return w.startupError(ctx, err, "the engine could not create it")
 	}
 	w.containerID = id
@@ -172,8 +192,7 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 	waitWG.Add(1)
 	go func() {
 		defer waitWG.Done()
-		st, err := r.eng.WaitContainer(waitCtx, id)
-		w.exitCh <- exitResult{state: st, err: err}
+		w.exitCh <- w.waitExit(waitCtx, id)
 	}()
 
 	delay := time.NewTimer(0)
@@ -211,6 +230,76 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 	}
 }
 
+// makeSocketDir creates the host directory the container's socket
+// directory is bound to. The app can write there, so with a socket
+// directory limit it is a tmpfs of that size (its pages are charged to the
+// container's memory as well); mounting needs root, and without it the
+// directory is a plain one on the state directory's file system.
+func (w *worker) makeSocketDir() error {
+	r := w.p.r
+	if err := os.Mkdir(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+	if limit := r.cfg.socketDirLimit; limit > 0 && r.socketTmpfs.Load() != tmpfsUnavailable {
+		opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0777", limit, socketDirInodes)
+		err := syscall.Mount("tmpfs", w.dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, opts)
+		switch {
+		case err == nil:
+			w.mounted = true
+			r.socketTmpfs.Store(tmpfsMounted)
+			return nil
+		case errors.Is(err, syscall.EPERM):
+			if r.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
+				r.log.Warn("cannot mount a tmpfs for socket directories (not root): they are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", r.inst.stateDir)
+			}
+		default:
+			return fmt.Errorf("mounting a tmpfs on the socket directory: %w", err)
+		}
+	}
+	// The umask narrowed Mkdir's mode; the app (not root) creates its
+	// socket here.
+	if err := os.Chmod(w.dir, 0o777); err != nil {
+		return fmt.Errorf("creating socket directory: %w", err)
+	}
+	return nil
+}
+
+// socketDirInodes bounds the files in a tmpfs socket directory (the socket
+// is one); inodes cost memory that the size limit does not count.
+const socketDirInodes = 64
+
+// What the runtime found out about mounting tmpfs socket directories.
+const (
+	tmpfsUnknown int32 = iota
+	tmpfsMounted
+	tmpfsUnavailable
+)
+
+// waitExit waits for the container to exit. An engine that cannot be
+// reached (or fails otherwise) says nothing about the container, so the
+// wait is retried until the engine reports a definite exit, or that the
+// container is gone, or ctx ends.
+func (w *worker) waitExit(ctx context.Context, id string) exitResult {
+	r := w.p.r
+	retry := janitorFirstRetry
+	for {
+		st, err := r.eng.WaitContainer(ctx, id)
+		if err == nil || errors.Is(err, engine.ErrNotFound) || ctx.Err() != nil {
+			return exitResult{state: st, err: err}
+		}
+		if engineUnavailable(err) {
+			r.janitor.noteOutage()
+		}
+		r.log.Debug("waiting for the container failed; waiting again", "container", id, "err", err, "retry_in", retry)
+		select {
+		case <-ctx.Done():
+			return exitResult{err: ctx.Err()}
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, janitorMaxRetry)
+	}
+}
+
 // startupError builds the error for a failed start, with the container's
 // state and the tail of its log when there is a container. Engine
 // unavailability is passed through as is: no container can start then.
@@ -219,6 +308,7 @@ func (w *worker) startupError(ctx context.Context, err error, reason string) err
 		return ErrClosed
 	}
 	if engineUnavailable(err) {
+		w.p.r.janitor.noteOutage()
 		return err
 	}
 	se := &StartupError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
@@ -272,11 +362,14 @@ func (w *worker) serve() error {
 		return w.retireReason
 	}
 	cause := w.sess.Err()
-	if protocol.IsMalformed(cause) {
+	var fe *protocol.FrameError
+	endedMidFrame := errors.As(cause, &fe) && (fe.Fault == protocol.FaultTruncatedHeader || fe.Fault == protocol.FaultTruncatedBody)
+	if protocol.IsMalformed(cause) && !endedMidFrame {
 		return w.crash("it wrote a malformed frame, so its connection was closed", cause)
 	}
-	// The app closed the connection: usually because its process is
-	// exiting. Give the engine a moment to report the exit status.
+	// The connection ended, perhaps mid-frame (a killed process resets
+	// it): usually because the process is exiting.
+	// Give the engine a moment to report the exit status.
 	grace := time.NewTimer(w.p.r.cfg.exitGrace)
 	defer grace.Stop()
 	select {
@@ -319,12 +412,14 @@ func (w *worker) teardown(log interface {
 	if w.sess != nil {
 		_ = w.sess.Close()
 	}
-	if w.containerID == "" && w.name != "" {
+	defer r.janitor.untrack(w.name)
+	if w.containerID == "" && w.created {
 		// The create call failed or was canceled, perhaps after the engine
 		// made the container: remove it by name (a missing one is fine).
 		ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
 		if err := r.eng.RemoveContainer(ctx, w.name); err != nil {
-			log.Warn("removing container", "container", w.name, "err", err)
+			log.Warn("removing container; retrying when the engine answers", "container", w.name, "err", err)
+			r.janitor.remove(w.name)
 		}
 		cancel()
 	}
@@ -336,15 +431,25 @@ func (w *worker) teardown(log interface {
 			}
 		}
 		if err := r.eng.RemoveContainer(ctx, w.containerID); err != nil {
-			log.Warn("removing container", "container", w.containerID, "err", err)
+			log.Warn("removing container; retrying when the engine answers", "container", w.containerID, "err", err)
+			r.janitor.remove(w.containerID)
 		}
 		cancel()
+	}
+	if w.mounted {
+		if err := syscall.Unmount(w.dir, syscall.MNT_DETACH); err != nil {
+			log.Warn("unmounting socket directory", "dir", w.dir, "err", err)
+		}
 	}
 	if err := os.RemoveAll(w.dir); err != nil {
 		log.Warn("removing socket directory", "dir", w.dir, "err", err)
 	}
 	log.Debug("container removed", "container", w.containerID)
 }
+
+// volumeTmpfsOptions mount what covers an image's VOLUME: empty and
+// read-only.
+const volumeTmpfsOptions = "ro,nosuid,nodev,noexec,size=4k"
 
 var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
@@ -353,32 +458,44 @@ var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 func (w *worker) spec(image string) engine.ContainerSpec {
 	r := w.p.r
 	cfg := &r.cfg
-	name := strings.Trim(nameInvalid.ReplaceAllString(w.p.info.Name, "-"), "-._")
-	if name == "" {
-		name = "app"
+	user := NonRootUser
+	if u := w.p.user.Load(); u != nil {
+		user = *u
 	}
-	if len(name) > 40 {
-		name = name[:40]
+	// Docker merges the image's labels into the container's and cannot be
+	// told not to: blank every one, so the container's only values are
+	// the runtime's (set last, so no image label can override them).
+	labels := make(map[string]string, len(w.p.info.Labels)+5)
+	for k := range w.p.info.Labels {
+		labels[k] = ""
 	}
-	user := w.p.info.User
-	if !cfg.allowRoot && isRootUser(user) {
-		user = NonRootUser
+	maps.Copy(labels, map[string]string{
+		LabelManaged:        "1",
+		LabelInstance:       r.inst.id,
+		LabelStateDir:       r.inst.stateDir,
+		LabelArtifactDigest: w.p.info.Digest,
+		LabelArtifactName:   w.p.info.Name,
+	})
+	socketDir := path.Dir(protocol.DefaultSocketPath)
+	tmpfs := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize}
+	for _, v := range w.p.info.Volumes {
+		// The image's VOLUMEs would each get a writable anonymous volume,
+		// outside every limit: cover each with an empty read-only tmpfs
+		// instead (the engine creates no volume where something is
+		// mounted).
+		if v = path.Clean(v); v != socketDir && tmpfs[v] == "" {
+			tmpfs[v] = volumeTmpfsOptions
+		}
 	}
 	return engine.ContainerSpec{
-		Name:  fmt.Sprintf("ociapp-%s-%s-%s", name, r.inst.id, w.id),
-		Image: image,
-		User:  user,
-		Labels: map[string]string{
-			LabelManaged:        "1",
-			LabelInstance:       r.inst.id,
-			LabelStateDir:       r.inst.stateDir,
-			LabelArtifactDigest: w.p.info.Digest,
-			LabelArtifactName:   w.p.info.Name,
-		},
+		Name:            w.name,
+		Image:           image,
+		User:            user,
+		Labels:          labels,
 		Mounts:          []engine.Mount{{Source: w.dir, Target: path.Dir(protocol.DefaultSocketPath)}},
 		Init:            true,
 		ReadOnlyRootfs:  true,
-		Tmpfs:           map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize},
+		Tmpfs:           tmpfs,
 		CapDrop:         []string{"ALL"},
 		NoNewPrivileges: true,
 		PidsLimit:       cfg.pidsLimit,
@@ -387,11 +504,4 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 		NetworkMode:     cfg.network,
 		StopTimeout:     cfg.shutdownTimeout,
 	}
-}
-
-// isRootUser reports whether an image's User runs as root: unset, or uid 0
-// by name or number.
-func isRootUser(u string) bool {
-	user, _, _ := strings.Cut(u, ":")
-	return user == "" || user == "root" || user == "0"
 }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test: Go (with the race detector), the Python SDK suite and the
 # Python host client suite.
-# Starts Docker and builds the local base images first, so it works on a
-# fresh machine.
+# Starts Docker, builds the local base images and brings up the test
+# Kubernetes cluster first, so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-docker.sh
 bash scripts/ensure-base-images.sh
+# The test Kubernetes cluster; its env file exports KUBECONFIG,
+# OCIAPP_K8S_CONTAINERD, OCIAPP_K8S_NODE and OCIAPP_KUBECTL for the tests.
+bash scripts/ensure-kubernetes.sh
+# shellcheck source=/dev/null
+source /var/lib/ociapp-k8s/env
 
 # Docker is up, so every Docker test must run: tests that need it fail
 # rather than skip when CI=true.

@@ -57,7 +57,7 @@ func requireBaseImage(t *testing.T, eng *docker.Engine) {
 // does, checks the name it gets, and runs one request through the runtime.
 func loadAndRun(t *testing.T, eng *docker.Engine, path, wantRef string) {
 	t.Helper()
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestEchoAppEndToEnd(t *testing.T) {
 	}
 	t.Logf("built in %v: %s", time.Since(start), stdout)
 	path := filepath.Join(out, "echo-app-0.1.0.ociapp")
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ CMD ["ociapp", "serve", "--app", "echo_app.main:app"]
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	path := filepath.Join(out, "custom-echo-2.0.0.ociapp")
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -371,9 +371,12 @@ func (b *bencher) runtimeOptions() []runtime.Option {
 // CPU, see runtime.WithMaxContainers), for the report.
 func defaultMaxContainers() int { return max(1, goruntime.NumCPU()) }
 
+// closeRuntimeTimeout bounds closing a runtime after the benchmark.
+const closeRuntimeTimeout = time.Minute
+
 // closeRuntime closes rt even when ctx has ended: the containers must go.
 func closeRuntime(ctx context.Context, rt *runtime.Runtime) error {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeRuntimeTimeout)
 	defer cancel()
 	return rt.Close(cctx)
 }
@@ -566,7 +569,7 @@ func (b *bencher) coldOnce(ctx context.Context) (_ time.Duration, err error) {
 // it when absent.
 func measureArtifact(ctx context.Context, eng engine.Engine, path string, status *statusLine) (artifactReport, error) {
 	start := time.Now()
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(ctx, path)
 	if err != nil {
 		return artifactReport{}, fmt.Errorf("opening the artifact: %w", err)
 	}

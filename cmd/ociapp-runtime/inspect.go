@@ -21,7 +21,8 @@ Verifies ARTIFACT (every blob against its digest) and shows what it holds:
 name, version, digest, size, layers, entrypoint, protocol and the request and
 response JSON Schemas. Needs no container engine.
 
-Exit status: 0 success, 2 bad usage, 5 the artifact is missing or corrupt.
+Exit status: 0 success, 2 bad usage, 5 the artifact is missing or corrupt,
+7 interrupted (SIGINT or SIGTERM).
 
 flags:
 `
@@ -55,7 +56,7 @@ type inspectLayer struct {
 	MediaType string `json:"media_type"`
 }
 
-func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -82,7 +83,11 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.Usage()
 		return exitUsage
 	}
-	a, err := artifact.Open(positional[0])
+	a, err := artifact.Open(ctx, positional[0])
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "ociapp-runtime inspect: interrupted")
+		return exitOther
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime inspect:", err)
 		return exitUnavailable

@@ -48,7 +48,7 @@ func inspectArtifact(t *testing.T) (string, *artifact.Artifact) {
 	if err := artifact.WriteFile(context.Background(), path, img, md); err != nil {
 		t.Fatal(err)
 	}
-	a, err := artifact.Open(path)
+	a, err := artifact.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

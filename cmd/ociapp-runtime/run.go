@@ -78,7 +78,11 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		input = fs.Arg(1)
 	}
 	if input == "-" {
-		b, err := io.ReadAll(stdin)
+		b, err := readAll(ctx, stdin)
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "ociapp-runtime: interrupted while reading the request")
+			return exitOther
+		}
 		if err != nil {
 			fmt.Fprintln(stderr, "ociapp-runtime: reading the request:", err)
 			return exitUsage
@@ -146,6 +150,26 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return exitOther
 	}
 	return exitOK
+}
+
+// readAll reads r to its end, or until ctx ends; a read that does not
+// return is left to end with the process.
+func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(r)
+		done <- result{b, err}
+	}()
+	select {
+	case res := <-done:
+		return res.b, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // fail reports err and returns its exit status.

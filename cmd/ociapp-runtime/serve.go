@@ -130,6 +130,11 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	socketMode := fs.String("socket-mode", "0600", "mode of the Unix socket, in octal (0660 lets the socket's group connect)")
 	maxArtifact := fs.String("max-artifact-size", "2g", "largest artifact upload accepted, e.g. 512m or 4g")
 	maxRequest := fs.String("max-request-size", strconv.FormatInt(api.DefaultMaxRequestSize, 10), "largest execute request body accepted, in bytes (16 MiB less 1 KiB, the most a frame to a container holds)")
+	maxBodyMemory := fs.String("max-body-memory", "128m", "total size of execute request bodies held at once; a request that does not fit within a second is answered overloaded")
+	fs.DurationVar(&d.BodyTimeout, "body-timeout", daemon.DefaultBodyTimeout, "how long a request body may take, beyond one second per --min-body-rate bytes")
+	minBodyRate := fs.String("min-body-rate", "64k", "slowest average rate, in bytes per second, a request body may arrive at once --body-timeout has passed (0: no rate)")
+	storeQuota := fs.String("store-quota", "10g", "most bytes of uploaded artifacts kept (uploads in progress included); least recently used ones not in use are removed to make room")
+	fs.DurationVar(&d.UploadTTL, "upload-ttl", daemon.DefaultUploadTTL, "how long an uploaded artifact no request used is kept")
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long requests in flight may finish at shutdown")
 	cfg.engine.register(fs, getenv)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -176,12 +181,29 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	}{
 		{"--max-artifact-size", *maxArtifact, &d.MaxArtifactSize},
 		{"--max-request-size", *maxRequest, &d.MaxRequestSize},
+		{"--max-body-memory", *maxBodyMemory, &d.MaxBodyMemory},
+		{"--store-quota", *storeQuota, &d.StoreQuota},
 	} {
 		n, err := parseSize(s.in)
 		if err != nil || n <= 0 {
 			return cfg, fmt.Errorf("%s %q: expected a positive size such as 16m or 2g", s.flag, s.in)
 		}
 		*s.out = n
+	}
+	if d.MinBodyRate, err = parseSize(*minBodyRate); err != nil {
+		return cfg, fmt.Errorf("--min-body-rate: %w", err)
+	}
+	if d.MinBodyRate == 0 {
+		d.MinBodyRate = -1 // none
+	}
+	if d.BodyTimeout <= 0 || d.UploadTTL <= 0 {
+		return cfg, errors.New("--body-timeout and --upload-ttl must be positive")
+	}
+	if d.MaxBodyMemory < d.MaxRequestSize {
+		return cfg, fmt.Errorf("--max-body-memory (%d bytes) must hold at least one request of --max-request-size (%d bytes)", d.MaxBodyMemory, d.MaxRequestSize)
+	}
+	if d.StoreQuota < d.MaxArtifactSize {
+		return cfg, fmt.Errorf("--store-quota (%d bytes) must hold at least one artifact of --max-artifact-size (%d bytes)", d.StoreQuota, d.MaxArtifactSize)
 	}
 	memBytes, err := parseSize(*memory)
 	if err != nil {

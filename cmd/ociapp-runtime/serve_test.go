@@ -42,10 +42,22 @@ func TestParseServeArgs(t *testing.T) {
 		{name: "defaults", check: func(t *testing.T, c serveConfig) {
 			d := c.daemon
 			if d.Listen != daemon.DefaultListen() || d.StateDir != daemon.DefaultStateDir() || d.Token != "" ||
-				d.SocketMode != 0o600 || d.MaxArtifactSize != api.DefaultMaxArtifactSize || d.MaxRequestSize != api.DefaultMaxRequestSize {
+				d.SocketMode != 0o600 || d.MaxArtifactSize != api.DefaultMaxArtifactSize || d.MaxRequestSize != api.DefaultMaxRequestSize ||
+				d.MaxBodyMemory != daemon.DefaultMaxBodyMemory || d.BodyTimeout != daemon.DefaultBodyTimeout || d.MinBodyRate != daemon.DefaultMinBodyRate ||
+				d.StoreQuota != daemon.DefaultStoreQuota || d.UploadTTL != daemon.DefaultUploadTTL {
 				t.Fatalf("%+v", d)
 			}
 		}},
+		{name: "body and store limits", args: []string{"--max-body-memory", "64m", "--body-timeout", "5s", "--min-body-rate", "0", "--store-quota", "4g", "--upload-ttl", "1h"},
+			check: func(t *testing.T, c serveConfig) {
+				d := c.daemon
+				if d.MaxBodyMemory != 64<<20 || d.BodyTimeout != 5*time.Second || d.MinBodyRate != -1 || d.StoreQuota != 4<<30 || d.UploadTTL != time.Hour {
+					t.Fatalf("%+v", d)
+				}
+			}},
+		{name: "body memory below a request", args: []string{"--max-body-memory", "1m"}, wantErr: "--max-body-memory"},
+		{name: "quota below an artifact", args: []string{"--store-quota", "1g"}, wantErr: "--store-quota"},
+		{name: "zero upload ttl", args: []string{"--upload-ttl", "0s"}, wantErr: "--upload-ttl"},
 		{name: "tcp with token file", args: []string{"--listen", "tcp://0.0.0.0:7000", "--token-file", good, "--socket-mode", "0660", "--max-artifact-size", "512m", "--max-request-size", "1m"},
 			check: func(t *testing.T, c serveConfig) {
 				d := c.daemon

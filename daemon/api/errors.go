@@ -32,6 +32,8 @@ const (
 	CodeClosed            Code = "closed"             // runtime.ErrClosed
 	CodeUnauthorized      Code = "unauthorized"
 	CodeBodyTooLarge      Code = "body_too_large"
+	CodeBodyTimeout       Code = "body_timeout" // the body arrived too slowly
+	CodeStorageFull       Code = "storage_full" // the upload does not fit in the store's quota
 	CodeBadRequest        Code = "bad_request"
 	CodeUnsupportedMedia  Code = "unsupported_media_type"
 	CodeNotFound          Code = "not_found"
@@ -51,6 +53,8 @@ var statuses = map[Code]int{
 	CodeClosed:            http.StatusServiceUnavailable,
 	CodeUnauthorized:      http.StatusUnauthorized,
 	CodeBodyTooLarge:      http.StatusRequestEntityTooLarge,
+	CodeBodyTimeout:       http.StatusRequestTimeout,
+	CodeStorageFull:       http.StatusInsufficientStorage,
 	CodeBadRequest:        http.StatusBadRequest,
 	CodeUnsupportedMedia:  http.StatusUnsupportedMediaType,
 	CodeNotFound:          http.StatusNotFound,
@@ -117,7 +121,7 @@ type Error struct {
 	Engine string
 	Host   string
 
-	// body_too_large: the limit in bytes.
+	// body_too_large, storage_full: the limit in bytes.
 	Limit int64
 
 	// Cause is the text of the underlying error, when there is one.

@@ -49,6 +49,13 @@ func containerConfig(spec engine.ContainerSpec) (*container.Config, *container.H
 		Env:    spec.Env,
 		User:   spec.User,
 		Labels: spec.Labels,
+		// The image's STOPSIGNAL would replace SIGTERM in StopContainer
+		// (one that the app ignores, e.g. SIGCONT, turns every graceful
+		// stop into a kill after the grace); the contract is SIGTERM.
+		StopSignal: "SIGTERM",
+		// The image's HEALTHCHECK would have the daemon exec its command
+		// in the container periodically; the runtime watches the socket.
+		Healthcheck: &container.HealthConfig{Test: []string{"NONE"}},
 	}
 	hc := &container.HostConfig{
 		ReadonlyRootfs: spec.ReadOnlyRootfs,
@@ -95,8 +102,9 @@ func (e *Engine) StartContainer(ctx context.Context, id string) error {
 	return nil
 }
 
-// StopContainer sends SIGTERM (or the image's stop signal) and kills the
-// container when it is still running after grace. The API counts whole
+// StopContainer sends SIGTERM (never the image's STOPSIGNAL, which
+// CreateContainer overrides) and kills the container when it is still
+// running after grace. The API counts whole
 // seconds, so grace is rounded up; zero kills at once. Stopping a container
 // that is not running is not an error.
 func (e *Engine) StopContainer(ctx context.Context, id string, grace time.Duration) error {

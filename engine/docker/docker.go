@@ -26,8 +26,9 @@ type Engine struct {
 }
 
 var (
-	_ engine.Engine  = (*Engine)(nil)
-	_ engine.Builder = (*Engine)(nil)
+	_ engine.Engine       = (*Engine)(nil)
+	_ engine.Builder      = (*Engine)(nil)
+	_ engine.ImageRemover = (*Engine)(nil)
 )
 
 type config struct {

@@ -18,9 +18,12 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/ociapp/ociapp/engine"
 )
@@ -949,4 +952,88 @@ func combinedArchive(t *testing.T, img v1.Image, ref string) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// variantImage loads a copy of the test image with its config changed by
+// edit (so it has an ID of its own) and returns that ID.
+func variantImage(t *testing.T, e *Engine, edit func(*v1.Config)) string {
+	t.Helper()
+	img := requireImage(t, e).Image
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Env = append(cf.Config.Env, "VARIANT="+randomHex(6))
+	edit(&cf.Config)
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A digest reference writes no RepoTags: the image is loaded untagged,
+	// as the runtime loads artifacts.
+	ref, err := name.NewDigest("ociapp-enginetest@" + dg.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := tarball.Write(ref, img, &buf); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := e.LoadImage(testCtx(t), &buf)
+	if err != nil || len(loaded) != 1 || !strings.HasPrefix(loaded[0], "sha256:") {
+		t.Fatalf("loading the variant: %v %v", loaded, err)
+	}
+	removeImageLater(loaded[0])
+	return loaded[0]
+}
+
+// An image's STOPSIGNAL (here one the program ignores) must not replace
+// SIGTERM: the graceful stop would turn into a kill after the grace.
+func TestStopContainerIgnoresImageStopSignal(t *testing.T) {
+	e := requireDocker(t)
+	id := variantImage(t, e, func(c *v1.Config) { c.StopSignal = "SIGCONT" })
+	ctx := testCtx(t)
+	cid := createContainer(t, e, engine.ContainerSpec{Image: id, Cmd: []string{"term-exit"}, Init: true})
+	if err := e.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, e, cid, "waiting for SIGTERM")
+	start := time.Now()
+	if err := e.StopContainer(ctx, cid, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.InspectContainer(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 10*time.Second || st.ExitCode != 0 {
+		t.Fatalf("stop took %v with exit code %d, want SIGTERM's prompt exit 0", took, st.ExitCode)
+	}
+}
+
+func TestRemoveImage(t *testing.T) {
+	e := requireDocker(t)
+	id := variantImage(t, e, func(*v1.Config) {})
+	ctx := testCtx(t)
+	cid := createContainer(t, e, engine.ContainerSpec{Image: id, Cmd: []string{"exit", "0"}})
+	if err := e.RemoveImage(ctx, id); !errors.Is(err, engine.ErrInUse) {
+		t.Fatalf("removing an image a container uses: %v, want ErrInUse", err)
+	}
+	if err := e.RemoveContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RemoveImage(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := e.ImageExists(ctx, id); ok || err != nil {
+		t.Fatalf("image still there: %v %v", ok, err)
+	}
+	if err := e.RemoveImage(ctx, id); err != nil {
+		t.Fatalf("removing a missing image: %v", err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
 	"github.com/ociapp/ociapp/engine"
@@ -114,6 +115,24 @@ func (e *Engine) SaveImage(ctx context.Context, refs ...string) (io.ReadCloser, 
 		return nil, e.wrap(fmt.Sprintf("saving images %s", strings.Join(refs, ", ")), err)
 	}
 	return rc, nil
+}
+
+// RemoveImage removes the image ref without force: one that a container
+// uses, or that has several names, is refused with an error wrapping
+// engine.ErrInUse. A missing image is not an error.
+func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
+	if ref == "" {
+		return errors.New("removing image: empty reference")
+	}
+	_, err := e.cli.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+		return nil
+	case cerrdefs.IsConflict(err):
+		return fmt.Errorf("removing image %s: %w: %w", ref, engine.ErrInUse, err)
+	default:
+		return e.wrap(fmt.Sprintf("removing image %s", ref), err)
+	}
 }
 
 // recordingReader remembers the first error of the reader it wraps, so a

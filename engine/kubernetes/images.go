@@ -159,8 +159,10 @@ func pinnedName(name string, d digest.Digest) string {
 
 // RemoveImage deletes every image record of ref (a name, or a manifest or
 // config digest), and the other names of the same image, from the node's
-// containerd; containerd's garbage collection frees the content. A missing
-// image is not an error.
+// containerd; containerd's garbage collection frees the content. An image
+// that a pod of the engine's on this node still uses is left alone (an
+// error wrapping engine.ErrInUse), as Docker refuses to remove an image a
+// container uses. A missing image is not an error.
 func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
 	is := e.ctrd.ImageService()
 	for {
@@ -172,10 +174,37 @@ func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
 		if err != nil {
 			return e.wrapContainerd(fmt.Sprintf("removing image %s", ref), err)
 		}
-		for _, s := range append(same, img) {
+		same = append(same, img)
+		if pod, err := e.podUsing(ctx, same); err != nil || pod != "" {
+			if err == nil {
+				err = fmt.Errorf("removing image %s: pod %s uses it: %w", ref, pod, engine.ErrInUse)
+			}
+			return err
+		}
+		for _, s := range same {
 			if err := is.Delete(ctx, s.Name); err != nil && !errors.Is(e.wrapContainerd("", err), engine.ErrNotFound) {
 				return e.wrapContainerd(fmt.Sprintf("removing image %s", s.Name), err)
 			}
 		}
 	}
+}
+
+// podUsing returns a pod of this engine's on its node that has not ended
+// and runs one of imgs, or "".
+func (e *Engine) podUsing(ctx context.Context, imgs []images.Image) (string, error) {
+	list, err := e.ListContainers(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	for _, c := range list {
+		if c.State == "exited" {
+			continue
+		}
+		for _, img := range imgs {
+			if c.Image == img.Name {
+				return c.ID, nil
+			}
+		}
+	}
+	return "", nil
 }

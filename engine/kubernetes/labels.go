@@ -23,7 +23,8 @@ const (
 )
 
 // podLabels returns the pod labels for the engine's labels and the
-// annotations that keep them verbatim. Kubernetes label values are short
+// annotations that keep them verbatim. A key Kubernetes does not accept is
+// an error unless its value is empty. Kubernetes label values are short
 // and limited to [A-Za-z0-9._-]; a value outside that (a path, a digest)
 // is replaced by a hash of it, so that selecting by the original value
 // still works.
@@ -31,6 +32,11 @@ func podLabels(in map[string]string) (labels, annotations map[string]string, err
 	labels = map[string]string{LabelManagedBy: managedBy}
 	for k, v := range in {
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			if v == "" {
+				// A blank: Docker copies an image's labels into its
+				// containers unless blanked; a pod gets none of them.
+				continue
+			}
 			return nil, nil, fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
 		}
 		if !utf8.ValidString(v) {

@@ -39,6 +39,13 @@ type App struct {
 	// Entrypoint replaces the binary's path and Args as the image's
 	// entrypoint.
 	Entrypoint []string
+	// Files are added to the image's layer next to the binary (e.g. an
+	// /etc/passwd); Configure edits the image config last (a hostile
+	// STOPSIGNAL, VOLUMEs, labels); Ref names the image in the artifact
+	// (manifest.json RepoTags and the index's name annotations).
+	Files     []File
+	Configure func(*v1.Config)
+	Ref       string
 }
 
 // Module is the module's path, the prefix of every test app's package.
@@ -60,6 +67,7 @@ func Lookup(name string) (App, bool) {
 		"garbage":   {Package: pkgs + "garbage"},
 		"cpuhog":    {Package: pkgs + "cpuhog", Args: serve, User: "65532"},
 		"probe":     {Package: pkgs + "probe", Args: serve},
+		"hostile":   {Package: pkgs + "hostile", Args: serve, User: "65532"},
 		"badentry":  {Package: pkgs + "sleeper", Entrypoint: []string{"/no/such/binary", "serve"}},
 	}[name]
 	return app, ok
@@ -180,11 +188,14 @@ func Package(ctx context.Context, name string, binary []byte, app App, path stri
 	if app.Entrypoint != nil {
 		cfg.Entrypoint = app.Entrypoint
 	}
-	img, err := Image([]File{{Name: "app", Mode: 0o755, Data: binary}}, cfg)
+	if app.Configure != nil {
+		app.Configure(&cfg)
+	}
+	img, err := Image(append([]File{{Name: "app", Mode: 0o755, Data: binary}}, app.Files...), cfg)
 	if err != nil {
 		return fmt.Errorf("packaging %s: %w", name, err)
 	}
-	md := artifact.Metadata{Name: name, Version: "0.1.0", Entrypoint: app.Package}
+	md := artifact.Metadata{Name: name, Version: "0.1.0", Entrypoint: app.Package, Ref: app.Ref}
 	if err := artifact.WriteFile(ctx, path, img, md); err != nil {
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
