@@ -19,13 +19,6 @@ import (
 	"github.com/ociapp/ociapp/engine"
 )
 
-// Engine is what builds need from a container engine: build an image from a
-// Containerfile and export it. *docker.Engine implements it.
-type Engine interface {
-	BuildImage(ctx context.Context, req engine.BuildRequest, progress func(engine.BuildEvent)) (string, error)
-	SaveImage(ctx context.Context, refs ...string) (io.ReadCloser, error)
-}
-
 // DefaultPythonBaseImage is the base of managed Python images: the official
 // slim image of the Python version Debian stable ships, so that what CI
 // tests on a Debian-built base is the Python users get.
@@ -64,9 +57,10 @@ type Options struct {
 	// OutputDir receives the artifact; "" means the project root. It is
 	// created if missing.
 	OutputDir string
-	// Engine builds and exports images; managed Python and custom builds
-	// need it (see Project.NeedsEngine).
-	Engine Engine
+	// Engine builds and exports images (engine/docker implements
+	// engine.Builder); managed Python and custom builds need it (see
+	// Project.NeedsEngine).
+	Engine engine.Builder
 	// Progress receives events on the calling goroutine; nil discards them.
 	Progress func(Event)
 	// Logger receives debug logs; nil discards them.

@@ -24,7 +24,7 @@ import (
 //
 //	go test -run '^$' -bench RemoteOverhead -benchtime 20000x ./daemon/
 func BenchmarkRemoteOverhead(b *testing.B) {
-	requireDocker(b)
+	eng := requireDocker(b)
 	app := testApps(b).App
 	ctx := context.Background()
 	payload, err := protocol.EncodePayload(map[string]any{"value": "benchmark"})
@@ -33,7 +33,7 @@ func BenchmarkRemoteOverhead(b *testing.B) {
 	}
 
 	dir := shortTempDir(b)
-	rt, err := runtime.New(ctx, runtime.WithStateDir(filepath.Join(dir, "local")))
+	rt, err := runtime.New(ctx, runtime.WithEngine(eng), runtime.WithStateDir(filepath.Join(dir, "local")))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func BenchmarkRemoteOverhead(b *testing.B) {
 	dctx, stop := context.WithCancel(ctx)
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
-		done <- daemon.Run(dctx, daemon.Config{Listen: "unix://" + sock, StateDir: filepath.Join(dir, "daemon"), Ready: func(net.Addr) { close(ready) }})
+		done <- daemon.Run(dctx, daemon.Config{Engine: eng, Listen: "unix://" + sock, StateDir: filepath.Join(dir, "daemon"), Ready: func(net.Addr) { close(ready) }})
 	}()
 	select {
 	case <-ready:

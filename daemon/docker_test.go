@@ -36,21 +36,19 @@ import (
 
 // requireDocker skips the test when Docker is unreachable, or fails it
 // when CI=true, where every test must run.
-func requireDocker(t testing.TB) {
+func requireDocker(t testing.TB) *docker.Engine {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	eng, err := docker.New(ctx)
-	if err == nil {
-		err = eng.Ping(ctx)
-		eng.Close()
-	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("Docker is required (CI=true): %v", err)
 		}
 		t.Skipf("Docker is not available: %v", err)
 	}
+	t.Cleanup(func() { _ = eng.Close() })
+	return eng
 }
 
 var apps struct {
@@ -127,7 +125,14 @@ func runChild() int {
 	if cfg.PlainSocketDirs {
 		opts = append(opts, runtime.WithSocketDirLimit(0))
 	}
-	err := daemon.Run(ctx, daemon.Config{
+	eng, err := docker.New(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	defer eng.Close()
+	err = daemon.Run(ctx, daemon.Config{
+		Engine: eng,
 		Listen: cfg.Listen, StateDir: cfg.StateDir, Token: cfg.Token,
 		TLSCertFile: cfg.TLSCert, TLSKeyFile: cfg.TLSKey,
 		MaxArtifactSize: cfg.MaxArtifactSize, MaxRequestSize: cfg.MaxRequestSize,
@@ -580,7 +585,7 @@ func runSuite(t *testing.T, tg target) {
 // TestDaemonUnixSocket runs the suite against a daemon in this process,
 // over its Unix socket.
 func TestDaemonUnixSocket(t *testing.T) {
-	requireDocker(t)
+	eng := requireDocker(t)
 	dir := shortTempDir(t)
 	sock := filepath.Join(dir, "d.sock")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -588,6 +593,7 @@ func TestDaemonUnixSocket(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- daemon.Run(ctx, daemon.Config{
+			Engine: eng,
 			Listen: "unix://" + sock, StateDir: filepath.Join(dir, "state"), Token: suiteToken,
 			MaxArtifactSize: suiteMaxArtifactSize, MaxRequestSize: suiteMaxRequestSize,
 			Ready: func(net.Addr) { close(ready) },

@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/runtime"
 )
 
-// Config configures Run. Its zero value is valid: a Unix socket at
-// DefaultListen, state in DefaultStateDir, no token, default limits.
+// Config configures Run. Apart from Engine, which is required, its zero
+// value is valid: a Unix socket at DefaultListen, state in DefaultStateDir,
+// no token, default limits.
 type Config struct {
 	// Listen is "unix:///PATH" or "tcp://HOST:PORT" (default DefaultListen()).
 	// A TCP listener requires Token.
@@ -36,9 +37,9 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// SocketMode is the Unix socket's mode (default DefaultSocketMode).
 	SocketMode os.FileMode
-	// DockerHost is the Docker daemon address (default: DOCKER_HOST or the
-	// local socket).
-	DockerHost string
+	// Engine runs the containers (engine/docker, engine/kubernetes). It is
+	// required; Run does not close it.
+	Engine engine.Engine
 	// MaxArtifactSize and MaxRequestSize bound upload and execute bodies
 	// (defaults api.DefaultMaxArtifactSize and api.DefaultMaxRequestSize).
 	MaxArtifactSize, MaxRequestSize int64
@@ -99,8 +100,7 @@ func DefaultListen() string {
 	return "unix://" + filepath.Join(DefaultStateDir(), "daemon.sock")
 }
 
-// Run runs a daemon until ctx ends: it connects to Docker, creates a
-// runtime (with rtOpts; the engine and state directory are Run's), opens the
+// Run runs a daemon until ctx ends: it creates a runtime on cfg.Engine (with rtOpts; the engine and state directory are Run's), opens the
 // artifact store and serves. When ctx ends it stops accepting connections,
 // drains in-flight requests, then closes the runtime, which stops every
 // container. A daemon started again on the same state directory keeps the
@@ -123,6 +123,9 @@ func Run(ctx context.Context, cfg Config, rtOpts ...runtime.Option) (err error) 
 	}
 	if strings.HasPrefix(listen, "tcp://") && cfg.Token == "" {
 		return errors.New("a TCP listener requires a token: anyone who can reach the port could run containers")
+	}
+	if cfg.Engine == nil {
+		return errors.New("no container engine: set Config.Engine")
 	}
 	tlsConf, err := loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile)
 	if err != nil {
@@ -175,16 +178,7 @@ func Run(ctx context.Context, cfg Config, rtOpts ...runtime.Option) (err error) 
 		log.Warn("serving TCP without TLS: the token and requests travel in clear; use --tls-cert and --tls-key off a trusted network")
 	}
 
-	dopts := []docker.Option{docker.WithLogger(log)}
-	if cfg.DockerHost != "" {
-		dopts = append(dopts, docker.WithHost(cfg.DockerHost))
-	}
-	eng, err := docker.New(ctx, dopts...)
-	if err != nil {
-		return fmt.Errorf("connecting to the container engine: %w", err)
-	}
-	defer eng.Close()
-
+	eng := cfg.Engine
 	rtState := filepath.Join(stateDir, "rt")
 	rt, err := runtime.New(ctx, slices.Concat(
 		[]runtime.Option{runtime.WithEngine(eng), runtime.WithLogger(log)},

@@ -60,6 +60,10 @@ type ContainerSpec struct {
 	MemoryBytes     int64  // 0: unlimited; swap is limited to the same value so the limit is real
 	NanoCPUs        int64  // 0: unlimited; 1e9 is one CPU
 	NetworkMode     string // "": engine default; "none" disables networking
+	// StopTimeout is the grace between SIGTERM and SIGKILL that the engine
+	// applies when it stops the container on its own (Kubernetes' grace
+	// period); 0: the engine's default.
+	StopTimeout time.Duration
 }
 
 // Mount is a bind mount of a host path into the container.

@@ -18,14 +18,20 @@ var ErrInUse = errors.New("in use")
 // UnavailableError means the engine could not be reached: the daemon is not
 // running, the socket is wrong, or the connection broke.
 type UnavailableError struct {
-	Host string // the address that was tried, e.g. unix:///var/run/docker.sock
-	Err  error
+	// Engine names what could not be reached, e.g. "the Kubernetes API
+	// server"; "" means the Docker daemon.
+	Engine string
+	Host   string // the address that was tried, e.g. unix:///var/run/docker.sock
+	Err    error
 }
 
 func (e *UnavailableError) Error() string {
 	host := e.Host
 	if host == "" {
 		host = "the default address"
+	}
+	if e.Engine != "" {
+		return fmt.Sprintf("cannot reach %s at %s: %v; check that it runs and that the address is right", e.Engine, host, e.Err)
 	}
 	return fmt.Sprintf("cannot reach the Docker daemon at %s: %v; start it (scripts/ensure-docker.sh) or set DOCKER_HOST", host, e.Err)
 }

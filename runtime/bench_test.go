@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp"
+	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 )
 
@@ -27,8 +28,13 @@ func quiet() Option { return WithLogger(slog.New(slog.DiscardHandler)) }
 // benchWarm runs b.N requests from conc goroutines against a warmed pool
 // and reports p50/p99 latency and throughput.
 func benchWarm(b *testing.B, app string, conc int, req map[string]any, opts ...Option) {
-	rt, eng := newDockerRuntime(b, append([]Option{quiet()}, opts...)...)
-	path := benchArtifact(b, eng, app)
+	eng := requireDocker(b)
+	benchWarmOn(b, eng, benchArtifact(b, eng, app), conc, req, opts...)
+}
+
+// benchWarmOn is benchWarm on any engine, for the artifact at path.
+func benchWarmOn(b *testing.B, eng engine.Engine, path string, conc int, req map[string]any, opts ...Option) {
+	rt := newRuntime(b, eng, append([]Option{quiet()}, opts...)...)
 	// Warm every container the pool will use, then let it settle.
 	var wg sync.WaitGroup
 	for range conc * 4 {

@@ -6,27 +6,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"time"
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/protocol"
 )
-
-// Engine is what the runtime needs from a container engine; engine.Engine
-// (and so engine/docker) satisfies it.
-type Engine interface {
-	ImageExists(ctx context.Context, ref string) (bool, error)
-	LoadImage(ctx context.Context, archive io.Reader) ([]string, error)
-	CreateContainer(ctx context.Context, spec engine.ContainerSpec) (string, error)
-	StartContainer(ctx context.Context, id string) error
-	StopContainer(ctx context.Context, id string, grace time.Duration) error
-	RemoveContainer(ctx context.Context, id string) error
-	InspectContainer(ctx context.Context, id string) (engine.ContainerState, error)
-	WaitContainer(ctx context.Context, id string) (engine.ContainerState, error)
-	ContainerLogs(ctx context.Context, id string, tailLines int) (string, error)
-	ListContainers(ctx context.Context, labels map[string]string) ([]engine.ContainerSummary, error)
-}
 
 // session is one persistent, multiplexed connection to a container's app
 // server; *protocol.Client satisfies it.

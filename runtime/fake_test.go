@@ -92,6 +92,12 @@ func (e *fakeEngine) check() error {
 	return nil
 }
 
+func (e *fakeEngine) Ping(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.check()
+}
+
 func (e *fakeEngine) ImageExists(ctx context.Context, ref string) (bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

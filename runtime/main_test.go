@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/testapps"
 )
@@ -85,6 +86,13 @@ func shortTempDir(tb testing.TB) string {
 func newDockerRuntime(tb testing.TB, opts ...Option) (*Runtime, *docker.Engine) {
 	tb.Helper()
 	eng := requireDocker(tb)
+	return newRuntime(tb, eng, opts...), eng
+}
+
+// newRuntime is a runtime on eng with its own state directory, closed when
+// the test ends.
+func newRuntime(tb testing.TB, eng engine.Engine, opts ...Option) *Runtime {
+	tb.Helper()
 	logger := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts = append([]Option{WithEngine(eng), WithStateDir(shortTempDir(tb)), WithLogger(logger)}, opts...)
 	rt, err := New(tb.Context(), opts...)
@@ -98,7 +106,7 @@ func newDockerRuntime(tb testing.TB, opts ...Option) (*Runtime, *docker.Engine) 
 			tb.Error(err)
 		}
 	})
-	return rt, eng
+	return rt
 }
 
 // pythonArtifact returns the named Python test application's artifact,

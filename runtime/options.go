@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -63,11 +64,9 @@ const NonRootUser = "65532:65532"
 type Option func(*config) error
 
 type config struct {
-	engine Engine
-	// dockerHost is used only when no engine is given.
-	dockerHost string
-	logger     *slog.Logger
-	stateDir   string
+	engine   engine.Engine
+	logger   *slog.Logger
+	stateDir string
 
 	startupTimeout  time.Duration
 	requestTimeout  time.Duration
@@ -137,27 +136,15 @@ func positive(name string, d time.Duration) error {
 	return nil
 }
 
-// WithEngine sets the container engine. The default connects to Docker
-// (DOCKER_HOST or the default socket).
-func WithEngine(e Engine) Option {
+// WithEngine sets the container engine (engine/docker, engine/kubernetes).
+// It is required: the runtime knows no engine of its own. The runtime does
+// not close it.
+func WithEngine(e engine.Engine) Option {
 	return func(c *config) error {
 		if e == nil {
 			return errors.New("engine must not be nil")
 		}
 		c.engine = e
-		return nil
-	}
-}
-
-// WithDockerHost sets the Docker daemon address (e.g.
-// "unix:///var/run/docker.sock") of the default engine. It has no effect
-// together with WithEngine.
-func WithDockerHost(host string) Option {
-	return func(c *config) error {
-		if host == "" {
-			return errors.New("docker host must not be empty")
-		}
-		c.dockerHost = host
 		return nil
 	}
 }

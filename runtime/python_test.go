@@ -5,42 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ociapp/ociapp/artifact"
-	"github.com/ociapp/ociapp/protocol"
 )
 
 // Python applications, packaged as the original builder packaged them (an
 // OCI layout with zstd layers, running as root under tini), run unchanged.
-
-func TestDockerPythonEcho(t *testing.T) {
-	rt, eng := newDockerRuntime(t)
-	path := pythonArtifact(t, eng, "echo-py")
-	a, err := artifact.Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.Format != artifact.FormatOCILayout || a.DockerLoadable {
-		t.Fatalf("fixture is %v (docker-loadable %v), want an OCI layout only, like buildx output", a.Format, a.DockerLoadable)
-	}
-	start := time.Now()
-	resp, err := rt.Execute(t.Context(), path, map[string]any{"value": "hi"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("first response after %v", time.Since(start))
-	if resp["value"] != "hi" {
-		t.Fatalf("response %v", resp)
-	}
-	_, err = rt.Execute(t.Context(), path, map[string]any{"value": 5})
-	var ae *AppError
-	if !errors.As(err, &ae) || ae.Type != protocol.ErrorTypeValidation || ae.Message != protocol.ValidationMessage {
-		t.Fatalf("got %v, want a ValidationError", err)
-	}
-	if rt.Stats().ColdStarts != 1 {
-		t.Fatal("the app error cost the container")
-	}
-}
 
 func TestDockerPythonImportError(t *testing.T) {
 	rt, eng := newDockerRuntime(t)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
-	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -76,8 +74,7 @@ func execute(ctx context.Context, ex Executor, artifactPath string, request any,
 // Close it to stop its containers.
 type Runtime struct {
 	cfg      config
-	eng      Engine
-	closeEng io.Closer // the engine New created, if any
+	eng      engine.Engine
 	log      *slog.Logger
 	inst     *instance
 	resolver *resolver
@@ -108,9 +105,8 @@ type Runtime struct {
 
 var _ Executor = (*Runtime)(nil)
 
-// New creates a runtime. Unless WithEngine is given it connects to Docker,
-// so an unreachable daemon is reported here as *EngineUnavailableError. It
-// removes containers and directories left behind by runtimes (sharing its
+// New creates a runtime on the engine given with WithEngine, which is
+// required. It removes containers and directories left behind by runtimes (sharing its
 // state directory) that ended without closing.
 func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	cfg := defaultConfig()
@@ -118,6 +114,9 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		if err := o(&cfg); err != nil {
 			return nil, &ConfigError{Err: err}
 		}
+	}
+	if cfg.engine == nil {
+		return nil, &ConfigError{Err: errors.New("no container engine: pass WithEngine")}
 	}
 	if cfg.minContainers > cfg.maxContainers {
 		return nil, &ConfigError{Err: fmt.Errorf("min containers (%d) exceeds max containers (%d)", cfg.minContainers, cfg.maxContainers)}
@@ -141,27 +140,14 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		pools:     make(map[string]*pool),
 		closeDone: make(chan struct{}),
 	}
-	if r.eng == nil {
-		dopts := []docker.Option{docker.WithLogger(cfg.logger)}
-		if cfg.dockerHost != "" {
-			dopts = append(dopts, docker.WithHost(cfg.dockerHost))
-		}
-		d, err := docker.New(ctx, dopts...)
-		if err != nil {
-			return nil, fmt.Errorf("connecting to the container engine: %w", err)
-		}
-		r.eng, r.closeEng = d, d
-	}
 	inst, err := openInstance(cfg.stateDir)
 	if err != nil {
-		r.closeEngine()
 		return nil, err
 	}
 	r.inst = inst
 	r.images, _ = r.eng.(engine.ImageRemover)
 	if err := inst.cleanOrphans(ctx, r.eng, r.log); err != nil {
 		_ = inst.close()
-		r.closeEngine()
 		return nil, fmt.Errorf("removing what crashed runtimes left behind: %w", err)
 	}
 	r.life, r.cancel = context.WithCancel(context.Background())
@@ -171,12 +157,6 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	go r.reap()
 	r.log.Debug("runtime started", "state_dir", inst.dir, "max_containers", cfg.maxContainers)
 	return r, nil
-}
-
-func (r *Runtime) closeEngine() {
-	if r.closeEng != nil {
-		_ = r.closeEng.Close()
-	}
 }
 
 // errRequestTimeout is the cause of a request context whose request
@@ -344,7 +324,6 @@ func (r *Runtime) Close(ctx context.Context) error {
 		if err := r.inst.close(); err != nil {
 			r.closeErr = fmt.Errorf("removing the runtime directory: %w", err)
 		}
-		r.closeEngine()
 		close(r.closeDone)
 	}()
 	select {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ociapp/ociapp/engine"
 )
 
 // Labels on every container the runtime creates. They let `docker ps
@@ -133,7 +135,7 @@ const staleTmpAge = time.Minute
 
 // cleanOrphans removes what runtimes that died without closing left in
 // the state directory: their containers and their directories.
-func (in *instance) cleanOrphans(ctx context.Context, eng Engine, log *slog.Logger) error {
+func (in *instance) cleanOrphans(ctx context.Context, eng engine.Engine, log *slog.Logger) error {
 	entries, err := os.ReadDir(in.stateDir)
 	if err != nil {
 		return fmt.Errorf("reading state directory: %w", err)
@@ -195,7 +197,7 @@ func (in *instance) cleanOrphans(ctx context.Context, eng Engine, log *slog.Logg
 	return nil
 }
 
-func removeInstanceContainers(ctx context.Context, eng Engine, stateDir, owner string, log *slog.Logger) error {
+func removeInstanceContainers(ctx context.Context, eng engine.Engine, stateDir, owner string, log *slog.Logger) error {
 	list, err := eng.ListContainers(ctx, map[string]string{LabelStateDir: stateDir, LabelInstance: owner})
 	if err != nil {
 		return fmt.Errorf("listing containers: %w", err)

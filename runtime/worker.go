@@ -535,5 +535,6 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 		MemoryBytes:     cfg.memoryBytes,
 		NanoCPUs:        cfg.nanoCPUs,
 		NetworkMode:     cfg.network,
+		StopTimeout:     cfg.shutdownTimeout,
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ociapp/ociapp/artifact"
-	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/bytesize"
 	"github.com/ociapp/ociapp/loadgen"
 	"github.com/ociapp/ociapp/protocol"
@@ -60,7 +60,7 @@ type benchConfig struct {
 	cpus                 float64
 	memoryText           string
 	memory               int64
-	dockerHost           string
+	engine               engineFlags
 	stateDir             string
 	verbose              bool
 }
@@ -71,8 +71,8 @@ const (
 )
 
 // parseBenchArgs parses bench's arguments; flags may come before or after
-// the artifact. It returns flag.ErrHelp for -h.
-func parseBenchArgs(args []string, usageOut io.Writer) (benchConfig, error) {
+// the artifact; getenv reads the environment. It returns flag.ErrHelp for -h.
+func parseBenchArgs(args []string, usageOut io.Writer, getenv func(string) string) (benchConfig, error) {
 	cfg := benchConfig{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
@@ -93,7 +93,7 @@ func parseBenchArgs(args []string, usageOut io.Writer) (benchConfig, error) {
 	fs.DurationVar(&cfg.busyPoll, "busy-poll", protocol.DefaultBusyPoll, "how long to poll a container's connection for a response before sleeping (0: never poll)")
 	fs.Float64Var(&cfg.cpus, "cpus", 0, "container CPU limit in CPUs (0: none)")
 	fs.StringVar(&cfg.memoryText, "memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
-	fs.StringVar(&cfg.dockerHost, "docker-host", "", "Docker daemon address (default: $DOCKER_HOST or the local socket)")
+	cfg.engine.register(fs, getenv)
 	fs.StringVar(&cfg.stateDir, "state-dir", "", "directory for runtime state and sockets (default: the runtime's)")
 	fs.BoolVar(&cfg.verbose, "v", false, "log what the runtime does to standard error")
 
@@ -127,6 +127,8 @@ func parseBenchArgs(args []string, usageOut io.Writer) (benchConfig, error) {
 		return cfg, fmt.Errorf("-d must be positive, got %v", cfg.duration)
 	case cfg.warmup < 0:
 		return cfg, fmt.Errorf("--warmup must not be negative, got %d", cfg.warmup)
+	case cfg.engine.check() != nil:
+		return cfg, cfg.engine.check()
 	case cfg.cold < 0:
 		return cfg, fmt.Errorf("--cold must not be negative, got %d", cfg.cold)
 	case cfg.maxContainers < 0, cfg.containerConcurrency < 0, cfg.requestTimeout < 0, cfg.busyPoll < 0, cfg.cpus < 0:
@@ -151,7 +153,7 @@ func parseBenchArgs(args []string, usageOut io.Writer) (benchConfig, error) {
 
 // runBench is the bench command.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseBenchArgs(args, stderr)
+	cfg, err := parseBenchArgs(args, stderr, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
@@ -289,7 +291,7 @@ type containerReport struct {
 type bencher struct {
 	cfg    benchConfig
 	status *statusLine
-	eng    *docker.Engine
+	eng    engine.Engine
 	logger *slog.Logger // nil: the runtime's silent default
 }
 
@@ -310,13 +312,13 @@ func (b *bencher) run(ctx context.Context) (*benchReport, error) {
 	}
 	rep.Containers.Max = rep.Settings.MaxContainers
 
-	var dopts []docker.Option
-	if cfg.dockerHost != "" {
-		dopts = append(dopts, docker.WithHost(cfg.dockerHost))
+	logger := b.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	eng, err := docker.New(ctx, dopts...)
+	eng, err := cfg.engine.open(ctx, logger)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the container engine: %w", err)
+		return nil, err
 	}
 	defer eng.Close()
 	b.eng = eng
@@ -561,17 +563,11 @@ func (b *bencher) coldOnce(ctx context.Context) (_ time.Duration, err error) {
 	return d, nil
 }
 
-// imageEngine is what measuring an artifact needs from the engine.
-type imageEngine interface {
-	ImageExists(ctx context.Context, ref string) (bool, error)
-	LoadImage(ctx context.Context, archive io.Reader) ([]string, error)
-}
-
 // measureArtifact times what a runtime does with an artifact before its
 // first container: verify the file, look for its image in the engine (by
 // config digest, then manifest digest, as image stores differ), and load
 // it when absent.
-func measureArtifact(ctx context.Context, eng imageEngine, path string, status *statusLine) (artifactReport, error) {
+func measureArtifact(ctx context.Context, eng engine.Engine, path string, status *statusLine) (artifactReport, error) {
 	start := time.Now()
 	a, err := artifact.Open(ctx, path)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ociapp/ociapp/engine/kubernetes"
 	"github.com/ociapp/ociapp/loadgen"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
@@ -35,6 +36,7 @@ func TestParseBenchArgs(t *testing.T) {
 		memoryText:  "1g",
 		memory:      1 << 30,
 		busyPoll:    protocol.DefaultBusyPoll,
+		engine:      engineFlags{kind: engineDocker, containerd: kubernetes.DefaultContainerd},
 	}
 	with := func(f func(*benchConfig)) benchConfig {
 		c := defaults
@@ -59,8 +61,13 @@ func TestParseBenchArgs(t *testing.T) {
 		{name: "runtime flags", args: []string{"--max-containers", "4", "--container-concurrency", "16", "--request-timeout", "2s", "--busy-poll", "0", "--cpus", "1.5", "--memory", "512m", "--docker-host", "unix:///x.sock", "--state-dir", "/tmp/s", "-v", "a.ociapp"},
 			want: with(func(c *benchConfig) {
 				c.maxContainers, c.containerConcurrency, c.requestTimeout, c.busyPoll, c.cpus = 4, 16, 2*time.Second, 0, 1.5
-				c.memoryText, c.memory, c.dockerHost, c.stateDir, c.verbose = "512m", 512<<20, "unix:///x.sock", "/tmp/s", true
+				c.memoryText, c.memory, c.engine.dockerHost, c.stateDir, c.verbose = "512m", 512<<20, "unix:///x.sock", "/tmp/s", true
 			})},
+		{name: "kubernetes", args: []string{"--engine", "kubernetes", "--node", "n1", "--namespace", "apps", "--kubeconfig", "/k", "--containerd", "/c.sock", "a.ociapp"},
+			want: with(func(c *benchConfig) {
+				c.engine = engineFlags{kind: engineKubernetes, node: "n1", namespace: "apps", kubeconfig: "/k", containerd: "/c.sock"}
+			})},
+		{name: "unknown engine", args: []string{"--engine", "podman", "a.ociapp"}, wantErr: `--engine "podman": use "docker" or "kubernetes"`},
 		{name: "artifact only", args: []string{"a.ociapp", "-n", "0"}, want: with(func(c *benchConfig) { c.requests = 0 })},
 		{name: "no artifact", args: []string{"-c", "2"}, wantErr: "missing the artifact"},
 		{name: "two artifacts", args: []string{"a.ociapp", "b.ociapp"}, wantErr: "one artifact at a time"},
@@ -80,7 +87,7 @@ func TestParseBenchArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseBenchArgs(tt.args, io.Discard)
+			got, err := parseBenchArgs(tt.args, io.Discard, func(string) string { return "" })
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,8 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	timeout := fs.Duration("timeout", runtime.DefaultRequestTimeout, "request timeout")
 	startup := fs.Duration("startup-timeout", runtime.DefaultStartupTimeout, "container startup timeout")
-	dockerHost := fs.String("docker-host", "", "Docker daemon address (default: $DOCKER_HOST or the local socket)")
+	var ef engineFlags
+	ef.register(fs, os.Getenv)
 	memory := fs.String("memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
 	cpus := fs.Float64("cpus", 0, "container CPU limit in CPUs (0: none)")
 	network := fs.String("network", runtime.DefaultNetwork, `container network mode: "none", or e.g. "bridge" to give the app a network`)
@@ -108,15 +110,23 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		// One request needs one container.
 		runtime.WithMaxContainers(1),
 	}
-	if *dockerHost != "" {
-		opts = append(opts, runtime.WithDockerHost(*dockerHost))
-	}
 	if *stateDir != "" {
 		opts = append(opts, runtime.WithStateDir(*stateDir))
 	}
+	logger := slog.New(slog.DiscardHandler)
 	if *verbose {
-		opts = append(opts, runtime.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if err := ef.check(); err != nil {
+		fmt.Fprintln(stderr, "ociapp-runtime:", err)
+		return exitUsage
+	}
+	eng, err := ef.open(ctx, logger)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer eng.Close()
+	opts = append(opts, runtime.WithEngine(eng), runtime.WithLogger(logger))
 	rt, err := runtime.New(ctx, opts...)
 	if err != nil {
 		return fail(stderr, err)

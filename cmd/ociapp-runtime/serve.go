@@ -53,6 +53,7 @@ type serveConfig struct {
 	daemon           daemon.Config
 	runtime          []runtime.Option
 	tokenFile        string
+	engine           engineFlags
 	logLevel         slog.Level
 	stopOnStdinClose bool
 }
@@ -78,6 +79,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// The address on stdout tells a wrapper where to connect, e.g. which
 	// port tcp://HOST:0 got.
 	cfg.daemon.Ready = func(addr net.Addr) { fmt.Fprintf(stdout, "listening on %s://%s\n", addr.Network(), addr) }
+	eng, err := cfg.engine.open(ctx, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		return exitCode(err)
+	}
+	defer eng.Close()
+	cfg.daemon.Engine = eng
 	if err := daemon.Run(ctx, cfg.daemon, cfg.runtime...); err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
 		var engErr *runtime.EngineUnavailableError
@@ -128,7 +136,7 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	storeQuota := fs.String("store-quota", "10g", "most bytes of uploaded artifacts kept (uploads in progress included); least recently used ones not in use are removed to make room")
 	fs.DurationVar(&d.UploadTTL, "upload-ttl", daemon.DefaultUploadTTL, "how long an uploaded artifact no request used is kept")
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long requests in flight may finish at shutdown")
-	fs.StringVar(&d.DockerHost, "docker-host", "", "Docker daemon address (default: $DOCKER_HOST or the local socket)")
+	cfg.engine.register(fs, getenv)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.stopOnStdinClose, "stop-on-stdin-close", false, "also stop, as on SIGTERM, when standard input closes: a parent that keeps it open ties the daemon's life to its own")
 
@@ -159,6 +167,9 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 		return cfg, errUsageShown
 	}
 
+	if err := cfg.engine.check(); err != nil {
+		return cfg, err
+	}
 	mode, err := strconv.ParseUint(*socketMode, 8, 32)
 	if err != nil || mode == 0 || mode > 0o777 {
 		return cfg, fmt.Errorf("--socket-mode %q: expected an octal mode such as 0600 or 0660", *socketMode)

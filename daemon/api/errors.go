@@ -115,8 +115,11 @@ type Error struct {
 	Fault  string
 	Detail string
 
-	// engine_unavailable: the engine address the daemon tried.
-	Host string
+	// engine_unavailable: what the daemon could not reach ("" for the
+	// Docker daemon, "the Kubernetes API server", "containerd") and the
+	// address it tried.
+	Engine string
+	Host   string
 
 	// body_too_large, storage_full: the limit in bytes.
 	Limit int64
@@ -167,7 +170,7 @@ func FromError(err error) *Error {
 			e.Cause = errText(artErr.Err)
 		}
 	case errors.As(err, &engErr):
-		e.Code, e.Host, e.Cause = CodeEngineUnavailable, engErr.Host, errText(engErr.Err)
+		e.Code, e.Engine, e.Host, e.Cause = CodeEngineUnavailable, engErr.Engine, engErr.Host, errText(engErr.Err)
 	case errors.Is(err, runtime.ErrClosed):
 		e.Code = CodeClosed
 	case errors.As(err, &payload):
@@ -229,7 +232,7 @@ func (e *Error) Err(artifactPath string) error {
 		if cause == "" {
 			cause = e.Message
 		}
-		return &engine.UnavailableError{Host: e.Host, Err: errors.New(cause)}
+		return &engine.UnavailableError{Engine: e.Engine, Host: e.Host, Err: errors.New(cause)}
 	case CodeClosed:
 		return fmt.Errorf("ociapp runtime daemon: %s: %w", e.Message, runtime.ErrClosed)
 	}
@@ -290,6 +293,7 @@ func (e *Error) fields() map[string]any {
 	put("queued", e.Queued, e.Code == CodeOverloaded)
 	put("fault", e.Fault, e.Fault != "")
 	put("detail", e.Detail, e.Detail != "")
+	put("engine", e.Engine, e.Engine != "")
 	put("host", e.Host, e.Host != "")
 	put("limit", e.Limit, e.Limit > 0)
 	put("cause", e.Cause, e.Cause != "")
@@ -325,7 +329,7 @@ func DecodeError(media string, body []byte) (*Error, error) {
 	str := func(k string) string { s, _ := m[k].(string); return s }
 	flag := func(k string) bool { b, _ := m[k].(bool); return b }
 	e.ErrorType, e.Artifact, e.ContainerID, e.Reason = str("error_type"), str("artifact"), str("container_id"), str("reason")
-	e.Logs, e.Fault, e.Detail, e.Host, e.Cause = str("logs"), str("fault"), str("detail"), str("host"), str("cause")
+	e.Logs, e.Fault, e.Detail, e.Engine, e.Host, e.Cause = str("logs"), str("fault"), str("detail"), str("engine"), str("host"), str("cause")
 	e.Exited, e.OOMKilled = flag("exited"), flag("oom_killed")
 	e.ExitCode = int(number(m["exit_code"]))
 	e.Queued = int(number(m["queued"]))

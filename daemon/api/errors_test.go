@@ -46,6 +46,8 @@ func TestErrorRoundTrip(t *testing.T) {
 			CodeArtifactInvalid, 422, &runtime.ArtifactError{Path: localPath, Err: errors.New((&engine.LoadError{Message: "unsupported"}).Error())}},
 		{"engine", fmt.Errorf("starting: %w", &engine.UnavailableError{Host: "unix:///var/run/docker.sock", Err: errors.New("connection refused")}),
 			CodeEngineUnavailable, 503, &engine.UnavailableError{Host: "unix:///var/run/docker.sock", Err: errors.New("connection refused")}},
+		{"kubernetes", fmt.Errorf("starting: %w", &engine.UnavailableError{Engine: "containerd", Host: "/run/containerd/containerd.sock", Err: errors.New("connection refused")}),
+			CodeEngineUnavailable, 503, &engine.UnavailableError{Engine: "containerd", Host: "/run/containerd/containerd.sock", Err: errors.New("connection refused")}},
 		{"closed", runtime.ErrClosed, CodeClosed, 503, nil},
 		{"payload", &protocol.PayloadError{Message: "payload must decode to a msgpack map"}, CodeBadRequest, 400, nil},
 		{"other", errors.New("something else"), CodeInternal, 500, nil},

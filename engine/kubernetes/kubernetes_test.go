@@ -1,0 +1,116 @@
+package kubernetes
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"k8s.io/client-go/rest"
+
+	"github.com/ociapp/ociapp/engine"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// The test cluster of scripts/ensure-kubernetes.sh, unless the environment
+// (its env file) says otherwise.
+const (
+	testKubeconfig = "/var/lib/ociapp-k8s/admin.kubeconfig"
+	testContainerd = "/run/ociapp-k8s/containerd.sock"
+)
+
+func testClusterOptions() []Option {
+	opts := []Option{WithContainerd(testContainerd)}
+	if s := os.Getenv("OCIAPP_K8S_CONTAINERD"); s != "" {
+		opts = []Option{WithContainerd(s)}
+	}
+	if os.Getenv("KUBECONFIG") == "" {
+		opts = append(opts, WithKubeconfig(testKubeconfig))
+	}
+	if n := os.Getenv("OCIAPP_K8S_NODE"); n != "" {
+		opts = append(opts, WithNode(n))
+	}
+	return opts
+}
+
+// requireCluster returns an engine on the test cluster. Without one the
+// test is skipped, or fails when CI=true.
+func requireCluster(t *testing.T, opts ...Option) *Engine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	e, err := New(ctx, append(testClusterOptions(), opts...)...)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the test cluster is required in CI: %v", err)
+		}
+		t.Skipf("no test cluster (start it with scripts/ensure-kubernetes.sh): %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func TestUnreachableAPIServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := New(ctx, WithRESTConfig(&rest.Config{Host: "https://127.0.0.1:1"}), WithNode("n"))
+	var ue *engine.UnavailableError
+	if !errors.As(err, &ue) || ue.Engine != "the Kubernetes API server" || ue.Host != "https://127.0.0.1:1" {
+		t.Fatalf("got %v, want *engine.UnavailableError for the API server", err)
+	}
+}
+
+func TestUnreachableContainerd(t *testing.T) {
+	requireCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, err := New(ctx, append(testClusterOptions(), WithContainerd("/nonexistent/containerd.sock"))...)
+	var ue *engine.UnavailableError
+	if !errors.As(err, &ue) || ue.Engine != "containerd" || ue.Host != "/nonexistent/containerd.sock" {
+		t.Fatalf("got %v, want *engine.UnavailableError for containerd", err)
+	}
+}
+
+// TestImageTheNodeLacks: a pod whose image the node does not have fails
+// to start at once (the kubelet's ErrImageNeverPull), with an error that
+// wraps engine.ErrNotFound, instead of waiting out the startup timeout.
+func TestImageTheNodeLacks(t *testing.T) {
+	e := requireCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	id, err := e.CreateContainer(ctx, engine.ContainerSpec{
+		Name:   "ociapp-test-missing-image-" + randomSuffix(),
+		Image:  "ociapp.local/no-such-image:1",
+		User:   "65532:65532",
+		Labels: map[string]string{"dev.ociapp.test": "missing-image"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := e.RemoveContainer(context.Background(), id); err != nil {
+			t.Error(err)
+		}
+	}()
+	err = e.StartContainer(ctx, id)
+	if !errors.Is(err, engine.ErrNotFound) || !strings.Contains(err.Error(), "node has no image ociapp.local/no-such-image:1") {
+		t.Fatalf("got %v, want a missing image error", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the start waited for the deadline")
+	}
+	list, err := e.ListContainers(ctx, map[string]string{"dev.ociapp.test": "missing-image"})
+	if err != nil || len(list) != 1 || list[0].ID != id || list[0].State != "created" || list[0].Labels["dev.ociapp.test"] != "missing-image" {
+		t.Fatalf("listed %+v, %v; want the pod, not started", list, err)
+	}
+}
+
+func randomSuffix() string {
+	return strings.ToLower(strings.ReplaceAll(time.Now().Format("150405.000000"), ".", ""))
+}

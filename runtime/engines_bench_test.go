@@ -1,0 +1,181 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ociapp/ociapp/engine"
+)
+
+// Benchmarks on every engine of the end-to-end table, side by side:
+//
+//	go test ./runtime -run '^$' -bench 'Engine' -benchtime 10x
+//
+// Cold starts report the p50 of each phase in milliseconds.
+
+// phaseEngine records when a cold start's engine calls begin and end.
+type phaseEngine struct {
+	engine.Engine
+	mu                            sync.Mutex
+	createStart, created, started time.Time
+}
+
+func (p *phaseEngine) mark(t *time.Time) {
+	p.mu.Lock()
+	*t = time.Now()
+	p.mu.Unlock()
+}
+
+func (p *phaseEngine) CreateContainer(ctx context.Context, spec engine.ContainerSpec) (string, error) {
+	p.mark(&p.createStart)
+	id, err := p.Engine.CreateContainer(ctx, spec)
+	p.mark(&p.created)
+	return id, err
+}
+
+func (p *phaseEngine) StartContainer(ctx context.Context, id string) error {
+	err := p.Engine.StartContainer(ctx, id)
+	p.mark(&p.started)
+	return err
+}
+
+// BenchmarkEngineColdStart measures a new runtime's first request with the
+// image present, in phases: "prepare" (verify the artifact file, find the
+// image), "create" (the engine's create call: on Kubernetes the pod's POST),
+// "start" (until the engine reports the container running: on Kubernetes a
+// watch until the kubelet says so), "socket" (until the app's socket
+// accepts a connection), "response" (the request).
+func BenchmarkEngineColdStart(b *testing.B) {
+	for _, te := range testEngines {
+		for _, app := range []string{"echo-go", "echo-py"} {
+			b.Run(te.name+"/"+app, func(b *testing.B) { benchEngineCold(b, te, app) })
+		}
+	}
+}
+
+func benchEngineCold(b *testing.B, te testEngine, app string) {
+	eng := requireEngine(b, te)
+	path := engineBenchArtifact(b, app)
+	pe := &phaseEngine{Engine: eng}
+	var ready time.Time
+	realDial := protocolDialer()
+	dial := func(ctx context.Context, socket string) (session, error) {
+		s, err := realDial(ctx, socket)
+		if err == nil {
+			ready = time.Now() // the worker's goroutine; read after Execute returns
+		}
+		return s, err
+	}
+	// Load the image once, outside the measurement.
+	rt := newRuntime(b, eng, quiet())
+	if err := rt.Warm(b.Context(), path); err != nil {
+		b.Fatal(err)
+	}
+	dir := shortTempDir(b)
+	phases := map[string][]time.Duration{}
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		rt, err := New(b.Context(), WithEngine(pe), WithStateDir(dir), quiet(), withDialer(dial))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		_, err = rt.Execute(b.Context(), path, map[string]any{"value": "hello"})
+		end := time.Now()
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		pe.mu.Lock()
+		for name, d := range map[string]time.Duration{
+			"prepare":  pe.createStart.Sub(t0),
+			"create":   pe.created.Sub(pe.createStart),
+			"start":    pe.started.Sub(pe.created),
+			"socket":   ready.Sub(pe.started),
+			"response": end.Sub(ready),
+			"total":    end.Sub(t0),
+		} {
+			phases[name] = append(phases[name], d)
+		}
+		pe.mu.Unlock()
+		if err := rt.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	for name, ds := range phases {
+		slices.Sort(ds)
+		b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1e3, name+"-ms")
+	}
+}
+
+// BenchmarkEngineImageImport measures the engine's LoadImage of an
+// artifact, streamed from the file. On Kubernetes the image is removed from
+// the node's containerd first, so each import writes and unpacks it; on the
+// shared Docker daemon, whose images other processes use, it stays, and the
+// load reads the archive and skips the layers it has.
+func BenchmarkEngineImageImport(b *testing.B) {
+	for _, te := range testEngines {
+		for _, app := range []string{"echo-go", "echo-py"} {
+			b.Run(te.name+"/"+app, func(b *testing.B) {
+				eng := requireEngine(b, te)
+				path := engineBenchArtifact(b, app)
+				info, err := openArtifactFile(b.Context(), path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var lat []time.Duration
+				b.ResetTimer()
+				for range b.N {
+					b.StopTimer()
+					if te.name == "kubernetes" {
+						te.removeImage(b, eng, info.Digest)
+					}
+					b.StartTimer()
+					t0 := time.Now()
+					pr, pw := io.Pipe()
+					go func() { pw.CloseWithError(info.archive(b.Context(), pw)) }()
+					_, err := eng.LoadImage(b.Context(), pr)
+					_ = pr.CloseWithError(io.ErrClosedPipe)
+					if err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(t0))
+				}
+				b.StopTimer()
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1e3, "p50-ms")
+			})
+		}
+	}
+}
+
+// BenchmarkEngineExecuteWarm is BenchmarkExecuteWarm on every engine: the
+// data path (a Unix socket per container) is the same.
+func BenchmarkEngineExecuteWarm(b *testing.B) {
+	for _, te := range testEngines {
+		for _, conc := range []int{1, 64} {
+			b.Run(fmt.Sprintf("%s/echo-go/c%d", te.name, conc), func(b *testing.B) {
+				benchWarmOn(b, requireEngine(b, te), testArtifact(b, "echo-go"), conc, map[string]any{"value": "hello"})
+			})
+		}
+	}
+}
+
+// engineBenchArtifact is a Go test app's artifact, or for a name ending in
+// "-py" a Python one's, built with Docker for every engine.
+func engineBenchArtifact(b *testing.B, app string) string {
+	if strings.HasSuffix(app, "-py") {
+		return pythonArtifact(b, requireDocker(b), app)
+	}
+	return testArtifact(b, app)
+}
