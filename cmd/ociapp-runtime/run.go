@@ -109,6 +109,8 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		runtime.WithAllowRoot(*allowRoot),
 		// One request needs one container.
 		runtime.WithMaxContainers(1),
+		// The image stays for the next run, as after docker run.
+		runtime.WithKeepImages(true),
 	}
 	if *stateDir != "" {
 		opts = append(opts, runtime.WithStateDir(*stateDir))
