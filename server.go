@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/protocol"
@@ -122,8 +121,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		conns      = map[net.Conn]struct{}{}
 		wg         sync.WaitGroup
 		inProgress protocol.PollGroup
+		watch      = newInlineWatch()
 	)
 	stopped := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		watch.run(stopped)
+	}()
+	defer func() { <-watchDone }()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -148,7 +154,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(requests, conn, &inProgress)
+			s.serveConn(requests, conn, &inProgress, watch)
 			mu.Lock()
 			delete(conns, conn)
 			mu.Unlock()
@@ -196,13 +202,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // buffered runs the request itself: passing it to another goroutine, or
 // waking one to take over reading, would put a thread wake-up on the
 // request's path, which on an idle machine costs more than the request.
-// Should the request run longer than inlineGrace, a timer hands the reader
-// role to an idle goroutine, so later requests on the connection are not
-// held up behind it. Under load, when requests arrive in batches, the
-// reader keeps reading and passes each request to an idle goroutine.
+// Should the request run longer than inlineCheckInterval, the server's
+// inlineWatch hands the reader role to an idle goroutine, so later requests
+// on the connection are not held up behind it for long. Under load, when
+// requests arrive in batches, the reader keeps reading and passes each
+// request to an idle goroutine.
 //
 // inProgress counts the server's requests in progress, for busy polling.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup) {
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlineWatch) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	busyPoll := s.BusyPoll
@@ -220,9 +227,13 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 		promote:     make(chan struct{}),
 		work:        make(chan protocol.Request),
 		readingDone: make(chan struct{}),
+		watch:       watch,
 	}
+	c.inline.passRole = c.passReaderRole
+	watch.add(&c.inline)
 	c.goroutines.Add(1)
 	c.loop(nil)
+	watch.remove(&c.inline)
 	c.goroutines.Wait()
 	conn.Close()
 }
@@ -236,6 +247,8 @@ type connServer struct {
 	cancel context.CancelFunc
 
 	inProgress *protocol.PollGroup
+	watch      *inlineWatch
+	inline     inlineSlot // the request the reader runs itself, if any
 
 	promote     chan struct{}         // a send hands the reader role to an idle goroutine
 	work        chan protocol.Request // a send hands a request to an idle goroutine
@@ -260,10 +273,6 @@ func (c *connServer) loop(first *protocol.Request) {
 	}
 }
 
-// inlineGrace is how long a reader runs a request itself before the reader
-// role passes to another goroutine.
-const inlineGrace = 20 * time.Microsecond
-
 // read holds the reader role: it returns true once it has passed the role
 // on and run a request, false when reading has ended.
 func (c *connServer) read() bool {
@@ -281,16 +290,12 @@ func (c *connServer) read() bool {
 			c.dispatch(req)
 			continue
 		}
-		// Whichever of the timer and the finished request claims the role
-		// first decides: the timer passes it on, the request keeps it.
-		var claimed atomic.Bool
-		handOff := time.AfterFunc(inlineGrace, func() {
-			if claimed.CompareAndSwap(false, true) {
-				c.passReaderRole()
-			}
-		})
+		// Whichever of the watcher and the finished request claims the
+		// slot first decides: the watcher passes the role on, the request
+		// keeps it.
+		c.watch.begin(&c.inline)
 		c.run(req)
-		if handOff.Stop() || claimed.CompareAndSwap(false, true) {
+		if c.inline.end() {
 			continue
 		}
 		return true
