@@ -34,9 +34,12 @@ type inlineWatch struct {
 }
 
 // An inlineSlot is one connection's inline request, if any: since holds
-// when it began (Unix nanoseconds), 0 while none runs.
+// when it began (Unix nanoseconds), 0 while none runs. Each request's value
+// is unique, so that a reader whose role was passed on cannot mistake the
+// next reader's request for its own.
 type inlineSlot struct {
 	since    atomic.Int64
+	last     int64  // the latest value of since; the reader's own
 	passRole func() // hands the reader role on; called at most once per request
 }
 
@@ -56,9 +59,12 @@ func (w *inlineWatch) remove(s *inlineSlot) {
 	w.mu.Unlock()
 }
 
-// begin records that s's reader runs a request itself from now on.
-func (w *inlineWatch) begin(s *inlineSlot) {
-	s.since.Store(time.Now().UnixNano())
+// begin records that s's reader runs a request itself from now on; end
+// takes what it returns.
+func (w *inlineWatch) begin(s *inlineSlot) int64 {
+	run := max(time.Now().UnixNano(), s.last+1)
+	s.last = run
+	s.since.Store(run)
 	w.starts.Add(1)
 	if w.sleeping.Load() {
 		select {
@@ -66,12 +72,13 @@ func (w *inlineWatch) begin(s *inlineSlot) {
 		default:
 		}
 	}
+	return run
 }
 
-// end reports whether the reader keeps its role after its request: false
-// when the watcher has passed the role on meanwhile.
-func (s *inlineSlot) end() bool {
-	return s.since.Swap(0) != 0
+// end reports whether the reader keeps its role after its request run
+// (begin's result): false when the watcher has passed the role on meanwhile.
+func (s *inlineSlot) end(run int64) bool {
+	return s.since.CompareAndSwap(run, 0)
 }
 
 // run watches until stop is closed.

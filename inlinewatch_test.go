@@ -48,9 +48,9 @@ func TestInlineWatch(t *testing.T) {
 				if tc.idleFirst > 0 && !w.sleeping.Load() {
 					t.Fatalf("the watcher still ticks after %v without requests", tc.idleFirst)
 				}
-				w.begin(s)
+				run := w.begin(s)
 				time.Sleep(tc.runFor)
-				kept := s.end()
+				kept := s.end(run)
 				synctest.Wait()
 				if got := passed.Load(); got != tc.wantPassed {
 					t.Fatalf("reader role passed on %d times, want %d", got, tc.wantPassed)
@@ -70,6 +70,30 @@ func TestInlineWatchSleepsWhenIdle(t *testing.T) {
 		synctest.Wait()
 		if !w.sleeping.Load() {
 			t.Fatal("an idle watcher keeps ticking")
+		}
+	})
+}
+
+func TestInlineWatchPassedReaderDoesNotTakeTheNextRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newInlineWatch()
+		passed := 0
+		s := &inlineSlot{passRole: func() { passed++ }}
+		w.add(s)
+		first := w.begin(s)
+		// The watcher's check one interval later passes the role on, and
+		// the next reader begins a request before the first one ends, at
+		// the same reading of the clock (synctest's clock stands still).
+		w.check(time.Now().Add(inlineCheckInterval))
+		if passed != 1 {
+			t.Fatalf("reader role passed on %d times, want 1", passed)
+		}
+		second := w.begin(s)
+		if s.end(first) {
+			t.Fatal("the reader whose role was passed on ended the next reader's request and kept the role")
+		}
+		if !s.end(second) {
+			t.Fatal("the next reader lost its role")
 		}
 	})
 }

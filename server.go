@@ -198,15 +198,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // serveConn reads requests from conn and answers each as it completes.
 //
 // The goroutines of a connection take turns as its reader (a
-// leader/followers scheme). A reader that finds no further request already
-// buffered runs the request itself: passing it to another goroutine, or
-// waking one to take over reading, would put a thread wake-up on the
-// request's path, which on an idle machine costs more than the request.
-// Should the request run longer than inlineCheckInterval, the server's
-// inlineWatch hands the reader role to an idle goroutine, so later requests
-// on the connection are not held up behind it for long. Under load, when
-// requests arrive in batches, the reader keeps reading and passes each
-// request to an idle goroutine.
+// leader/followers scheme). The reader runs each request it reads itself:
+// passing it to another goroutine, or waking one to take over reading,
+// would put a thread wake-up on the request's path, which costs more than a
+// small request (on a virtual machine, several times more), and under load,
+// when requests arrive in batches, the hand-offs cost more CPU than the
+// requests. Should a request run longer than inlineCheckInterval, the
+// server's inlineWatch hands the reader role to an idle goroutine (or a new
+// one), so later requests on the connection are not held up behind it for
+// long, and requests that take long run in parallel.
 //
 // inProgress counts the server's requests in progress, for busy polling.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlineWatch) {
@@ -225,14 +225,13 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 		ctx:         ctx,
 		cancel:      cancel,
 		promote:     make(chan struct{}),
-		work:        make(chan protocol.Request),
 		readingDone: make(chan struct{}),
 		watch:       watch,
 	}
 	c.inline.passRole = c.passReaderRole
 	watch.add(&c.inline)
 	c.goroutines.Add(1)
-	c.loop(nil)
+	c.loop()
 	watch.remove(&c.inline)
 	c.goroutines.Wait()
 	conn.Close()
@@ -250,20 +249,16 @@ type connServer struct {
 	watch      *inlineWatch
 	inline     inlineSlot // the request the reader runs itself, if any
 
-	promote     chan struct{}         // a send hands the reader role to an idle goroutine
-	work        chan protocol.Request // a send hands a request to an idle goroutine
-	readingDone chan struct{}         // closed when no more requests will be read
+	promote     chan struct{} // a send hands the reader role to an idle goroutine
+	readingDone chan struct{} // closed when no more requests will be read
 	goroutines  sync.WaitGroup
 }
 
-// loop is the life of a connection goroutine: it runs first (if any) or
-// takes the reader role, then alternates between idling and the roles it is
-// given, until reading ends.
-func (c *connServer) loop(first *protocol.Request) {
+// loop is the life of a connection goroutine: it takes the reader role,
+// then idles until it is given the role again, until reading ends.
+func (c *connServer) loop() {
 	defer c.goroutines.Done()
-	if first != nil {
-		c.run(*first)
-	} else if !c.read() {
+	if !c.read() {
 		return
 	}
 	for c.idle() {
@@ -286,16 +281,12 @@ func (c *connServer) read() bool {
 			c.endReading(err)
 			return false
 		}
-		if c.r.Buffered() > 0 {
-			c.dispatch(req)
-			continue
-		}
 		// Whichever of the watcher and the finished request claims the
 		// slot first decides: the watcher passes the role on, the request
 		// keeps it.
-		c.watch.begin(&c.inline)
+		run := c.watch.begin(&c.inline)
 		c.run(req)
-		if c.inline.end() {
+		if c.inline.end(run) {
 			continue
 		}
 		return true
@@ -310,32 +301,18 @@ func (c *connServer) passReaderRole() {
 	case c.promote <- struct{}{}:
 	default:
 		c.goroutines.Add(1)
-		go c.loop(nil)
+		go c.loop()
 	}
 }
 
-// dispatch runs req on an idle goroutine, or on a new one.
-func (c *connServer) dispatch(req protocol.Request) {
-	select {
-	case c.work <- req:
-	default:
-		c.goroutines.Add(1)
-		go c.loop(&req)
-	}
-}
-
-// idle runs the requests it is given until it is handed the reader role
-// (true) or reading ends (false).
+// idle waits until it is handed the reader role (true) or reading ends
+// (false).
 func (c *connServer) idle() bool {
-	for {
-		select {
-		case req := <-c.work:
-			c.run(req)
-		case <-c.promote:
-			return true
-		case <-c.readingDone:
-			return false
-		}
+	select {
+	case <-c.promote:
+		return true
+	case <-c.readingDone:
+		return false
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,9 +17,13 @@ import (
 // dialPolling connects with the given busy-poll budget and returns the
 // client and its poller, whose counters may be read once the client is
 // closed (Close waits for the reader).
+// neverCrowded keeps a client's polls going however busy the machine, for
+// tests that count what polls find.
+func neverCrowded(c *clientConfig) { c.crowded = time.Hour }
+
 func dialPolling(t *testing.T, path string, budget time.Duration) (*Client, *pollingReader) {
 	t.Helper()
-	c, err := Dial(context.Background(), path, WithBusyPoll(budget))
+	c, err := Dial(context.Background(), path, WithBusyPoll(budget), neverCrowded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +80,7 @@ func TestBusyPollWakesTheSleepingReader(t *testing.T) {
 func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
 	s := startServer(t, slowEcho(2*time.Millisecond))
 	var group PollGroup
-	c, err := Dial(context.Background(), s.path, WithBusyPoll(10*time.Second), WithPollGroup(&group))
+	c, err := Dial(context.Background(), s.path, WithBusyPoll(10*time.Second), WithPollGroup(&group), neverCrowded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +312,7 @@ func TestServerPollingReaderPollsForTheNextRequest(t *testing.T) {
 	server, client := unixPair(t)
 	var group PollGroup
 	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	r.crowdedAfter = time.Hour // count what polls find, however busy the machine
 	buf := make([]byte, 4)
 	for i := range 3 {
 		go func() {
@@ -361,5 +367,42 @@ func TestNewPollingReaderWithoutASocket(t *testing.T) {
 	server, _ := unixPair(t)
 	if r := NewPollingReader(server, 0, new(PollGroup)); r != server {
 		t.Errorf("with no budget: got %T, want the connection itself", r)
+	}
+}
+
+func TestServerPollingReaderStopsWhenTheCPUIsCrowded(t *testing.T) {
+	// On one processor, a goroutine that computes for a millisecond at a
+	// time takes the processor each time the reader yields between polls:
+	// the reader must notice and sleep instead of polling on.
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(1))
+	server, client := unixPair(t)
+	var group PollGroup
+	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for start := time.Now(); time.Since(start) < time.Millisecond; {
+			}
+			goruntime.Gosched()
+		}
+	}()
+	buf := make([]byte, 4)
+	for i := range 3 {
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			_, _ = client.Write([]byte{byte(i), 0, 0, 0})
+		}()
+		if n, err := r.Read(buf); err != nil || n != 4 || buf[0] != byte(i) {
+			t.Fatalf("read %d: %d bytes %x, %v", i, n, buf[:max(n, 0)], err)
+		}
+	}
+	if r.crowded == 0 || r.hits != 0 {
+		t.Errorf("hits %d, misses %d, crowded %d: want the polls to find the CPU crowded and stop", r.hits, r.misses, r.crowded)
 	}
 }
