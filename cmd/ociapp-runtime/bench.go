@@ -21,6 +21,7 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/bytesize"
+	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/loadgen"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
@@ -160,7 +161,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "ociapp-runtime bench: %v\nrun 'ociapp-runtime bench -h' for usage\n", err)
 		return exitUsage
 	}
-	b := &bencher{cfg: cfg, status: newStatusLine(stderr), cgroupRoot: cgroupRoot}
+	b := &bencher{cfg: cfg, status: newStatusLine(stderr), cgroupRoot: cpustat.CgroupRoot}
 	if cfg.verbose {
 		b.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

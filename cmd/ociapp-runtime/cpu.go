@@ -3,17 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/cpustat"
 )
 
 // containerRecorder is an engine that notes the containers created through
@@ -58,85 +52,6 @@ func (r *containerRecorder) created() []string {
 	return append([]string(nil), r.ids...)
 }
 
-// processCPU is the CPU time (user and system) this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0 // cannot fail for RUSAGE_SELF
-	}
-	return time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
-}
-
-// cgroupRoot is where the host's cgroup file systems are mounted.
-const cgroupRoot = "/sys/fs/cgroup"
-
-// errNoCgroup says a container's cgroup was not found on this host (the
-// engine runs elsewhere, or names its cgroups differently).
-var errNoCgroup = errors.New("no cgroup of the container on this host")
-
-// containerCgroup finds the CPU accounting file of container id under root:
-// cpuacct.usage (cgroup v1, nanoseconds) or cpu.stat (cgroup v2,
-// usage_usec) in a directory named after the container, as Docker,
-// containerd, CRI-O and Podman name them (docker/<id>, docker-<id>.scope,
-// cri-containerd-<id>.scope, libpod-<id>.scope).
-func containerCgroup(root, id string) (string, error) {
-	if len(id) < 12 || strings.ContainsAny(id, `/\.`) {
-		return "", fmt.Errorf("finding the cgroup of container %q: not a container ID", id)
-	}
-	bases := []string{filepath.Join(root, "cpuacct"), filepath.Join(root, "cpu,cpuacct"), filepath.Join(root, "unified"), root}
-	for _, base := range bases {
-		var found string
-		err := filepath.WalkDir(base, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return fs.SkipDir
-			}
-			if !d.IsDir() || !strings.Contains(d.Name(), id) {
-				return nil
-			}
-			for _, name := range []string{"cpuacct.usage", "cpu.stat"} {
-				if _, err := os.Stat(filepath.Join(path, name)); err == nil {
-					found = filepath.Join(path, name)
-					return fs.SkipAll
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return "", fmt.Errorf("finding the cgroup of container %s: %w", shortDigest(id), err)
-		}
-		if found != "" {
-			return found, nil
-		}
-	}
-	return "", fmt.Errorf("finding the cgroup of container %s under %s: %w", id[:12], root, errNoCgroup)
-}
-
-// readCgroupCPU reads the CPU time a cgroup has used from its cpuacct.usage
-// or cpu.stat file.
-func readCgroupCPU(path string) (time.Duration, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("reading container CPU time: %w", err)
-	}
-	if filepath.Base(path) == "cpuacct.usage" {
-		ns, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("reading container CPU time from %s: %w", path, err)
-		}
-		return time.Duration(ns), nil
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "usage_usec "); ok {
-			usec, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("reading container CPU time from %s: %w", path, err)
-			}
-			return time.Duration(usec) * time.Microsecond, nil
-		}
-	}
-	return 0, fmt.Errorf("reading container CPU time from %s: no usage_usec line", path)
-}
-
 // cpuMeter measures the CPU time of this process and of the containers
 // created through a recorder over a window.
 type cpuMeter struct {
@@ -154,7 +69,7 @@ func startCPU(root string, containers func() []string) *cpuMeter {
 	for id, v := range m.readContainers() {
 		m.start[id] = v
 	}
-	m.startSelf = processCPU()
+	m.startSelf = cpustat.Process()
 	return m
 }
 
@@ -164,14 +79,14 @@ func (m *cpuMeter) readContainers() map[string]time.Duration {
 	for _, id := range m.containers() {
 		path, ok := m.paths[id]
 		if !ok {
-			p, err := containerCgroup(m.root, id)
+			p, err := cpustat.ContainerCgroup(m.root, id)
 			if err != nil {
 				m.missing = err
 				continue
 			}
 			path, m.paths[id] = p, p
 		}
-		v, err := readCgroupCPU(path)
+		v, err := cpustat.ReadCgroup(path)
 		if err != nil {
 			m.missing = err
 			continue
@@ -183,7 +98,7 @@ func (m *cpuMeter) readContainers() map[string]time.Duration {
 
 // stop ends the window and reports it for requests requests.
 func (m *cpuMeter) stop(requests int64) *cpuReport {
-	self := processCPU() - m.startSelf
+	self := cpustat.Process() - m.startSelf
 	rep := &cpuReport{CallerS: self.Seconds()}
 	var containers time.Duration
 	for id, v := range m.readContainers() {

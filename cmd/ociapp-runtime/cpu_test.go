@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ociapp/ociapp/engine"
 )
@@ -21,63 +19,6 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestContainerCgroupAndCPU(t *testing.T) {
-	tests := []struct {
-		name    string
-		file    string // relative to the root
-		content string
-		want    time.Duration
-	}{
-		{"v1 cgroupfs (Docker)", "cpuacct/docker/" + testContainerID + "/cpuacct.usage", "1234567890\n", 1234567890},
-		{"v1 systemd", "cpu,cpuacct/system.slice/docker-" + testContainerID + ".scope/cpuacct.usage", "42\n", 42},
-		{"v2 systemd", "system.slice/docker-" + testContainerID + ".scope/cpu.stat", "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n", 2500 * time.Microsecond},
-		{"v2 containerd (Kubernetes)", "kubepods.slice/kubepods-pod1.slice/cri-containerd-" + testContainerID + ".scope/cpu.stat", "usage_usec 7\n", 7 * time.Microsecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			root := t.TempDir()
-			writeFile(t, filepath.Join(root, tt.file), tt.content)
-			path, err := containerCgroup(root, testContainerID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := filepath.Join(root, tt.file); path != want {
-				t.Fatalf("found %s, want %s", path, want)
-			}
-			got, err := readCgroupCPU(path)
-			if err != nil || got != tt.want {
-				t.Fatalf("readCgroupCPU = %v, %v; want %v", got, err, tt.want)
-			}
-		})
-	}
-}
-
-func TestContainerCgroupErrors(t *testing.T) {
-	root := t.TempDir()
-	writeFile(t, filepath.Join(root, "cpuacct/docker/other/cpuacct.usage"), "1\n")
-	if _, err := containerCgroup(root, testContainerID); !errors.Is(err, errNoCgroup) {
-		t.Errorf("missing cgroup: %v, want errNoCgroup", err)
-	}
-	for _, id := range []string{"", "short", "../../../etc/passwd"} {
-		if _, err := containerCgroup(root, id); err == nil || !strings.Contains(err.Error(), "not a container ID") {
-			t.Errorf("containerCgroup(%q) = %v, want a bad-ID error", id, err)
-		}
-	}
-	for name, content := range map[string]string{
-		"cpuacct.usage": "lots\n",
-		"cpu.stat":      "user_usec 5\n",
-	} {
-		path := filepath.Join(t.TempDir(), name)
-		writeFile(t, path, content)
-		if _, err := readCgroupCPU(path); err == nil || !strings.Contains(err.Error(), path) {
-			t.Errorf("readCgroupCPU of %q in %s: %v, want an error naming the file", content, name, err)
-		}
-	}
-	if _, err := readCgroupCPU(filepath.Join(root, "gone", "cpu.stat")); err == nil {
-		t.Error("reading a missing file succeeded")
 	}
 }
 
