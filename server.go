@@ -271,6 +271,8 @@ func (c *connServer) loop() {
 // read holds the reader role: it returns true once it has passed the role
 // on and run a request, false when reading has ended.
 func (c *connServer) read() bool {
+	// Responses a reader whose role was passed on had queued go out now.
+	_ = c.w.Flush()
 	for {
 		body, err := protocol.ReadFrame(c.r, c.srv.MaxFrameSize)
 		var req protocol.Request
@@ -284,11 +286,15 @@ func (c *connServer) read() bool {
 		// Whichever of the watcher and the finished request claims the
 		// slot first decides: the watcher passes the role on, the request
 		// keeps it.
+		more := protocol.FrameBuffered(c.r) // before begin: the role may pass on from then
 		run := c.watch.begin(&c.inline)
-		c.run(req)
+		c.run(req, more)
 		if c.inline.end(run) {
 			continue
 		}
+		// The role has passed on: a response this reader queued must not
+		// wait for the next reader's.
+		_ = c.w.Flush()
 		return true
 	}
 }
@@ -316,10 +322,18 @@ func (c *connServer) idle() bool {
 	}
 }
 
-func (c *connServer) run(req protocol.Request) {
+// run answers req. When the next request is already buffered (more), the
+// response waits to go out with the next one's, so that a batch of
+// requests is answered in one write.
+func (c *connServer) run(req protocol.Request, more bool) {
 	c.inProgress.Begin()
 	defer c.inProgress.End()
-	_ = c.w.WriteResponse(c.srv.handle(c.ctx, req)) // a failed write means the peer is gone
+	resp := c.srv.handle(c.ctx, req)
+	if more {
+		_ = c.w.QueueResponse(resp)
+		return
+	}
+	_ = c.w.WriteResponse(resp) // a failed write means the peer is gone
 }
 
 // endReading stops the connection's reading for good. After a clean end of

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -55,6 +57,38 @@ func (g *PollGroup) End() { g.inFlight.Add(-1) }
 // is waiting for it, so the poll counts as a miss.
 const busyPollCrowded = 50 * time.Microsecond
 
+// busyPollHostCheckEvery is how many polls pass between looks at the
+// host's runnable tasks (hostCrowded), the first one made before polling.
+const busyPollHostCheckEvery = 32
+
+// hostCrowded reports whether the host has more runnable tasks than this
+// process has CPUs, counting the caller itself: then a task is waiting for
+// a CPU, and polling would take the CPU from it. The count is the fourth
+// field of /proc/loadavg ("runnable/total"), which containers see too;
+// where it cannot be read, the host is taken as not crowded.
+func hostCrowded() bool {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return false
+	}
+	runnable, ok := parseRunnable(string(data))
+	return ok && runnable > runtime.NumCPU()
+}
+
+// parseRunnable reads the runnable tasks from a /proc/loadavg line.
+func parseRunnable(loadavg string) (int, bool) {
+	fields := strings.Fields(loadavg)
+	if len(fields) < 4 {
+		return 0, false
+	}
+	r, _, ok := strings.Cut(fields[3], "/")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(r)
+	return n, err == nil
+}
+
 // busyPollMaxBackoff bounds how many reads the reader makes without polling
 // after polls that came back empty-handed. At the bound, a connection whose
 // responses never arrive within the budget (a slow application, or a
@@ -80,6 +114,8 @@ type pollingReader struct {
 	budget time.Duration
 	// crowdedAfter is busyPollCrowded, or what a test sets.
 	crowdedAfter time.Duration
+	// hostBusy is hostCrowded; nil (in tests) never finds the host busy.
+	hostBusy func() bool
 	// wakeable: calls interrupt the reader's sleep with an expired read
 	// deadline (wake), so a deadline error means a call, not the end of
 	// reading. A server's reader is not woken, and its owner's deadlines
@@ -111,7 +147,7 @@ func newPollingReader(conn net.Conn, budget time.Duration, wakeable bool, awaiti
 	if err != nil {
 		return nil
 	}
-	return &pollingReader{conn: conn, raw: raw, budget: budget, crowdedAfter: busyPollCrowded, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
+	return &pollingReader{conn: conn, raw: raw, budget: budget, crowdedAfter: busyPollCrowded, hostBusy: hostCrowded, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
 }
 
 // NewPollingReader returns a reader of conn for a server's connection: when
@@ -140,6 +176,7 @@ func (r *pollingReader) wantPoll() bool {
 // Read reads what the socket holds, polling or waiting for it.
 func (r *pollingReader) Read(p []byte) (int, error) {
 	var began, last time.Time // when polling began and last yielded; zero while not polling
+	polls := 0
 	missed := false
 	seen := r.sent.Load()
 	for {
@@ -162,6 +199,10 @@ func (r *pollingReader) Read(p []byte) (int, error) {
 				began, last = now, now
 			}
 			crowded := now.Sub(last) > r.crowdedAfter
+			if !crowded && polls%busyPollHostCheckEvery == 0 && r.hostBusy != nil {
+				crowded = r.hostBusy()
+			}
+			polls++
 			if !crowded && now.Sub(began) < r.budget {
 				last = now
 				runtime.Gosched()

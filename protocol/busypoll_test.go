@@ -312,7 +312,7 @@ func TestServerPollingReaderPollsForTheNextRequest(t *testing.T) {
 	server, client := unixPair(t)
 	var group PollGroup
 	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
-	r.crowdedAfter = time.Hour // count what polls find, however busy the machine
+	r.crowdedAfter, r.hostBusy = time.Hour, nil // count what polls find, however busy the machine
 	buf := make([]byte, 4)
 	for i := range 3 {
 		go func() {
@@ -378,6 +378,7 @@ func TestServerPollingReaderStopsWhenTheCPUIsCrowded(t *testing.T) {
 	server, client := unixPair(t)
 	var group PollGroup
 	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	r.hostBusy = nil // this test is about the yield's length alone
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -404,5 +405,49 @@ func TestServerPollingReaderStopsWhenTheCPUIsCrowded(t *testing.T) {
 	}
 	if r.crowded == 0 || r.hits != 0 {
 		t.Errorf("hits %d, misses %d, crowded %d: want the polls to find the CPU crowded and stop", r.hits, r.misses, r.crowded)
+	}
+}
+
+func TestServerPollingReaderLeavesACrowdedHostAlone(t *testing.T) {
+	server, client := unixPair(t)
+	var group PollGroup
+	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	r.crowdedAfter = time.Hour
+	looks := 0
+	r.hostBusy = func() bool { looks++; return true } // more runnable tasks than CPUs
+	buf := make([]byte, 4)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = client.Write([]byte{1, 0, 0, 0})
+	}()
+	if n, err := r.Read(buf); err != nil || n != 4 {
+		t.Fatalf("read: %d bytes, %v", n, err)
+	}
+	if looks != 1 || r.crowded != 1 || r.hits != 0 {
+		t.Errorf("looked at the host %d times; hits %d, crowded %d: want one look, then sleep", looks, r.hits, r.crowded)
+	}
+}
+
+func TestParseRunnable(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		want int
+		ok   bool
+	}{
+		{"0.38 1.77 2.04 3/312 19273\n", 3, true},
+		{"6.55 7.66 6.56 17/291 19334", 17, true},
+		{"0.38 1.77 2.04", 0, false},
+		{"0.38 1.77 2.04 x/312 1", 0, false},
+		{"0.38 1.77 2.04 3 1", 0, false},
+	} {
+		if got, ok := parseRunnable(tt.line); got != tt.want || ok != tt.ok {
+			t.Errorf("parseRunnable(%q) = %d, %v; want %d, %v", tt.line, got, ok, tt.want, tt.ok)
+		}
+	}
+	// On Linux the real file parses.
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if _, ok := parseRunnable(string(data)); !ok {
+			t.Errorf("/proc/loadavg %q does not parse", data)
+		}
 	}
 }

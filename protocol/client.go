@@ -119,7 +119,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 	}
 	c.poller = newPollingReader(conn, cfg.busyPoll, true, &c.awaiting, group)
 	if c.poller != nil && cfg.crowded > 0 {
-		c.poller.crowdedAfter = cfg.crowded
+		c.poller.crowdedAfter, c.poller.hostBusy = cfg.crowded, nil
 	}
 	go c.readLoop()
 	return c
