@@ -39,6 +39,28 @@ const busyPollMaxInFlight = 2
 // to use.
 type PollGroup struct {
 	inFlight atomic.Int32
+	// hostLooked is when the group last looked at the host's runnable
+	// tasks (Unix nanoseconds, 0 never), hostBusy what it saw.
+	hostLooked atomic.Int64
+	hostBusy   atomic.Bool
+}
+
+// hostLookInterval is how long what a group saw of the host's runnable
+// tasks stands, so that a process looks at most a thousand times a
+// second, whatever its request rate.
+const hostLookInterval = time.Millisecond
+
+// hostCrowded is hostCrowded as the group last saw it, looking again when
+// that is older than hostLookInterval.
+func (g *PollGroup) hostCrowded() bool {
+	now := time.Now().UnixNano()
+	last := g.hostLooked.Load()
+	if (last != 0 && now-last < int64(hostLookInterval)) || !g.hostLooked.CompareAndSwap(last, now) {
+		return g.hostBusy.Load()
+	}
+	busy := hostCrowded()
+	g.hostBusy.Store(busy)
+	return busy
 }
 
 // Begin counts a request that has started.
@@ -114,7 +136,8 @@ type pollingReader struct {
 	budget time.Duration
 	// crowdedAfter is busyPollCrowded, or what a test sets.
 	crowdedAfter time.Duration
-	// hostBusy is hostCrowded; nil (in tests) never finds the host busy.
+	// hostBusy is the group's hostCrowded; nil (in tests) never finds the
+	// host busy.
 	hostBusy func() bool
 	// wakeable: calls interrupt the reader's sleep with an expired read
 	// deadline (wake), so a deadline error means a call, not the end of
@@ -147,7 +170,7 @@ func newPollingReader(conn net.Conn, budget time.Duration, wakeable bool, awaiti
 	if err != nil {
 		return nil
 	}
-	return &pollingReader{conn: conn, raw: raw, budget: budget, crowdedAfter: busyPollCrowded, hostBusy: hostCrowded, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
+	return &pollingReader{conn: conn, raw: raw, budget: budget, crowdedAfter: busyPollCrowded, hostBusy: group.hostCrowded, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
 }
 
 // NewPollingReader returns a reader of conn for a server's connection: when

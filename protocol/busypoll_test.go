@@ -451,3 +451,23 @@ func TestParseRunnable(t *testing.T) {
 		}
 	}
 }
+
+func TestPollGroupLooksAtTheHostOnceAMillisecond(t *testing.T) {
+	var g PollGroup
+	// What the group saw a moment ago stands, whatever the host is now.
+	g.hostLooked.Store(time.Now().UnixNano())
+	g.hostBusy.Store(true)
+	if !g.hostCrowded() {
+		t.Error("the group looked again within the interval")
+	}
+	// Older than the interval: it looks again and keeps what it sees.
+	old := time.Now().Add(-2 * hostLookInterval).UnixNano()
+	g.hostLooked.Store(old)
+	want := hostCrowded()
+	if got := g.hostCrowded(); got != want && hostCrowded() == want {
+		t.Errorf("after the interval the group saw %v, the host says %v", got, want)
+	}
+	if g.hostLooked.Load() == old {
+		t.Error("the group did not note when it looked")
+	}
+}
