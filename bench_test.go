@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp"
+	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -84,8 +85,8 @@ func BenchmarkRawPingPong(b *testing.B) {
 // from one process to another, as every request to a container does: the
 // same 4-byte ping-pong with the echo end in a second process.
 func BenchmarkRawPingPongCrossProcess(b *testing.B) {
-	conn := startPingPongProcess(b)
-	runConcurrent(b, 1, pingPong(conn))
+	conn, echo := startPingPongProcess(b)
+	runConcurrent(b, 1, pingPong(conn), cpustat.Proc(echo))
 }
 
 // BenchmarkRawPingPongCrossProcessPolling is the same ping-pong with the
@@ -93,7 +94,7 @@ func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 // as the protocol client does while it awaits a response: the floor for a
 // polling client.
 func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
-	conn := startPingPongProcess(b)
+	conn, echo := startPingPongProcess(b)
 	raw, err := conn.(*net.UnixConn).SyscallConn()
 	if err != nil {
 		b.Fatal(err)
@@ -122,7 +123,7 @@ func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
 			got += max(n, 0)
 		}
 		return nil
-	})
+	}, cpustat.Proc(echo))
 }
 
 // pingPong returns one blocking 4-byte round trip on conn.
@@ -138,8 +139,8 @@ func pingPong(conn net.Conn) func() error {
 }
 
 // startPingPongProcess starts this test binary as a 4-byte echo server in
-// another process and returns a connection to it.
-func startPingPongProcess(b *testing.B) net.Conn {
+// another process and returns a connection to it and the process's ID.
+func startPingPongProcess(b *testing.B) (net.Conn, int) {
 	path := filepath.Join(b.TempDir(), "raw.sock")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "OCIAPP_TEST_PINGPONG_SOCKET="+path)
@@ -163,7 +164,7 @@ func startPingPongProcess(b *testing.B) net.Conn {
 	// Registered after cmd.Wait, so it runs first: the echo process exits
 	// when the connection ends.
 	b.Cleanup(func() { conn.Close() })
-	return conn
+	return conn, cmd.Process.Pid
 }
 
 // servePingPong echoes 4-byte messages on one connection at path, then
@@ -217,13 +218,18 @@ func serveBench(b *testing.B, h ociapp.Handler) string {
 }
 
 // runConcurrent runs b.N calls of op from conc goroutines and reports the
-// median latency and the throughput.
-func runConcurrent(b *testing.B, conc int, op func() error) {
+// median latency, the throughput, and the CPU time per call of this process
+// and of others (processes or containers serving the calls).
+func runConcurrent(b *testing.B, conc int, op func() error, others ...func() (time.Duration, error)) {
 	b.Helper()
 	var next atomic.Int64
 	latencies := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
 	var failed atomic.Value
+	cpu, err := cpustat.Start(others...)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	start := time.Now()
 	for range conc {
@@ -250,6 +256,11 @@ func runConcurrent(b *testing.B, conc int, op func() error) {
 	if err, _ := failed.Load().(error); err != nil {
 		b.Fatal(err)
 	}
+	spent, err := cpu.Stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(spent.Nanoseconds())/1e3/float64(b.N), "cpu-µs")
 	slices.Sort(latencies)
 	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/protocol"
@@ -122,8 +121,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		conns      = map[net.Conn]struct{}{}
 		wg         sync.WaitGroup
 		inProgress protocol.PollGroup
+		watch      = newInlineWatch()
 	)
 	stopped := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		watch.run(stopped)
+	}()
+	defer func() { <-watchDone }()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -148,7 +154,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(requests, conn, &inProgress)
+			s.serveConn(requests, conn, &inProgress, watch)
 			mu.Lock()
 			delete(conns, conn)
 			mu.Unlock()
@@ -192,17 +198,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // serveConn reads requests from conn and answers each as it completes.
 //
 // The goroutines of a connection take turns as its reader (a
-// leader/followers scheme). A reader that finds no further request already
-// buffered runs the request itself: passing it to another goroutine, or
-// waking one to take over reading, would put a thread wake-up on the
-// request's path, which on an idle machine costs more than the request.
-// Should the request run longer than inlineGrace, a timer hands the reader
-// role to an idle goroutine, so later requests on the connection are not
-// held up behind it. Under load, when requests arrive in batches, the
-// reader keeps reading and passes each request to an idle goroutine.
+// leader/followers scheme). The reader runs each request it reads itself:
+// passing it to another goroutine, or waking one to take over reading,
+// would put a thread wake-up on the request's path, which costs more than a
+// small request (on a virtual machine, several times more), and under load,
+// when requests arrive in batches, the hand-offs cost more CPU than the
+// requests. Should a request run longer than inlineCheckInterval, the
+// server's inlineWatch hands the reader role to an idle goroutine (or a new
+// one), so later requests on the connection are not held up behind it for
+// long, and requests that take long run in parallel.
 //
 // inProgress counts the server's requests in progress, for busy polling.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup) {
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlineWatch) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	busyPoll := s.BusyPoll
@@ -218,11 +225,14 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 		ctx:         ctx,
 		cancel:      cancel,
 		promote:     make(chan struct{}),
-		work:        make(chan protocol.Request),
 		readingDone: make(chan struct{}),
+		watch:       watch,
 	}
+	c.inline.passRole = c.passReaderRole
+	watch.add(&c.inline)
 	c.goroutines.Add(1)
-	c.loop(nil)
+	c.loop()
+	watch.remove(&c.inline)
 	c.goroutines.Wait()
 	conn.Close()
 }
@@ -236,21 +246,19 @@ type connServer struct {
 	cancel context.CancelFunc
 
 	inProgress *protocol.PollGroup
+	watch      *inlineWatch
+	inline     inlineSlot // the request the reader runs itself, if any
 
-	promote     chan struct{}         // a send hands the reader role to an idle goroutine
-	work        chan protocol.Request // a send hands a request to an idle goroutine
-	readingDone chan struct{}         // closed when no more requests will be read
+	promote     chan struct{} // a send hands the reader role to an idle goroutine
+	readingDone chan struct{} // closed when no more requests will be read
 	goroutines  sync.WaitGroup
 }
 
-// loop is the life of a connection goroutine: it runs first (if any) or
-// takes the reader role, then alternates between idling and the roles it is
-// given, until reading ends.
-func (c *connServer) loop(first *protocol.Request) {
+// loop is the life of a connection goroutine: it takes the reader role,
+// then idles until it is given the role again, until reading ends.
+func (c *connServer) loop() {
 	defer c.goroutines.Done()
-	if first != nil {
-		c.run(*first)
-	} else if !c.read() {
+	if !c.read() {
 		return
 	}
 	for c.idle() {
@@ -260,13 +268,11 @@ func (c *connServer) loop(first *protocol.Request) {
 	}
 }
 
-// inlineGrace is how long a reader runs a request itself before the reader
-// role passes to another goroutine.
-const inlineGrace = 20 * time.Microsecond
-
 // read holds the reader role: it returns true once it has passed the role
 // on and run a request, false when reading has ended.
 func (c *connServer) read() bool {
+	// Responses a reader whose role was passed on had queued go out now.
+	_ = c.w.Flush()
 	for {
 		body, err := protocol.ReadFrame(c.r, c.srv.MaxFrameSize)
 		var req protocol.Request
@@ -277,22 +283,18 @@ func (c *connServer) read() bool {
 			c.endReading(err)
 			return false
 		}
-		if c.r.Buffered() > 0 {
-			c.dispatch(req)
+		// Whichever of the watcher and the finished request claims the
+		// slot first decides: the watcher passes the role on, the request
+		// keeps it.
+		more := protocol.FrameBuffered(c.r) // before begin: the role may pass on from then
+		run := c.watch.begin(&c.inline)
+		c.run(req, more)
+		if c.inline.end(run) {
 			continue
 		}
-		// Whichever of the timer and the finished request claims the role
-		// first decides: the timer passes it on, the request keeps it.
-		var claimed atomic.Bool
-		handOff := time.AfterFunc(inlineGrace, func() {
-			if claimed.CompareAndSwap(false, true) {
-				c.passReaderRole()
-			}
-		})
-		c.run(req)
-		if handOff.Stop() || claimed.CompareAndSwap(false, true) {
-			continue
-		}
+		// The role has passed on: a response this reader queued must not
+		// wait for the next reader's.
+		_ = c.w.Flush()
 		return true
 	}
 }
@@ -305,39 +307,33 @@ func (c *connServer) passReaderRole() {
 	case c.promote <- struct{}{}:
 	default:
 		c.goroutines.Add(1)
-		go c.loop(nil)
+		go c.loop()
 	}
 }
 
-// dispatch runs req on an idle goroutine, or on a new one.
-func (c *connServer) dispatch(req protocol.Request) {
-	select {
-	case c.work <- req:
-	default:
-		c.goroutines.Add(1)
-		go c.loop(&req)
-	}
-}
-
-// idle runs the requests it is given until it is handed the reader role
-// (true) or reading ends (false).
+// idle waits until it is handed the reader role (true) or reading ends
+// (false).
 func (c *connServer) idle() bool {
-	for {
-		select {
-		case req := <-c.work:
-			c.run(req)
-		case <-c.promote:
-			return true
-		case <-c.readingDone:
-			return false
-		}
+	select {
+	case <-c.promote:
+		return true
+	case <-c.readingDone:
+		return false
 	}
 }
 
-func (c *connServer) run(req protocol.Request) {
+// run answers req. When the next request is already buffered (more), the
+// response waits to go out with the next one's, so that a batch of
+// requests is answered in one write.
+func (c *connServer) run(req protocol.Request, more bool) {
 	c.inProgress.Begin()
 	defer c.inProgress.End()
-	_ = c.w.WriteResponse(c.srv.handle(c.ctx, req)) // a failed write means the peer is gone
+	resp := c.srv.handle(c.ctx, req)
+	if more {
+		_ = c.w.QueueResponse(resp)
+		return
+	}
+	_ = c.w.WriteResponse(resp) // a failed write means the peer is gone
 }
 
 // endReading stops the connection's reading for good. After a clean end of

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -500,10 +502,57 @@ func TestSchemaCommand(t *testing.T) {
 
 func TestRunUsage(t *testing.T) {
 	h := ociapp.NewHandler[testRequest, testResponse](testApp{})
-	for _, args := range [][]string{nil, {"bogus"}, {"serve", "--nope"}} {
+	for _, args := range [][]string{nil, {"bogus"}, {"serve", "--nope"}, {"serve", "--procs", "-1"}} {
 		var out, errOut strings.Builder
 		if code := ociapp.Run(context.Background(), h, args, &out, &errOut); code != 2 || errOut.Len() == 0 {
 			t.Errorf("Run(%q) = %d, stderr %q; want 2 with a message", args, code, errOut.String())
+		}
+	}
+}
+
+func TestServeRunsOnProcsThreads(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set, and wins over --procs")
+	}
+	h := ociapp.NewHandler[echoRequest, echoResponse](ociapp.Func[echoRequest, echoResponse](
+		func(context.Context, echoRequest) (echoResponse, error) {
+			return echoResponse{Value: fmt.Sprint(goruntime.GOMAXPROCS(0))}, nil
+		}))
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, fmt.Sprint(ociapp.DefaultServeProcs)},
+		{[]string{"--procs", "3"}, "3"},
+		{[]string{"--procs", "0"}, fmt.Sprint(goruntime.GOMAXPROCS(0))},
+	} {
+		before := goruntime.GOMAXPROCS(0)
+		path := filepath.Join(t.TempDir(), "app.sock")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int)
+		go func() {
+			done <- ociapp.Run(ctx, h, append([]string{"serve", "--socket", path}, tt.args...), io.Discard, io.Discard)
+		}()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(path); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the server never listened")
+			}
+		}
+		c := dial(t, path)
+		resp, err := call(t, c, echoRequest{Value: "?"})
+		c.Close()
+		cancel()
+		if code := <-done; code != 0 {
+			t.Fatalf("serve %q exited %d", tt.args, code)
+		}
+		if err != nil || resp["value"] != tt.want {
+			t.Errorf("serve %q: handler saw GOMAXPROCS %v (%v), want %s", tt.args, resp["value"], err, tt.want)
+		}
+		if after := goruntime.GOMAXPROCS(0); after != before {
+			t.Errorf("serve %q left GOMAXPROCS at %d, was %d", tt.args, after, before)
 		}
 	}
 }

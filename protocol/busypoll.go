@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +39,28 @@ const busyPollMaxInFlight = 2
 // to use.
 type PollGroup struct {
 	inFlight atomic.Int32
+	// hostLooked is when the group last looked at the host's runnable
+	// tasks (Unix nanoseconds, 0 never), hostBusy what it saw.
+	hostLooked atomic.Int64
+	hostBusy   atomic.Bool
+}
+
+// hostLookInterval is how long what a group saw of the host's runnable
+// tasks stands, so that a process looks at most a thousand times a
+// second, whatever its request rate.
+const hostLookInterval = time.Millisecond
+
+// hostCrowded is hostCrowded as the group last saw it, looking again when
+// that is older than hostLookInterval.
+func (g *PollGroup) hostCrowded() bool {
+	now := time.Now().UnixNano()
+	last := g.hostLooked.Load()
+	if (last != 0 && now-last < int64(hostLookInterval)) || !g.hostLooked.CompareAndSwap(last, now) {
+		return g.hostBusy.Load()
+	}
+	busy := hostCrowded()
+	g.hostBusy.Store(busy)
+	return busy
 }
 
 // Begin counts a request that has started.
@@ -44,6 +68,48 @@ func (g *PollGroup) Begin() { g.inFlight.Add(1) }
 
 // End counts a request that has ended.
 func (g *PollGroup) End() { g.inFlight.Add(-1) }
+
+// busyPollCrowded is the longest a poll may take, one non-blocking read and
+// a yield to the process's other goroutines, before the reader concludes
+// that something else needs the CPU and stops polling. A poll alone takes a
+// microsecond or two; a longer one means that the yield ran other
+// goroutines of the process for that long, or that the kernel gave the
+// thread's CPU to another process (or the hypervisor the virtual CPU to
+// another machine). Either way, polling on would take time from work that
+// is waiting for it, so the poll counts as a miss.
+const busyPollCrowded = 50 * time.Microsecond
+
+// busyPollHostCheckEvery is how many polls pass between looks at the
+// host's runnable tasks (hostCrowded), the first one made before polling.
+const busyPollHostCheckEvery = 32
+
+// hostCrowded reports whether the host has more runnable tasks than this
+// process has CPUs, counting the caller itself: then a task is waiting for
+// a CPU, and polling would take the CPU from it. The count is the fourth
+// field of /proc/loadavg ("runnable/total"), which containers see too;
+// where it cannot be read, the host is taken as not crowded.
+func hostCrowded() bool {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return false
+	}
+	runnable, ok := parseRunnable(string(data))
+	return ok && runnable > runtime.NumCPU()
+}
+
+// parseRunnable reads the runnable tasks from a /proc/loadavg line.
+func parseRunnable(loadavg string) (int, bool) {
+	fields := strings.Fields(loadavg)
+	if len(fields) < 4 {
+		return 0, false
+	}
+	r, _, ok := strings.Cut(fields[3], "/")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(r)
+	return n, err == nil
+}
 
 // busyPollMaxBackoff bounds how many reads the reader makes without polling
 // after polls that came back empty-handed. At the bound, a connection whose
@@ -60,13 +126,19 @@ const busyPollMaxBackoff = 64
 // waits there interrupts the wait (with an expired read deadline), so the
 // reader polls for that call's response too.
 //
-// Polling adapts: a poll that ends without data makes the reader skip
-// polling for a number of reads that doubles with each such miss, up to
-// busyPollMaxBackoff, and halves with each poll that finds its data.
+// Polling adapts: a poll that ends without data, or that finds the CPU
+// crowded (busyPollCrowded), makes the reader skip polling for a number of
+// reads that doubles with each such miss, up to busyPollMaxBackoff, and
+// halves with each poll that finds its data.
 type pollingReader struct {
 	conn   net.Conn
 	raw    syscall.RawConn
 	budget time.Duration
+	// crowdedAfter is busyPollCrowded, or what a test sets.
+	crowdedAfter time.Duration
+	// hostBusy is the group's hostCrowded; nil (in tests) never finds the
+	// host busy.
+	hostBusy func() bool
 	// wakeable: calls interrupt the reader's sleep with an expired read
 	// deadline (wake), so a deadline error means a call, not the end of
 	// reading. A server's reader is not woken, and its owner's deadlines
@@ -83,7 +155,8 @@ type pollingReader struct {
 	backoff int    // reads to skip after the next miss, before doubling
 	skip    int    // reads left to make without polling
 	hits    uint64 // polls that found data, for tests
-	misses  uint64 // polls that spent the budget, for tests
+	misses  uint64 // polls that spent the budget or found the CPU crowded, for tests
+	crowded uint64 // polls that found the CPU crowded, for tests
 }
 
 // newPollingReader returns a reader for conn that polls for up to budget,
@@ -97,7 +170,7 @@ func newPollingReader(conn net.Conn, budget time.Duration, wakeable bool, awaiti
 	if err != nil {
 		return nil
 	}
-	return &pollingReader{conn: conn, raw: raw, budget: budget, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
+	return &pollingReader{conn: conn, raw: raw, budget: budget, crowdedAfter: busyPollCrowded, hostBusy: group.hostCrowded, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
 }
 
 // NewPollingReader returns a reader of conn for a server's connection: when
@@ -125,7 +198,8 @@ func (r *pollingReader) wantPoll() bool {
 
 // Read reads what the socket holds, polling or waiting for it.
 func (r *pollingReader) Read(p []byte) (int, error) {
-	var began time.Time // when polling began; zero while not polling
+	var began, last time.Time // when polling began and last yielded; zero while not polling
+	polls := 0
 	missed := false
 	seen := r.sent.Load()
 	for {
@@ -143,12 +217,22 @@ func (r *pollingReader) Read(p []byte) (int, error) {
 			seen, began = sent, time.Time{} // a new call: a new budget
 		}
 		if r.wantPoll() {
+			now := time.Now()
 			if began.IsZero() {
-				began = time.Now()
+				began, last = now, now
 			}
-			if time.Since(began) < r.budget {
+			crowded := now.Sub(last) > r.crowdedAfter
+			if !crowded && polls%busyPollHostCheckEvery == 0 && r.hostBusy != nil {
+				crowded = r.hostBusy()
+			}
+			polls++
+			if !crowded && now.Sub(began) < r.budget {
+				last = now
 				runtime.Gosched()
 				continue
+			}
+			if crowded {
+				r.crowded++
 			}
 			r.miss()
 			began, missed = time.Time{}, true

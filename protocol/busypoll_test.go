@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,9 +17,13 @@ import (
 // dialPolling connects with the given busy-poll budget and returns the
 // client and its poller, whose counters may be read once the client is
 // closed (Close waits for the reader).
+// neverCrowded keeps a client's polls going however busy the machine, for
+// tests that count what polls find.
+func neverCrowded(c *clientConfig) { c.crowded = time.Hour }
+
 func dialPolling(t *testing.T, path string, budget time.Duration) (*Client, *pollingReader) {
 	t.Helper()
-	c, err := Dial(context.Background(), path, WithBusyPoll(budget))
+	c, err := Dial(context.Background(), path, WithBusyPoll(budget), neverCrowded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +80,7 @@ func TestBusyPollWakesTheSleepingReader(t *testing.T) {
 func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
 	s := startServer(t, slowEcho(2*time.Millisecond))
 	var group PollGroup
-	c, err := Dial(context.Background(), s.path, WithBusyPoll(10*time.Second), WithPollGroup(&group))
+	c, err := Dial(context.Background(), s.path, WithBusyPoll(10*time.Second), WithPollGroup(&group), neverCrowded)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +312,7 @@ func TestServerPollingReaderPollsForTheNextRequest(t *testing.T) {
 	server, client := unixPair(t)
 	var group PollGroup
 	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	r.crowdedAfter, r.hostBusy = time.Hour, nil // count what polls find, however busy the machine
 	buf := make([]byte, 4)
 	for i := range 3 {
 		go func() {
@@ -361,5 +367,107 @@ func TestNewPollingReaderWithoutASocket(t *testing.T) {
 	server, _ := unixPair(t)
 	if r := NewPollingReader(server, 0, new(PollGroup)); r != server {
 		t.Errorf("with no budget: got %T, want the connection itself", r)
+	}
+}
+
+func TestServerPollingReaderStopsWhenTheCPUIsCrowded(t *testing.T) {
+	// On one processor, a goroutine that computes for a millisecond at a
+	// time takes the processor each time the reader yields between polls:
+	// the reader must notice and sleep instead of polling on.
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(1))
+	server, client := unixPair(t)
+	var group PollGroup
+	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	r.hostBusy = nil // this test is about the yield's length alone
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for start := time.Now(); time.Since(start) < time.Millisecond; {
+			}
+			goruntime.Gosched()
+		}
+	}()
+	buf := make([]byte, 4)
+	for i := range 3 {
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			_, _ = client.Write([]byte{byte(i), 0, 0, 0})
+		}()
+		if n, err := r.Read(buf); err != nil || n != 4 || buf[0] != byte(i) {
+			t.Fatalf("read %d: %d bytes %x, %v", i, n, buf[:max(n, 0)], err)
+		}
+	}
+	if r.crowded == 0 || r.hits != 0 {
+		t.Errorf("hits %d, misses %d, crowded %d: want the polls to find the CPU crowded and stop", r.hits, r.misses, r.crowded)
+	}
+}
+
+func TestServerPollingReaderLeavesACrowdedHostAlone(t *testing.T) {
+	server, client := unixPair(t)
+	var group PollGroup
+	r := NewPollingReader(server, 10*time.Second, &group).(*pollingReader)
+	r.crowdedAfter = time.Hour
+	looks := 0
+	r.hostBusy = func() bool { looks++; return true } // more runnable tasks than CPUs
+	buf := make([]byte, 4)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = client.Write([]byte{1, 0, 0, 0})
+	}()
+	if n, err := r.Read(buf); err != nil || n != 4 {
+		t.Fatalf("read: %d bytes, %v", n, err)
+	}
+	if looks != 1 || r.crowded != 1 || r.hits != 0 {
+		t.Errorf("looked at the host %d times; hits %d, crowded %d: want one look, then sleep", looks, r.hits, r.crowded)
+	}
+}
+
+func TestParseRunnable(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		want int
+		ok   bool
+	}{
+		{"0.38 1.77 2.04 3/312 19273\n", 3, true},
+		{"6.55 7.66 6.56 17/291 19334", 17, true},
+		{"0.38 1.77 2.04", 0, false},
+		{"0.38 1.77 2.04 x/312 1", 0, false},
+		{"0.38 1.77 2.04 3 1", 0, false},
+	} {
+		if got, ok := parseRunnable(tt.line); got != tt.want || ok != tt.ok {
+			t.Errorf("parseRunnable(%q) = %d, %v; want %d, %v", tt.line, got, ok, tt.want, tt.ok)
+		}
+	}
+	// On Linux the real file parses.
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if _, ok := parseRunnable(string(data)); !ok {
+			t.Errorf("/proc/loadavg %q does not parse", data)
+		}
+	}
+}
+
+func TestPollGroupLooksAtTheHostOnceAMillisecond(t *testing.T) {
+	var g PollGroup
+	// What the group saw a moment ago stands, whatever the host is now.
+	g.hostLooked.Store(time.Now().UnixNano())
+	g.hostBusy.Store(true)
+	if !g.hostCrowded() {
+		t.Error("the group looked again within the interval")
+	}
+	// Older than the interval: it looks again and keeps what it sees.
+	old := time.Now().Add(-2 * hostLookInterval).UnixNano()
+	g.hostLooked.Store(old)
+	want := hostCrowded()
+	if got := g.hostCrowded(); got != want && hostCrowded() == want {
+		t.Errorf("after the interval the group saw %v, the host says %v", got, want)
+	}
+	if g.hostLooked.Load() == old {
+		t.Error("the group did not note when it looked")
 	}
 }

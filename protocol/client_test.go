@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -315,5 +316,82 @@ func TestOversizedRequestFailsAloneWithoutSending(t *testing.T) {
 	}
 	if _, err := c.Call(context.Background(), mustPayload(t, map[string]any{"small": true})); err != nil {
 		t.Fatalf("connection unusable after refusing a large request: %v", err)
+	}
+}
+
+func TestFrameBuffered(t *testing.T) {
+	whole, _ := AppendFrame(nil, []byte("abc"))
+	for _, tt := range []struct {
+		name string
+		in   []byte
+		want bool
+	}{
+		{"nothing", nil, false},
+		{"part of a header", whole[:2], false},
+		{"a header without its body", whole[:HeaderSize], false},
+		{"part of the body", whole[:len(whole)-1], false},
+		{"a whole frame", whole, true},
+		{"a frame and part of the next", append(append([]byte{}, whole...), whole[:3]...), true},
+		{"a header claiming 4 GiB", []byte{0xff, 0xff, 0xff, 0xff, 1}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := bufio.NewReader(bytes.NewReader(tt.in))
+			_, _ = r.Peek(len(tt.in)) // fill the buffer
+			if got := FrameBuffered(r); got != tt.want {
+				t.Errorf("FrameBuffered = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// countingWriter counts the writes it is given.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+func TestWriterQueuesResponsesUntilFlushed(t *testing.T) {
+	var out countingWriter
+	w := NewWriter(&out)
+	for i := range 3 {
+		if err := w.QueueResponse(Response{ID: ID{byte(i)}, Payload: []byte{0x80}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out.writes != 0 {
+		t.Fatalf("%d writes before a flush", out.writes)
+	}
+	if err := w.WriteResponse(Response{ID: ID{3}, Payload: []byte{0x80}}); err != nil {
+		t.Fatal(err)
+	}
+	if out.writes != 1 {
+		t.Fatalf("four responses took %d writes, want 1", out.writes)
+	}
+	for i := range 4 {
+		body, err := ReadFrame(&out, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := DecodeResponse(body)
+		if err != nil || resp.ID != (ID{byte(i)}) {
+			t.Fatalf("frame %d: %+v, %v", i, resp, err)
+		}
+	}
+	// A large queue goes out by itself; Flush writes the rest.
+	big := Response{ID: ID{9}, Payload: append([]byte{0xc4, 0xff}, make([]byte, 255)...)}
+	for out.writes == 1 {
+		if err := w.QueueResponse(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = w.QueueResponse(big)
+	before := out.writes
+	if err := w.Flush(); err != nil || out.writes != before+1 {
+		t.Fatalf("Flush: %v, %d writes after %d", err, out.writes, before)
 	}
 }

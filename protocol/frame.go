@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -39,6 +40,18 @@ func ReadFrame(r io.Reader, maxSize int) ([]byte, error) {
 		return nil, &FrameError{Fault: FaultTruncatedBody, Length: size, Err: err}
 	}
 	return body, nil
+}
+
+// FrameBuffered reports whether r holds a whole frame in its buffer, so that
+// reading it needs no system call. A frame whose header is invalid counts
+// as whole: reading it fails at once.
+func FrameBuffered(r *bufio.Reader) bool {
+	n := r.Buffered()
+	if n < HeaderSize {
+		return false
+	}
+	header, _ := r.Peek(HeaderSize)
+	return uint64(n-HeaderSize) >= uint64(binary.BigEndian.Uint32(header))
 }
 
 func checkLength(length uint32, maxSize int) (int, error) {

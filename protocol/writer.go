@@ -38,6 +38,38 @@ func (w *Writer) WriteRequest(req Request) error {
 	return w.flushLocked()
 }
 
+// QueueResponse adds resp to the frames waiting to be written, without
+// writing them unless they have grown large (maxQueued) or a write is
+// already under way, which takes them along. Flush, or any later write,
+// writes them. A server answering a batch of requests queues every
+// response but the last, so the batch goes out in one system call.
+func (w *Writer) QueueResponse(resp Response) error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	w.buf = AppendResponseFrame(w.buf, resp)
+	if len(w.buf) < maxQueued {
+		w.mu.Unlock()
+		return nil
+	}
+	return w.flushLocked()
+}
+
+// maxQueued is how many bytes QueueResponse lets wait.
+const maxQueued = 64 << 10
+
+// Flush writes the queued frames, unless a write under way takes them.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	return w.flushLocked()
+}
+
 // WriteResponse is WriteRequest for a response envelope.
 func (w *Writer) WriteResponse(resp Response) error {
 	w.mu.Lock()

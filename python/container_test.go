@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -327,14 +328,22 @@ func BenchmarkPythonEcho(b *testing.B) {
 	for _, cl := range clients {
 		for _, concurrency := range []int{1, 64} {
 			b.Run(fmt.Sprintf("c%d%s", concurrency, cl.suffix), func(b *testing.B) {
-				benchmarkCalls(b, cl.client, payload, concurrency)
+				benchmarkCalls(b, c, cl.client, payload, concurrency)
 			})
 		}
 	}
 }
 
-func benchmarkCalls(b *testing.B, client *protocol.Client, payload []byte, concurrency int) {
+func benchmarkCalls(b *testing.B, c *container, client *protocol.Client, payload []byte, concurrency int) {
 	ctx := context.Background()
+	server, err := cpustat.Container(c.id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpu, err := cpustat.Start(server)
+	if err != nil {
+		b.Fatal(err)
+	}
 	latencies := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var failure atomic.Pointer[error]
@@ -367,7 +376,12 @@ func benchmarkCalls(b *testing.B, client *protocol.Client, payload []byte, concu
 	if err := failure.Load(); err != nil {
 		b.Fatal(*err)
 	}
+	spent, err := cpu.Stop()
+	if err != nil {
+		b.Fatal(err)
+	}
 	slices.Sort(latencies)
 	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+	b.ReportMetric(float64(spent.Nanoseconds())/1e3/float64(b.N), "cpu-µs")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ociapp/ociapp"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/cpustat"
 )
 
 // Benchmarks against the local Docker daemon, image already loaded:
@@ -67,11 +68,12 @@ func benchArtifact(b *testing.B, eng *docker.Engine, app string) string {
 }
 
 // measureConcurrent runs b.N calls of op from conc goroutines and reports
-// p50/p99 latency and throughput.
+// p50/p99 latency, throughput, and this process's CPU time per call.
 func measureConcurrent(b *testing.B, conc int, op func() error) {
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	cpu := cpustat.Process()
 	b.ResetTimer()
 	start := time.Now()
 	for range conc {
@@ -93,8 +95,10 @@ func measureConcurrent(b *testing.B, conc int, op func() error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	cpu = cpustat.Process() - cpu
 	reportLatency(b, lat)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs")
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {

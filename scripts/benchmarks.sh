@@ -80,7 +80,25 @@ start_seconds=$SECONDS
 work=$(mktemp -d "${TMPDIR:-/tmp}/ociapp-bench.XXXXXX")
 results=$work/results
 cold_base=""
+busy=()
+# stop_busy stops the busy loops start_busy started.
+stop_busy() {
+	if [ ${#busy[@]} -gt 0 ]; then
+		kill "${busy[@]}" 2>/dev/null || true
+		wait "${busy[@]}" 2>/dev/null || true
+	fi
+	busy=()
+}
+# start_busy starts one busy loop per CPU in the background.
+start_busy() {
+	local i
+	for i in $(seq 1 "$(nproc)"); do
+		(while :; do :; done) &
+		busy+=($!)
+	done
+}
 cleanup() {
+	stop_busy
 	if [ -n "$cold_base" ]; then
 		docker image rm -f "$cold_base" >/dev/null 2>&1 || true
 	fi
@@ -289,6 +307,21 @@ for rep in $(seq 1 "$reps"); do
 		measure "warm.$app-nopoll.c1" "$results/warm/$app-nopoll-c1-$rep.json" \
 			ociapp-runtime bench "$artifact" --payload "$payload" -c 1 -d "$warm_duration" --warmup "$warmup" --busy-poll 0 --json
 	done
+	# Under load: one busy process per CPU, with and without busy polling.
+	start_busy
+	for app in go python; do
+		artifact=$go_artifact
+		[ "$app" = python ] && artifact=$py_artifact
+		for c in 1 64; do
+			record_text "warm.$app-load.c$c" "for i in \$(seq \$(nproc)); do (while :; do :; done) & done; $(quote ociapp-runtime bench "$artifact" --payload "$payload" -c "$c" -d "$warm_duration" --warmup "$warmup" --json)"
+			measure "warm.$app-load.c$c" "$results/warm/$app-load-c$c-$rep.json" \
+				ociapp-runtime bench "$artifact" --payload "$payload" -c "$c" -d "$warm_duration" --warmup "$warmup" --json
+			record_text "warm.$app-load-nopoll.c$c" "for i in \$(seq \$(nproc)); do (while :; do :; done) & done; $(quote ociapp-runtime bench "$artifact" --payload "$payload" -c "$c" -d "$warm_duration" --warmup "$warmup" --busy-poll 0 --json)"
+			measure "warm.$app-load-nopoll.c$c" "$results/warm/$app-load-nopoll-c$c-$rep.json" \
+				ociapp-runtime bench "$artifact" --payload "$payload" -c "$c" -d "$warm_duration" --warmup "$warmup" --busy-poll 0 --json
+		done
+	done
+	stop_busy
 	say "repetition $rep of $reps done"
 done
 
@@ -301,6 +334,7 @@ for app in go python; do
 done
 
 printf 'run_minutes\t%d\n' $(((SECONDS - start_seconds + 30) / 60)) >>"$results/settings.tsv"
+printf 'load_end\t%s\n' "$(cut -d ' ' -f 1-3 /proc/loadavg)" >>"$results/settings.tsv"
 say "writing $output/benchmarks.md and $output/img/latency-vs-concurrency.svg"
 benchreport render -results "$results" -md "$output/benchmarks.md" -svg "$output/img/latency-vs-concurrency.svg"
 say "done in $((SECONDS - start_seconds)) s"

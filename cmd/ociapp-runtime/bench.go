@@ -20,6 +20,7 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/bytesize"
+	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/loadgen"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
@@ -161,7 +162,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "ociapp-runtime bench: %v\nrun 'ociapp-runtime bench -h' for usage\n", err)
 		return exitUsage
 	}
-	b := &bencher{cfg: cfg, status: newStatusLine(stderr)}
+	b := &bencher{cfg: cfg, status: newStatusLine(stderr), cgroupRoot: cpustat.CgroupRoot}
 	if cfg.verbose {
 		b.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -245,7 +246,9 @@ type runReport struct {
 	ElapsedS      float64       `json:"elapsed_s"`
 	ThroughputRPS float64       `json:"throughput_rps"`
 	LatencyUS     latencyReport `json:"latency_us"`
-	Errors        []errorReport `json:"errors"`
+	// CPU is the CPU time used over the measured run, per request.
+	CPU    *cpuReport    `json:"cpu,omitempty"`
+	Errors []errorReport `json:"errors"`
 }
 
 type latencyReport struct {
@@ -293,6 +296,8 @@ type bencher struct {
 	status *statusLine
 	eng    engine.Engine
 	logger *slog.Logger // nil: the runtime's silent default
+	// cgroupRoot is where containers' CPU time is read (cpu.go).
+	cgroupRoot string
 }
 
 func (b *bencher) run(ctx context.Context) (*benchReport, error) {
@@ -342,9 +347,9 @@ func (b *bencher) run(ctx context.Context) (*benchReport, error) {
 }
 
 // runtimeOptions are the options of every runtime bench starts.
-func (b *bencher) runtimeOptions() []runtime.Option {
+func (b *bencher) runtimeOptions(eng engine.Engine) []runtime.Option {
 	opts := []runtime.Option{
-		runtime.WithEngine(b.eng),
+		runtime.WithEngine(eng),
 		runtime.WithMemoryLimit(b.cfg.memory),
 		runtime.WithCPULimit(b.cfg.cpus),
 		runtime.WithBusyPoll(b.cfg.busyPoll),
@@ -383,7 +388,8 @@ func closeRuntime(ctx context.Context, rt *runtime.Runtime) error {
 
 func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (_ *runReport, err error) {
 	cfg := b.cfg
-	rt, err := runtime.New(ctx, b.runtimeOptions()...)
+	eng, created := recordContainers(b.eng)
+	rt, err := runtime.New(ctx, b.runtimeOptions(eng)...)
 	if err != nil {
 		return nil, fmt.Errorf("starting the runtime: %w", err)
 	}
@@ -429,6 +435,7 @@ func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (
 			return nil, err
 		}
 	}
+	cpu := startCPU(b.cgroupRoot, created)
 	res, err := loadgen.Run(ctx, loadgen.Config{
 		Concurrency: cfg.concurrency,
 		Requests:    cfg.requests,
@@ -442,9 +449,11 @@ func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (
 	if err != nil {
 		return nil, err
 	}
+	run := newRunReport(res)
+	run.CPU = cpu.stop(res.Succeeded + res.Failed)
 	peek()
 	containers.Started = rt.Stats().ColdStarts
-	return newRunReport(res), nil
+	return run, nil
 }
 
 // awaitStarts waits until no container of the pool is starting, so that
@@ -544,7 +553,7 @@ func (b *bencher) measureCold(ctx context.Context) (*coldReport, error) {
 }
 
 func (b *bencher) coldOnce(ctx context.Context) (_ time.Duration, err error) {
-	rt, err := runtime.New(ctx, b.runtimeOptions()...)
+	rt, err := runtime.New(ctx, b.runtimeOptions(b.eng)...)
 	if err != nil {
 		return 0, fmt.Errorf("starting a runtime: %w", err)
 	}
@@ -744,6 +753,13 @@ func writeBenchText(w io.Writer, rep *benchReport) {
 				how = fmt.Sprintf("histogram, within %.1f%%", l.MaxErrorPct)
 			}
 			fmt.Fprintf(tw, "  \tmin %s  mean %s  (%s, %d requests)\n", fmtUS(l.Min), fmtUS(l.Mean), how, l.Count)
+		}
+		if c := r.CPU; c != nil {
+			containers := "containers: " + c.ContainersUnavailable
+			if c.ContainersUSPerRequest != nil {
+				containers = fmt.Sprintf("%s in the containers (%d, from their cgroups)", fmtUS(*c.ContainersUSPerRequest), c.Containers)
+			}
+			fmt.Fprintf(tw, "  cpu\tper request: %s in this process, %s\n", fmtUS(c.CallerUSPerRequest), containers)
 		}
 		if len(r.Errors) == 0 {
 			fmt.Fprintf(tw, "  errors\tnone\n")

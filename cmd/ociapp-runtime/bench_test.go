@@ -174,6 +174,8 @@ func sampleReport() *benchReport {
 			{Type: "timeout", Count: 3, Example: "request to echo-go 0.1.0 timed out after 1s; raise the request timeout or make the request cheaper"},
 		},
 	})
+	containersUS := 11.75
+	run.CPU = &cpuReport{CallerUSPerRequest: 14.5, ContainersUSPerRequest: &containersUS, CallerS: 0.145, ContainersS: 0.1175, Containers: 2}
 	return &benchReport{
 		Artifact: artifactReport{
 			Path:         "dist/echo-go-0.1.0.ociapp",
@@ -199,6 +201,7 @@ func TestBenchReportGolden(t *testing.T) {
 	hist.Settings.Requests, hist.Settings.DurationS = 0, 30
 	hist.Run.LatencyUS.Recording, hist.Run.LatencyUS.MaxErrorPct = "histogram", 0.390625
 	hist.Run.Errors = []errorReport{}
+	hist.Run.CPU = &cpuReport{CallerUSPerRequest: 20, CallerS: 0.6, ContainersUnavailable: "finding the cgroup of container 0123456789ab under /sys/fs/cgroup: no cgroup of the container on this host"}
 	hist.Artifact.ImagePresent, hist.Artifact.LoadMS = true, 0
 	hist.ColdStart = &coldReport{SamplesMS: []float64{}, Failed: 2, Errors: []errorReport{{Type: "startup", Count: 2, Example: "container for echo-go 0.1.0 failed to start: exited\nlast lines"}}}
 	hist.Interrupted = true
@@ -318,6 +321,9 @@ func TestBenchEndToEnd(t *testing.T) {
 		t.Errorf("latency: %+v", l)
 	}
 	c := rep.ColdStart
+	if cpu := r.CPU; cpu == nil || cpu.CallerUSPerRequest <= 0 || cpu.ContainersUSPerRequest == nil || *cpu.ContainersUSPerRequest <= 0 || cpu.Containers < 1 {
+		t.Errorf("cpu: %+v", cpu)
+	}
 	if c == nil || len(c.SamplesMS) != 2 || c.Failed != 0 || c.MinMS <= 0 || c.MinMS > c.P50MS || c.P50MS > c.MaxMS {
 		t.Errorf("cold start: %+v", c)
 	}

@@ -51,7 +51,10 @@ type report struct {
 // pathRow is a row of the request path table.
 type pathRow struct {
 	Measure, P50, P99, RPS, P50Ratio, RPSRatio, Target, Met string
-	Cmd                                                     int
+	// CPU is the CPU time per request; P50Cross the p50 as a multiple of
+	// the cross-process floor's.
+	CPU, P50Cross string
+	Cmd           int
 }
 
 // startRow is a row of the start, load, build and size table.
@@ -87,8 +90,9 @@ type builder struct {
 	res  *results
 	rep  report
 	cmds map[string]int
-	// floor is the raw socket ping-pong: its p50 (µs) and req/s.
-	floorP50, floorRPS float64
+	// floor is the raw socket ping-pong: its p50 (µs) and req/s;
+	// crossP50 the p50 of the same between two processes.
+	floorP50, floorRPS, crossP50 float64
 }
 
 func buildReport(res *results, plot string) report {
@@ -187,6 +191,9 @@ func (b *builder) requestPath() {
 		b.floorP50, b.floorRPS = floor.Metrics["p50-µs"], floor.Metrics["req/s"]
 		b.rep.Floor = fmt.Sprintf("p50 %s, %s req/s", fmtUS(b.floorP50), thousands(b.floorRPS))
 	}
+	if cross := b.goBench("/ociapp", "RawPingPongCrossProcess"); cross != nil {
+		b.crossP50 = cross.Metrics["p50-µs"]
+	}
 	goRow := func(measure, pkgSuffix, name, cmdKey string, t *target, onRPS bool) {
 		gb := b.goBench(pkgSuffix, name)
 		if gb == nil {
@@ -194,11 +201,15 @@ func (b *builder) requestPath() {
 			return
 		}
 		p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
-		row := pathRow{Measure: measure, P50: fmtUS(p50), P99: "–", RPS: thousands(rps), Cmd: b.cmd(cmdKey)}
+		row := pathRow{Measure: measure, P50: fmtUS(p50), P99: "–", RPS: thousands(rps), CPU: "–", Cmd: b.cmd(cmdKey)}
 		if p99, ok := gb.Metrics["p99-µs"]; ok {
 			row.P99 = fmtUS(p99)
 		}
+		if cpu, ok := gb.Metrics["cpu-µs"]; ok {
+			row.CPU = fmtUS(cpu)
+		}
 		row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
+		row.P50Cross = b.crossRatio(p50)
 		if onRPS {
 			row.Target, row.Met = t.check(rps)
 		} else {
@@ -218,20 +229,27 @@ func (b *builder) requestPath() {
 	goRow("Runtime request path, in-process Go server, c1", "/runtime", "ExecuteOverhead/c1", "gobench.runtime", nil, false)
 	goRow("Runtime request path, in-process Go server, c64", "/runtime", "ExecuteOverhead/c64", "gobench.runtime", nil, true)
 
+	// The Go echo's targets are relative: within 1.5 times the
+	// cross-process floor at c1, at least the Python echo's throughput at
+	// c64, both from the same run.
+	var goTargets [2]*target
+	if b.crossP50 > 0 {
+		goTargets[0] = &target{desc: "p50 ≤ ×1.5 two-process floor", below: true, bound: 1.5*b.crossP50 + 1e-9}
+	}
+	if py := b.warmAt("python", 64); py != nil {
+		goTargets[1] = &target{desc: "≥ Python echo c64 req/s", bound: py.RPS}
+	}
 	warmTargets := map[string][2]*target{
-		"go":     {p50Below(30), rpsAbove(100000, false)},
+		"go":     goTargets,
 		"python": {p50Below(80), rpsAbove(69000, true)},
 	}
 	for _, a := range apps {
 		for i, c := range []int{1, 64} {
 			measure := fmt.Sprintf("Warm Execute, %s, c%d", a.Name, c)
-			p := b.warmAt(a.Key, c)
+			row, p := b.warmRow(measure, a.Key, c)
 			if p == nil {
-				b.rep.Missing = append(b.rep.Missing, measure)
 				continue
 			}
-			row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd(fmt.Sprintf("warm.%s.c%d", a.Key, c))}
-			row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
 			t := warmTargets[a.Key][i]
 			if i == 0 {
 				row.Target, row.Met = t.check(p.P50)
@@ -242,15 +260,28 @@ func (b *builder) requestPath() {
 		}
 	}
 	for _, a := range apps {
-		measure := fmt.Sprintf("Warm Execute, %s, c1, without busy polling", a.Name)
-		p := b.warmAt(a.Key+"-nopoll", 1)
-		if p == nil {
-			b.rep.Missing = append(b.rep.Missing, measure)
-			continue
+		if row, p := b.warmRow(fmt.Sprintf("Warm Execute, %s, c1, without busy polling", a.Name), a.Key+"-nopoll", 1); p != nil {
+			b.rep.Path = append(b.rep.Path, row)
 		}
-		row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd("warm." + a.Key + "-nopoll.c1")}
-		row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
-		b.rep.Path = append(b.rep.Path, row)
+	}
+	// Under load: one busy process per core in the background. At c64 a
+	// row must keep at least half the quiet throughput.
+	for _, a := range apps {
+		quiet := b.warmAt(a.Key, 64)
+		for _, variant := range []struct{ key, words string }{{"-load", ""}, {"-load-nopoll", ", without busy polling"}} {
+			for _, c := range []int{1, 64} {
+				measure := fmt.Sprintf("Warm Execute, %s, c%d, one busy process per core%s", a.Name, c, variant.words)
+				row, p := b.warmRow(measure, a.Key+variant.key, c)
+				if p == nil {
+					continue
+				}
+				if c == 64 && quiet != nil {
+					t := &target{desc: "≥ ½ quiet c64 req/s", bound: quiet.RPS / 2}
+					row.Target, row.Met = t.check(p.RPS)
+				}
+				b.rep.Path = append(b.rep.Path, row)
+			}
+		}
 	}
 
 	b.rep.Remote = b.benchRows("gobench.remote", func(gb goBench) bool {
@@ -283,6 +314,44 @@ func (b *builder) benchRows(cmdKey string, match func(goBench) bool) []pathRow {
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// warmRow is the request path row of a bench point, or nil (and the
+// measure noted missing) when it was not measured.
+func (b *builder) warmRow(measure, key string, c int) (pathRow, *warmPoint) {
+	p := b.warmAt(key, c)
+	if p == nil {
+		b.rep.Missing = append(b.rep.Missing, measure)
+		return pathRow{}, nil
+	}
+	row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd(fmt.Sprintf("warm.%s.c%d", key, c))}
+	row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
+	row.P50Cross = b.crossRatio(p.P50)
+	row.CPU = "–"
+	switch {
+	case p.CPUCaller >= 0 && p.CPUContainers >= 0:
+		row.CPU = fmt.Sprintf("%s (%s + %s)", fmtUS(p.CPUCaller+p.CPUContainers), trimFloat(round3(p.CPUCaller)), trimFloat(round3(p.CPUContainers)))
+	case p.CPUCaller >= 0:
+		row.CPU = fmtUS(p.CPUCaller) + " (caller)"
+	}
+	return row, p
+}
+
+// round3 rounds v to three significant figures.
+func round3(v float64) float64 {
+	if v <= 0 {
+		return v
+	}
+	scale := math.Pow(10, 2-math.Floor(math.Log10(v)))
+	return math.Round(v*scale) / scale
+}
+
+// crossRatio is p50 as a multiple of the cross-process floor's.
+func (b *builder) crossRatio(p50 float64) string {
+	if p50 <= 0 || b.crossP50 <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("×%.2f", p50/b.crossP50)
 }
 
 // ratios are p50 and req/s as multiples of the floor's.

@@ -117,7 +117,11 @@ func TestRender(t *testing.T) {
 	for _, want := range []string{
 		"](img/latency-vs-concurrency.svg)", // the link resolves from docs/
 		"| Raw socket ping-pong, 4-byte messages (the floor), c1 |",
-		"| ×1.00 | ×1.00 |",
+		"| 9.1 µs | ×1.00 | ×0.19 | ×1.00 |", // the floor: CPU, both ratios
+		"| Warm Execute, Go echo, c1, one busy process per core |",
+		"| ≥ ½ quiet c64 req/s |",
+		"| p50 ≤ ×1.5 two-process floor |",
+		"| Load average at end | 1.52 1.10 0.87 |",
 	} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q", want)

@@ -22,7 +22,9 @@ import (
 //	settings.tsv                 NAME<TAB>value: the script's parameters
 //	builds.tsv                   build.APP.KIND<TAB>seconds
 //	gobench-NAME.txt             go test -bench output
-//	warm/APP-cC-R.json           ociapp-runtime bench --json, concurrency C, repetition R
+//	warm/APP-cC-R.json           ociapp-runtime bench --json, concurrency C, repetition R;
+//	                             APP-nopoll without busy polling, APP-load with one
+//	                             busy process per core, APP-load-nopoll both
 //	cold/APP.json                ociapp-runtime bench -n 0 --cold N --json
 //	load/APP-first-R.json        bench -n 0 --json after removing the image
 //	load/APP-present-R.json      bench -n 0 --json with the image present
@@ -66,6 +68,10 @@ type benchJSON struct {
 			P99       float64 `json:"p99"`
 			Max       float64 `json:"max"`
 		} `json:"latency_us"`
+		CPU *struct {
+			CallerUSPerRequest     float64  `json:"caller_us_per_request"`
+			ContainersUSPerRequest *float64 `json:"containers_us_per_request"`
+		} `json:"cpu"`
 	} `json:"run"`
 	ColdStart *struct {
 		SamplesMS []float64 `json:"samples_ms"`
@@ -89,6 +95,9 @@ type warmPoint struct {
 	Failed             int64
 	Containers         int // most containers ready at once, over the repetitions
 	Reps               int
+	// CPUCaller and CPUContainers are the CPU time per request (µs) of
+	// the bench process and of the containers; negative when not measured.
+	CPUCaller, CPUContainers float64
 }
 
 // loadRuns are the artifact load measurements of one app.
@@ -96,7 +105,7 @@ type loadRuns struct {
 	First, Present []benchJSON
 }
 
-var warmName = regexp.MustCompile(`^([a-z]+(?:-nopoll)?)-c(\d+)-(\d+)\.json$`)
+var warmName = regexp.MustCompile(`^([a-z]+(?:-load)?(?:-nopoll)?)-c(\d+)-(\d+)\.json$`)
 var loadName = regexp.MustCompile(`^([a-z]+)-(first|present)-(\d+)\.json$`)
 
 func loadResults(dir string) (*results, error) {
@@ -202,8 +211,14 @@ func loadResults(dir string) (*results, error) {
 
 func summarizeWarm(c int, runs []benchJSON) warmPoint {
 	p := warmPoint{Concurrency: c, Reps: len(runs)}
-	var p50, p90, p99, mx, rps, failed []float64
+	var p50, p90, p99, mx, rps, failed, caller, containers []float64
 	for _, b := range runs {
+		if cpu := b.Run.CPU; cpu != nil {
+			caller = append(caller, cpu.CallerUSPerRequest)
+			if cpu.ContainersUSPerRequest != nil {
+				containers = append(containers, *cpu.ContainersUSPerRequest)
+			}
+		}
 		l := b.Run.LatencyUS
 		p50, p90, p99, mx = append(p50, l.P50), append(p90, l.P90), append(p99, l.P99), append(mx, l.Max)
 		rps = append(rps, b.Run.ThroughputRPS)
@@ -211,6 +226,13 @@ func summarizeWarm(c int, runs []benchJSON) warmPoint {
 		p.Containers = max(p.Containers, b.Containers.Peak)
 	}
 	p.P50, p.P90, p.P99, p.Max, p.RPS = median(p50), median(p90), median(p99), median(mx), median(rps)
+	p.CPUCaller, p.CPUContainers = -1, -1
+	if len(caller) == len(runs) {
+		p.CPUCaller = median(caller)
+	}
+	if len(containers) == len(runs) {
+		p.CPUContainers = median(containers)
+	}
 	for _, f := range failed {
 		p.Failed += int64(f)
 	}
