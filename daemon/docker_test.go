@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +32,7 @@ import (
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/testapps"
 	"github.com/ociapp/ociapp/internal/testtls"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -378,6 +381,21 @@ func runSuite(t *testing.T, tg target) {
 		}
 		if d, _ := appErr.Details.(map[string]any); d["errors"] == nil {
 			t.Fatalf("details %#v", appErr.Details)
+		}
+		// Bytes that are not UTF-8, echoed by the app's validation error,
+		// come back as bin: the same bytes, not a str holding them.
+		_, err = ex.Execute(ctx, a.App, map[string]any{"value": []byte{0xff}})
+		if !errors.As(err, &appErr) || appErr.Type != "ValidationError" {
+			t.Fatalf("got %#v", err)
+		}
+		issues, _ := appErr.Details.(map[string]any)["errors"].([]any)
+		if len(issues) != 1 || !reflect.DeepEqual(issues[0].(map[string]any)["input"], []byte{0xff}) {
+			t.Fatalf("details %#v", appErr.Details)
+		}
+		body, _ := protocol.EncodePayload(map[string]any{"value": []byte{0xff}})
+		resp, raw := tg.send(t, http.MethodPost, api.ExecutePath(fileDigest(t, a.App)), api.MediaMsgpack, bytes.NewReader(body))
+		if resp.StatusCode != http.StatusUnprocessableEntity || !bytes.Contains(raw, []byte("\xa5input\xc4\x01\xff")) {
+			t.Fatalf("msgpack error body: %s % x", resp.Status, raw)
 		}
 	})
 

@@ -99,6 +99,22 @@ async def test_app_errors(binary: str, app: Path) -> None:
         assert await runtime.execute(app, {"value": "fine"}) == {"value": "fine"}
 
 
+async def test_bytes_in_error_details(binary: str, app: Path, artifacts: dict[str, Path]) -> None:
+    """Bytes that are not UTF-8, echoed back in a validation error's
+    details, arrive as the same bytes: by the Python echo (pydantic) and
+    by the Go test application."""
+
+    async with Runtime(binary=binary) as runtime:
+        for path in (artifacts["echo-app"], app):
+            with pytest.raises(RemoteExecutionError) as info:
+                await runtime.execute(path, {"value": b"\xff"})
+            assert info.value.error_type == "ValidationError", info.value
+            (issue,) = info.value.details["errors"]
+            assert (issue["loc"][-1], issue["input"]) == ("value", b"\xff"), issue
+        # Bytes that are UTF-8 are a string, as in pydantic's lax mode.
+        assert await runtime.execute(app, {"value": b"fine"}) == {"value": "fine"}
+
+
 async def test_request_timeout(binary: str, app: Path) -> None:
     async with Runtime(binary=binary, request_timeout=1.0) as runtime:
         with pytest.raises(RequestTimeoutError):
