@@ -175,7 +175,7 @@ async def test_requires_start(app: Path) -> None:
 
 
 def test_arguments() -> None:
-    with pytest.raises(TypeError, match="address"):
+    with pytest.raises(TypeError, match="DockerAdapter"):
         Runtime(engine=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="request_timeout"):
         Runtime(request_timeout=0)

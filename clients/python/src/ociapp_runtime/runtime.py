@@ -24,6 +24,7 @@ from typing import Any
 import msgpack
 
 from ._http import Address, Client, Response, parse_url
+from .engine import DockerAdapter, EngineAdapter
 from .errors import (
     ArtifactLoadError,
     DaemonUnavailableError,
@@ -57,32 +58,49 @@ class Runtime:
     """Executes OCIApp artifacts in warm, sandboxed containers.
 
     The timeouts are in seconds and configure the daemon the runtime starts;
-    a daemon given by ``url`` has its own. ``engine`` is the container
-    engine's address (e.g. ``"unix:///var/run/docker.sock"``; default:
-    ``DOCKER_HOST`` or the local socket). ``runtime_root`` is the started
+    a daemon given by ``url`` has its own. ``engine`` selects the container
+    engine: ``DockerAdapter()`` (the default), ``KubernetesAdapter()``, or
+    a Docker daemon's address as a string. ``runtime_root`` is the started
     daemon's state directory (default: a temporary directory removed on
     exit); artifacts uploaded to it stay there for the next run.
+
+    The sandbox and pool settings, also for the started daemon (``None``:
+    the daemon's default, see docs/runtime.md): ``network`` (``"none"``, or
+    e.g. ``"bridge"``), ``memory`` (bytes, or text such as ``"512m"``;
+    ``0`` for no limit), ``cpus``, ``max_containers`` and
+    ``min_containers`` per artifact, ``container_concurrency`` (requests
+    per container at once) and ``queue_size`` (requests waiting per
+    artifact before ``OverloadedError``).
     """
 
     def __init__(  # noqa: PLR0913
         self,
         *,
-        engine: str | None = None,
+        engine: EngineAdapter | str | None = None,
         runtime_root: Path | str | None = None,
         startup_timeout: float = 10.0,
         request_timeout: float = 30.0,
         shutdown_timeout: float = 10.0,
         idle_timeout: float = 900.0,
         reaper_interval: float = 1.0,
+        network: str | None = None,
+        memory: int | str | None = None,
+        cpus: float | None = None,
+        max_containers: int | None = None,
+        min_containers: int | None = None,
+        container_concurrency: int | None = None,
+        queue_size: int | None = None,
         url: str | None = None,
         token: str | None = None,
         ca_file: Path | str | None = None,
         binary: str | None = None,
     ) -> None:
-        if engine is not None and not isinstance(engine, str):
+        if isinstance(engine, str):
+            engine = DockerAdapter(engine)
+        if engine is not None and not isinstance(engine, EngineAdapter):
             raise TypeError(
-                "engine must be the container engine's address, e.g. "
-                "'unix:///var/run/docker.sock': the engine runs inside the "
+                "engine must be DockerAdapter(), KubernetesAdapter() or a Docker "
+                f"daemon's address, got {engine!r}: the engine runs inside the "
                 "ociapp-runtime daemon, not in this process"
             )
         for name, value in (
@@ -94,6 +112,15 @@ class Runtime:
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
+        self._sandbox_args = _sandbox_args(
+            network=network,
+            memory=memory,
+            cpus=cpus,
+            max_containers=max_containers,
+            min_containers=min_containers,
+            container_concurrency=container_concurrency,
+            queue_size=queue_size,
+        )
         self._engine = engine
         self._runtime_root = Path(runtime_root).resolve() if runtime_root is not None else None
         self._startup_timeout = float(startup_timeout)
@@ -102,6 +129,11 @@ class Runtime:
         self._idle_timeout = float(idle_timeout)
         self._reaper_interval = float(reaper_interval)
         self._given_url = url if url is not None else os.environ.get(ENV_URL) or None
+        if self._given_url is not None and self._sandbox_args:
+            raise ValueError(
+                "the sandbox and pool settings configure the daemon a Runtime starts; "
+                f"the daemon at {self._given_url} has its own (set them on its ociapp-runtime serve)"
+            )
         self._token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self._ca_file = ca_file
         self._binary = binary or os.environ.get(ENV_BINARY) or "ociapp-runtime"
@@ -260,7 +292,8 @@ class Runtime:
             "--reaper-interval", _duration(self._reaper_interval),
         ]  # fmt: skip
         if self._engine is not None:
-            args += ["--docker-host", self._engine]
+            args += self._engine.daemon_args()
+        args += self._sandbox_args
         with self._log_path.open("ab") as log:
             # stdin stays open for the daemon's lifetime: when this process
             # dies, however, the pipe closes and the daemon stops.
@@ -457,6 +490,28 @@ class Runtime:
         )
         if resp.status not in (200, 201):
             raise _error(resp, path)
+
+
+def _sandbox_args(**settings: object) -> list[str]:
+    """Turns the sandbox and pool settings that are set into daemon flags."""
+
+    args: list[str] = []
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name == "network":
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"network must be a network mode such as 'none' or 'bridge', got {value!r}")
+        elif name == "memory":
+            if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, int) and value < 0):
+                raise TypeError(f"memory must be bytes (an int, 0 for no limit) or text such as '512m', got {value!r}")
+        elif name == "cpus":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"cpus must be a non-negative number, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        args += ["--" + name.replace("_", "-"), str(value)]
+    return args
 
 
 def _duration(seconds: float) -> str:
