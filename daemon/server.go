@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -230,6 +231,7 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 	s.route("GET "+api.ArtifactPath("{digest}"), "artifact", s.getArtifact, true)
 	s.route("PUT "+api.ArtifactPath("{digest}"), "upload", s.upload, true)
 	s.route("POST "+api.ExecutePath("{digest}"), "execute", s.execute, true)
+	s.route("POST "+api.LocalExecutePath, "execute_local", s.executeLocal, true)
 	s.route("GET "+api.PoolsPath, "pools", s.pools, true)
 	s.route("GET "+api.ContainersPath, "containers", s.listContainers, true)
 	s.route("/", "other", s.notFound, false)
@@ -296,9 +298,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// they do (an upload's verification, an execute) stops too.
 	base, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRequests()
+	unixListener := ln.Addr().Network() == "unix"
 	srv := &http.Server{
-		Handler:           s,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:     s,
+		BaseContext: func(net.Listener) context.Context { return base },
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, unixListenerKey{}, unixListener)
+		},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -620,6 +626,51 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	s.executeAt(w, r, media, path, d)
+}
+
+// unixListenerKey marks the context of a connection accepted on a Unix
+// socket.
+type unixListenerKey struct{}
+
+// executeLocal executes a request against the artifact at a path on this
+// host, which the runtime opens and verifies as any artifact (and
+// remembers by device, inode, size and modification time). Only callers on
+// the Unix socket may name paths: they are this host's users the socket
+// admits, who can run containers through the daemon anyway.
+func (s *Server) executeLocal(w http.ResponseWriter, r *http.Request) {
+	media, ok := requestMedia(r)
+	if !ok {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeUnsupportedMedia, Message: fmt.Sprintf("unsupported Content-Type %q; send %s or %s", r.Header.Get("Content-Type"), api.MediaJSON, api.MediaMsgpack)})
+		return
+	}
+	if unix, _ := r.Context().Value(unixListenerKey{}).(bool); !unix {
+		writeError(w, media, &api.Error{Code: api.CodeNotFound, Message: "this daemon opens artifacts by path only for callers on its Unix socket; upload the artifact with PUT " + api.ArtifactPath("{digest}") + " and execute it by digest"})
+		return
+	}
+	q := r.URL.Query()
+	path, identity := q.Get("path"), q.Get("file")
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || identity == "" {
+		writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("%s needs path=, an absolute clean path (got %q), and file=, the file's identity (device:inode:size:mtime_ns)", api.LocalExecutePath, path)})
+		return
+	}
+	// The caller's file, not another at the same path (a daemon in another
+	// mount namespace): else the caller uploads it.
+	if fi, err := os.Stat(path); err != nil || api.FileIdentity(fi) != identity {
+		found := "no file"
+		if err == nil {
+			found = "another version of the file, or another file (" + api.FileIdentity(fi) + ")"
+		}
+		writeError(w, media, &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the daemon finds %s at %s, not the caller's (%s); upload the artifact with PUT %s", found, path, identity, api.ArtifactPath("{digest}"))})
+		return
+	}
+	s.executeAt(w, r, media, path, path)
+}
+
+// executeAt reads an execute request's body and runs it against the
+// artifact at path; what names the artifact in log lines.
+func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
+	d := what
 	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "--max-request-size") {
 		return
 	}

@@ -16,8 +16,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
@@ -46,10 +48,21 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 type Option func(*config) error
 
 type config struct {
-	token  string
-	tls    *tls.Config
-	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
-	log    *slog.Logger
+	token   string
+	tls     *tls.Config
+	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
+	log     *slog.Logger
+	uploads bool
+}
+
+// WithUploads makes the executor upload artifacts even to a daemon on a
+// Unix socket, which it otherwise asks to open the caller's file by path
+// (falling back to an upload when the daemon cannot see the file).
+func WithUploads() Option {
+	return func(c *config) error {
+		c.uploads = true
+		return nil
+	}
 }
 
 // WithToken sends token as the bearer token (required by TCP daemons).
@@ -136,9 +149,15 @@ type Executor struct {
 	log    *slog.Logger
 	files  *digests
 
+	// local: the daemon is on this host (a Unix socket), so it is asked to
+	// open the caller's files by path rather than be sent them. It is
+	// cleared when the daemon does not offer that.
+	local atomic.Bool
+
 	mu       sync.Mutex
 	uploaded map[string]bool       // upload digests the daemon is known to hold
 	flights  map[string]*uploading // uploads under way, by digest
+	unseen   map[string]bool       // file identities the daemon cannot see at their path
 }
 
 var _ runtime.Executor = (*Executor)(nil)
@@ -197,13 +216,16 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		tr.DialContext = dial
 		base = u.Scheme + "://" + u.Host
 	}
-	return &Executor{
+	ex := &Executor{
 		url: daemonURL, base: base, token: cfg.token, log: cfg.log,
 		client:   &http.Client{Transport: tr},
 		files:    newDigests(),
 		uploaded: make(map[string]bool),
 		flights:  make(map[string]*uploading),
-	}, nil
+		unseen:   make(map[string]bool),
+	}
+	ex.local.Store(strings.HasPrefix(daemonURL, "unix://") && !cfg.uploads)
+	return ex, nil
 }
 
 // Close releases idle connections to the daemon.
@@ -222,6 +244,11 @@ func (e *Executor) Execute(ctx context.Context, artifactPath string, request any
 // ExecutePayload is Execute on an encoded payload (a msgpack map); it
 // returns the encoded response payload.
 func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
+	if e.local.Load() {
+		if out, err, done := e.executeLocal(ctx, artifactPath, payload); done {
+			return out, err
+		}
+	}
 	d, err := e.files.digest(ctx, artifactPath)
 	if err != nil {
 		return nil, err
@@ -243,7 +270,13 @@ func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payl
 }
 
 func (e *Executor) execute(ctx context.Context, path, digest string, payload []byte) ([]byte, error) {
-	req, err := e.request(ctx, http.MethodPost, api.ExecutePath(digest), bytes.NewReader(payload))
+	return e.post(ctx, api.ExecutePath(digest), path, payload)
+}
+
+// post sends an execute request to route; path is the caller's artifact,
+// for errors.
+func (e *Executor) post(ctx context.Context, route, path string, payload []byte) ([]byte, error) {
+	req, err := e.request(ctx, http.MethodPost, route, bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +295,46 @@ func (e *Executor) execute(ctx context.Context, path, digest string, payload []b
 		return nil, decodeError(resp, body).Err(path)
 	}
 	return body, nil
+}
+
+// executeLocal asks a daemon on this host to run the artifact where it
+// lies: nothing is hashed or sent. It reports done false when the daemon
+// cannot (it does not offer it, or finds another file at the path, as a
+// daemon in another mount namespace would): the caller uploads instead.
+func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payload []byte) (out []byte, err error, done bool) {
+	abs, err := filepath.Abs(artifactPath)
+	if err != nil {
+		return nil, nil, false
+	}
+	fi, err := os.Stat(abs)
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil, nil, false // the upload path reports it
+	}
+	id := api.FileIdentity(fi)
+	e.mu.Lock()
+	unseen := e.unseen[id]
+	e.mu.Unlock()
+	if unseen {
+		return nil, nil, false
+	}
+	out, err = e.post(ctx, api.LocalExecuteURL(abs, fi), artifactPath, payload)
+	var apiErr *api.Error
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:
+		e.log.Debug("the daemon does not open artifacts by path; uploading them", "daemon", e.url)
+		e.local.Store(false)
+		return nil, nil, false
+	case errors.As(err, &apiErr) && apiErr.Code == api.CodeArtifactNotFound:
+		e.log.Debug("the daemon cannot see the artifact at its path; uploading it", "path", abs)
+		e.mu.Lock()
+		if len(e.unseen) >= maxDigests {
+			clear(e.unseen)
+		}
+		e.unseen[id] = true
+		e.mu.Unlock()
+		return nil, nil, false
+	}
+	return out, err, true
 }
 
 // Upload sends the artifact at path to the daemon unless it holds it

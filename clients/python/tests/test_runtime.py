@@ -48,7 +48,7 @@ async def test_execute_reuses_one_container(binary: str, app: Path) -> None:
 
 
 async def test_upload_once(binary: str, app: Path) -> None:
-    async with Runtime(binary=binary) as runtime:
+    async with Runtime(binary=binary, uploads=True) as runtime:
         results = await asyncio.gather(*(runtime.execute(app, {"value": str(i)}) for i in range(32)))
         assert results == [{"value": str(i)} for i in range(32)]
         await runtime.execute(app, {"value": "again"})
@@ -70,7 +70,7 @@ async def test_waiting_caller_survives_a_cancelled_upload(
         await real_upload(self, path, digest)
 
     monkeypatch.setattr(Runtime, "_upload", upload)
-    async with Runtime(binary=binary) as runtime:
+    async with Runtime(binary=binary, uploads=True) as runtime:
         first = asyncio.create_task(runtime.execute(app, {"value": "first"}))
         while not calls:
             await asyncio.sleep(0.01)
@@ -81,6 +81,38 @@ async def test_waiting_caller_survives_a_cancelled_upload(
             await first
         assert await asyncio.wait_for(second, 60) == {"value": "second"}
         assert len(calls) == 2
+
+
+async def test_same_host_artifacts_are_not_sent(binary: str, app: Path, tmp_path: Path) -> None:
+    """The daemon a Runtime starts opens the caller's file where it lies:
+    nothing is hashed by the client or uploaded; a rebuilt file is run as
+    the new version."""
+
+    async with Runtime(binary=binary) as runtime:
+        assert await runtime.execute(app, {"value": "hi"}) == {"value": "hi"}
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
+        assert await runtime.artifacts() == []
+        assert runtime._digests == {}
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="execute_local",code="200"}') == 1
+        # A copy elsewhere is another file, run all the same.
+        copy = tmp_path / "copy.ociapp"
+        copy.write_bytes(app.read_bytes())
+        assert await runtime.execute(copy, {"value": "copy"}) == {"value": "copy"}
+        # A daemon that sees another file at the path (another mount
+        # namespace) is sent the caller's.
+        with_other = Runtime(url=runtime.url)
+        async with with_other:
+            orig = with_other._send
+
+            async def send(method: str, path: str, **kw: object):  # type: ignore[no-untyped-def]
+                if path.startswith("/v1/local/execute"):
+                    path = path.replace("file=", "file=0", 1)  # not the file the daemon sees
+                return await orig(method, path, **kw)  # type: ignore[arg-type]
+
+            with_other._send = send  # type: ignore[method-assign]
+            assert await with_other.execute(copy, {"value": "sent"}) == {"value": "sent"}
+            assert with_other._local  # still asked by path for other files
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == 1
 
 
 async def test_app_errors(binary: str, app: Path) -> None:
@@ -194,14 +226,14 @@ async def test_missing_binary() -> None:
 
 async def test_close_stops_daemon_and_containers(binary: str, app: Path, tmp_path: Path) -> None:
     root = Path(os.environ.get("TMPDIR", "/tmp")) / f"root-{secrets.token_hex(3)}"
-    async with Runtime(binary=binary, runtime_root=root) as runtime:
+    async with Runtime(binary=binary, runtime_root=root, uploads=True) as runtime:
         await runtime.execute(app, {"value": "x"})
         assert len(await containers_of(root / "state")) == 1
         daemon = runtime._proc
     assert daemon is not None and daemon.returncode == 0
     assert await containers_of(root / "state") == []
     # The uploaded artifact stays in a runtime_root the caller chose...
-    async with Runtime(binary=binary, runtime_root=root) as runtime:
+    async with Runtime(binary=binary, runtime_root=root, uploads=True) as runtime:
         await runtime.execute(app, {"value": "y"})
         assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
 
