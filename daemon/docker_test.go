@@ -252,8 +252,10 @@ func (tg target) client(t *testing.T, extra ...remote.Option) *remote.Executor {
 	return ex
 }
 
+// authed is a client with the suite's token that uploads artifacts ("by
+// path" covers executing them where they lie).
 func (tg target) authed(t *testing.T) *remote.Executor {
-	return tg.client(t, remote.WithToken(suiteToken))
+	return tg.client(t, remote.WithToken(suiteToken), remote.WithUploads())
 }
 
 // get sends a raw request with the suite's token.
@@ -350,6 +352,37 @@ func runSuite(t *testing.T, tg target) {
 		}
 		if info.ArtifactDigest != art.Digest.String() || info.Name != "testapp" {
 			t.Fatalf("the daemon describes it as %+v", info)
+		}
+	})
+
+	t.Run("by path", func(t *testing.T) {
+		// A client of a Unix socket has the daemon open its file where it
+		// lies; over TCP it uploads.
+		ex := tg.client(t, remote.WithToken(suiteToken))
+		dir := t.TempDir()
+		copyPath := filepath.Join(dir, "copy.ociapp")
+		if err := os.WriteFile(copyPath, readFile(t, a.App), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		uploads := tg.metric(t, "ociapp_daemon_uploads_total")
+		byPath := tg.metric(t, `ociapp_daemon_http_requests_total{route="execute_local",code="200"}`)
+		got, err := runtime.ExecuteAs[echo](ctx, ex, copyPath, echo{Value: "where it lies"})
+		if err != nil || got.Value != "where it lies" {
+			t.Fatalf("%+v %v", got, err)
+		}
+		local := strings.HasPrefix(tg.url, "unix://")
+		wantUploads, wantByPath := uploads+1, byPath
+		if local {
+			wantUploads, wantByPath = uploads, byPath+1
+		}
+		if u, p := tg.metric(t, "ociapp_daemon_uploads_total"), tg.metric(t, `ociapp_daemon_http_requests_total{route="execute_local",code="200"}`); u != wantUploads || p != wantByPath {
+			t.Fatalf("%v uploads and %v executes by path, want %v and %v", u-uploads, p-byPath, wantUploads-uploads, wantByPath-byPath)
+		}
+		// The runtime's errors come back as they do by digest.
+		_, err = ex.Execute(ctx, copyPath, map[string]any{"value": 5})
+		var appErr *runtime.AppError
+		if !errors.As(err, &appErr) || appErr.Type != "ValidationError" {
+			t.Fatalf("got %#v", err)
 		}
 	})
 
