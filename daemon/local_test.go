@@ -51,7 +51,7 @@ func TestExecuteLocal(t *testing.T) {
 	}{
 		{"relative path", "?" + url.Values{"path": {"x.ociapp"}, "file": {api.FileIdentity(fi)}}.Encode(), api.CodeBadRequest, "absolute"},
 		{"unclean path", "?" + url.Values{"path": {dir + "/../x.ociapp"}, "file": {api.FileIdentity(fi)}}.Encode(), api.CodeBadRequest, "absolute clean"},
-		{"no identity", "?" + url.Values{"path": {path}}.Encode(), api.CodeBadRequest, "file="},
+		{"no identity", "?" + url.Values{"path": {path}}.Encode(), api.CodeBadRequest, "and file, the file's identity"},
 		{"missing file", "?" + url.Values{"path": {filepath.Join(dir, "gone.ociapp")}, "file": {api.FileIdentity(fi)}}.Encode(), api.CodeArtifactNotFound, "no file"},
 		{"another file at the path", "?" + url.Values{"path": {other}, "file": {api.FileIdentity(fi)}}.Encode(), api.CodeArtifactNotFound, "another"},
 	}

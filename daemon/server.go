@@ -200,6 +200,12 @@ type Server struct {
 
 	// bodies holds the bytes of execute bodies in progress.
 	bodies *semaphore.Weighted
+
+	// drain is closed when Serve starts draining: execute channels stop
+	// reading. muxConns counts them, for the drain to wait on.
+	drain     chan struct{}
+	drainOnce sync.Once
+	muxConns  sync.WaitGroup
 }
 
 // New returns a server that executes requests on rt against artifacts kept
@@ -222,7 +228,7 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 	if cfg.maxBodyMemory < cfg.maxRequestSize {
 		return nil, fmt.Errorf("configuring daemon: the body memory (%d bytes) must hold at least one request of the largest size (%d bytes)", cfg.maxBodyMemory, cfg.maxRequestSize)
 	}
-	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory)}
+	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory), drain: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
 	s.metrics.init()
 	s.route("GET "+api.HealthPath, "health", s.health, false)
@@ -232,6 +238,7 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 	s.route("PUT "+api.ArtifactPath("{digest}"), "upload", s.upload, true)
 	s.route("POST "+api.ExecutePath("{digest}"), "execute", s.execute, true)
 	s.route("POST "+api.LocalExecutePath, "execute_local", s.executeLocal, true)
+	s.route("GET "+api.MuxPath, "mux", s.serveMux, true)
 	s.route("GET "+api.PoolsPath, "pools", s.pools, true)
 	s.route("GET "+api.ContainersPath, "containers", s.listContainers, true)
 	s.route("/", "other", s.notFound, false)
@@ -252,7 +259,9 @@ func (s *Server) route(pattern, name string, h http.HandlerFunc, auth bool) {
 		} else {
 			h(rec, r)
 		}
-		s.metrics.count(name, rec.status())
+		if !rec.counted {
+			s.metrics.count(name, rec.status())
+		}
 	}))
 }
 
@@ -303,7 +312,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:     s,
 		BaseContext: func(net.Listener) context.Context { return base },
 		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return context.WithValue(ctx, unixListenerKey{}, unixListener)
+			return context.WithValue(context.WithValue(ctx, unixListenerKey{}, unixListener), baseContextKey{}, base)
 		},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -325,10 +334,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	s.drainOnce.Do(func() { close(s.drain) })
 	s.cfg.log.Info("daemon draining", "timeout", s.cfg.drainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
+	err := srv.Shutdown(drainCtx)
+	if err == nil {
+		// Execute channels are hijacked connections, which Shutdown
+		// does not wait for.
+		muxDone := make(chan struct{})
+		go func() { s.muxConns.Wait(); close(muxDone) }()
+		select {
+		case <-muxDone:
+		case <-drainCtx.Done():
+			err = drainCtx.Err()
+		}
+	}
+	if err != nil {
 		s.cfg.log.Warn("requests still in flight after the drain timeout; canceling them and closing their connections", "timeout", s.cfg.drainTimeout)
 		cancelRequests()
 		_ = srv.Close()
@@ -633,6 +655,12 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 // socket.
 type unixListenerKey struct{}
 
+// baseContextKey holds, in a connection's context, the context of all
+// requests, which ends at the drain timeout: an execute channel's requests
+// run in it (the server ends a request's own context at the drain, as it
+// stops tracking a hijacked connection).
+type baseContextKey struct{}
+
 // executeLocal executes a request against the artifact at a path on this
 // host, which the runtime opens and verifies as any artifact (and
 // remembers by device, inode, size and modification time). Only callers on
@@ -645,26 +673,39 @@ func (s *Server) executeLocal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if unix, _ := r.Context().Value(unixListenerKey{}).(bool); !unix {
-		writeError(w, media, &api.Error{Code: api.CodeNotFound, Message: "this daemon opens artifacts by path only for callers on its Unix socket; upload the artifact with PUT " + api.ArtifactPath("{digest}") + " and execute it by digest"})
+		writeError(w, media, localRefused())
 		return
 	}
 	q := r.URL.Query()
-	path, identity := q.Get("path"), q.Get("file")
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path || identity == "" {
-		writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("%s needs path=, an absolute clean path (got %q), and file=, the file's identity (device:inode:size:mtime_ns)", api.LocalExecutePath, path)})
-		return
-	}
-	// The caller's file, not another at the same path (a daemon in another
-	// mount namespace): else the caller uploads it.
-	if fi, err := os.Stat(path); err != nil || api.FileIdentity(fi) != identity {
-		found := "no file"
-		if err == nil {
-			found = "another version of the file, or another file (" + api.FileIdentity(fi) + ")"
-		}
-		writeError(w, media, &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the daemon finds %s at %s, not the caller's (%s); upload the artifact with PUT %s", found, path, identity, api.ArtifactPath("{digest}"))})
+	path := q.Get("path")
+	if e := localFile(path, q.Get("file")); e != nil {
+		writeError(w, media, e)
 		return
 	}
 	s.executeAt(w, r, media, path, path)
+}
+
+func localRefused() *api.Error {
+	return &api.Error{Code: api.CodeNotFound, Message: "this daemon opens artifacts by path only for callers on its Unix socket; upload the artifact with PUT " + api.ArtifactPath("{digest}") + " and execute it by digest"}
+}
+
+// localFile checks that path names the caller's file, whose identity is
+// identity: else the caller uploads it.
+func localFile(path, identity string) *api.Error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || identity == "" {
+		return &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("executing by path needs path, an absolute clean path (got %q), and file, the file's identity (device:inode:size:mtime_ns)", path)}
+	}
+	// Not another file at the same path (a daemon in another mount
+	// namespace sees other files).
+	fi, err := os.Stat(path)
+	if err == nil && api.FileIdentity(fi) == identity {
+		return nil
+	}
+	found := "no file"
+	if err == nil {
+		found = "another version of the file, or another file (" + api.FileIdentity(fi) + ")"
+	}
+	return &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the daemon finds %s at %s, not the caller's (%s); upload the artifact with PUT %s", found, path, identity, api.ArtifactPath("{digest}"))}
 }
 
 // executeAt reads an execute request's body and runs it against the
@@ -875,7 +916,8 @@ func setBodyHeaders(w http.ResponseWriter, media string, length int64) {
 // statusRecorder remembers the status a handler wrote, for the metrics.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code    int
+	counted bool // by the handler itself (an execute channel, when it opens)
 }
 
 func (r *statusRecorder) WriteHeader(code int) {

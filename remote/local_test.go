@@ -120,7 +120,7 @@ func TestExecuteByPathFallsBack(t *testing.T) {
 				}
 				d.ServeHTTP(w, r)
 			}))
-			ex, err := remote.New("unix://" + s.sock)
+			ex, err := remote.New("unix://"+s.sock, remote.WithHTTPExecute())
 			if err != nil {
 				t.Fatal(err)
 			}

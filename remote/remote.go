@@ -53,6 +53,17 @@ type config struct {
 	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
 	log     *slog.Logger
 	uploads bool
+	noMux   bool
+}
+
+// WithHTTPExecute sends each execute as an HTTP request rather than on the
+// execute channel (docs/daemon.md): for proxies between client and daemon
+// that do not pass connection upgrades.
+func WithHTTPExecute() Option {
+	return func(c *config) error {
+		c.noMux = true
+		return nil
+	}
 }
 
 // WithUploads makes the executor upload artifacts even to a daemon on a
@@ -154,6 +165,16 @@ type Executor struct {
 	// cleared when the daemon does not offer that.
 	local atomic.Bool
 
+	// The execute channel (mux.go): how to connect for it, the open one,
+	// and whether the daemon has none.
+	dialConn  func(ctx context.Context) (net.Conn, error)
+	dialAddr  string
+	tlsConf   *tls.Config
+	muxMu     sync.Mutex
+	mux       *muxClient
+	muxClosed bool
+	muxOff    atomic.Bool
+
 	mu       sync.Mutex
 	uploaded map[string]bool       // upload digests the daemon is known to hold
 	flights  map[string]*uploading // uploads under way, by digest
@@ -189,7 +210,12 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
-	var base string
+	var (
+		base     string
+		dialConn func(ctx context.Context) (net.Conn, error)
+		dialAddr string
+		tlsConf  *tls.Config
+	)
 	if path, ok := strings.CutPrefix(daemonURL, "unix://"); ok {
 		if path == "" {
 			return nil, fmt.Errorf("daemon URL %q has no socket path", daemonURL)
@@ -197,6 +223,7 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}
+		dialConn = func(ctx context.Context) (net.Conn, error) { return tr.DialContext(ctx, "unix", path) }
 		base = "http://ociapp-runtime"
 	} else {
 		u, err := url.Parse(daemonURL)
@@ -215,6 +242,17 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		}
 		tr.DialContext = dial
 		base = u.Scheme + "://" + u.Host
+		dialAddr = u.Host
+		if u.Port() == "" {
+			dialAddr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+		}
+		dialConn = func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", dialAddr) }
+		if u.Scheme == "https" {
+			tlsConf = cfg.tls
+			if tlsConf == nil {
+				tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+		}
 	}
 	ex := &Executor{
 		url: daemonURL, base: base, token: cfg.token, log: cfg.log,
@@ -223,13 +261,23 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		uploaded: make(map[string]bool),
 		flights:  make(map[string]*uploading),
 		unseen:   make(map[string]bool),
+		dialConn: dialConn, dialAddr: dialAddr, tlsConf: tlsConf,
 	}
 	ex.local.Store(strings.HasPrefix(daemonURL, "unix://") && !cfg.uploads)
+	ex.muxOff.Store(cfg.noMux)
 	return ex, nil
 }
 
-// Close releases idle connections to the daemon.
+// Close closes the execute channel and idle connections to the daemon.
+// Requests in flight on the channel fail.
 func (e *Executor) Close() error {
+	e.muxMu.Lock()
+	e.muxClosed = true
+	if e.mux != nil {
+		e.mux.close()
+		e.mux = nil
+	}
+	e.muxMu.Unlock()
 	e.client.CloseIdleConnections()
 	return nil
 }
@@ -270,12 +318,20 @@ func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payl
 }
 
 func (e *Executor) execute(ctx context.Context, path, digest string, payload []byte) ([]byte, error) {
-	return e.post(ctx, api.ExecutePath(digest), path, payload)
+	return e.post(ctx, api.ExecutePath(digest), api.MuxRequest{Digest: digest}, path, payload)
 }
 
-// post sends an execute request to route; path is the caller's artifact,
-// for errors.
-func (e *Executor) post(ctx context.Context, route, path string, payload []byte) ([]byte, error) {
+// post sends an execute request on the execute channel, as mreq, or when
+// the daemon has none as an HTTP request to route; path is the caller's
+// artifact, for errors.
+func (e *Executor) post(ctx context.Context, route string, mreq api.MuxRequest, path string, payload []byte) ([]byte, error) {
+	if !e.muxOff.Load() {
+		mreq.Payload = payload
+		out, err := e.executeMux(ctx, path, mreq)
+		if !errors.Is(err, errMuxUnsupported) {
+			return out, err
+		}
+	}
 	req, err := e.request(ctx, http.MethodPost, route, bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
@@ -317,7 +373,7 @@ func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payloa
 	if unseen {
 		return nil, nil, false
 	}
-	out, err = e.post(ctx, api.LocalExecuteURL(abs, fi), artifactPath, payload)
+	out, err = e.post(ctx, api.LocalExecuteURL(abs, fi), api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
 	var apiErr *api.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:
