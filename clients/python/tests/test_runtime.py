@@ -93,7 +93,9 @@ async def test_same_host_artifacts_are_not_sent(binary: str, app: Path, tmp_path
         assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
         assert await runtime.artifacts() == []
         assert runtime._digests == {}
-        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="execute_local",code="200"}') == 1
+        # On the execute channel: one upgrade, one request.
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux",code="101"}') == 1
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_execute",code="200"}') == 1
         # A copy elsewhere is another file, run all the same.
         copy = tmp_path / "copy.ociapp"
         copy.write_bytes(app.read_bytes())
@@ -102,17 +104,33 @@ async def test_same_host_artifacts_are_not_sent(binary: str, app: Path, tmp_path
         # namespace) is sent the caller's.
         with_other = Runtime(url=runtime.url)
         async with with_other:
-            orig = with_other._send
+            orig = with_other._execute_on
 
-            async def send(method: str, path: str, **kw: object):  # type: ignore[no-untyped-def]
-                if path.startswith("/v1/local/execute"):
-                    path = path.replace("file=", "file=0", 1)  # not the file the daemon sees
-                return await orig(method, path, **kw)  # type: ignore[arg-type]
+            async def execute_on(fields: dict, route: str, payload: bytes, path: Path):  # type: ignore[no-untyped-def]
+                if "file" in fields:
+                    fields = {**fields, "file": "0" + fields["file"]}  # not the file the daemon sees
+                return await orig(fields, route, payload, path)
 
-            with_other._send = send  # type: ignore[method-assign]
+            with_other._execute_on = execute_on  # type: ignore[method-assign]
             assert await with_other.execute(copy, {"value": "sent"}) == {"value": "sent"}
             assert with_other._local  # still asked by path for other files
         assert await metric(runtime, "ociapp_daemon_uploads_total") == 1
+
+
+async def test_execute_channel(binary: str, app: Path) -> None:
+    """64 concurrent requests share one execute channel, answered as they
+    complete; a closed channel is opened again."""
+
+    async with Runtime(binary=binary) as runtime:
+        results = await asyncio.gather(
+            *(runtime.execute(app, {"op": "sleep", "millis": (64 - i) * 5, "value": str(i)}) for i in range(64))
+        )
+        assert results == [{"value": str(i)} for i in range(64)]
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux",code="101"}') == 1
+        assert runtime._mux is not None
+        await runtime._mux.close()  # as if the connection broke
+        assert await runtime.execute(app, {"value": "again"}) == {"value": "again"}
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux",code="101"}') == 2
 
 
 async def test_app_errors(binary: str, app: Path) -> None:

@@ -25,8 +25,10 @@ from urllib.parse import urlencode
 import msgpack
 
 from ._http import Address, Client, Response, parse_url
+from ._mux import MuxChannel, MuxRefused, MuxUnsupported
 from .engine import DockerAdapter, EngineAdapter
 from .errors import (
+    STATUS_BY_CODE,
     ArtifactLoadError,
     DaemonUnavailableError,
     EngineUnavailableError,
@@ -148,6 +150,10 @@ class Runtime:
         # this host: a Unix socket), rather than be sent them.
         self._local = False
         self._uploads = uploads
+        # The execute channel: open, being opened, or absent from the daemon.
+        self._mux: MuxChannel | None = None
+        self._mux_lock = asyncio.Lock()
+        self._mux_off = False
         self._started = False
         self._client: Client | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -201,6 +207,9 @@ class Runtime:
         if not self._started:
             return
         self._started = False
+        if self._mux is not None:
+            await self._mux.close()
+            self._mux = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -233,50 +242,112 @@ class Runtime:
         except (TypeError, ValueError, OverflowError) as exc:
             raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
         if self._local:
-            resp = await self._send(
-                "POST",
-                "/v1/local/execute?" + urlencode({"path": str(path), "file": _file_identity(st)}),
-                body=payload,
-                headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
-                expect_continue=len(payload) > _EXPECT_CONTINUE_ABOVE,
-                timeout=self._startup_timeout + self._request_timeout + _EXECUTE_GRACE,
-            )
-            if resp.status == 200:
-                return _decode_response(resp.body)
-            err = _error(resp, path)
-            if err.code == "not_found":
-                # The daemon does not open files by path: upload them.
-                self._local = False
-            elif err.code != "artifact_not_found":
-                raise err
-            # else the daemon sees another file at that path (it runs in
-            # another mount namespace): upload this one.
+            try:
+                return await self._execute_on(
+                    {"path": str(path), "file": _file_identity(st)},
+                    "/v1/local/execute?" + urlencode({"path": str(path), "file": _file_identity(st)}),
+                    payload,
+                    path,
+                )
+            except OCIAppRuntimeError as err:
+                if err.code == "not_found":
+                    # The daemon does not open files by path: upload them.
+                    self._local = False
+                elif err.code != "artifact_not_found":
+                    raise
+                # else the daemon sees another file at that path (it runs
+                # in another mount namespace): upload this one.
         digest = await self._digest(path, st)
 
         retried = False
         while True:
             await self._ensure_uploaded(path, digest)
-            resp = await self._send(
-                "POST",
-                f"/v1/artifacts/{digest}/execute",
-                body=payload,
-                headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
-                # A large body the daemon refuses (too large, unauthorized)
-                # is then never sent, and the refusal is read, not lost to
-                # a broken pipe.
-                expect_continue=len(payload) > _EXPECT_CONTINUE_ABOVE,
-                timeout=self._startup_timeout + self._request_timeout + _EXECUTE_GRACE,
-            )
-            if resp.status == 200:
-                return _decode_response(resp.body)
-            err = _error(resp, path)
-            if err.code == "artifact_not_found" and not retried:
-                # The daemon lost it (it restarted on a new state
-                # directory): send it again, once.
-                self._uploaded.discard(digest)
-                retried = True
-                continue
-            raise err
+            try:
+                return await self._execute_on(
+                    {"digest": digest}, f"/v1/artifacts/{digest}/execute", payload, path
+                )
+            except OCIAppRuntimeError as err:
+                if err.code == "artifact_not_found" and not retried:
+                    # The daemon lost it (it restarted on a new state
+                    # directory): send it again, once.
+                    self._uploaded.discard(digest)
+                    retried = True
+                    continue
+                raise
+
+    async def _execute_on(self, fields: dict[str, str], route: str, payload: bytes, path: Path) -> dict[str, object]:
+        """Executes on the execute channel, or with an HTTP request to
+        route when the daemon has no channel."""
+
+        timeout = self._startup_timeout + self._request_timeout + _EXECUTE_GRACE
+        channel = await self._channel()
+        if channel is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    msg = await channel.call(fields, payload)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the runtime daemon at {self.url} did not answer within {timeout:g}s"
+                ) from None
+            except (OSError, ValueError) as exc:
+                raise DaemonUnavailableError(
+                    f"the runtime daemon at {self.url} is unreachable: {exc!r}; "
+                    "check that ociapp-runtime serve runs there"
+                ) from exc
+            if "payload" in msg:
+                return _decode_response(msg["payload"])
+            try:
+                body: Any = msgpack.unpackb(msg["error"], raw=False, strict_map_key=False)
+            except (ValueError, KeyError, msgpack.UnpackException):
+                body = msg
+            code = body.get("code") if isinstance(body, dict) else None
+            raise _with_path(error_from_body(STATUS_BY_CODE.get(str(code), 500), body), path)
+        resp = await self._send(
+            "POST",
+            route,
+            body=payload,
+            headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
+            # A large body the daemon refuses (too large, unauthorized)
+            # is then never sent, and the refusal is read, not lost to a
+            # broken pipe.
+            expect_continue=len(payload) > _EXPECT_CONTINUE_ABOVE,
+            timeout=timeout,
+        )
+        if resp.status == 200:
+            return _decode_response(resp.body)
+        raise _error(resp, path)
+
+    async def _channel(self) -> MuxChannel | None:
+        """Returns the open execute channel, opening one if needed; None
+        when the daemon has none."""
+
+        if self._mux is not None and self._mux.broken is None:
+            return self._mux
+        if self._mux_off:
+            return None
+        async with self._mux_lock:
+            if self._mux is not None and self._mux.broken is None:
+                return self._mux
+            if self._mux is not None:
+                await self._mux.close()
+                self._mux = None
+            assert self._client is not None
+            address = self._client.address
+            try:
+                self._mux = await asyncio.wait_for(
+                    MuxChannel.open(address, self._token, self._ssl_context(address)), 30.0
+                )
+            except MuxUnsupported:
+                self._mux_off = True
+                return None
+            except MuxRefused as exc:
+                raise error_from_body(exc.status, exc.body) from None
+            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                raise DaemonUnavailableError(
+                    f"the runtime daemon at {address} is unreachable: {exc!r}; "
+                    "check that ociapp-runtime serve runs there"
+                ) from exc
+            return self._mux
 
     async def pools(self) -> list[dict[str, Any]]:
         """Lists the daemon's pools: per artifact, its containers and requests."""
@@ -588,7 +659,10 @@ def _error(resp: Response, path: Path | None) -> OCIAppRuntimeError:
     if not resp.body and "ociapp-error-code" in resp.headers:
         # HEAD answers carry the code in a header only.
         body = {"code": resp.headers["ociapp-error-code"], "message": f"HTTP {resp.status} {resp.reason}"}
-    err = error_from_body(resp.status, body)
+    return _with_path(error_from_body(resp.status, body), path)
+
+
+def _with_path(err: OCIAppRuntimeError, path: Path | None) -> OCIAppRuntimeError:
     if path is not None and isinstance(err, ArtifactLoadError):
         err.args = (f"cannot use OCIApp artifact {path}: {err.args[0]}",)
     return err
