@@ -10,13 +10,13 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
 )
 
-// muxWriteBuffer is the write buffer of an execute channel: responses
-// that complete together leave in one write.
+// muxWriteBuffer is the write buffer of an execute channel.
 const muxWriteBuffer = 64 << 10
 
 // serveMux switches the connection to the execute channel (docs/daemon.md,
@@ -52,7 +52,7 @@ func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	unix, _ := r.Context().Value(unixListenerKey{}).(bool)
-	m := &muxConn{s: s, conn: conn, r: brw.Reader, w: bufio.NewWriterSize(conn, muxWriteBuffer), unix: unix, out: make(chan []byte, 256)}
+	m := &muxConn{s: s, conn: conn, r: brw.Reader, w: bufio.NewWriterSize(conn, muxWriteBuffer), unix: unix}
 	ctx, ok := r.Context().Value(baseContextKey{}).(context.Context)
 	if !ok {
 		// A handler served outside Serve: the request's context.
@@ -73,14 +73,18 @@ func headerHas(h http.Header, name, token string) bool {
 }
 
 // muxConn is one execute channel: a reader that starts a goroutine per
-// request, and a writer that sends their responses as they complete.
+// request, each writing its response as it completes.
 type muxConn struct {
 	s    *Server
 	conn net.Conn
 	r    *bufio.Reader
-	w    *bufio.Writer
 	unix bool
-	out  chan []byte // response frames
+
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	buf     []byte
+	broken  bool
+	writers atomic.Int64 // responses being written or waiting to: the last one flushes
 }
 
 func (m *muxConn) serve(ctx context.Context) {
@@ -89,11 +93,6 @@ func (m *muxConn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var requests sync.WaitGroup
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		m.write()
-	}()
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -109,8 +108,6 @@ func (m *muxConn) serve(ctx context.Context) {
 		<-readerDone
 	}
 	requests.Wait()
-	close(m.out)
-	<-writerDone
 }
 
 // read reads request frames until the connection ends or breaks the
@@ -237,26 +234,25 @@ func (m *muxConn) reply(id uint64, payload []byte, e *api.Error) {
 		resp.Error, status = e.Encode(api.MediaMsgpack), e.Code.Status()
 	}
 	m.s.metrics.count("mux_execute", status)
-	m.out <- api.AppendMuxResponse(nil, resp)
-}
-
-// write sends response frames, flushing when none is waiting.
-func (m *muxConn) write() {
-	broken := false
-	for frame := range m.out {
-		if broken {
-			continue // drained, so that no reply blocks
-		}
-		if _, err := m.w.Write(frame); err != nil {
-			broken = true
-			_ = m.conn.Close()
-			continue
-		}
-		if len(m.out) == 0 {
-			if err := m.w.Flush(); err != nil {
-				broken = true
-				_ = m.conn.Close()
-			}
-		}
+	// Responses that complete together leave in one write: a response
+	// is flushed only when no other waits to be written after it.
+	m.writers.Add(1)
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	last := m.writers.Add(-1) == 0
+	if m.broken {
+		return
+	}
+	m.buf = api.AppendMuxResponse(m.buf[:0], resp)
+	_, err := m.w.Write(m.buf)
+	if cap(m.buf) > 1<<20 {
+		m.buf = nil
+	}
+	if err == nil && last {
+		err = m.w.Flush()
+	}
+	if err != nil {
+		m.broken = true
+		_ = m.conn.Close()
 	}
 }

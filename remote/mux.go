@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/protocol"
@@ -29,9 +30,10 @@ type muxClient struct {
 	conn net.Conn
 	done chan struct{} // closed when the reader has stopped
 
-	wmu sync.Mutex
-	bw  *bufio.Writer
-	buf []byte
+	wmu     sync.Mutex
+	bw      *bufio.Writer
+	buf     []byte
+	writers atomic.Int64 // callers writing or waiting to: the last one flushes
 
 	mu      sync.Mutex
 	next    uint64
@@ -160,10 +162,13 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.pending[req.ID] = ch
 	m.mu.Unlock()
 
+	// Requests sent together leave in one write: a caller flushes only
+	// when no other waits to write after it.
+	m.writers.Add(1)
 	m.wmu.Lock()
 	m.buf = api.AppendMuxRequest(m.buf[:0], req)
 	_, err := m.bw.Write(m.buf)
-	if err == nil {
+	if m.writers.Add(-1) == 0 && err == nil {
 		err = m.bw.Flush()
 	}
 	if cap(m.buf) > 1<<20 {
