@@ -18,6 +18,7 @@ import signal
 import ssl
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +53,9 @@ _EXIT_ENGINE_UNAVAILABLE = 5
 _DAEMON_START_TIMEOUT = 30.0
 # Request bodies above this size are sent behind "Expect: 100-continue".
 _EXPECT_CONTINUE_ABOVE = 64 << 10
+# How long a path's resolution and stat are trusted (the runtime's own
+# recheck interval).
+_RECHECK_AFTER = 0.1
 # Beyond its own timeouts, how long an execute may wait for the daemon
 # (loading a large image, queueing) before the daemon counts as hung.
 _EXECUTE_GRACE = 120.0
@@ -160,6 +164,7 @@ class Runtime:
         self._own_dir: Path | None = None  # a temporary directory to remove
         self._log_path: Path | None = None
         self._digests: dict[tuple[str, int, int, int, int], str] = {}
+        self._paths: dict[str, tuple[Path, os.stat_result, dict[str, str], float]] = {}
         self._uploaded: set[str] = set()
         self._uploading: dict[str, asyncio.Future[None]] = {}
 
@@ -228,27 +233,14 @@ class Runtime:
 
         if not self._started or self._client is None:
             raise OCIAppRuntimeError("runtime must be started before executing requests")
-        path = Path(image_path).resolve()
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise ArtifactLoadError(f"OCIApp artifact does not exist: {path}") from None
-        except OSError as exc:
-            raise ArtifactLoadError(f"cannot read OCIApp artifact {path}: {exc}") from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise ArtifactLoadError(f"OCIApp artifact is not a regular file: {path}")
+        path, st, fields = self._resolve(image_path)
         try:
             payload = msgpack.packb(request, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
         if self._local:
             try:
-                return await self._execute_on(
-                    {"path": str(path), "file": _file_identity(st)},
-                    "/v1/local/execute?" + urlencode({"path": str(path), "file": _file_identity(st)}),
-                    payload,
-                    path,
-                )
+                return await self._execute_on(fields, None, payload, path)
             except OCIAppRuntimeError as err:
                 if err.code == "not_found":
                     # The daemon does not open files by path: upload them.
@@ -275,9 +267,38 @@ class Runtime:
                     continue
                 raise
 
-    async def _execute_on(self, fields: dict[str, str], route: str, payload: bytes, path: Path) -> dict[str, object]:
+    def _resolve(self, image_path: Path | str) -> tuple[Path, os.stat_result, dict[str, str]]:
+        """Returns the artifact's absolute path, its stat and the fields
+        naming it to a daemon on this host. A path seen in the last 100 ms
+        is not resolved or stat'ed again (a file replaced at that path is
+        noticed that late, as the runtime notices it), so that warm
+        requests cost no system call here."""
+
+        now = time.monotonic()
+        key = image_path if isinstance(image_path, str) else str(image_path)
+        hit = self._paths.get(key)
+        if hit is not None and now - hit[3] < _RECHECK_AFTER:
+            return hit[0], hit[1], hit[2]
+        path = Path(image_path).resolve()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ArtifactLoadError(f"OCIApp artifact does not exist: {path}") from None
+        except OSError as exc:
+            raise ArtifactLoadError(f"cannot read OCIApp artifact {path}: {exc}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactLoadError(f"OCIApp artifact is not a regular file: {path}")
+        fields = {"path": str(path), "file": _file_identity(st)}
+        if len(self._paths) >= 1024:
+            self._paths.clear()
+        self._paths[key] = (path, st, fields, now)
+        return path, st, fields
+
+    async def _execute_on(
+        self, fields: dict[str, str], route: str | None, payload: bytes, path: Path
+    ) -> dict[str, object]:
         """Executes on the execute channel, or with an HTTP request to
-        route when the daemon has no channel."""
+        route (None: the route by path) when the daemon has no channel."""
 
         timeout = self._startup_timeout + self._request_timeout + _EXECUTE_GRACE
         channel = await self._channel()
@@ -302,6 +323,8 @@ class Runtime:
                 body = msg
             code = body.get("code") if isinstance(body, dict) else None
             raise _with_path(error_from_body(STATUS_BY_CODE.get(str(code), 500), body), path)
+        if route is None:
+            route = "/v1/local/execute?" + urlencode(fields)
         resp = await self._send(
             "POST",
             route,
