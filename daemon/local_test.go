@@ -31,7 +31,7 @@ func TestExecuteLocal(t *testing.T) {
 	payload, _ := protocol.EncodePayload(map[string]any{"value": []byte{0xff}})
 	auth := []string{"Authorization", "Bearer tok", "Content-Type", api.MediaMsgpack}
 
-	resp, body := d.do(t, http.MethodPost, api.LocalExecuteURL(path, fi), bytes.NewReader(payload), auth...)
+	resp, body := d.do(t, http.MethodPost, api.LocalExecuteURL(path, api.FileIdentity(fi)), bytes.NewReader(payload), auth...)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) || rt.lastPath() != path {
 		t.Fatalf("%s % x; the runtime ran %q", resp.Status, body, rt.lastPath())
 	}
@@ -64,7 +64,7 @@ func TestExecuteLocal(t *testing.T) {
 		})
 	}
 	t.Run("token required", func(t *testing.T) {
-		resp, body := d.do(t, http.MethodPost, api.LocalExecuteURL(path, fi), bytes.NewReader(payload), "Content-Type", api.MediaMsgpack)
+		resp, body := d.do(t, http.MethodPost, api.LocalExecuteURL(path, api.FileIdentity(fi)), bytes.NewReader(payload), "Content-Type", api.MediaMsgpack)
 		wantError(t, resp, body, api.CodeUnauthorized)
 	})
 }
@@ -93,7 +93,7 @@ func TestExecuteLocalRefusedOnTCP(t *testing.T) {
 	path, _, _ := smallArtifact(t, t.TempDir())
 	fi, _ := os.Stat(path)
 	payload, _ := protocol.EncodePayload(map[string]any{"v": 1})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+api.LocalExecuteURL(path, fi), bytes.NewReader(payload))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+api.LocalExecuteURL(path, api.FileIdentity(fi)), bytes.NewReader(payload))
 	req.Header.Set("Authorization", "Bearer t")
 	req.Header.Set("Content-Type", api.MediaMsgpack)
 	client := &http.Client{Timeout: 10 * time.Second}

@@ -138,10 +138,7 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 		}
 		// The body waits for room in the body memory before it is read,
 		// as an HTTP body does.
-		waitCtx, cancel := context.WithTimeout(ctx, bodyMemoryWait)
-		err := m.s.bodies.Acquire(waitCtx, size)
-		cancel()
-		if err != nil {
+		if !m.s.bodies.TryAcquire(size) && !m.waitBodyMemory(ctx, size) {
 			prefix := make([]byte, min(size, api.MuxIDPrefix))
 			if _, err := io.ReadFull(m.r, prefix); err != nil {
 				return
@@ -155,7 +152,7 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 		}
 		m.s.metrics.bodyBytes.Add(size)
 		body := make([]byte, size)
-		_, err = io.ReadFull(m.r, body)
+		_, err := io.ReadFull(m.r, body)
 		if err != nil {
 			m.release(size)
 			return
@@ -175,6 +172,13 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 			m.execute(ctx, req)
 		})
 	}
+}
+
+// waitBodyMemory waits up to bodyMemoryWait for size bytes of body memory.
+func (m *muxConn) waitBodyMemory(ctx context.Context, size int64) bool {
+	waitCtx, cancel := context.WithTimeout(ctx, bodyMemoryWait)
+	defer cancel()
+	return m.s.bodies.Acquire(waitCtx, size) == nil
 }
 
 func (m *muxConn) release(size int64) {
@@ -205,7 +209,7 @@ func (m *muxConn) execute(ctx context.Context, req api.MuxRequest) {
 			m.reply(req.ID, nil, localRefused())
 			return
 		}
-		if e := localFile(req.Path, req.File); e != nil {
+		if e := m.s.localFile(req.Path, req.File); e != nil {
 			m.reply(req.ID, nil, e)
 			return
 		}

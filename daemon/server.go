@@ -206,6 +206,11 @@ type Server struct {
 	drain     chan struct{}
 	drainOnce sync.Once
 	muxConns  sync.WaitGroup
+
+	// localPaths remembers, per path, the identity last matched by a stat
+	// (localCheck); localCount counts its entries.
+	localPaths sync.Map
+	localCount atomic.Int64
 }
 
 // New returns a server that executes requests on rt against artifacts kept
@@ -678,7 +683,7 @@ func (s *Server) executeLocal(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	path := q.Get("path")
-	if e := localFile(path, q.Get("file")); e != nil {
+	if e := s.localFile(path, q.Get("file")); e != nil {
 		writeError(w, media, e)
 		return
 	}
@@ -689,8 +694,41 @@ func localRefused() *api.Error {
 	return &api.Error{Code: api.CodeNotFound, Message: "this daemon opens artifacts by path only for callers on its Unix socket; upload the artifact with PUT " + api.ArtifactPath("{digest}") + " and execute it by digest"}
 }
 
+// localRecheck is how long a path's identity, once matched, is trusted
+// without a stat: as long as the runtime trusts its own (runtime/resolve.go).
+const localRecheck = 100 * time.Millisecond
+
+// maxLocalPaths bounds the identities remembered; the cache is cleared when
+// full, which costs a stat per path.
+const maxLocalPaths = 1024
+
+type localCheck struct {
+	identity string
+	at       time.Time
+}
+
 // localFile checks that path names the caller's file, whose identity is
-// identity: else the caller uploads it.
+// identity: else the caller uploads it. A match is remembered for
+// localRecheck, so that warm requests cost no stat here.
+func (s *Server) localFile(path, identity string) *api.Error {
+	if c, ok := s.localPaths.Load(path); ok {
+		if c := c.(localCheck); c.identity == identity && time.Since(c.at) < localRecheck {
+			return nil
+		}
+	}
+	if e := localFile(path, identity); e != nil {
+		return e
+	}
+	if s.localCount.Add(1) > maxLocalPaths {
+		s.localPaths.Clear()
+		s.localCount.Store(0)
+	}
+	s.localPaths.Store(path, localCheck{identity: identity, at: time.Now()})
+	return nil
+}
+
+// localFile checks that path names the caller's file, whose identity is
+// identity.
 func localFile(path, identity string) *api.Error {
 	if !filepath.IsAbs(path) || filepath.Clean(path) != path || identity == "" {
 		return &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("executing by path needs path, an absolute clean path (got %q), and file, the file's identity (device:inode:size:mtime_ns)", path)}

@@ -163,7 +163,9 @@ type Executor struct {
 	// local: the daemon is on this host (a Unix socket), so it is asked to
 	// open the caller's files by path rather than be sent them. It is
 	// cleared when the daemon does not offer that.
-	local atomic.Bool
+	local      atomic.Bool
+	localFiles sync.Map // path as given -> localFile
+	localCount atomic.Int64
 
 	// The execute channel (mux.go): how to connect for it, the open one,
 	// and whether the daemon has none.
@@ -358,22 +360,17 @@ func (e *Executor) post(ctx context.Context, route string, mreq api.MuxRequest, 
 // cannot (it does not offer it, or finds another file at the path, as a
 // daemon in another mount namespace would): the caller uploads instead.
 func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payload []byte) (out []byte, err error, done bool) {
-	abs, err := filepath.Abs(artifactPath)
-	if err != nil {
-		return nil, nil, false
-	}
-	fi, err := os.Stat(abs)
-	if err != nil || !fi.Mode().IsRegular() {
+	abs, id, ok := e.localFileOf(artifactPath)
+	if !ok {
 		return nil, nil, false // the upload path reports it
 	}
-	id := api.FileIdentity(fi)
 	e.mu.Lock()
 	unseen := e.unseen[id]
 	e.mu.Unlock()
 	if unseen {
 		return nil, nil, false
 	}
-	out, err = e.post(ctx, api.LocalExecuteURL(abs, fi), api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
+	out, err = e.post(ctx, api.LocalExecuteURL(abs, id), api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
 	var apiErr *api.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:
@@ -391,6 +388,41 @@ func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payloa
 		return nil, nil, false
 	}
 	return out, err, true
+}
+
+// localRecheck is how long a path's absolute form and identity are trusted
+// without a stat (as the runtime trusts its own): warm requests cost no
+// system call here.
+const localRecheck = 100 * time.Millisecond
+
+type localFile struct {
+	abs, id string
+	at      time.Time
+}
+
+// localFileOf returns the absolute path and identity of the regular file
+// at path; ok is false when there is none.
+func (e *Executor) localFileOf(path string) (abs, id string, ok bool) {
+	if v, hit := e.localFiles.Load(path); hit {
+		if f := v.(localFile); time.Since(f.at) < localRecheck {
+			return f.abs, f.id, true
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", "", false
+	}
+	fi, err := os.Stat(abs)
+	if err != nil || !fi.Mode().IsRegular() {
+		return "", "", false
+	}
+	id = api.FileIdentity(fi)
+	if e.localCount.Add(1) > maxDigests {
+		e.localFiles.Clear()
+		e.localCount.Store(0)
+	}
+	e.localFiles.Store(path, localFile{abs: abs, id: id, at: time.Now()})
+	return abs, id, true
 }
 
 // Upload sends the artifact at path to the daemon unless it holds it

@@ -70,10 +70,10 @@ func ExecutePath(digest string) string { return ArtifactPath(digest) + "/execute
 const LocalExecutePath = Version + "/local/execute"
 
 // LocalExecuteURL is LocalExecutePath with the query naming the file at
-// path (absolute) whose stat the caller took: the daemon opens it only if
-// it finds the same file there.
-func LocalExecuteURL(path string, fi fs.FileInfo) string {
-	return LocalExecutePath + "?" + url.Values{"path": {path}, "file": {FileIdentity(fi)}}.Encode()
+// path (absolute) with the identity (FileIdentity) the caller found: the
+// daemon opens it only if it finds the same file there.
+func LocalExecuteURL(path, identity string) string {
+	return LocalExecutePath + "?" + url.Values{"path": {path}, "file": {identity}}.Encode()
 }
 
 // FileIdentity is one version of a file in words: device, inode, size and
