@@ -185,6 +185,17 @@ func TestErrors(t *testing.T) {
 				map[string]any{"type": "int_from_float", "loc": []any{"count"}, "msg": "Input should be a valid integer, got a number with a fractional part", "input": 1.5},
 			}},
 		},
+		{
+			// The input is echoed as bin, as it came: a str holding
+			// invalid UTF-8 would be undecodable by msgpack readers.
+			name: "bytes that are not UTF-8 for a string",
+			req:  map[string]any{"mode": []byte{0xff}},
+			want: protocol.AppError{Type: "ValidationError", Message: "application payload validation failed"},
+			details: map[string]any{"errors": []any{
+				map[string]any{"type": "string_unicode", "loc": []any{"mode"}, "msg": "Input should be a valid string, unable to parse raw data as a unicode string", "input": []byte{0xff}},
+			}},
+		},
+		{name: "UTF-8 bytes for a string", req: map[string]any{"mode": []byte("typed-error")}, want: protocol.AppError{Type: "QuotaExceeded", Message: "too many"}, details: map[string]any{"limit": int64(3)}},
 		{name: "payload not a map", raw: []byte{0x92, 0x01, 0x02}, want: protocol.AppError{Type: "PayloadCodecError", Message: "payload must decode to a msgpack map"}},
 		{name: "payload not msgpack", raw: []byte{0xc1}, want: protocol.AppError{Type: "PayloadCodecError", Message: "payload is not valid msgpack"}},
 		{name: "payload key not a string", raw: []byte{0x81, 0x01, 0x02}, want: protocol.AppError{Type: "PayloadCodecError", Message: "payload keys must be strings"}},

@@ -5,6 +5,7 @@ import (
 	"math"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -141,12 +142,20 @@ func (v *validator) convert(in any, dst reflect.Value, loc []any) {
 		}
 		dst.Set(out)
 	case reflect.String:
-		s, ok := in.(string)
-		if !ok {
+		switch s := in.(type) {
+		case string:
+			dst.SetString(s)
+		case []byte:
+			// As pydantic's lax mode: bytes are a string when they are
+			// UTF-8.
+			if !utf8.Valid(s) {
+				v.fail(loc, "string_unicode", "Input should be a valid string, unable to parse raw data as a unicode string", in)
+				return
+			}
+			dst.SetString(string(s))
+		default:
 			v.fail(loc, "string_type", "Input should be a valid string", in)
-			return
 		}
-		dst.SetString(s)
 	case reflect.Bool:
 		b, ok := in.(bool)
 		if !ok {

@@ -61,11 +61,17 @@ func BenchmarkRemoteOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ex.Close()
+	// The HTTP API, as before the execute channel, for comparison.
+	exHTTP, err := remote.New("unix://"+sock, remote.WithHTTPExecute(), remote.WithUploads())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exHTTP.Close()
 
 	for _, target := range []struct {
 		name string
 		ex   runtime.Executor
-	}{{"in-process", rt}, {"daemon", ex}} {
+	}{{"in-process", rt}, {"daemon", ex}, {"daemon-http", exHTTP}} {
 		for _, callers := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/c%d", target.name, callers), func(b *testing.B) {
 				// Warm up: containers started, connections open, pools at

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +32,7 @@ import (
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/testapps"
 	"github.com/ociapp/ociapp/internal/testtls"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -262,8 +265,10 @@ func (tg target) client(t *testing.T, extra ...remote.Option) *remote.Executor {
 	return ex
 }
 
+// authed is a client with the suite's token that uploads artifacts ("by
+// path" covers executing them where they lie).
 func (tg target) authed(t *testing.T) *remote.Executor {
-	return tg.client(t, remote.WithToken(suiteToken))
+	return tg.client(t, remote.WithToken(suiteToken), remote.WithUploads())
 }
 
 // get sends a raw request with the suite's token.
@@ -363,6 +368,35 @@ func runSuite(t *testing.T, tg target) {
 		}
 	})
 
+	t.Run("by path", func(t *testing.T) {
+		// A client of a Unix socket has the daemon open its file where it
+		// lies; over TCP it uploads.
+		ex := tg.client(t, remote.WithToken(suiteToken))
+		dir := t.TempDir()
+		copyPath := filepath.Join(dir, "copy.ociapp")
+		if err := os.WriteFile(copyPath, readFile(t, a.App), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		uploads := tg.metric(t, "ociapp_daemon_uploads_total")
+		got, err := runtime.ExecuteAs[echo](ctx, ex, copyPath, echo{Value: "where it lies"})
+		if err != nil || got.Value != "where it lies" {
+			t.Fatalf("%+v %v", got, err)
+		}
+		want := uploads + 1
+		if strings.HasPrefix(tg.url, "unix://") {
+			want = uploads
+		}
+		if u := tg.metric(t, "ociapp_daemon_uploads_total"); u != want {
+			t.Fatalf("%v uploads, want %v", u-uploads, want-uploads)
+		}
+		// The runtime's errors come back as they do by digest.
+		_, err = ex.Execute(ctx, copyPath, map[string]any{"value": 5})
+		var appErr *runtime.AppError
+		if !errors.As(err, &appErr) || appErr.Type != "ValidationError" {
+			t.Fatalf("got %#v", err)
+		}
+	})
+
 	t.Run("execute", func(t *testing.T) {
 		ex := tg.authed(t)
 		got, err := runtime.ExecuteAs[echo](ctx, ex, a.App, echo{Value: "héllo"})
@@ -391,6 +425,21 @@ func runSuite(t *testing.T, tg target) {
 		}
 		if d, _ := appErr.Details.(map[string]any); d["errors"] == nil {
 			t.Fatalf("details %#v", appErr.Details)
+		}
+		// Bytes that are not UTF-8, echoed by the app's validation error,
+		// come back as bin: the same bytes, not a str holding them.
+		_, err = ex.Execute(ctx, a.App, map[string]any{"value": []byte{0xff}})
+		if !errors.As(err, &appErr) || appErr.Type != "ValidationError" {
+			t.Fatalf("got %#v", err)
+		}
+		issues, _ := appErr.Details.(map[string]any)["errors"].([]any)
+		if len(issues) != 1 || !reflect.DeepEqual(issues[0].(map[string]any)["input"], []byte{0xff}) {
+			t.Fatalf("details %#v", appErr.Details)
+		}
+		body, _ := protocol.EncodePayload(map[string]any{"value": []byte{0xff}})
+		resp, raw := tg.send(t, http.MethodPost, api.ExecutePath(fileDigest(t, a.App)), api.MediaMsgpack, bytes.NewReader(body))
+		if resp.StatusCode != http.StatusUnprocessableEntity || !bytes.Contains(raw, []byte("\xa5input\xc4\x01\xff")) {
+			t.Fatalf("msgpack error body: %s % x", resp.Status, raw)
 		}
 	})
 

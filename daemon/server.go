@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -199,6 +200,17 @@ type Server struct {
 
 	// bodies holds the bytes of execute bodies in progress.
 	bodies *semaphore.Weighted
+
+	// drain is closed when Serve starts draining: execute channels stop
+	// reading. muxConns counts them, for the drain to wait on.
+	drain     chan struct{}
+	drainOnce sync.Once
+	muxConns  sync.WaitGroup
+
+	// localPaths remembers, per path, the identity last matched by a stat
+	// (localCheck); localCount counts its entries.
+	localPaths sync.Map
+	localCount atomic.Int64
 }
 
 // New returns a server that executes requests on rt against artifacts kept
@@ -221,7 +233,7 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 	if cfg.maxBodyMemory < cfg.maxRequestSize {
 		return nil, fmt.Errorf("configuring daemon: the body memory (%d bytes) must hold at least one request of the largest size (%d bytes)", cfg.maxBodyMemory, cfg.maxRequestSize)
 	}
-	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory)}
+	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory), drain: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
 	s.metrics.init()
 	s.route("GET "+api.HealthPath, "health", s.health, false)
@@ -230,6 +242,8 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 	s.route("GET "+api.ArtifactPath("{digest}"), "artifact", s.getArtifact, true)
 	s.route("PUT "+api.ArtifactPath("{digest}"), "upload", s.upload, true)
 	s.route("POST "+api.ExecutePath("{digest}"), "execute", s.execute, true)
+	s.route("POST "+api.LocalExecutePath, "execute_local", s.executeLocal, true)
+	s.route("GET "+api.MuxPath, "mux", s.serveMux, true)
 	s.route("GET "+api.PoolsPath, "pools", s.pools, true)
 	s.route("GET "+api.ContainersPath, "containers", s.listContainers, true)
 	s.route("/", "other", s.notFound, false)
@@ -250,7 +264,9 @@ func (s *Server) route(pattern, name string, h http.HandlerFunc, auth bool) {
 		} else {
 			h(rec, r)
 		}
-		s.metrics.count(name, rec.status())
+		if !rec.counted {
+			s.metrics.count(name, rec.status())
+		}
 	}))
 }
 
@@ -296,9 +312,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// they do (an upload's verification, an execute) stops too.
 	base, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRequests()
+	unixListener := ln.Addr().Network() == "unix"
 	srv := &http.Server{
-		Handler:           s,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:     s,
+		BaseContext: func(net.Listener) context.Context { return base },
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(context.WithValue(ctx, unixListenerKey{}, unixListener), baseContextKey{}, base)
+		},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -319,10 +339,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	s.drainOnce.Do(func() { close(s.drain) })
 	s.cfg.log.Info("daemon draining", "timeout", s.cfg.drainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
+	err := srv.Shutdown(drainCtx)
+	if err == nil {
+		// Execute channels are hijacked connections, which Shutdown
+		// does not wait for.
+		muxDone := make(chan struct{})
+		go func() { s.muxConns.Wait(); close(muxDone) }()
+		select {
+		case <-muxDone:
+		case <-drainCtx.Done():
+			err = drainCtx.Err()
+		}
+	}
+	if err != nil {
 		s.cfg.log.Warn("requests still in flight after the drain timeout; canceling them and closing their connections", "timeout", s.cfg.drainTimeout)
 		cancelRequests()
 		_ = srv.Close()
@@ -620,6 +653,103 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	s.executeAt(w, r, media, path, d)
+}
+
+// unixListenerKey marks the context of a connection accepted on a Unix
+// socket.
+type unixListenerKey struct{}
+
+// baseContextKey holds, in a connection's context, the context of all
+// requests, which ends at the drain timeout: an execute channel's requests
+// run in it (the server ends a request's own context at the drain, as it
+// stops tracking a hijacked connection).
+type baseContextKey struct{}
+
+// executeLocal executes a request against the artifact at a path on this
+// host, which the runtime opens and verifies as any artifact (and
+// remembers by device, inode, size and modification time). Only callers on
+// the Unix socket may name paths: they are this host's users the socket
+// admits, who can run containers through the daemon anyway.
+func (s *Server) executeLocal(w http.ResponseWriter, r *http.Request) {
+	media, ok := requestMedia(r)
+	if !ok {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeUnsupportedMedia, Message: fmt.Sprintf("unsupported Content-Type %q; send %s or %s", r.Header.Get("Content-Type"), api.MediaJSON, api.MediaMsgpack)})
+		return
+	}
+	if unix, _ := r.Context().Value(unixListenerKey{}).(bool); !unix {
+		writeError(w, media, localRefused())
+		return
+	}
+	q := r.URL.Query()
+	path := q.Get("path")
+	if e := s.localFile(path, q.Get("file")); e != nil {
+		writeError(w, media, e)
+		return
+	}
+	s.executeAt(w, r, media, path, path)
+}
+
+func localRefused() *api.Error {
+	return &api.Error{Code: api.CodeNotFound, Message: "this daemon opens artifacts by path only for callers on its Unix socket; upload the artifact with PUT " + api.ArtifactPath("{digest}") + " and execute it by digest"}
+}
+
+// localRecheck is how long a path's identity, once matched, is trusted
+// without a stat: as long as the runtime trusts its own (runtime/resolve.go).
+const localRecheck = 100 * time.Millisecond
+
+// maxLocalPaths bounds the identities remembered; the cache is cleared when
+// full, which costs a stat per path.
+const maxLocalPaths = 1024
+
+type localCheck struct {
+	identity string
+	at       time.Time
+}
+
+// localFile checks that path names the caller's file, whose identity is
+// identity: else the caller uploads it. A match is remembered for
+// localRecheck, so that warm requests cost no stat here.
+func (s *Server) localFile(path, identity string) *api.Error {
+	if c, ok := s.localPaths.Load(path); ok {
+		if c := c.(localCheck); c.identity == identity && time.Since(c.at) < localRecheck {
+			return nil
+		}
+	}
+	if e := localFile(path, identity); e != nil {
+		return e
+	}
+	if s.localCount.Add(1) > maxLocalPaths {
+		s.localPaths.Clear()
+		s.localCount.Store(0)
+	}
+	s.localPaths.Store(path, localCheck{identity: identity, at: time.Now()})
+	return nil
+}
+
+// localFile checks that path names the caller's file, whose identity is
+// identity.
+func localFile(path, identity string) *api.Error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || identity == "" {
+		return &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("executing by path needs path, an absolute clean path (got %q), and file, the file's identity (device:inode:size:mtime_ns)", path)}
+	}
+	// Not another file at the same path (a daemon in another mount
+	// namespace sees other files).
+	fi, err := os.Stat(path)
+	if err == nil && api.FileIdentity(fi) == identity {
+		return nil
+	}
+	found := "no file"
+	if err == nil {
+		found = "another version of the file, or another file (" + api.FileIdentity(fi) + ")"
+	}
+	return &api.Error{Code: api.CodeArtifactNotFound, Message: fmt.Sprintf("the daemon finds %s at %s, not the caller's (%s); upload the artifact with PUT %s", found, path, identity, api.ArtifactPath("{digest}"))}
+}
+
+// executeAt reads an execute request's body and runs it against the
+// artifact at path; what names the artifact in log lines.
+func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
+	d := what
 	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "--max-request-size") {
 		return
 	}
@@ -824,7 +954,8 @@ func setBodyHeaders(w http.ResponseWriter, media string, length int64) {
 // statusRecorder remembers the status a handler wrote, for the metrics.
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code    int
+	counted bool // by the handler itself (an execute channel, when it opens)
 }
 
 func (r *statusRecorder) WriteHeader(code int) {

@@ -25,7 +25,8 @@ func EncodePayload(v any) ([]byte, error) {
 }
 
 // DecodePayload decodes a payload into a map. Integers come back as int64
-// (uint64 only above the int64 range), floats as float64, arrays as []any,
+// (uint64 only above the int64 range), floats as float64, bin as []byte (so
+// that it encodes as bin again, whatever bytes it holds), arrays as []any,
 // nested maps as map[string]any (map[any]any if a key is not a string).
 func DecodePayload(b []byte) (map[string]any, error) {
 	if err := checkPayload(b); err != nil {
@@ -137,6 +138,10 @@ func decodeValue(dec *msgpack.Decoder) (any, error) {
 		return nil, err
 	}
 	switch {
+	case c >= 0xc4 && c <= 0xc6: // bin 8, 16, 32
+		// The loose decoder would make it a string, which encodes as str:
+		// binary data, invalid UTF-8 included, must stay bin.
+		return dec.DecodeBytes()
 	case c >= 0xcc && c <= 0xcf: // unsigned integers of 1 to 8 bytes
 		u, err := dec.DecodeUint64()
 		if err != nil || u > math.MaxInt64 {
@@ -170,6 +175,10 @@ func decodeAnyMap(dec *msgpack.Decoder, partial map[string]any, left int) (any, 
 		k, err := decodeValue(dec)
 		if err != nil {
 			return nil, err
+		}
+		if b, ok := k.([]byte); ok {
+			// A bin key is kept by its bytes: a slice cannot be a key.
+			k = string(b)
 		}
 		if !hashable(k) {
 			return nil, errors.New("map key is not hashable")

@@ -16,8 +16,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
@@ -46,10 +48,32 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 type Option func(*config) error
 
 type config struct {
-	token  string
-	tls    *tls.Config
-	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
-	log    *slog.Logger
+	token   string
+	tls     *tls.Config
+	dialer  func(ctx context.Context, network, addr string) (net.Conn, error)
+	log     *slog.Logger
+	uploads bool
+	noMux   bool
+}
+
+// WithHTTPExecute sends each execute as an HTTP request rather than on the
+// execute channel (docs/daemon.md): for proxies between client and daemon
+// that do not pass connection upgrades.
+func WithHTTPExecute() Option {
+	return func(c *config) error {
+		c.noMux = true
+		return nil
+	}
+}
+
+// WithUploads makes the executor upload artifacts even to a daemon on a
+// Unix socket, which it otherwise asks to open the caller's file by path
+// (falling back to an upload when the daemon cannot see the file).
+func WithUploads() Option {
+	return func(c *config) error {
+		c.uploads = true
+		return nil
+	}
 }
 
 // WithToken sends token as the bearer token (required by TCP daemons).
@@ -136,9 +160,27 @@ type Executor struct {
 	log    *slog.Logger
 	files  *digests
 
+	// local: the daemon is on this host (a Unix socket), so it is asked to
+	// open the caller's files by path rather than be sent them. It is
+	// cleared when the daemon does not offer that.
+	local      atomic.Bool
+	localFiles sync.Map // path as given -> localFile
+	localCount atomic.Int64
+
+	// The execute channel (mux.go): how to connect for it, the open one,
+	// and whether the daemon has none.
+	dialConn  func(ctx context.Context) (net.Conn, error)
+	dialAddr  string
+	tlsConf   *tls.Config
+	muxMu     sync.Mutex
+	mux       *muxClient
+	muxClosed bool
+	muxOff    atomic.Bool
+
 	mu       sync.Mutex
 	uploaded map[string]bool       // upload digests the daemon is known to hold
 	flights  map[string]*uploading // uploads under way, by digest
+	unseen   map[string]bool       // file identities the daemon cannot see at their path
 }
 
 var _ runtime.Executor = (*Executor)(nil)
@@ -170,7 +212,12 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
-	var base string
+	var (
+		base     string
+		dialConn func(ctx context.Context) (net.Conn, error)
+		dialAddr string
+		tlsConf  *tls.Config
+	)
 	if path, ok := strings.CutPrefix(daemonURL, "unix://"); ok {
 		if path == "" {
 			return nil, fmt.Errorf("daemon URL %q has no socket path", daemonURL)
@@ -178,6 +225,7 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}
+		dialConn = func(ctx context.Context) (net.Conn, error) { return tr.DialContext(ctx, "unix", path) }
 		base = "http://ociapp-runtime"
 	} else {
 		u, err := url.Parse(daemonURL)
@@ -196,18 +244,42 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		}
 		tr.DialContext = dial
 		base = u.Scheme + "://" + u.Host
+		dialAddr = u.Host
+		if u.Port() == "" {
+			dialAddr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+		}
+		dialConn = func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp", dialAddr) }
+		if u.Scheme == "https" {
+			tlsConf = cfg.tls
+			if tlsConf == nil {
+				tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+		}
 	}
-	return &Executor{
+	ex := &Executor{
 		url: daemonURL, base: base, token: cfg.token, log: cfg.log,
 		client:   &http.Client{Transport: tr},
 		files:    newDigests(),
 		uploaded: make(map[string]bool),
 		flights:  make(map[string]*uploading),
-	}, nil
+		unseen:   make(map[string]bool),
+		dialConn: dialConn, dialAddr: dialAddr, tlsConf: tlsConf,
+	}
+	ex.local.Store(strings.HasPrefix(daemonURL, "unix://") && !cfg.uploads)
+	ex.muxOff.Store(cfg.noMux)
+	return ex, nil
 }
 
-// Close releases idle connections to the daemon.
+// Close closes the execute channel and idle connections to the daemon.
+// Requests in flight on the channel fail.
 func (e *Executor) Close() error {
+	e.muxMu.Lock()
+	e.muxClosed = true
+	if e.mux != nil {
+		e.mux.close()
+		e.mux = nil
+	}
+	e.muxMu.Unlock()
 	e.client.CloseIdleConnections()
 	return nil
 }
@@ -222,6 +294,11 @@ func (e *Executor) Execute(ctx context.Context, artifactPath string, request any
 // ExecutePayload is Execute on an encoded payload (a msgpack map); it
 // returns the encoded response payload.
 func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
+	if e.local.Load() {
+		if out, err, done := e.executeLocal(ctx, artifactPath, payload); done {
+			return out, err
+		}
+	}
 	d, err := e.files.digest(ctx, artifactPath)
 	if err != nil {
 		return nil, err
@@ -243,7 +320,21 @@ func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payl
 }
 
 func (e *Executor) execute(ctx context.Context, path, digest string, payload []byte) ([]byte, error) {
-	req, err := e.request(ctx, http.MethodPost, api.ExecutePath(digest), bytes.NewReader(payload))
+	return e.post(ctx, api.ExecutePath(digest), api.MuxRequest{Digest: digest}, path, payload)
+}
+
+// post sends an execute request on the execute channel, as mreq, or when
+// the daemon has none as an HTTP request to route; path is the caller's
+// artifact, for errors.
+func (e *Executor) post(ctx context.Context, route string, mreq api.MuxRequest, path string, payload []byte) ([]byte, error) {
+	if !e.muxOff.Load() {
+		mreq.Payload = payload
+		out, err := e.executeMux(ctx, path, mreq)
+		if !errors.Is(err, errMuxUnsupported) {
+			return out, err
+		}
+	}
+	req, err := e.request(ctx, http.MethodPost, route, bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +353,76 @@ func (e *Executor) execute(ctx context.Context, path, digest string, payload []b
 		return nil, decodeError(resp, body).Err(path)
 	}
 	return body, nil
+}
+
+// executeLocal asks a daemon on this host to run the artifact where it
+// lies: nothing is hashed or sent. It reports done false when the daemon
+// cannot (it does not offer it, or finds another file at the path, as a
+// daemon in another mount namespace would): the caller uploads instead.
+func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payload []byte) (out []byte, err error, done bool) {
+	abs, id, ok := e.localFileOf(artifactPath)
+	if !ok {
+		return nil, nil, false // the upload path reports it
+	}
+	e.mu.Lock()
+	unseen := e.unseen[id]
+	e.mu.Unlock()
+	if unseen {
+		return nil, nil, false
+	}
+	out, err = e.post(ctx, api.LocalExecuteURL(abs, id), api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
+	var apiErr *api.Error
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:
+		e.log.Debug("the daemon does not open artifacts by path; uploading them", "daemon", e.url)
+		e.local.Store(false)
+		return nil, nil, false
+	case errors.As(err, &apiErr) && apiErr.Code == api.CodeArtifactNotFound:
+		e.log.Debug("the daemon cannot see the artifact at its path; uploading it", "path", abs)
+		e.mu.Lock()
+		if len(e.unseen) >= maxDigests {
+			clear(e.unseen)
+		}
+		e.unseen[id] = true
+		e.mu.Unlock()
+		return nil, nil, false
+	}
+	return out, err, true
+}
+
+// localRecheck is how long a path's absolute form and identity are trusted
+// without a stat (as the runtime trusts its own): warm requests cost no
+// system call here.
+const localRecheck = 100 * time.Millisecond
+
+type localFile struct {
+	abs, id string
+	at      time.Time
+}
+
+// localFileOf returns the absolute path and identity of the regular file
+// at path; ok is false when there is none.
+func (e *Executor) localFileOf(path string) (abs, id string, ok bool) {
+	if v, hit := e.localFiles.Load(path); hit {
+		if f := v.(localFile); time.Since(f.at) < localRecheck {
+			return f.abs, f.id, true
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", "", false
+	}
+	fi, err := os.Stat(abs)
+	if err != nil || !fi.Mode().IsRegular() {
+		return "", "", false
+	}
+	id = api.FileIdentity(fi)
+	if e.localCount.Add(1) > maxDigests {
+		e.localFiles.Clear()
+		e.localCount.Store(0)
+	}
+	e.localFiles.Store(path, localFile{abs: abs, id: id, at: time.Now()})
+	return abs, id, true
 }
 
 // Upload sends the artifact at path to the daemon unless it holds it

@@ -98,9 +98,12 @@ func (s *server) count(method string) int {
 	return s.counts[method]
 }
 
+// executor returns an executor that uploads artifacts, as to a daemon on
+// another host, and executes with HTTP requests, which the server counts
+// (TestExecuteByPath and the mux tests cover the other ways).
 func (s *server) executor(t *testing.T, opts ...remote.Option) *remote.Executor {
 	t.Helper()
-	ex, err := remote.New("unix://"+s.sock, opts...)
+	ex, err := remote.New("unix://"+s.sock, append([]remote.Option{remote.WithUploads(), remote.WithHTTPExecute()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,11 @@
 package api
 
 import (
+	"fmt"
+	"io/fs"
+	"net/url"
 	"strings"
+	"syscall"
 
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -59,6 +63,29 @@ func ArtifactPath(digest string) string { return Version + "/artifacts/" + diges
 
 // ExecutePath is the route that executes a request against an artifact.
 func ExecutePath(digest string) string { return ArtifactPath(digest) + "/execute" }
+
+// LocalExecutePath is the route that executes a request against an
+// artifact the daemon opens by its path on the daemon's host: only on a
+// Unix-socket listener (docs/daemon.md, "Artifacts on the daemon's host").
+const LocalExecutePath = Version + "/local/execute"
+
+// LocalExecuteURL is LocalExecutePath with the query naming the file at
+// path (absolute) with the identity (FileIdentity) the caller found: the
+// daemon opens it only if it finds the same file there.
+func LocalExecuteURL(path, identity string) string {
+	return LocalExecutePath + "?" + url.Values{"path": {path}, "file": {identity}}.Encode()
+}
+
+// FileIdentity is one version of a file in words: device, inode, size and
+// modification time (ns). A rebuilt file, or another file at the same
+// path, has another.
+func FileIdentity(fi fs.FileInfo) string {
+	var dev, ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		dev, ino = uint64(st.Dev), st.Ino
+	}
+	return fmt.Sprintf("%d:%d:%d:%d", dev, ino, fi.Size(), fi.ModTime().UnixNano())
+}
 
 // Fixed routes.
 const (

@@ -23,6 +23,8 @@ const localPath = "/home/me/dist/app-1.0.ociapp"
 // media types, and checks that the client gets back an equal error of the
 // same type, with the documented code and status.
 func TestErrorRoundTrip(t *testing.T) {
+	// Bytes that are not UTF-8, as an app echoes an invalid input.
+	binDetails := map[string]any{"errors": []any{map[string]any{"input": []byte{0xff, 0x00}, "loc": []any{"value"}}}, "raw": []byte("ok")}
 	details := map[string]any{"errors": []any{map[string]any{"loc": []any{"value"}, "msg": "Field required", "type": "missing"}}, "n": int64(3)}
 	tests := []struct {
 		name   string
@@ -32,6 +34,7 @@ func TestErrorRoundTrip(t *testing.T) {
 		want   error // what Err gives back; nil means err itself
 	}{
 		{"app", &runtime.AppError{Type: "ValidationError", Message: protocol.ValidationMessage, Details: details}, CodeAppError, 422, nil},
+		{"app with bytes", &runtime.AppError{Type: "ValidationError", Message: protocol.ValidationMessage, Details: binDetails}, CodeAppError, 422, nil},
 		{"app without details", &runtime.AppError{Type: "KeyError", Message: "'x'"}, CodeAppError, 422, nil},
 		{"timeout", &runtime.RequestTimeoutError{Artifact: "echo 1.0", Timeout: 1500 * time.Millisecond}, CodeRequestTimeout, 504, nil},
 		{"startup exited", &runtime.StartupError{Artifact: "echo 1.0", ContainerID: "abc", Reason: "the container exited before its socket was ready", Exited: true, ExitCode: 3, Logs: "ImportError: x\n", RetryIn: 2 * time.Second}, CodeStartupFailed, 502, nil},
@@ -85,6 +88,13 @@ func TestErrorRoundTrip(t *testing.T) {
 					// JSON has no integers of its own; FromJSON makes
 					// them int64 again.
 					want = &runtime.AppError{Type: "ValidationError", Message: protocol.ValidationMessage, Details: details}
+				}
+				if media == MediaJSON && tt.name == "app with bytes" {
+					// JSON has no bytes: they are base64 strings, as
+					// docs/daemon.md says.
+					want = &runtime.AppError{Type: "ValidationError", Message: protocol.ValidationMessage, Details: map[string]any{
+						"errors": []any{map[string]any{"input": "/wA=", "loc": []any{"value"}}}, "raw": "b2s=",
+					}}
 				}
 				if !reflect.DeepEqual(back, want) {
 					t.Fatalf("round trip changed the error:\n got  %#v\n want %#v", back, want)

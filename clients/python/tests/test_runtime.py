@@ -48,7 +48,7 @@ async def test_execute_reuses_one_container(binary: str, app: Path) -> None:
 
 
 async def test_upload_once(binary: str, app: Path) -> None:
-    async with Runtime(binary=binary) as runtime:
+    async with Runtime(binary=binary, uploads=True) as runtime:
         results = await asyncio.gather(*(runtime.execute(app, {"value": str(i)}) for i in range(32)))
         assert results == [{"value": str(i)} for i in range(32)]
         await runtime.execute(app, {"value": "again"})
@@ -70,7 +70,7 @@ async def test_waiting_caller_survives_a_cancelled_upload(
         await real_upload(self, path, digest)
 
     monkeypatch.setattr(Runtime, "_upload", upload)
-    async with Runtime(binary=binary) as runtime:
+    async with Runtime(binary=binary, uploads=True) as runtime:
         first = asyncio.create_task(runtime.execute(app, {"value": "first"}))
         while not calls:
             await asyncio.sleep(0.01)
@@ -81,6 +81,56 @@ async def test_waiting_caller_survives_a_cancelled_upload(
             await first
         assert await asyncio.wait_for(second, 60) == {"value": "second"}
         assert len(calls) == 2
+
+
+async def test_same_host_artifacts_are_not_sent(binary: str, app: Path, tmp_path: Path) -> None:
+    """The daemon a Runtime starts opens the caller's file where it lies:
+    nothing is hashed by the client or uploaded; a rebuilt file is run as
+    the new version."""
+
+    async with Runtime(binary=binary) as runtime:
+        assert await runtime.execute(app, {"value": "hi"}) == {"value": "hi"}
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
+        assert await runtime.artifacts() == []
+        assert runtime._digests == {}
+        # On the execute channel: one upgrade, one request.
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux",code="101"}') == 1
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_execute",code="200"}') == 1
+        # A copy elsewhere is another file, run all the same.
+        copy = tmp_path / "copy.ociapp"
+        copy.write_bytes(app.read_bytes())
+        assert await runtime.execute(copy, {"value": "copy"}) == {"value": "copy"}
+        # A daemon that sees another file at the path (another mount
+        # namespace) is sent the caller's.
+        with_other = Runtime(url=runtime.url)
+        async with with_other:
+            orig = with_other._execute_on
+
+            async def execute_on(fields: dict, route: str, payload: bytes, path: Path):  # type: ignore[no-untyped-def]
+                if "file" in fields:
+                    fields = {**fields, "file": "0" + fields["file"]}  # not the file the daemon sees
+                return await orig(fields, route, payload, path)
+
+            with_other._execute_on = execute_on  # type: ignore[method-assign]
+            assert await with_other.execute(copy, {"value": "sent"}) == {"value": "sent"}
+            assert with_other._local  # still asked by path for other files
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == 1
+
+
+async def test_execute_channel(binary: str, app: Path) -> None:
+    """64 concurrent requests share one execute channel, answered as they
+    complete; a closed channel is opened again."""
+
+    async with Runtime(binary=binary) as runtime:
+        results = await asyncio.gather(
+            *(runtime.execute(app, {"op": "sleep", "millis": (64 - i) * 5, "value": str(i)}) for i in range(64))
+        )
+        assert results == [{"value": str(i)} for i in range(64)]
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux",code="101"}') == 1
+        assert runtime._mux is not None
+        await runtime._mux.close()  # as if the connection broke
+        assert await runtime.execute(app, {"value": "again"}) == {"value": "again"}
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux",code="101"}') == 2
 
 
 async def test_app_errors(binary: str, app: Path) -> None:
@@ -97,6 +147,22 @@ async def test_app_errors(binary: str, app: Path) -> None:
         assert info.value.details["errors"][0]["loc"] == ["value"]
         # The container stays in service.
         assert await runtime.execute(app, {"value": "fine"}) == {"value": "fine"}
+
+
+async def test_bytes_in_error_details(binary: str, app: Path, artifacts: dict[str, Path]) -> None:
+    """Bytes that are not UTF-8, echoed back in a validation error's
+    details, arrive as the same bytes: by the Python echo (pydantic) and
+    by the Go test application."""
+
+    async with Runtime(binary=binary) as runtime:
+        for path in (artifacts["echo-app"], app):
+            with pytest.raises(RemoteExecutionError) as info:
+                await runtime.execute(path, {"value": b"\xff"})
+            assert info.value.error_type == "ValidationError", info.value
+            (issue,) = info.value.details["errors"]
+            assert (issue["loc"][-1], issue["input"]) == ("value", b"\xff"), issue
+        # Bytes that are UTF-8 are a string, as in pydantic's lax mode.
+        assert await runtime.execute(app, {"value": b"fine"}) == {"value": "fine"}
 
 
 async def test_request_timeout(binary: str, app: Path) -> None:
@@ -159,7 +225,7 @@ async def test_requires_start(app: Path) -> None:
 
 
 def test_arguments() -> None:
-    with pytest.raises(TypeError, match="address"):
+    with pytest.raises(TypeError, match="DockerAdapter"):
         Runtime(engine=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="request_timeout"):
         Runtime(request_timeout=0)
@@ -178,14 +244,14 @@ async def test_missing_binary() -> None:
 
 async def test_close_stops_daemon_and_containers(binary: str, app: Path, tmp_path: Path) -> None:
     root = Path(os.environ.get("TMPDIR", "/tmp")) / f"root-{secrets.token_hex(3)}"
-    async with Runtime(binary=binary, runtime_root=root) as runtime:
+    async with Runtime(binary=binary, runtime_root=root, uploads=True) as runtime:
         await runtime.execute(app, {"value": "x"})
         assert len(await containers_of(root / "state")) == 1
         daemon = runtime._proc
     assert daemon is not None and daemon.returncode == 0
     assert await containers_of(root / "state") == []
     # The uploaded artifact stays in a runtime_root the caller chose...
-    async with Runtime(binary=binary, runtime_root=root) as runtime:
+    async with Runtime(binary=binary, runtime_root=root, uploads=True) as runtime:
         await runtime.execute(app, {"value": "y"})
         assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
 

@@ -1,5 +1,6 @@
 """Run OCIApp artifacts from Python through the ociapp-runtime daemon."""
 
+from .engine import DockerAdapter, EngineAdapter, KubernetesAdapter
 from .errors import (
     ArtifactLoadError,
     DaemonUnavailableError,
@@ -22,10 +23,13 @@ from .runtime import Runtime
 __all__ = [
     "ArtifactLoadError",
     "DaemonUnavailableError",
+    "DockerAdapter",
+    "EngineAdapter",
     "EngineUnavailableError",
     "ErrorPayload",
     "InstanceShutdownError",
     "InstanceStartupError",
+    "KubernetesAdapter",
     "OCIAppRuntimeError",
     "OverloadedError",
     "RemoteExecutionError",

@@ -24,6 +24,7 @@ __all__ = [
     "RuntimeClosedError",
     "UnauthorizedError",
     "WorkerCrashError",
+    "STATUS_BY_CODE",
     "error_from_body",
 ]
 
@@ -162,6 +163,29 @@ class RemoteExecutionError(OCIAppRuntimeError):
     def __str__(self) -> str:
         return f"{self.error.error_type}: {self.error.message}"
 
+
+# The HTTP status of each error code (docs/daemon.md), for errors that
+# arrive on the execute channel, which has no status of its own.
+STATUS_BY_CODE: dict[str, int] = {
+    "app_error": 422,
+    "request_timeout": 504,
+    "startup_failed": 502,
+    "worker_crashed": 502,
+    "overloaded": 503,
+    "artifact_invalid": 422,
+    "artifact_not_found": 404,
+    "engine_unavailable": 503,
+    "closed": 503,
+    "unauthorized": 401,
+    "body_too_large": 413,
+    "body_timeout": 408,
+    "storage_full": 507,
+    "bad_request": 400,
+    "unsupported_media_type": 415,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "internal": 500,
+}
 
 _BY_CODE: dict[str, type[OCIAppRuntimeError]] = {
     "request_timeout": RequestTimeoutError,

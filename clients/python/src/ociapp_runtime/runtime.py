@@ -18,13 +18,18 @@ import signal
 import ssl
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import msgpack
 
 from ._http import Address, Client, Response, parse_url
+from ._mux import MuxChannel, MuxRefused, MuxUnsupported
+from .engine import DockerAdapter, EngineAdapter
 from .errors import (
+    STATUS_BY_CODE,
     ArtifactLoadError,
     DaemonUnavailableError,
     EngineUnavailableError,
@@ -48,6 +53,9 @@ _EXIT_ENGINE_UNAVAILABLE = 5
 _DAEMON_START_TIMEOUT = 30.0
 # Request bodies above this size are sent behind "Expect: 100-continue".
 _EXPECT_CONTINUE_ABOVE = 64 << 10
+# How long a path's resolution and stat are trusted (the runtime's own
+# recheck interval).
+_RECHECK_AFTER = 0.1
 # Beyond its own timeouts, how long an execute may wait for the daemon
 # (loading a large image, queueing) before the daemon counts as hung.
 _EXECUTE_GRACE = 120.0
@@ -57,32 +65,54 @@ class Runtime:
     """Executes OCIApp artifacts in warm, sandboxed containers.
 
     The timeouts are in seconds and configure the daemon the runtime starts;
-    a daemon given by ``url`` has its own. ``engine`` is the container
-    engine's address (e.g. ``"unix:///var/run/docker.sock"``; default:
-    ``DOCKER_HOST`` or the local socket). ``runtime_root`` is the started
+    a daemon given by ``url`` has its own. ``engine`` selects the container
+    engine: ``DockerAdapter()`` (the default), ``KubernetesAdapter()``, or
+    a Docker daemon's address as a string. ``runtime_root`` is the started
     daemon's state directory (default: a temporary directory removed on
     exit); artifacts uploaded to it stay there for the next run.
+
+    The sandbox and pool settings, also for the started daemon (``None``:
+    the daemon's default, see docs/runtime.md): ``network`` (``"none"``, or
+    e.g. ``"bridge"``), ``memory`` (bytes, or text such as ``"512m"``;
+    ``0`` for no limit), ``cpus``, ``max_containers`` and
+    ``min_containers`` per artifact, ``container_concurrency`` (requests
+    per container at once) and ``queue_size`` (requests waiting per
+    artifact before ``OverloadedError``).
+
+    A daemon on a Unix socket (the one a Runtime starts, or a ``unix://``
+    URL) opens the caller's artifact by its path, verifying it as any
+    artifact; other daemons, and any with ``uploads=True``, are sent it.
     """
 
     def __init__(  # noqa: PLR0913
         self,
         *,
-        engine: str | None = None,
+        engine: EngineAdapter | str | None = None,
         runtime_root: Path | str | None = None,
         startup_timeout: float = 10.0,
         request_timeout: float = 30.0,
         shutdown_timeout: float = 10.0,
         idle_timeout: float = 900.0,
         reaper_interval: float = 1.0,
+        network: str | None = None,
+        memory: int | str | None = None,
+        cpus: float | None = None,
+        max_containers: int | None = None,
+        min_containers: int | None = None,
+        container_concurrency: int | None = None,
+        queue_size: int | None = None,
         url: str | None = None,
         token: str | None = None,
         ca_file: Path | str | None = None,
         binary: str | None = None,
+        uploads: bool = False,
     ) -> None:
-        if engine is not None and not isinstance(engine, str):
+        if isinstance(engine, str):
+            engine = DockerAdapter(engine)
+        if engine is not None and not isinstance(engine, EngineAdapter):
             raise TypeError(
-                "engine must be the container engine's address, e.g. "
-                "'unix:///var/run/docker.sock': the engine runs inside the "
+                "engine must be DockerAdapter(), KubernetesAdapter() or a Docker "
+                f"daemon's address, got {engine!r}: the engine runs inside the "
                 "ociapp-runtime daemon, not in this process"
             )
         for name, value in (
@@ -94,6 +124,15 @@ class Runtime:
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
+        self._sandbox_args = _sandbox_args(
+            network=network,
+            memory=memory,
+            cpus=cpus,
+            max_containers=max_containers,
+            min_containers=min_containers,
+            container_concurrency=container_concurrency,
+            queue_size=queue_size,
+        )
         self._engine = engine
         self._runtime_root = Path(runtime_root).resolve() if runtime_root is not None else None
         self._startup_timeout = float(startup_timeout)
@@ -102,16 +141,30 @@ class Runtime:
         self._idle_timeout = float(idle_timeout)
         self._reaper_interval = float(reaper_interval)
         self._given_url = url if url is not None else os.environ.get(ENV_URL) or None
+        if self._given_url is not None and self._sandbox_args:
+            raise ValueError(
+                "the sandbox and pool settings configure the daemon a Runtime starts; "
+                f"the daemon at {self._given_url} has its own (set them on its ociapp-runtime serve)"
+            )
         self._token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self._ca_file = ca_file
         self._binary = binary or os.environ.get(ENV_BINARY) or "ociapp-runtime"
 
+        # Whether the daemon is asked to open artifacts by path (it is on
+        # this host: a Unix socket), rather than be sent them.
+        self._local = False
+        self._uploads = uploads
+        # The execute channel: open, being opened, or absent from the daemon.
+        self._mux: MuxChannel | None = None
+        self._mux_lock = asyncio.Lock()
+        self._mux_off = False
         self._started = False
         self._client: Client | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._own_dir: Path | None = None  # a temporary directory to remove
         self._log_path: Path | None = None
         self._digests: dict[tuple[str, int, int, int, int], str] = {}
+        self._paths: dict[str, tuple[Path, os.stat_result, dict[str, str], float]] = {}
         self._uploaded: set[str] = set()
         self._uploading: dict[str, asyncio.Future[None]] = {}
 
@@ -149,6 +202,8 @@ class Runtime:
                 raise
         else:
             await self._spawn()
+        assert self._client is not None
+        self._local = self._client.address.unix_path is not None and not self._uploads
         self._started = True
 
     async def close(self) -> None:
@@ -157,6 +212,9 @@ class Runtime:
         if not self._started:
             return
         self._started = False
+        if self._mux is not None:
+            await self._mux.close()
+            self._mux = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -175,6 +233,52 @@ class Runtime:
 
         if not self._started or self._client is None:
             raise OCIAppRuntimeError("runtime must be started before executing requests")
+        path, st, fields = self._resolve(image_path)
+        try:
+            payload = msgpack.packb(request, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
+        if self._local:
+            try:
+                return await self._execute_on(fields, None, payload, path)
+            except OCIAppRuntimeError as err:
+                if err.code == "not_found":
+                    # The daemon does not open files by path: upload them.
+                    self._local = False
+                elif err.code != "artifact_not_found":
+                    raise
+                # else the daemon sees another file at that path (it runs
+                # in another mount namespace): upload this one.
+        digest = await self._digest(path, st)
+
+        retried = False
+        while True:
+            await self._ensure_uploaded(path, digest)
+            try:
+                return await self._execute_on(
+                    {"digest": digest}, f"/v1/artifacts/{digest}/execute", payload, path
+                )
+            except OCIAppRuntimeError as err:
+                if err.code == "artifact_not_found" and not retried:
+                    # The daemon lost it (it restarted on a new state
+                    # directory): send it again, once.
+                    self._uploaded.discard(digest)
+                    retried = True
+                    continue
+                raise
+
+    def _resolve(self, image_path: Path | str) -> tuple[Path, os.stat_result, dict[str, str]]:
+        """Returns the artifact's absolute path, its stat and the fields
+        naming it to a daemon on this host. A path seen in the last 100 ms
+        is not resolved or stat'ed again (a file replaced at that path is
+        noticed that late, as the runtime notices it), so that warm
+        requests cost no system call here."""
+
+        now = time.monotonic()
+        key = image_path if isinstance(image_path, str) else str(image_path)
+        hit = self._paths.get(key)
+        if hit is not None and now - hit[3] < _RECHECK_AFTER:
+            return hit[0], hit[1], hit[2]
         path = Path(image_path).resolve()
         try:
             st = path.stat()
@@ -184,36 +288,89 @@ class Runtime:
             raise ArtifactLoadError(f"cannot read OCIApp artifact {path}: {exc}") from exc
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactLoadError(f"OCIApp artifact is not a regular file: {path}")
-        try:
-            payload = msgpack.packb(request, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
-        digest = await self._digest(path, st)
+        fields = {"path": str(path), "file": _file_identity(st)}
+        if len(self._paths) >= 1024:
+            self._paths.clear()
+        self._paths[key] = (path, st, fields, now)
+        return path, st, fields
 
-        retried = False
-        while True:
-            await self._ensure_uploaded(path, digest)
-            resp = await self._send(
-                "POST",
-                f"/v1/artifacts/{digest}/execute",
-                body=payload,
-                headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
-                # A large body the daemon refuses (too large, unauthorized)
-                # is then never sent, and the refusal is read, not lost to
-                # a broken pipe.
-                expect_continue=len(payload) > _EXPECT_CONTINUE_ABOVE,
-                timeout=self._startup_timeout + self._request_timeout + _EXECUTE_GRACE,
-            )
-            if resp.status == 200:
-                return _decode_response(resp.body)
-            err = _error(resp, path)
-            if err.code == "artifact_not_found" and not retried:
-                # The daemon lost it (it restarted on a new state
-                # directory): send it again, once.
-                self._uploaded.discard(digest)
-                retried = True
-                continue
-            raise err
+    async def _execute_on(
+        self, fields: dict[str, str], route: str | None, payload: bytes, path: Path
+    ) -> dict[str, object]:
+        """Executes on the execute channel, or with an HTTP request to
+        route (None: the route by path) when the daemon has no channel."""
+
+        timeout = self._startup_timeout + self._request_timeout + _EXECUTE_GRACE
+        channel = await self._channel()
+        if channel is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    msg = await channel.call(fields, payload)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the runtime daemon at {self.url} did not answer within {timeout:g}s"
+                ) from None
+            except (OSError, ValueError) as exc:
+                raise DaemonUnavailableError(
+                    f"the runtime daemon at {self.url} is unreachable: {exc!r}; "
+                    "check that ociapp-runtime serve runs there"
+                ) from exc
+            if "payload" in msg:
+                return _decode_response(msg["payload"])
+            try:
+                body: Any = msgpack.unpackb(msg["error"], raw=False, strict_map_key=False)
+            except (ValueError, KeyError, msgpack.UnpackException):
+                body = msg
+            code = body.get("code") if isinstance(body, dict) else None
+            raise _with_path(error_from_body(STATUS_BY_CODE.get(str(code), 500), body), path)
+        if route is None:
+            route = "/v1/local/execute?" + urlencode(fields)
+        resp = await self._send(
+            "POST",
+            route,
+            body=payload,
+            headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
+            # A large body the daemon refuses (too large, unauthorized)
+            # is then never sent, and the refusal is read, not lost to a
+            # broken pipe.
+            expect_continue=len(payload) > _EXPECT_CONTINUE_ABOVE,
+            timeout=timeout,
+        )
+        if resp.status == 200:
+            return _decode_response(resp.body)
+        raise _error(resp, path)
+
+    async def _channel(self) -> MuxChannel | None:
+        """Returns the open execute channel, opening one if needed; None
+        when the daemon has none."""
+
+        if self._mux is not None and self._mux.broken is None:
+            return self._mux
+        if self._mux_off:
+            return None
+        async with self._mux_lock:
+            if self._mux is not None and self._mux.broken is None:
+                return self._mux
+            if self._mux is not None:
+                await self._mux.close()
+                self._mux = None
+            assert self._client is not None
+            address = self._client.address
+            try:
+                self._mux = await asyncio.wait_for(
+                    MuxChannel.open(address, self._token, self._ssl_context(address)), 30.0
+                )
+            except MuxUnsupported:
+                self._mux_off = True
+                return None
+            except MuxRefused as exc:
+                raise error_from_body(exc.status, exc.body) from None
+            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                raise DaemonUnavailableError(
+                    f"the runtime daemon at {address} is unreachable: {exc!r}; "
+                    "check that ociapp-runtime serve runs there"
+                ) from exc
+            return self._mux
 
     async def pools(self) -> list[dict[str, Any]]:
         """Lists the daemon's pools: per artifact, its containers and requests."""
@@ -260,7 +417,8 @@ class Runtime:
             "--reaper-interval", _duration(self._reaper_interval),
         ]  # fmt: skip
         if self._engine is not None:
-            args += ["--docker-host", self._engine]
+            args += self._engine.daemon_args()
+        args += self._sandbox_args
         with self._log_path.open("ab") as log:
             # stdin stays open for the daemon's lifetime: when this process
             # dies, however, the pipe closes and the daemon stops.
@@ -459,10 +617,39 @@ class Runtime:
             raise _error(resp, path)
 
 
+def _sandbox_args(**settings: object) -> list[str]:
+    """Turns the sandbox and pool settings that are set into daemon flags."""
+
+    args: list[str] = []
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name == "network":
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"network must be a network mode such as 'none' or 'bridge', got {value!r}")
+        elif name == "memory":
+            if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, int) and value < 0):
+                raise TypeError(f"memory must be bytes (an int, 0 for no limit) or text such as '512m', got {value!r}")
+        elif name == "cpus":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"cpus must be a non-negative number, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        args += ["--" + name.replace("_", "-"), str(value)]
+    return args
+
+
 def _duration(seconds: float) -> str:
     """Formats seconds as a Go duration, to the microsecond."""
 
     return f"{max(1, round(seconds * 1_000_000))}us"
+
+
+def _file_identity(st: os.stat_result) -> str:
+    """One version of a file, as the daemon compares it: device, inode,
+    size and modification time in nanoseconds."""
+
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _hash_file(path: Path) -> str:
@@ -495,7 +682,10 @@ def _error(resp: Response, path: Path | None) -> OCIAppRuntimeError:
     if not resp.body and "ociapp-error-code" in resp.headers:
         # HEAD answers carry the code in a header only.
         body = {"code": resp.headers["ociapp-error-code"], "message": f"HTTP {resp.status} {resp.reason}"}
-    err = error_from_body(resp.status, body)
+    return _with_path(error_from_body(resp.status, body), path)
+
+
+def _with_path(err: OCIAppRuntimeError, path: Path | None) -> OCIAppRuntimeError:
     if path is not None and isinstance(err, ArtifactLoadError):
         err.args = (f"cannot use OCIApp artifact {path}: {err.args[0]}",)
     return err

@@ -1,0 +1,215 @@
+package api
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// The execute channel (docs/daemon.md, "Execute channel"): an HTTP/1.1
+// Upgrade on MuxPath to frames of a 4-byte big-endian length and a msgpack
+// map, many requests in flight, answered in completion order.
+const (
+	MuxPath     = Version + "/mux"
+	MuxProtocol = "ociapp-mux/1"
+	// MuxEnvelopeAllowance is what a request frame may hold beyond its
+	// payload: its keys, id, digest or path and file identity.
+	MuxEnvelopeAllowance = 8 << 10
+	// muxIDPrefix is how much of a frame names its request: a map header,
+	// the key "id" and a uint64.
+	muxIDPrefix = 1 + 3 + 9
+)
+
+// MuxRequest is one request on the execute channel. It names its artifact
+// by Digest (an upload the daemon holds), or by Path and File (a file on
+// the daemon's host, on a Unix socket only, as LocalExecutePath does).
+type MuxRequest struct {
+	ID      uint64
+	Digest  string
+	Path    string
+	File    string
+	Payload []byte
+}
+
+// MuxResponse answers the request with its ID: the response payload, or
+// Error, an error body in msgpack (as an HTTP error response's).
+type MuxResponse struct {
+	ID      uint64
+	Payload []byte
+	Error   []byte
+}
+
+// AppendMuxRequest appends req as a frame: length, then the map with "id"
+// first.
+func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	n := 2
+	if req.Digest != "" {
+		n++
+	}
+	if req.Path != "" {
+		n += 2
+	}
+	dst = append(dst, 0x80|byte(n))
+	dst = appendMuxStr(dst, "id")
+	dst = appendMuxUint(dst, req.ID)
+	if req.Digest != "" {
+		dst = appendMuxStr(appendMuxStr(dst, "digest"), req.Digest)
+	}
+	if req.Path != "" {
+		dst = appendMuxStr(appendMuxStr(dst, "path"), req.Path)
+		dst = appendMuxStr(appendMuxStr(dst, "file"), req.File)
+	}
+	dst = appendMuxBin(appendMuxStr(dst, "payload"), req.Payload)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// AppendMuxResponse appends resp as a frame: length, then the map with
+// "id" first and "payload" or "error".
+func AppendMuxResponse(dst []byte, resp MuxResponse) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0x82)
+	dst = appendMuxUint(appendMuxStr(dst, "id"), resp.ID)
+	if resp.Error != nil {
+		dst = appendMuxBin(appendMuxStr(dst, "error"), resp.Error)
+	} else {
+		dst = appendMuxBin(appendMuxStr(dst, "payload"), resp.Payload)
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// MuxFrameID reads the id at the start of a frame's body, from as little
+// as its first bytes: a frame too large to read is answered by it.
+func MuxFrameID(prefix []byte) (uint64, bool) {
+	if len(prefix) < 5 || prefix[0]&0xf0 != 0x80 || !bytes.HasPrefix(prefix[1:], []byte{0xa2, 'i', 'd'}) {
+		return 0, false
+	}
+	id, err := msgpack.NewDecoder(bytes.NewReader(prefix[4:min(len(prefix), muxIDPrefix)])).DecodeUint64()
+	return id, err == nil
+}
+
+// MuxIDPrefix is how many bytes of a frame MuxFrameID needs at most.
+const MuxIDPrefix = muxIDPrefix
+
+// DecodeMuxRequest decodes a request frame's body.
+func DecodeMuxRequest(body []byte) (MuxRequest, error) {
+	var req MuxRequest
+	var seenID, seenPayload bool
+	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
+		var err error
+		switch key {
+		case "id":
+			req.ID, err = dec.DecodeUint64()
+			seenID = true
+		case "digest":
+			req.Digest, err = dec.DecodeString()
+		case "path":
+			req.Path, err = dec.DecodeString()
+		case "file":
+			req.File, err = dec.DecodeString()
+		case "payload":
+			req.Payload, err = dec.DecodeBytes()
+			seenPayload = req.Payload != nil
+		default:
+			err = dec.Skip()
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return req, err
+	case !seenID || !seenPayload:
+		return req, errors.New("a request needs id and payload (bin)")
+	case (req.Digest == "") == (req.Path == ""):
+		return req, errors.New("a request names its artifact by digest, or by path and file")
+	}
+	return req, nil
+}
+
+// DecodeMuxResponse decodes a response frame's body.
+func DecodeMuxResponse(body []byte) (MuxResponse, error) {
+	var resp MuxResponse
+	var seenID bool
+	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
+		var err error
+		switch key {
+		case "id":
+			resp.ID, err = dec.DecodeUint64()
+			seenID = true
+		case "payload":
+			resp.Payload, err = dec.DecodeBytes()
+		case "error":
+			resp.Error, err = dec.DecodeBytes()
+		default:
+			err = dec.Skip()
+		}
+		return err
+	})
+	if err == nil && (!seenID || (resp.Payload == nil) == (resp.Error == nil)) {
+		err = errors.New("a response needs id and one of payload and error")
+	}
+	return resp, err
+}
+
+func decodeMuxMap(body []byte, field func(string, *msgpack.Decoder) error) error {
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	r := bytes.NewReader(body)
+	dec.Reset(r)
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 || n > 16 {
+		return fmt.Errorf("the frame is not a msgpack map of at most 16 keys")
+	}
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("reading a key: %w", err)
+		}
+		if err := field(key, dec); err != nil {
+			return fmt.Errorf("reading %q: %w", key, err)
+		}
+	}
+	if r.Len() != 0 {
+		return errors.New("bytes after the map")
+	}
+	return nil
+}
+
+func appendMuxStr(dst []byte, s string) []byte {
+	switch n := len(s); {
+	case n < 32:
+		dst = append(dst, 0xa0|byte(n))
+	case n <= math.MaxUint8:
+		dst = append(dst, 0xd9, byte(n))
+	case n <= math.MaxUint16:
+		dst = binary.BigEndian.AppendUint16(append(dst, 0xda), uint16(n))
+	default:
+		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
+	}
+	return append(dst, s...)
+}
+
+func appendMuxBin(dst, b []byte) []byte {
+	switch n := len(b); {
+	case n <= math.MaxUint8:
+		dst = append(dst, 0xc4, byte(n))
+	case n <= math.MaxUint16:
+		dst = binary.BigEndian.AppendUint16(append(dst, 0xc5), uint16(n))
+	default:
+		dst = binary.BigEndian.AppendUint32(append(dst, 0xc6), uint32(n))
+	}
+	return append(dst, b...)
+}
+
+// appendMuxUint writes an id as uint64 always (0xcf and 8 bytes), so that
+// a frame's id is at a fixed place.
+func appendMuxUint(dst []byte, v uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, 0xcf), v)
+}

@@ -1,0 +1,262 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ociapp/ociapp/daemon/api"
+)
+
+// muxWriteBuffer is the write buffer of an execute channel.
+const muxWriteBuffer = 64 << 10
+
+// serveMux switches the connection to the execute channel (docs/daemon.md,
+// "Execute channel") and serves it until the client closes it or the
+// daemon drains.
+func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
+	if !headerHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), api.MuxProtocol) {
+		w.Header().Set("Upgrade", api.MuxProtocol)
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("%s is an execute channel: send Connection: Upgrade and Upgrade: %s", api.MuxPath, api.MuxProtocol)})
+		return
+	}
+	if s.draining.Load() {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeClosed, Message: "the daemon is shutting down"})
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("switching to the execute channel: %v", err)})
+		return
+	}
+	if rec, ok := w.(*statusRecorder); ok {
+		rec.counted = true
+	}
+	s.metrics.count("mux", http.StatusSwitchingProtocols)
+	s.muxConns.Add(1)
+	defer s.muxConns.Done()
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n\r\n"); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	unix, _ := r.Context().Value(unixListenerKey{}).(bool)
+	m := &muxConn{s: s, conn: conn, r: brw.Reader, w: bufio.NewWriterSize(conn, muxWriteBuffer), unix: unix}
+	ctx, ok := r.Context().Value(baseContextKey{}).(context.Context)
+	if !ok {
+		// A handler served outside Serve: the request's context.
+		ctx = r.Context()
+	}
+	m.serve(ctx)
+}
+
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// muxConn is one execute channel: a reader that starts a goroutine per
+// request, each writing its response as it completes.
+type muxConn struct {
+	s    *Server
+	conn net.Conn
+	r    *bufio.Reader
+	unix bool
+
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	buf     []byte
+	broken  bool
+	writers atomic.Int64 // responses being written or waiting to: the last one flushes
+}
+
+func (m *muxConn) serve(ctx context.Context) {
+	// A client that goes away cancels its requests; a drain lets them
+	// finish (within the drain timeout, which ends ctx).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var requests sync.WaitGroup
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		m.read(ctx, &requests)
+	}()
+	select {
+	case <-readerDone:
+		cancel()
+	case <-m.s.drain:
+		// Stop reading: requests in flight are answered, then the
+		// connection closes; the client sends new ones elsewhere.
+		_ = m.conn.SetReadDeadline(time.Now())
+		<-readerDone
+	}
+	requests.Wait()
+}
+
+// read reads request frames until the connection ends or breaks the
+// framing (which ends it: the stream can no longer be trusted).
+func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
+	limit := m.s.cfg.maxRequestSize + api.MuxEnvelopeAllowance
+	var header [4]byte
+	for {
+		if _, err := io.ReadFull(m.r, header[:]); err != nil {
+			return
+		}
+		size := int64(binary.BigEndian.Uint32(header[:]))
+		if size == 0 {
+			return
+		}
+		if size > limit {
+			// Answered by its id, and skipped: the channel stays usable.
+			prefix := make([]byte, min(size, api.MuxIDPrefix))
+			if _, err := io.ReadFull(m.r, prefix); err != nil {
+				return
+			}
+			id, ok := api.MuxFrameID(prefix)
+			if _, err := io.CopyN(io.Discard, m.r, size-int64(len(prefix))); err != nil || !ok {
+				return
+			}
+			m.reply(id, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "--max-request-size"))
+			continue
+		}
+		// The body waits for room in the body memory before it is read,
+		// as an HTTP body does.
+		if !m.s.bodies.TryAcquire(size) && !m.waitBodyMemory(ctx, size) {
+			prefix := make([]byte, min(size, api.MuxIDPrefix))
+			if _, err := io.ReadFull(m.r, prefix); err != nil {
+				return
+			}
+			id, ok := api.MuxFrameID(prefix)
+			if _, err := io.CopyN(io.Discard, m.r, size-int64(len(prefix))); err != nil || !ok {
+				return
+			}
+			m.reply(id, nil, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly, or raise it with ociapp-runtime serve --max-body-memory", m.s.cfg.maxBodyMemory)})
+			continue
+		}
+		m.s.metrics.bodyBytes.Add(size)
+		body := make([]byte, size)
+		_, err := io.ReadFull(m.r, body)
+		if err != nil {
+			m.release(size)
+			return
+		}
+		req, err := api.DecodeMuxRequest(body)
+		if err != nil {
+			m.release(size)
+			if id, ok := api.MuxFrameID(body); ok {
+				m.reply(id, nil, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("malformed request frame: %v", err)})
+				continue
+			}
+			m.s.cfg.log.Debug("execute channel: malformed frame; closing it", "err", boundedErr(err))
+			return
+		}
+		requests.Go(func() {
+			defer m.release(size)
+			m.execute(ctx, req)
+		})
+	}
+}
+
+// waitBodyMemory waits up to bodyMemoryWait for size bytes of body memory.
+func (m *muxConn) waitBodyMemory(ctx context.Context, size int64) bool {
+	waitCtx, cancel := context.WithTimeout(ctx, bodyMemoryWait)
+	defer cancel()
+	return m.s.bodies.Acquire(waitCtx, size) == nil
+}
+
+func (m *muxConn) release(size int64) {
+	m.s.metrics.bodyBytes.Add(-size)
+	m.s.bodies.Release(size)
+}
+
+func (m *muxConn) execute(ctx context.Context, req api.MuxRequest) {
+	if int64(len(req.Payload)) > m.s.cfg.maxRequestSize {
+		m.reply(req.ID, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "--max-request-size"))
+		return
+	}
+	var path string
+	if req.Digest != "" {
+		if !api.ValidDigest(req.Digest) {
+			m.reply(req.ID, nil, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("invalid digest %q: expected sha256: and 64 lowercase hex digits", req.Digest)})
+			return
+		}
+		_, stored, release, ok := m.s.store.Acquire(req.Digest)
+		if !ok {
+			m.reply(req.ID, nil, notStored(req.Digest))
+			return
+		}
+		defer release()
+		path = stored
+	} else {
+		if !m.unix {
+			m.reply(req.ID, nil, localRefused())
+			return
+		}
+		if e := m.s.localFile(req.Path, req.File); e != nil {
+			m.reply(req.ID, nil, e)
+			return
+		}
+		path = req.Path
+	}
+	start := time.Now()
+	out, err := m.s.rt.ExecutePayload(ctx, path, req.Payload)
+	m.s.metrics.executeDuration.observe(time.Since(start))
+	if err != nil {
+		e := api.FromError(err)
+		if e.Code == api.CodeInternal {
+			m.s.cfg.log.Error("execute failed", "artifact", path, "err", boundedErr(err))
+		}
+		m.reply(req.ID, nil, e)
+		return
+	}
+	m.reply(req.ID, out, nil)
+}
+
+// reply queues a response frame for the writer.
+func (m *muxConn) reply(id uint64, payload []byte, e *api.Error) {
+	resp := api.MuxResponse{ID: id, Payload: payload}
+	status := http.StatusOK
+	if e != nil {
+		e = boundedError(e)
+		resp.Error, status = e.Encode(api.MediaMsgpack), e.Code.Status()
+	}
+	m.s.metrics.count("mux_execute", status)
+	// Responses that complete together leave in one write: a response
+	// is flushed only when no other waits to be written after it.
+	m.writers.Add(1)
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	last := m.writers.Add(-1) == 0
+	if m.broken {
+		return
+	}
+	m.buf = api.AppendMuxResponse(m.buf[:0], resp)
+	_, err := m.w.Write(m.buf)
+	if cap(m.buf) > 1<<20 {
+		m.buf = nil
+	}
+	if err == nil && last {
+		err = m.w.Flush()
+	}
+	if err != nil {
+		m.broken = true
+		_ = m.conn.Close()
+	}
+}

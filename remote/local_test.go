@@ -1,0 +1,141 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/ociapp/ociapp/daemon"
+	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/remote"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+// pathRunner echoes and records the artifact paths it is asked to run.
+type pathRunner struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+func (p *pathRunner) ExecutePayload(_ context.Context, path string, payload []byte) ([]byte, error) {
+	p.mu.Lock()
+	p.paths = append(p.paths, path)
+	p.mu.Unlock()
+	return payload, nil
+}
+
+func (p *pathRunner) Stats() runtime.Stats { return runtime.Stats{} }
+
+// TestExecuteByPath: a daemon on this host's Unix socket runs the caller's
+// file where it lies: nothing is uploaded, and the runtime gets the
+// caller's path.
+func TestExecuteByPath(t *testing.T) {
+	rt := &pathRunner{}
+	dir, err := os.MkdirTemp("", "rmt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := daemon.New(rt, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "d.sock")
+	ln, err := daemon.Listen("unix://"+sock, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	ex, err := remote.New("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+
+	path := smallArtifact(t, "a")
+	// A relative path is made absolute.
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, rel} {
+		resp, err := ex.Execute(ctx, p, map[string]any{"v": "x"})
+		if err != nil || resp["v"] != "x" {
+			t.Fatalf("%v %v", resp, err)
+		}
+	}
+	if len(rt.paths) != 2 || rt.paths[0] != path || rt.paths[1] != path {
+		t.Fatalf("the runtime ran %q, want the caller's file twice", rt.paths)
+	}
+	if list, err := ex.Artifacts(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("the daemon holds %v (%v) after executes by path", list, err)
+	}
+	// A missing file is the runtime's artifact error, as locally.
+	if _, err := ex.Execute(ctx, filepath.Join(dir, "gone.ociapp"), map[string]any{}); !isArtifactError(err) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func isArtifactError(err error) bool {
+	var ae *runtime.ArtifactError
+	return errors.As(err, &ae)
+}
+
+// TestExecuteByPathFallsBack: a daemon that does not offer it, or cannot
+// see the caller's file, gets the artifact uploaded, and is not asked again.
+func TestExecuteByPathFallsBack(t *testing.T) {
+	tests := []struct {
+		name string
+		code api.Code
+	}{
+		{"not offered", api.CodeNotFound},
+		{"another file at the path", api.CodeArtifactNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDaemon(t, &fakeRunner{})
+			s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == api.LocalExecutePath {
+					w.Header().Set("Content-Type", api.MediaMsgpack)
+					w.WriteHeader(tt.code.Status())
+					w.Write((&api.Error{Code: tt.code, Message: "no"}).Encode(api.MediaMsgpack))
+					return
+				}
+				d.ServeHTTP(w, r)
+			}))
+			ex, err := remote.New("unix://"+s.sock, remote.WithHTTPExecute())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ex.Close()
+			path := smallArtifact(t, "a")
+			for range 2 {
+				if resp, err := ex.Execute(context.Background(), path, map[string]any{"v": 1}); err != nil || resp["v"] != int64(1) {
+					t.Fatalf("%v %v", resp, err)
+				}
+			}
+			// One attempt by path, one by digest after the upload, one
+			// by digest.
+			if s.count(http.MethodPost) != 3 || s.count(http.MethodPut) != 1 {
+				t.Fatalf("requests by method: %v", s.counts)
+			}
+		})
+	}
+}

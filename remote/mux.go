@@ -1,0 +1,260 @@
+package remote
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/protocol"
+)
+
+// maxMuxResponse bounds a response frame: the largest payload a container
+// sends, with room for the envelope.
+const maxMuxResponse = protocol.DefaultMaxFrameSize + api.MuxEnvelopeAllowance
+
+// errMuxUnsupported is a daemon without the execute channel: the executor
+// uses HTTP requests instead.
+var errMuxUnsupported = errors.New("the daemon has no execute channel")
+
+// muxClient is one execute channel to the daemon: requests written as they
+// come, answers matched by id as they complete.
+type muxClient struct {
+	conn net.Conn
+	done chan struct{} // closed when the reader has stopped
+
+	wmu     sync.Mutex
+	bw      *bufio.Writer
+	buf     []byte
+	writers atomic.Int64 // callers writing or waiting to: the last one flushes
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan api.MuxResponse
+	err     error // why the channel ended
+}
+
+// dialMux opens an execute channel: it connects as the HTTP client does,
+// then upgrades.
+func (e *Executor) dialMux(ctx context.Context) (*muxClient, error) {
+	conn, err := e.dialConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if e.tlsConf != nil {
+		cfg := e.tlsConf.Clone()
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(e.dialAddr)
+			cfg.ServerName = host
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	m, err := e.upgrade(conn)
+	if !stop() {
+		err = ctx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	go m.read()
+	return m, nil
+}
+
+func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
+	req := "GET " + api.MuxPath + " HTTP/1.1\r\nHost: ociapp-runtime\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n"
+	if e.token != "" {
+		req += "Authorization: Bearer " + e.token + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode < 300:
+			// A daemon from before the channel, or something between
+			// that does not pass upgrades.
+			return nil, errMuxUnsupported
+		}
+		return nil, decodeError(resp, body)
+	}
+	return &muxClient{
+		conn: conn, done: make(chan struct{}), bw: bufio.NewWriterSize(conn, 64<<10),
+		pending: make(map[uint64]chan api.MuxResponse),
+	}, nil
+}
+
+// read delivers responses until the channel ends, then fails the requests
+// still waiting.
+func (m *muxClient) read() {
+	defer close(m.done)
+	br := bufio.NewReaderSize(m.conn, 64<<10)
+	var err error
+	for {
+		var body []byte
+		if body, err = protocol.ReadFrame(br, maxMuxResponse); err != nil {
+			break
+		}
+		var resp api.MuxResponse
+		if resp, err = api.DecodeMuxResponse(body); err != nil {
+			break
+		}
+		m.mu.Lock()
+		ch := m.pending[resp.ID]
+		delete(m.pending, resp.ID)
+		m.mu.Unlock()
+		if ch != nil {
+			ch <- resp // buffered
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		err = errors.New("the daemon closed the execute channel")
+	}
+	m.mu.Lock()
+	m.err = err
+	for id, ch := range m.pending {
+		delete(m.pending, id)
+		close(ch)
+	}
+	m.mu.Unlock()
+	m.conn.Close()
+}
+
+// broken reports why the channel ended, or nil.
+func (m *muxClient) broken() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// call sends req and waits for its answer. A nil response and nil error
+// never happen; a channel that ended before the answer is an error.
+func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxResponse, error) {
+	ch := make(chan api.MuxResponse, 1)
+	m.mu.Lock()
+	if m.err != nil {
+		m.mu.Unlock()
+		return api.MuxResponse{}, m.err
+	}
+	m.next++
+	req.ID = m.next
+	m.pending[req.ID] = ch
+	m.mu.Unlock()
+
+	// Requests sent together leave in one write: a caller flushes only
+	// when no other waits to write after it.
+	m.writers.Add(1)
+	m.wmu.Lock()
+	m.buf = api.AppendMuxRequest(m.buf[:0], req)
+	_, err := m.bw.Write(m.buf)
+	if m.writers.Add(-1) == 0 && err == nil {
+		err = m.bw.Flush()
+	}
+	if cap(m.buf) > 1<<20 {
+		m.buf = nil
+	}
+	m.wmu.Unlock()
+	if err != nil {
+		m.conn.Close() // the reader fails the others
+		m.forget(req.ID)
+		return api.MuxResponse{}, err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return api.MuxResponse{}, m.broken()
+		}
+		return resp, nil
+	case <-ctx.Done():
+		// The daemon finishes the request; its answer is dropped.
+		m.forget(req.ID)
+		return api.MuxResponse{}, ctx.Err()
+	}
+}
+
+func (m *muxClient) forget(id uint64) {
+	m.mu.Lock()
+	delete(m.pending, id)
+	m.mu.Unlock()
+}
+
+func (m *muxClient) close() {
+	m.conn.Close()
+	<-m.done
+}
+
+// executeMux runs req on the execute channel, opening it when needed. It
+// returns errMuxUnsupported when the daemon has none.
+func (e *Executor) executeMux(ctx context.Context, path string, req api.MuxRequest) ([]byte, error) {
+	m, err := e.muxChannel(ctx)
+	if err != nil {
+		if errors.Is(err, errMuxUnsupported) {
+			return nil, err
+		}
+		var apiErr *api.Error
+		if errors.As(err, &apiErr) {
+			return nil, apiErr.Err(path)
+		}
+		return nil, e.transportError(ctx, path, err)
+	}
+	resp, err := m.call(ctx, req)
+	if err != nil {
+		return nil, e.transportError(ctx, path, err)
+	}
+	if resp.Error != nil {
+		apiErr, err := api.DecodeError(api.MediaMsgpack, resp.Error)
+		if err != nil {
+			return nil, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the daemon sent an undecodable error: %v", err)}
+		}
+		apiErr.Status = apiErr.Code.Status()
+		return nil, apiErr.Err(path)
+	}
+	return resp.Payload, nil
+}
+
+// muxChannel returns the open execute channel, opening one if there is
+// none or the last one ended.
+func (e *Executor) muxChannel(ctx context.Context) (*muxClient, error) {
+	e.muxMu.Lock()
+	defer e.muxMu.Unlock()
+	if e.muxClosed {
+		return nil, errors.New("the executor is closed")
+	}
+	if e.mux != nil && e.mux.broken() == nil {
+		return e.mux, nil
+	}
+	if e.mux != nil {
+		e.mux.close()
+		e.mux = nil
+	}
+	m, err := e.dialMux(ctx)
+	if err != nil {
+		if errors.Is(err, errMuxUnsupported) {
+			e.muxOff.Store(true)
+		}
+		return nil, err
+	}
+	e.mux = m
+	return m, nil
+}
