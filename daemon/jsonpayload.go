@@ -498,6 +498,19 @@ type scalar struct {
 	t    time.Time
 }
 
+// containerLength reads the length of the map or array whose first byte c
+// was just consumed: in c itself (fix forms), or in the 16- or 32-bit
+// field after it. per is the items each entry holds, for length's check.
+func (r *mpToJSON) containerLength(c, code16, code32 byte, per int) (int, error) {
+	switch c {
+	case code16:
+		return r.length(2, per)
+	case code32:
+		return r.length(4, per)
+	}
+	return int(c & 0x0f), nil
+}
+
 // value writes one value. Keys use key; containers recurse.
 func (r *mpToJSON) value(depth int) error {
 	if err := r.flush(jsonChunk); err != nil {
@@ -513,16 +526,7 @@ func (r *mpToJSON) value(depth int) error {
 	switch {
 	case c&0xf0 == 0x80 || c == 0xde || c == 0xdf:
 		r.off++
-		var n int
-		var err error
-		switch c {
-		case 0xde:
-			n, err = r.length(2, 2)
-		case 0xdf:
-			n, err = r.length(4, 2)
-		default:
-			n = int(c & 0x0f)
-		}
+		n, err := r.containerLength(c, 0xde, 0xdf, 2)
 		if err != nil {
 			return err
 		}
@@ -543,16 +547,7 @@ func (r *mpToJSON) value(depth int) error {
 		return nil
 	case c&0xf0 == 0x90 || c == 0xdc || c == 0xdd:
 		r.off++
-		var n int
-		var err error
-		switch c {
-		case 0xdc:
-			n, err = r.length(2, 1)
-		case 0xdd:
-			n, err = r.length(4, 1)
-		default:
-			n = int(c & 0x0f)
-		}
+		n, err := r.containerLength(c, 0xdc, 0xdd, 1)
 		if err != nil {
 			return err
 		}
