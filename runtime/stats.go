@@ -2,8 +2,6 @@ package runtime
 
 import (
 	"cmp"
-	"context"
-	"errors"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -98,31 +96,22 @@ func (r *Runtime) Stats() Stats {
 // countFailure counts a failed request by kind and returns err.
 func (r *Runtime) countFailure(err error) error {
 	c := &r.stats
-	var (
-		ae *ArtifactError
-		ee *EngineUnavailableError
-		se *StartupError
-		te *RequestTimeoutError
-		pe *AppError
-		ce *WorkerCrashError
-		oe *OverloadedError
-	)
-	switch {
-	case errors.As(err, &pe):
+	switch Classify(err) {
+	case KindApp:
 		c.failApp.Add(1)
-	case errors.As(err, &te):
+	case KindTimeout:
 		c.failTimeout.Add(1)
-	case errors.As(err, &ce):
+	case KindCrash:
 		c.failCrash.Add(1)
-	case errors.As(err, &se):
+	case KindStartup:
 		c.failStartup.Add(1)
-	case errors.As(err, &oe):
+	case KindOverloaded:
 		c.failOverloaded.Add(1)
-	case errors.As(err, &ae):
+	case KindArtifact:
 		c.failArtifact.Add(1)
-	case errors.As(err, &ee):
+	case KindEngine:
 		c.failEngine.Add(1)
-	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case KindClosed, KindCanceled, KindDeadline:
 		// The caller's doing, not a failure of the artifact.
 	default:
 		c.failOther.Add(1)

@@ -135,33 +135,35 @@ func (e *Error) Error() string {
 // FromError describes err, as returned by runtime.Runtime.ExecutePayload or
 // Warm, as an error body.
 func FromError(err error) *Error {
-	var (
-		appErr   *runtime.AppError
-		timeout  *runtime.RequestTimeoutError
-		startup  *runtime.StartupError
-		crash    *runtime.WorkerCrashError
-		overload *runtime.OverloadedError
-		artErr   *runtime.ArtifactError
-		engErr   *engine.UnavailableError
-		payload  *protocol.PayloadError
-	)
-	e := &Error{Message: err.Error()}
-	switch {
-	case errors.As(err, &appErr):
+	e := &Error{Message: err.Error(), Code: CodeInternal}
+	switch runtime.Classify(err) {
+	case runtime.KindApp:
+		var appErr *runtime.AppError
+		errors.As(err, &appErr)
 		e.Code, e.Message, e.ErrorType, e.Details = CodeAppError, appErr.Message, appErr.Type, appErr.Details
-	case errors.As(err, &timeout):
+	case runtime.KindTimeout:
+		var timeout *runtime.RequestTimeoutError
+		errors.As(err, &timeout)
 		e.Code, e.Artifact, e.Timeout = CodeRequestTimeout, timeout.Artifact, timeout.Timeout
-	case errors.As(err, &startup):
+	case runtime.KindStartup:
+		var startup *runtime.StartupError
+		errors.As(err, &startup)
 		e.Code, e.Artifact, e.ContainerID, e.Reason = CodeStartupFailed, startup.Artifact, startup.ContainerID, startup.Reason
 		e.Exited, e.ExitCode, e.OOMKilled, e.Logs, e.RetryIn = startup.Exited, startup.ExitCode, startup.OOMKilled, startup.Logs, startup.RetryIn
 		e.Cause = errText(startup.Err)
-	case errors.As(err, &crash):
+	case runtime.KindCrash:
+		var crash *runtime.WorkerCrashError
+		errors.As(err, &crash)
 		e.Code, e.Artifact, e.ContainerID, e.Reason = CodeWorkerCrashed, crash.Artifact, crash.ContainerID, crash.Reason
 		e.Exited, e.ExitCode, e.OOMKilled, e.Logs = crash.Exited, crash.ExitCode, crash.OOMKilled, crash.Logs
 		e.Cause = errText(crash.Err)
-	case errors.As(err, &overload):
+	case runtime.KindOverloaded:
+		var overload *runtime.OverloadedError
+		errors.As(err, &overload)
 		e.Code, e.Artifact, e.Queued = CodeOverloaded, overload.Artifact, overload.Queued
-	case errors.As(err, &artErr):
+	case runtime.KindArtifact:
+		var artErr *runtime.ArtifactError
+		errors.As(err, &artErr)
 		e.Code = CodeArtifactInvalid
 		var ae *artifact.Error
 		if errors.As(artErr.Err, &ae) {
@@ -169,14 +171,14 @@ func FromError(err error) *Error {
 		} else {
 			e.Cause = errText(artErr.Err)
 		}
-	case errors.As(err, &engErr):
+	case runtime.KindEngine:
+		var engErr *engine.UnavailableError
+		errors.As(err, &engErr)
 		e.Code, e.Engine, e.Host, e.Cause = CodeEngineUnavailable, engErr.Engine, engErr.Host, errText(engErr.Err)
-	case errors.Is(err, runtime.ErrClosed):
+	case runtime.KindClosed:
 		e.Code = CodeClosed
-	case errors.As(err, &payload):
+	case runtime.KindPayload:
 		e.Code = CodeBadRequest
-	default:
-		e.Code = CodeInternal
 	}
 	return e
 }
