@@ -82,9 +82,6 @@ func runServe(ctx context.Context, h Handler, args []string, stderr io.Writer) i
 		fmt.Fprintln(stderr, "ociapp: --busy-poll must not be negative")
 		return 2
 	}
-	if *busyPoll == 0 {
-		*busyPoll = -1 // Server.BusyPoll: negative is off, zero the default
-	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := &Server{

@@ -34,8 +34,9 @@ type Server struct {
 	Logger *slog.Logger
 	// BusyPoll is how long a connection is polled for its next request
 	// before the goroutine reading it sleeps, while the server has at most
-	// two requests in progress (see protocol.NewPollingReader); 0 means
-	// protocol.DefaultBusyPoll, a negative value turns polling off.
+	// two requests in progress (see protocol.NewPollingReader). Zero, as
+	// everywhere in this module, turns polling off; serve sets it to
+	// protocol.DefaultBusyPoll unless --busy-poll says otherwise.
 	BusyPoll time.Duration
 }
 
@@ -212,14 +213,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlineWatch) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	busyPoll := s.BusyPoll
-	if busyPoll == 0 {
-		busyPoll = protocol.DefaultBusyPoll
-	}
 	c := &connServer{
 		srv:         s,
 		conn:        conn,
-		r:           bufio.NewReaderSize(protocol.NewPollingReader(conn, busyPoll, inProgress), 64<<10),
+		r:           bufio.NewReaderSize(protocol.NewPollingReader(conn, s.BusyPoll, inProgress), 64<<10),
 		inProgress:  inProgress,
 		w:           protocol.NewWriter(conn),
 		ctx:         ctx,

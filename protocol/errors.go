@@ -8,7 +8,7 @@ import (
 // FrameFault names what was wrong with a frame.
 type FrameFault string
 
-// The frame faults DESIGN.md names; each is fatal for the connection.
+// The frame faults of docs/protocol.md; each is fatal for the connection.
 const (
 	FaultZeroLength      FrameFault = "zero_length"
 	FaultTruncatedHeader FrameFault = "truncated_header"
@@ -117,7 +117,7 @@ func (e *ConnectionError) Error() string {
 func (e *ConnectionError) Unwrap() []error { return []error{ErrConnectionClosed, e.Err} }
 
 // IsMalformed reports whether err is a frame or envelope fault, the kind that
-// DESIGN.md makes fatal for a connection.
+// docs/protocol.md makes fatal for a connection.
 func IsMalformed(err error) bool {
 	var fe *FrameError
 	var ee *EnvelopeError
