@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/google/uuid"
+	"github.com/ociapp/ociapp/internal/mpwire"
 )
 
 // ID is a request id: a UUID, sent as its canonical lowercase string.
@@ -68,10 +69,10 @@ const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5
 // AppendRequestFrame appends req to dst as a complete frame.
 func AppendRequestFrame(dst []byte, req Request) []byte {
 	dst, start := beginFrame(dst)
-	dst = appendMapHeader(dst, 2)
-	dst = appendStr(dst, "request_id")
+	dst = mpwire.AppendMapHeader(dst, 2)
+	dst = mpwire.AppendStr(dst, "request_id")
 	dst = appendIDStr(dst, req.ID)
-	dst = appendStr(dst, "payload")
+	dst = mpwire.AppendStr(dst, "payload")
 	dst = appendBinOrNil(dst, nonNil(req.Payload))
 	return finishFrame(dst, start)
 }
@@ -79,12 +80,12 @@ func AppendRequestFrame(dst []byte, req Request) []byte {
 // AppendResponseFrame appends resp to dst as a complete frame.
 func AppendResponseFrame(dst []byte, resp Response) []byte {
 	dst, start := beginFrame(dst)
-	dst = appendMapHeader(dst, 3)
-	dst = appendStr(dst, "request_id")
+	dst = mpwire.AppendMapHeader(dst, 3)
+	dst = mpwire.AppendStr(dst, "request_id")
 	dst = appendIDStr(dst, resp.ID)
-	dst = appendStr(dst, "payload")
+	dst = mpwire.AppendStr(dst, "payload")
 	dst = appendBinOrNil(dst, resp.Payload)
-	dst = appendStr(dst, "error")
+	dst = mpwire.AppendStr(dst, "error")
 	dst = appendBinOrNil(dst, resp.Error)
 	return finishFrame(dst, start)
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/ociapp/ociapp/internal/mpwire"
 )
 
 // The envelope codec reads and writes the few msgpack forms an envelope uses
@@ -233,41 +235,10 @@ func typeName(c byte) string {
 	return fmt.Sprintf("type byte 0x%02x", c)
 }
 
-func appendMapHeader(dst []byte, n int) []byte {
-	return append(dst, 0x80|byte(n)) // envelopes have at most 3 keys
-}
-
-func appendStr(dst []byte, s string) []byte {
-	n := len(s)
-	switch {
-	case n < 32:
-		dst = append(dst, 0xa0|byte(n))
-	case n <= 0xff:
-		dst = append(dst, 0xd9, byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 0xda)
-		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
-	default:
-		dst = append(dst, 0xdb)
-		dst = binary.BigEndian.AppendUint32(dst, uint32(n))
-	}
-	return append(dst, s...)
-}
-
 // appendBinOrNil writes b as bin, or nil when b is nil.
 func appendBinOrNil(dst, b []byte) []byte {
-	n := len(b)
-	switch {
-	case b == nil:
-		return append(dst, 0xc0)
-	case n <= 0xff:
-		dst = append(dst, 0xc4, byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 0xc5)
-		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
-	default:
-		dst = append(dst, 0xc6)
-		dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	if b == nil {
+		return mpwire.AppendNil(dst)
 	}
-	return append(dst, b...)
+	return mpwire.AppendBin(dst, b)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 
+	"github.com/ociapp/ociapp/internal/mpwire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -219,12 +220,12 @@ func DecodeError(b []byte) (*AppError, error) {
 // replaced by their string form rather than losing the error.
 func EncodeError(e *AppError) []byte {
 	var b []byte
-	b = appendMapHeader(b, 3)
-	b = appendStr(b, "error_type")
-	b = appendStr(b, e.Type)
-	b = appendStr(b, "message")
-	b = appendStr(b, e.Message)
-	b = appendStr(b, "details")
+	b = mpwire.AppendMapHeader(b, 3)
+	b = mpwire.AppendStr(b, "error_type")
+	b = mpwire.AppendStr(b, e.Type)
+	b = mpwire.AppendStr(b, "message")
+	b = mpwire.AppendStr(b, e.Message)
+	b = mpwire.AppendStr(b, "details")
 	details, err := marshal(e.Details)
 	if err != nil {
 		details, _ = marshal(map[string]any{"unencodable": err.Error()})

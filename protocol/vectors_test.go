@@ -9,6 +9,8 @@ import (
 	"os"
 	"reflect"
 	"testing"
+
+	"github.com/ociapp/ociapp/internal/mpwire"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
@@ -105,7 +107,7 @@ func buildVectors(t testing.TB) vectorFile {
 	}
 	// envelope builds a frame body by hand, for envelopes the encoder refuses to make.
 	envelope := func(parts ...[]byte) string { return frameHex(t, bytes.Join(parts, nil)) }
-	str := func(s string) []byte { return appendStr(nil, s) }
+	str := func(s string) []byte { return mpwire.AppendStr(nil, s) }
 	bin := func(b []byte) []byte { return appendBinOrNil(nil, b) }
 	hexb := func(s string) []byte {
 		b, err := hex.DecodeString(s)

@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 
+	"github.com/ociapp/ociapp/internal/mpwire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -56,16 +56,16 @@ func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 		n += 2
 	}
 	dst = append(dst, 0x80|byte(n))
-	dst = appendMuxStr(dst, "id")
-	dst = appendMuxUint(dst, req.ID)
+	dst = mpwire.AppendStr(dst, "id")
+	dst = mpwire.AppendUint64(dst, req.ID)
 	if req.Digest != "" {
-		dst = appendMuxStr(appendMuxStr(dst, "digest"), req.Digest)
+		dst = mpwire.AppendStr(mpwire.AppendStr(dst, "digest"), req.Digest)
 	}
 	if req.Path != "" {
-		dst = appendMuxStr(appendMuxStr(dst, "path"), req.Path)
-		dst = appendMuxStr(appendMuxStr(dst, "file"), req.File)
+		dst = mpwire.AppendStr(mpwire.AppendStr(dst, "path"), req.Path)
+		dst = mpwire.AppendStr(mpwire.AppendStr(dst, "file"), req.File)
 	}
-	dst = appendMuxBin(appendMuxStr(dst, "payload"), req.Payload)
+	dst = mpwire.AppendBin(mpwire.AppendStr(dst, "payload"), req.Payload)
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
 }
@@ -75,11 +75,11 @@ func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 func AppendMuxResponse(dst []byte, resp MuxResponse) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, 0x82)
-	dst = appendMuxUint(appendMuxStr(dst, "id"), resp.ID)
+	dst = mpwire.AppendUint64(mpwire.AppendStr(dst, "id"), resp.ID)
 	if resp.Error != nil {
-		dst = appendMuxBin(appendMuxStr(dst, "error"), resp.Error)
+		dst = mpwire.AppendBin(mpwire.AppendStr(dst, "error"), resp.Error)
 	} else {
-		dst = appendMuxBin(appendMuxStr(dst, "payload"), resp.Payload)
+		dst = mpwire.AppendBin(mpwire.AppendStr(dst, "payload"), resp.Payload)
 	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
@@ -180,36 +180,4 @@ func decodeMuxMap(body []byte, field func(string, *msgpack.Decoder) error) error
 		return errors.New("bytes after the map")
 	}
 	return nil
-}
-
-func appendMuxStr(dst []byte, s string) []byte {
-	switch n := len(s); {
-	case n < 32:
-		dst = append(dst, 0xa0|byte(n))
-	case n <= math.MaxUint8:
-		dst = append(dst, 0xd9, byte(n))
-	case n <= math.MaxUint16:
-		dst = binary.BigEndian.AppendUint16(append(dst, 0xda), uint16(n))
-	default:
-		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
-	}
-	return append(dst, s...)
-}
-
-func appendMuxBin(dst, b []byte) []byte {
-	switch n := len(b); {
-	case n <= math.MaxUint8:
-		dst = append(dst, 0xc4, byte(n))
-	case n <= math.MaxUint16:
-		dst = binary.BigEndian.AppendUint16(append(dst, 0xc5), uint16(n))
-	default:
-		dst = binary.BigEndian.AppendUint32(append(dst, 0xc6), uint32(n))
-	}
-	return append(dst, b...)
-}
-
-// appendMuxUint writes an id as uint64 always (0xcf and 8 bytes), so that
-// a frame's id is at a fixed place.
-func appendMuxUint(dst []byte, v uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(dst, 0xcf), v)
 }
