@@ -28,6 +28,7 @@ import (
 
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/jsonpayload"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -787,8 +788,8 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 	}
 	payload := body
 	if media == api.MediaJSON {
-		if payload, err = jsonToPayload(body, int(s.cfg.maxRequestSize)); err != nil {
-			if errors.Is(err, errPayloadTooLarge) {
+		if payload, err = jsonpayload.FromJSON(body, int(s.cfg.maxRequestSize)); err != nil {
+			if errors.Is(err, jsonpayload.ErrTooLarge) {
 				// msgpack can be larger than the JSON it came from (a
 				// float takes 9 bytes), and the limit protects the frame
 				// to the container.
@@ -822,14 +823,14 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 	}
 	// Converted twice, to learn its length and whether it converts, then
 	// to the client: never held whole.
-	n, err := writePayloadJSON(io.Discard, out)
+	n, err := jsonpayload.Write(io.Discard, out)
 	if err != nil {
 		writeError(w, media, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the application's response cannot be written as JSON (%v); send the request as %s", err, api.MediaMsgpack)})
 		return
 	}
 	setBodyHeaders(w, api.MediaJSON, n)
 	w.WriteHeader(http.StatusOK)
-	if _, err := writePayloadJSON(w, out); err != nil {
+	if _, err := jsonpayload.Write(w, out); err != nil {
 		s.cfg.log.Debug("writing a response", "digest", d, "err", boundedErr(err))
 	}
 }

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/jsonpayload"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -249,28 +248,26 @@ func causeErr(s string) error {
 }
 
 // Encode encodes e as a body of the given media type (MediaMsgpack, else
-// JSON).
+// JSON, converted from the msgpack body by package jsonpayload).
 func (e *Error) Encode(media string) []byte {
 	m := e.fields()
+	b, err := protocol.EncodePayload(m)
+	if err != nil {
+		// Details the encoder cannot take are sent as text rather than
+		// losing the error.
+		m["details"] = fmt.Sprint(e.Details)
+		b, _ = protocol.EncodePayload(m)
+	}
 	if media == MediaMsgpack {
-		b, err := protocol.EncodePayload(m)
-		if err != nil {
-			// Details the encoder cannot take are sent as text rather than
-			// losing the error.
-			m["details"] = fmt.Sprint(e.Details)
-			b, _ = protocol.EncodePayload(m)
-		}
 		return b
 	}
-	if d, ok := m["details"]; ok {
-		m["details"] = JSONValue(d)
-	}
-	b, err := json.Marshal(m)
+	j, err := jsonpayload.ToJSON(b)
 	if err != nil {
 		m["details"] = fmt.Sprint(e.Details)
-		b, _ = json.Marshal(m)
+		b, _ = protocol.EncodePayload(m)
+		j, _ = jsonpayload.ToJSON(b)
 	}
-	return b
+	return j
 }
 
 func (e *Error) fields() map[string]any {
@@ -305,22 +302,15 @@ func (e *Error) fields() map[string]any {
 // DecodeError decodes an error body of the given media type (MediaMsgpack,
 // else JSON). A body without a string code and message is an error.
 func DecodeError(media string, body []byte) (*Error, error) {
-	var m map[string]any
-	if media == MediaMsgpack {
+	if media != MediaMsgpack {
 		var err error
-		if m, err = protocol.DecodePayload(body); err != nil {
+		if body, err = jsonpayload.FromJSON(body, 0); err != nil {
 			return nil, fmt.Errorf("decoding error body: %w", err)
 		}
-	} else {
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		if err := dec.Decode(&m); err != nil {
-			return nil, fmt.Errorf("decoding error body: %w", err)
-		}
-		if m == nil {
-			return nil, errors.New("decoding error body: not an object")
-		}
-		m = FromJSON(m).(map[string]any)
+	}
+	m, err := protocol.DecodePayload(body)
+	if err != nil {
+		return nil, fmt.Errorf("decoding error body: %w", err)
 	}
 	code, ok1 := m["code"].(string)
 	msg, ok2 := m["message"].(string)

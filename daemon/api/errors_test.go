@@ -1,13 +1,11 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
@@ -162,32 +160,6 @@ func TestDecodeErrorClampsNumbers(t *testing.T) {
 func TestStatusOfUnknownCode(t *testing.T) {
 	if s := Code("what").Status(); s != http.StatusInternalServerError {
 		t.Fatalf("got %d", s)
-	}
-}
-
-func TestFromJSON(t *testing.T) {
-	var v any
-	dec := json.NewDecoder(strings.NewReader(`{"i": 3, "neg": -7, "u": 18446744073709551615, "f": 1.5, "e": 1e3, "inf": 1e400, "l": [1, {"x": 2}], "s": "t", "n": null}`))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		t.Fatal(err)
-	}
-	got := FromJSON(v)
-	want := map[string]any{"i": int64(3), "neg": int64(-7), "u": uint64(math.MaxUint64), "f": 1.5, "e": 1000.0, "inf": math.Inf(1),
-		"l": []any{int64(1), map[string]any{"x": int64(2)}}, "s": "t", "n": nil}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %#v", got)
-	}
-}
-
-func TestJSONValue(t *testing.T) {
-	in := map[string]any{"m": map[any]any{int64(1): "a"}, "l": []any{math.NaN(), math.Inf(-1), float32(math.Inf(1))}, "b": []byte("hi")}
-	b, err := json.Marshal(JSONValue(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(b) != `{"b":"aGk=","l":["NaN","-Inf","+Inf"],"m":{"1":"a"}}` {
-		t.Fatalf("got %s", b)
 	}
 }
 

@@ -1,4 +1,7 @@
-package daemon
+// Package jsonpayload converts between JSON text and msgpack payloads,
+// byte to byte, for every place a payload meets JSON: ociapp-runtime run
+// and bench --payload, and the daemon's JSON API.
+package jsonpayload
 
 import (
 	"bytes"
@@ -13,42 +16,41 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/ociapp/ociapp/internal/mpwire"
 )
 
-// The daemon converts between JSON bodies and msgpack payloads directly,
-// byte to byte, without building the value in between: a value tree of
-// interfaces costs some twenty times the bytes of its JSON, and a daemon
-// holding a few large requests would hold gigabytes.
+// The conversion goes from bytes to bytes without building the value in
+// between: a value tree of interfaces costs some twenty times the bytes of
+// its JSON, and a daemon holding a few large requests would hold
+// gigabytes.
 
-// maxNesting is how deeply a payload may nest objects and arrays below its
+// MaxNesting is how deeply a payload may nest objects and arrays below its
 // top-level map: the most the application protocol's reader accepts
 // (protocol's skip limit), so a request within it is never refused later.
-const maxNesting = 128
+const MaxNesting = 128
 
-// errPayloadTooLarge is a JSON request whose msgpack form exceeds the
-// request size limit.
-var errPayloadTooLarge = errors.New("the request as msgpack exceeds the request size limit")
+// ErrTooLarge is a JSON request whose msgpack form exceeds the limit given
+// to FromJSON.
+var ErrTooLarge = errors.New("the request as msgpack exceeds the request size limit")
 
-// jsonToPayload turns a JSON object into a msgpack payload of at most
-// limit bytes. Integers stay integers (int64, or uint64 above its range)
-// and other numbers become floats, because msgpack tells them apart and
-// applications validate the difference. Objects keep their keys' order.
-func jsonToPayload(body []byte, limit int) ([]byte, error) {
+// FromJSON turns a JSON object into a msgpack payload of at most limit
+// bytes (no limit when limit <= 0). Integers stay integers (int64, or
+// uint64 above its range) and other numbers become floats, because msgpack
+// tells them apart and applications validate the difference. Objects keep
+// their keys' order. Anything but one JSON object, with nothing after it
+// but white space, is an error that says what is wrong.
+func FromJSON(body []byte, limit int) ([]byte, error) {
+	if limit <= 0 {
+		limit = math.MaxInt
+	}
 	if !json.Valid(body) {
-		// The standard decoder gives up on nesting deeper than 10,000;
-		// that is the nesting limit's to report.
-		if nestingOf(body) > maxNesting+1 {
-			return nil, nestingError()
-		}
-		// Unmarshal checks the syntax before anything else, so this only
-		// finds the error's words.
-		err := json.Unmarshal(body, new(json.RawMessage))
-		return nil, fmt.Errorf("the request is not valid JSON: %v", err)
+		return nil, invalidJSON(body)
 	}
 	t := jsonScanner{b: body}
 	t.space()
-	if t.off >= len(body) || body[t.off] != '{' {
-		return nil, errors.New("the request must be a JSON object")
+	if c := body[t.off]; c != '{' {
+		return nil, fmt.Errorf("the request must be a JSON object, not %s", kindOf(c))
 	}
 	// The first pass counts the elements of each object and array, in the
 	// order they open, for the headers the second pass writes first, and
@@ -62,6 +64,38 @@ func jsonToPayload(body []byte, limit int) ([]byte, error) {
 		return nil, err
 	}
 	return t.out, nil
+}
+
+// invalidJSON says what is wrong with body, which json.Valid refused.
+func invalidJSON(body []byte) error {
+	// The standard decoder gives up on nesting deeper than 10,000; that
+	// is the nesting limit's to report.
+	if nestingOf(body) > MaxNesting+1 {
+		return nestingError()
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(new(json.RawMessage)); err != nil {
+		if err == io.EOF {
+			return errors.New("the request is empty; it must be a JSON object")
+		}
+		return fmt.Errorf("the request is not valid JSON: %v", err)
+	}
+	return errors.New("the request has data after its JSON value")
+}
+
+// kindOf names the JSON value that starts with c.
+func kindOf(c byte) string {
+	switch c {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
 }
 
 // jsonScanner walks JSON that json.Valid accepted.
@@ -107,7 +141,7 @@ func nestingOf(b []byte) int {
 }
 
 func nestingError() error {
-	return fmt.Errorf("the request nests objects and arrays more than %d levels deep, the most a payload may; flatten it", maxNesting)
+	return fmt.Errorf("the request nests objects and arrays more than %d levels deep, the most a payload may; flatten it", MaxNesting)
 }
 
 // count runs through the whole value, counting each container's elements
@@ -120,7 +154,7 @@ func (t *jsonScanner) count(limit int) (counts []uint32, size int, err error) {
 	var scratch [9]byte
 	for t.off < len(t.b) {
 		if size > limit {
-			return nil, 0, errPayloadTooLarge
+			return nil, 0, ErrTooLarge
 		}
 		t.space()
 		if t.off >= len(t.b) {
@@ -135,7 +169,7 @@ func (t *jsonScanner) count(limit int) (counts []uint32, size int, err error) {
 		}
 		switch c {
 		case '{', '[':
-			if len(open) > maxNesting {
+			if len(open) > MaxNesting {
 				return nil, 0, nestingError()
 			}
 			open = append(open, len(counts))
@@ -143,11 +177,11 @@ func (t *jsonScanner) count(limit int) (counts []uint32, size int, err error) {
 			t.off++
 			t.space()
 			// A non-empty container has an element one level deeper.
-			if t.off < len(t.b) && t.b[t.off] != '}' && t.b[t.off] != ']' && len(open) > maxNesting {
+			if t.off < len(t.b) && t.b[t.off] != '}' && t.b[t.off] != ']' && len(open) > MaxNesting {
 				return nil, 0, nestingError()
 			}
 		case '}', ']':
-			size += headerSize(int(counts[open[len(open)-1]]))
+			size += mpwire.ContainerHeaderSize(int(counts[open[len(open)-1]]))
 			open = open[:len(open)-1]
 			t.off++
 		case ',', ':':
@@ -158,7 +192,7 @@ func (t *jsonScanner) count(limit int) (counts []uint32, size int, err error) {
 			if err != nil {
 				return nil, 0, err
 			}
-			size += strHeaderSize(len(s)) + len(s)
+			size += mpwire.StrHeaderSize(len(s)) + len(s)
 			t.off = end
 		default:
 			end := t.literalEnd()
@@ -167,7 +201,7 @@ func (t *jsonScanner) count(limit int) (counts []uint32, size int, err error) {
 		}
 	}
 	if size > limit {
-		return nil, 0, errPayloadTooLarge
+		return nil, 0, ErrTooLarge
 	}
 	return counts, size, nil
 }
@@ -219,9 +253,9 @@ func (t *jsonScanner) value() error {
 		t.next++
 		t.off++
 		if c == '{' {
-			t.out = appendMapHeader(t.out, n)
+			t.out = mpwire.AppendMapHeader(t.out, n)
 		} else {
-			t.out = appendArrayHeader(t.out, n)
+			t.out = mpwire.AppendArrayHeader(t.out, n)
 		}
 		for i := range n {
 			if i > 0 {
@@ -262,7 +296,7 @@ func (t *jsonScanner) str() error {
 		return err
 	}
 	t.off = end
-	t.out = appendStrBytes(t.out, v)
+	t.out = mpwire.AppendStr(t.out, v)
 	return nil
 }
 
@@ -295,28 +329,6 @@ func appendLiteral(dst, tok []byte) []byte {
 	return appendJSONNumber(dst, string(tok))
 }
 
-func headerSize(n int) int {
-	switch {
-	case n < 16:
-		return 1
-	case n <= math.MaxUint16:
-		return 3
-	}
-	return 5
-}
-
-func strHeaderSize(n int) int {
-	switch {
-	case n < 32:
-		return 1
-	case n <= math.MaxUint8:
-		return 2
-	case n <= math.MaxUint16:
-		return 3
-	}
-	return 5
-}
-
 // appendJSONNumber writes an integer as the smallest msgpack integer that
 // holds it, anything else as a float64 (beyond float64's range, an
 // infinity).
@@ -325,96 +337,36 @@ func appendJSONNumber(dst []byte, s string) []byte {
 	// the others would cost an error value each.
 	if !strings.ContainsAny(s, ".eE") {
 		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return appendInt(dst, i)
+			return mpwire.AppendInt(dst, i)
 		}
 		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
-			return binary.BigEndian.AppendUint64(append(dst, 0xcf), u)
+			return mpwire.AppendUint64(dst, u)
 		}
 	}
 	f, _ := strconv.ParseFloat(s, 64)
-	dst = append(dst, 0xcb)
-	return binary.BigEndian.AppendUint64(dst, math.Float64bits(f))
+	return mpwire.AppendFloat64(dst, f)
 }
 
-func appendInt(dst []byte, i int64) []byte {
-	switch {
-	case i >= 0 && i <= 0x7f:
-		return append(dst, byte(i))
-	case i >= 0 && i <= math.MaxUint8:
-		return append(dst, 0xcc, byte(i))
-	case i >= 0 && i <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xcd), uint16(i))
-	case i >= 0 && i <= math.MaxUint32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xce), uint32(i))
-	case i >= 0:
-		return binary.BigEndian.AppendUint64(append(dst, 0xcf), uint64(i))
-	case i >= -32:
-		return append(dst, byte(i))
-	case i >= math.MinInt8:
-		return append(dst, 0xd0, byte(i))
-	case i >= math.MinInt16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xd1), uint16(i))
-	case i >= math.MinInt32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xd2), uint32(i))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(i))
-}
-
-func appendMapHeader(dst []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(dst, 0x80|byte(n))
-	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xde), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdf), uint32(n))
-}
-
-func appendArrayHeader(dst []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(dst, 0x90|byte(n))
-	case n <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xdc), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdd), uint32(n))
-}
-
-func appendStrBytes(dst, s []byte) []byte {
-	n := len(s)
-	switch {
-	case n < 32:
-		dst = append(dst, 0xa0|byte(n))
-	case n <= math.MaxUint8:
-		dst = append(dst, 0xd9, byte(n))
-	case n <= math.MaxUint16:
-		dst = binary.BigEndian.AppendUint16(append(dst, 0xda), uint16(n))
-	default:
-		dst = binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
-	}
-	return append(dst, s...)
-}
-
-// payloadToJSON returns a msgpack payload from an application as JSON
-// (see writePayloadJSON).
-func payloadToJSON(payload []byte) ([]byte, error) {
+// ToJSON returns a msgpack payload from an application as JSON
+// (see Write).
+func ToJSON(payload []byte) ([]byte, error) {
 	var b bytes.Buffer
-	if _, err := writePayloadJSON(&b, payload); err != nil {
+	if _, err := Write(&b, payload); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
 }
 
-// jsonChunk is how much JSON writePayloadJSON gathers before writing it.
+// jsonChunk is how much JSON Write gathers before writing it.
 const jsonChunk = 32 << 10
 
-// writePayloadJSON writes a msgpack payload from an application to w as
+// Write writes a msgpack payload from an application to w as
 // JSON, a chunk at a time, and returns how many bytes it wrote. Map keys
 // that are not strings become their text, binary values base64 strings,
 // floats JSON cannot express (NaN, infinities) their text, and timestamps
 // RFC 3339 strings. A payload it cannot convert may leave part of its JSON
 // written: write to io.Discard first to learn the length and the error.
-func writePayloadJSON(w io.Writer, payload []byte) (int64, error) {
+func Write(w io.Writer, payload []byte) (int64, error) {
 	r := mpToJSON{b: payload, w: w, out: make([]byte, 0, 2*jsonChunk)}
 	if len(payload) == 0 || !(payload[0]&0xf0 == 0x80 || payload[0] == 0xde || payload[0] == 0xdf) {
 		return 0, errors.New("the response is not a msgpack map")
@@ -495,6 +447,7 @@ type scalar struct {
 	i    int64
 	u    uint64
 	f    float64
+	bits int // of a float: 32 or 64
 	t    time.Time
 }
 
@@ -516,8 +469,8 @@ func (r *mpToJSON) value(depth int) error {
 	if err := r.flush(jsonChunk); err != nil {
 		return err
 	}
-	if depth > maxNesting {
-		return fmt.Errorf("the response nests more than %d levels deep", maxNesting)
+	if depth > MaxNesting {
+		return fmt.Errorf("the response nests more than %d levels deep", MaxNesting)
 	}
 	if r.off >= len(r.b) {
 		return errShortPayload
@@ -585,7 +538,7 @@ func (r *mpToJSON) value(depth int) error {
 	case 'u':
 		r.out = strconv.AppendUint(r.out, v.u, 10)
 	case 'f':
-		r.out = appendJSONFloat(r.out, v.f)
+		r.out = appendJSONFloat(r.out, v.f, v.bits)
 	case 'b':
 		r.out = strconv.AppendBool(r.out, v.u == 1)
 	case 'n':
@@ -709,10 +662,10 @@ func (r *mpToJSON) scalar() (scalar, error) {
 		return scalar{kind: 'i', i: i}, err
 	case 0xca:
 		u, err := r.uint(4)
-		return scalar{kind: 'f', f: float64(math.Float32frombits(uint32(u)))}, err
+		return scalar{kind: 'f', f: float64(math.Float32frombits(uint32(u))), bits: 32}, err
 	case 0xcb:
 		u, err := r.uint(8)
-		return scalar{kind: 'f', f: math.Float64frombits(u)}, err
+		return scalar{kind: 'f', f: math.Float64frombits(u), bits: 64}, err
 	case 0xd6, 0xd7, 0xc7:
 		// The timestamp extension (type -1) is the one extension the
 		// payload decoder knows.
@@ -755,23 +708,30 @@ func (r *mpToJSON) scalar() (scalar, error) {
 	return scalar{}, fmt.Errorf("the response holds msgpack type byte 0x%02x, which JSON cannot express", c)
 }
 
-// appendJSONFloat writes a float as encoding/json does, and NaN and the
-// infinities, which JSON has no numbers for, as strings.
-func appendJSONFloat(dst []byte, f float64) []byte {
+// appendJSONFloat writes a float so that it reads back as a float: as
+// encoding/json writes it, plus ".0" on integral values (1.0, not 1), since
+// msgpack tells floats from integers and applications validate the
+// difference; NaN and the infinities, which JSON has no numbers for, as
+// strings. A float32 is written with the digits that identify it as a
+// float32 (0.1, not 0.10000000149011612).
+func appendJSONFloat(dst []byte, f float64, bits int) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return strconv.AppendQuote(dst, strconv.FormatFloat(f, 'g', -1, 64))
+		return strconv.AppendQuote(dst, strconv.FormatFloat(f, 'g', -1, bits))
 	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'
 	}
-	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	start := len(dst)
+	dst = strconv.AppendFloat(dst, f, format, -1, bits)
 	if format == 'e' {
 		// e-09 to e-9, as encoding/json writes it.
 		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
 			dst[n-2] = dst[n-1]
 			dst = dst[:n-1]
 		}
+	} else if bytes.IndexByte(dst[start:], '.') < 0 {
+		dst = append(dst, '.', '0')
 	}
 	return dst
 }
@@ -779,15 +739,16 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString writes s as a JSON string, escaped as encoding/json
-// escapes it: control characters, quotes, backslashes, <, > and &, U+2028
-// and U+2029; invalid UTF-8 becomes U+FFFD.
+// escapes it without HTML escaping (SetEscapeHTML(false)): control
+// characters, quotes, backslashes, U+2028 and U+2029; invalid UTF-8 becomes
+// U+FFFD.
 func appendJSONString(dst, s []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if c >= 0x20 && c != '"' && c != '\\' {
 				i++
 				continue
 			}

@@ -1,4 +1,4 @@
-package daemon
+package jsonpayload
 
 import (
 	"io"
@@ -36,15 +36,15 @@ func TestConversionMemory(t *testing.T) {
 			body := []byte(`{"a":[` + strings.Repeat(tt.elem, n/len(tt.elem)) + `0]}`)
 			var payload []byte
 			var err error
-			req := allocated(func() { payload, err = jsonToPayload(body, 1<<30) })
+			req := allocated(func() { payload, err = FromJSON(body, 1<<30) })
 			if err != nil {
 				t.Fatal(err)
 			}
 			// As the server does: once to learn the length, once to the
 			// client.
 			resp := allocated(func() {
-				if _, err = writePayloadJSON(io.Discard, payload); err == nil {
-					_, err = writePayloadJSON(io.Discard, payload)
+				if _, err = Write(io.Discard, payload); err == nil {
+					_, err = Write(io.Discard, payload)
 				}
 			})
 			if err != nil {

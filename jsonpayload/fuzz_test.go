@@ -1,22 +1,24 @@
-package daemon
+package jsonpayload
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
-	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/protocol"
 )
 
 // treeJSONToPayload is the conversion through a value tree that
-// jsonToPayload replaces: what it accepts, jsonToPayload must accept with
+// FromJSON replaces: what it accepts, FromJSON must accept with
 // the same meaning.
 func treeJSONToPayload(body []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -32,7 +34,7 @@ func treeJSONToPayload(body []byte) ([]byte, error) {
 	if !ok {
 		return nil, errors.New("not an object")
 	}
-	return protocol.EncodePayload(api.FromJSON(m))
+	return protocol.EncodePayload(treeNumbers(m))
 }
 
 // FuzzJSONToPayload feeds execute bodies to the JSON conversion: whatever
@@ -50,7 +52,7 @@ func FuzzJSONToPayload(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		payload, err := jsonToPayload(body, 1<<20)
+		payload, err := FromJSON(body, 1<<20)
 		want, wantErr := treeJSONToPayload(body)
 		if err != nil {
 			if wantErr == nil {
@@ -76,13 +78,13 @@ func FuzzJSONToPayload(f *testing.F) {
 }
 
 // treePayloadToJSON is the conversion through a value tree that
-// payloadToJSON replaces.
+// ToJSON replaces.
 func treePayloadToJSON(payload []byte) ([]byte, error) {
 	v, err := protocol.DecodePayload(payload)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(api.JSONValue(v))
+	return json.Marshal(treeJSONValue(v))
 }
 
 // onlyStringKeys reports whether every map in v has string keys of valid
@@ -126,7 +128,7 @@ func FuzzPayloadToJSON(f *testing.F) {
 	f.Add([]byte{0x81, 0xa1, 'k', 0xca, 0, 0, 0, 0}) // a float32
 	f.Add([]byte{0x81, 0xa1, 'k', 0xd6, 0xff, 0, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		got, err := payloadToJSON(payload)
+		got, err := ToJSON(payload)
 		want, wantErr := treePayloadToJSON(payload)
 		if err != nil {
 			if wantErr == nil {
@@ -159,4 +161,64 @@ func FuzzPayloadToJSON(f *testing.F) {
 			t.Fatalf("%x became %s, want %s", payload, got, want)
 		}
 	})
+}
+
+// treeNumbers turns the json.Numbers of a value decoded with UseNumber
+// into int64, uint64 or float64, as FromJSON does.
+func treeNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return i
+		}
+		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
+			return u
+		}
+		f, _ := x.Float64() // beyond float64's range: an infinity
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = treeNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = treeNumbers(e)
+		}
+	}
+	return v
+}
+
+// treeJSONValue makes a decoded payload writable by encoding/json, as
+// ToJSON writes it: non-string keys as their text, NaN and infinities as
+// strings.
+func treeJSONValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = treeJSONValue(e)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[fmt.Sprint(k)] = treeJSONValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = treeJSONValue(e)
+		}
+		return out
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	case float32:
+		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+			return strconv.FormatFloat(f, 'g', -1, 32)
+		}
+	}
+	return v
 }
