@@ -145,9 +145,10 @@ func FuzzPayloadToJSON(f *testing.F) {
 			return
 		}
 		tree, _ := protocol.DecodePayload(payload)
-		if !onlyStringKeys(tree) || slices.ContainsFunc(payload, func(c byte) bool { return c >= 0xc4 && c <= 0xc6 }) {
-			// Keys of other types may share a text; and the tree decoder
-			// reads binary as text where the documented answer is base64.
+		if !onlyStringKeys(tree) || slices.ContainsFunc(payload, func(c byte) bool { return c >= 0xc4 && c <= 0xc6 || c == 0xca }) {
+			// Keys of other types may share a text; the tree decoder
+			// reads binary as text where the documented answer is base64,
+			// and a float32 as a float64, whose digits differ.
 			return
 		}
 		var gv, wv any
