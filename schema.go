@@ -74,12 +74,3 @@ func title(name string) string {
 	}
 	return strings.Join(words, " ")
 }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

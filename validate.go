@@ -2,8 +2,10 @@ package ociapp
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -101,7 +103,7 @@ func (v *validator) convert(in any, dst reflect.Value, loc []any) {
 			}
 			v.convert(val, dst.Field(f.index), floc)
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if !known[k] {
 				v.fail(append(loc, k), "extra_forbidden", "Extra inputs are not permitted", m[k])
 			}
@@ -113,7 +115,7 @@ func (v *validator) convert(in any, dst reflect.Value, loc []any) {
 			return
 		}
 		out := reflect.MakeMapWithSize(t, len(m))
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			ev := reflect.New(t.Elem()).Elem()
 			v.convert(m[k], ev, append(loc, k))
 			out.SetMapIndex(reflect.ValueOf(k).Convert(t.Key()), ev)

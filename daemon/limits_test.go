@@ -92,7 +92,7 @@ func TestExecuteBodyMemoryBound(t *testing.T) {
 	}
 	resp, b := send()
 	e := wantError(t, resp, b, api.CodeOverloaded)
-	if !strings.Contains(e.Message, "--max-body-memory") {
+	if !strings.Contains(e.Message, "body memory allows") {
 		t.Fatalf("message %q", e.Message)
 	}
 	if got := d.metricValue(t, "ociapp_daemon_body_bytes_in_flight"); got > 2*size {
@@ -172,7 +172,7 @@ func TestStalledBodies(t *testing.T) {
 	t.Run("upload", func(t *testing.T) {
 		resp, b := d.stalledRequest(t, http.MethodPut, api.ArtifactPath(other), api.MediaArtifact, len(data)+1, data[:512])
 		e := wantError(t, resp, b, api.CodeBodyTimeout)
-		if !strings.Contains(e.Message, "--body-timeout") {
+		if !strings.Contains(e.Message, "a body may take") {
 			t.Fatalf("message %q", e.Message)
 		}
 		entries, err := os.ReadDir(filepath.Join(d.storeDir, "sha256"))
@@ -353,7 +353,7 @@ func TestStoreQuota(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			resp, body := d.do(t, http.MethodPut, api.ArtifactPath(db), body())
 			e := wantError(t, resp, body, api.CodeStorageFull)
-			if e.Limit != 2*size+size/2 || !strings.Contains(e.Message, "--store-quota") {
+			if e.Limit != 2*size+size/2 || !strings.Contains(e.Message, "store is full") {
 				t.Fatalf("%+v", e)
 			}
 			entries, _ := os.ReadDir(filepath.Join(d.storeDir, "sha256"))

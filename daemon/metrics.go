@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -97,7 +98,7 @@ func (m *metrics) write(b *bytes.Buffer, st runtime.Stats, storeBytes int64) {
 
 	pools := slices.Clone(st.Pools)
 	slices.SortFunc(pools, func(a, b runtime.PoolStats) int {
-		return cmpJoin(strings.Compare(a.Artifact, b.Artifact), strings.Compare(a.Digest, b.Digest))
+		return cmp.Or(strings.Compare(a.Artifact, b.Artifact), strings.Compare(a.Digest, b.Digest))
 	})
 	for _, g := range []struct {
 		name, help string
@@ -117,7 +118,7 @@ func (m *metrics) write(b *bytes.Buffer, st runtime.Stats, storeBytes int64) {
 	family(b, "ociapp_daemon_http_requests_total", "counter", "HTTP requests by route and status (499: the client went away).")
 	m.mu.Lock()
 	keys := slices.SortedFunc(maps.Keys(m.requests), func(a, b requestKey) int {
-		return cmpJoin(strings.Compare(a.route, b.route), a.status-b.status)
+		return cmp.Or(strings.Compare(a.route, b.route), a.status-b.status)
 	})
 	for _, k := range keys {
 		fmt.Fprintf(b, "ociapp_daemon_http_requests_total{route=%s,code=%s} %d\n", label(k.route), label(strconv.Itoa(k.status)), m.requests[k])

@@ -133,7 +133,7 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 			if _, err := io.CopyN(io.Discard, m.r, size-int64(len(prefix))); err != nil || !ok {
 				return
 			}
-			m.reply(id, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "--max-request-size"))
+			m.reply(id, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "request size limit"))
 			continue
 		}
 		// The body waits for room in the body memory before it is read,
@@ -147,7 +147,7 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 			if _, err := io.CopyN(io.Discard, m.r, size-int64(len(prefix))); err != nil || !ok {
 				return
 			}
-			m.reply(id, nil, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly, or raise it with ociapp-runtime serve --max-body-memory", m.s.cfg.maxBodyMemory)})
+			m.reply(id, nil, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly", m.s.cfg.maxBodyMemory)})
 			continue
 		}
 		m.s.metrics.bodyBytes.Add(size)
@@ -188,7 +188,7 @@ func (m *muxConn) release(size int64) {
 
 func (m *muxConn) execute(ctx context.Context, req api.MuxRequest) {
 	if int64(len(req.Payload)) > m.s.cfg.maxRequestSize {
-		m.reply(req.ID, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "--max-request-size"))
+		m.reply(req.ID, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "request size limit"))
 		return
 	}
 	var path string

@@ -3,6 +3,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -442,18 +443,9 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) {
 	list := s.store.List()
 	slices.SortFunc(list, func(a, b api.Artifact) int {
-		return cmpJoin(strings.Compare(a.Name, b.Name), strings.Compare(a.Version, b.Version), strings.Compare(a.Digest, b.Digest))
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Version, b.Version), strings.Compare(a.Digest, b.Digest))
 	})
 	writeJSON(w, http.StatusOK, api.ArtifactList{Artifacts: list})
-}
-
-func cmpJoin(cs ...int) int {
-	for _, c := range cs {
-		if c != 0 {
-			return c
-		}
-	}
-	return 0
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
@@ -468,14 +460,14 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a)
 		return
 	}
-	if !s.bodyFits(w, r, s.cfg.maxArtifactSize, "artifact", "--max-artifact-size") {
+	if !s.bodyFits(w, r, s.cfg.maxArtifactSize, "artifact", "artifact size limit") {
 		return
 	}
 	body := s.newBodyReader(w, r, s.cfg.maxArtifactSize)
 	a, created, err := s.store.Put(r.Context(), d, r.ContentLength, body)
 	body.finish()
 	if err != nil {
-		if e := s.bodyError(err, "artifact", s.cfg.maxArtifactSize, "--max-artifact-size"); e != nil {
+		if e := s.bodyError(err, "artifact", s.cfg.maxArtifactSize, "artifact size limit"); e != nil {
 			writeError(w, api.MediaJSON, e)
 			return
 		}
@@ -488,7 +480,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 			s.cfg.log.Debug("upload abandoned", "digest", d, "err", boundedErr(err))
 		case errors.As(err, &full):
 			s.cfg.log.Warn("upload refused: the store is full", "digest", d, "quota", full.Quota)
-			writeError(w, api.MediaJSON, &api.Error{Code: api.CodeStorageFull, Limit: full.Quota, Message: fmt.Sprintf("%v; retry later, or raise it with ociapp-runtime serve --store-quota", full)})
+			writeError(w, api.MediaJSON, &api.Error{Code: api.CodeStorageFull, Limit: full.Quota, Message: fmt.Sprintf("%v; retry later", full)})
 		case errors.As(err, &artErr):
 			s.cfg.log.Info("upload refused", "digest", d, "err", boundedErr(err))
 			writeError(w, api.MediaJSON, api.FromError(err))
@@ -510,32 +502,33 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 
 // bodyError describes an error reading a request body: too large or too
 // slow. It returns nil for other errors.
-func (s *Server) bodyError(err error, what string, limit int64, flag string) *api.Error {
+func (s *Server) bodyError(err error, what string, limit int64, setting string) *api.Error {
 	var (
 		tooLarge *http.MaxBytesError
 		slow     *bodyTimeoutError
 	)
 	switch {
 	case errors.As(err, &tooLarge):
-		return s.tooLarge(what, limit, flag)
+		return s.tooLarge(what, limit, setting)
 	case errors.As(err, &slow):
-		return &api.Error{Code: api.CodeBodyTimeout, Message: fmt.Sprintf("%v; send the body faster, or raise the limits with ociapp-runtime serve --body-timeout and --min-body-rate", slow)}
+		return &api.Error{Code: api.CodeBodyTimeout, Message: slow.Error()}
 	}
 	return nil
 }
 
 // bodyFits refuses a body whose declared length exceeds limit, before any
 // of it is read.
-func (s *Server) bodyFits(w http.ResponseWriter, r *http.Request, limit int64, what, flag string) bool {
+func (s *Server) bodyFits(w http.ResponseWriter, r *http.Request, limit int64, what, setting string) bool {
 	if r.ContentLength > limit {
-		writeError(w, api.MediaJSON, s.tooLarge(what, limit, flag))
+		writeError(w, api.MediaJSON, s.tooLarge(what, limit, setting))
 		return false
 	}
 	return true
 }
 
-func (s *Server) tooLarge(what string, limit int64, flag string) *api.Error {
-	return &api.Error{Code: api.CodeBodyTooLarge, Limit: limit, Message: fmt.Sprintf("the %s is larger than the daemon's limit of %d bytes; raise it with ociapp-runtime serve %s", what, limit, flag)}
+// tooLarge is the error for a body beyond the limit named setting.
+func (s *Server) tooLarge(what string, limit int64, setting string) *api.Error {
+	return &api.Error{Code: api.CodeBodyTooLarge, Limit: limit, Message: fmt.Sprintf("the %s is larger than the daemon's %s of %d bytes", what, setting, limit)}
 }
 
 // bodyReader reads a request body within its size limit and its time
@@ -751,7 +744,7 @@ func localFile(path, identity string) *api.Error {
 // artifact at path; what names the artifact in log lines.
 func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
 	d := what
-	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "--max-request-size") {
+	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "request size limit") {
 		return
 	}
 	// The body, its conversion and the answer are held in memory: the
@@ -765,7 +758,7 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 	cancel()
 	if err != nil {
 		if r.Context().Err() == nil {
-			writeError(w, media, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly, or raise it with ociapp-runtime serve --max-body-memory", s.cfg.maxBodyMemory)})
+			writeError(w, media, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly", s.cfg.maxBodyMemory)})
 		}
 		return
 	}
@@ -779,7 +772,7 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 	body, err := readBody(br, r.ContentLength)
 	br.finish()
 	if err != nil {
-		if e := s.bodyError(err, "request", s.cfg.maxRequestSize, "--max-request-size"); e != nil {
+		if e := s.bodyError(err, "request", s.cfg.maxRequestSize, "request size limit"); e != nil {
 			writeError(w, media, e)
 		} else {
 			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("reading the request body: %v", err)})
@@ -793,7 +786,7 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 				// msgpack can be larger than the JSON it came from (a
 				// float takes 9 bytes), and the limit protects the frame
 				// to the container.
-				writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "--max-request-size"))
+				writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "request size limit"))
 				return
 			}
 			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: err.Error()})
@@ -870,7 +863,7 @@ func (s *Server) listContainers(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	slices.SortFunc(list.Containers, func(a, b api.Container) int {
-		return cmpJoin(strings.Compare(a.Artifact, b.Artifact), strings.Compare(a.ID, b.ID))
+		return cmp.Or(strings.Compare(a.Artifact, b.Artifact), strings.Compare(a.ID, b.ID))
 	})
 	writeJSON(w, http.StatusOK, list)
 }

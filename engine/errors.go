@@ -31,9 +31,9 @@ func (e *UnavailableError) Error() string {
 		host = "the default address"
 	}
 	if e.Engine != "" {
-		return fmt.Sprintf("cannot reach %s at %s: %v; check that it runs and that the address is right", e.Engine, host, e.Err)
+		return fmt.Sprintf("cannot reach %s at %s: %v", e.Engine, host, e.Err)
 	}
-	return fmt.Sprintf("cannot reach the Docker daemon at %s: %v; start it (scripts/ensure-docker.sh) or set DOCKER_HOST", host, e.Err)
+	return fmt.Sprintf("cannot reach the Docker daemon at %s: %v", host, e.Err)
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }

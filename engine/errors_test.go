@@ -15,10 +15,10 @@ func TestErrorMessages(t *testing.T) {
 		want []string
 	}{
 		{"unavailable", &UnavailableError{Host: "unix:///var/run/docker.sock", Err: cause},
-			[]string{"cannot reach the Docker daemon at unix:///var/run/docker.sock", "no such file", "scripts/ensure-docker.sh", "DOCKER_HOST"}},
+			[]string{"cannot reach the Docker daemon at unix:///var/run/docker.sock", "no such file"}},
 		{"unavailable without host", &UnavailableError{Err: cause}, []string{"at the default address"}},
 		{"unavailable, another engine", &UnavailableError{Engine: "the Kubernetes API server", Host: "https://127.0.0.1:6443", Err: cause},
-			[]string{"cannot reach the Kubernetes API server at https://127.0.0.1:6443", "no such file", "check that it runs"}},
+			[]string{"cannot reach the Kubernetes API server at https://127.0.0.1:6443", "no such file"}},
 		{"build at a step", &BuildError{Step: "Step 2/3 : RUN make", Message: "returned a non-zero code: 2"},
 			[]string{"(Step 2/3 : RUN make)", "returned a non-zero code: 2", "fix the Containerfile"}},
 		{"build before any step", &BuildError{Message: "unknown instruction"}, []string{"image build failed: unknown instruction"}},
