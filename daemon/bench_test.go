@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/daemon"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
@@ -24,7 +26,7 @@ import (
 //
 //	go test -run '^$' -bench RemoteOverhead -benchtime 20000x ./daemon/
 func BenchmarkRemoteOverhead(b *testing.B) {
-	eng := requireDocker(b)
+	eng := dockertest.Engine(b)
 	app := testApps(b).App
 	ctx := context.Background()
 	payload, err := protocol.EncodePayload(map[string]any{"value": "benchmark"})
@@ -32,7 +34,7 @@ func BenchmarkRemoteOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	dir := shortTempDir(b)
+	dir := testenv.ShortTempDir(b)
 	rt, err := runtime.New(ctx, runtime.WithEngine(eng), runtime.WithStateDir(filepath.Join(dir, "local")))
 	if err != nil {
 		b.Fatal(err)

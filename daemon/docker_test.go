@@ -31,28 +31,13 @@ import (
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/internal/testtls"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
-
-// requireDocker skips the test when Docker is unreachable, or fails it
-// when CI=true, where every test must run.
-func requireDocker(t testing.TB) *docker.Engine {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	eng, err := docker.New(ctx)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Docker is required (CI=true): %v", err)
-		}
-		t.Skipf("Docker is not available: %v", err)
-	}
-	t.Cleanup(func() { _ = eng.Close() })
-	return eng
-}
 
 var apps struct {
 	once sync.Once
@@ -634,8 +619,8 @@ func runSuite(t *testing.T, tg target) {
 // TestDaemonUnixSocket runs the suite against a daemon in this process,
 // over its Unix socket.
 func TestDaemonUnixSocket(t *testing.T) {
-	eng := requireDocker(t)
-	dir := shortTempDir(t)
+	eng := dockertest.Engine(t)
+	dir := testenv.ShortTempDir(t)
 	sock := filepath.Join(dir, "d.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
@@ -692,9 +677,9 @@ func countContainers(t *testing.T, rtDir string) int {
 // network namespace, reached over TCP with TLS and a token from a client in
 // another namespace, through a veth pair: two hosts on one machine.
 func TestDaemonNetworkNamespace(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	n := setupNetns(t)
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	cert, key := testtls.SelfSigned(t, dir, net.ParseIP(n.daemonIP))
 	addr := net.JoinHostPort(n.daemonIP, "7443")
 	d := startChild(t, n.daemonNS, childConfig{
@@ -767,9 +752,9 @@ func TestDaemonNetworkNamespace(t *testing.T) {
 // uploaded artifacts, and that one started after a crash removes the
 // containers the crashed one left.
 func TestDaemonShutdownAndRestart(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	a := testApps(t)
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	sock := filepath.Join(dir, "d.sock")
 	stateDir := filepath.Join(dir, "state")
 	rtDir := filepath.Join(stateDir, "rt")

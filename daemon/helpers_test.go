@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -18,51 +17,8 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/runtime"
+	"github.com/ociapp/ociapp/internal/testenv"
 )
-
-// fakeRunner stands in for the runtime: it echoes payloads unless fn says
-// otherwise, and records the paths it was asked to run.
-type fakeRunner struct {
-	fn    func(ctx context.Context, payload []byte) ([]byte, error)
-	stats runtime.Stats
-
-	mu    sync.Mutex
-	paths []string
-}
-
-func (f *fakeRunner) ExecutePayload(ctx context.Context, path string, payload []byte) ([]byte, error) {
-	f.mu.Lock()
-	f.paths = append(f.paths, path)
-	f.mu.Unlock()
-	if f.fn != nil {
-		return f.fn(ctx, payload)
-	}
-	return payload, nil
-}
-
-func (f *fakeRunner) Stats() runtime.Stats { return f.stats }
-
-func (f *fakeRunner) lastPath() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.paths) == 0 {
-		return ""
-	}
-	return f.paths[len(f.paths)-1]
-}
-
-// shortTempDir returns a directory whose paths fit in a Unix socket
-// address, unlike t.TempDir's.
-func shortTempDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "dmn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
 
 // testDaemon is a daemon.Server serving a Unix socket.
 type testDaemon struct {
@@ -74,7 +30,7 @@ type testDaemon struct {
 
 func startServer(t *testing.T, rt daemon.Runner, opts ...daemon.Option) *testDaemon {
 	t.Helper()
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	storeDir := filepath.Join(dir, "store")
 	store, err := daemon.OpenStore(storeDir, nil)
 	if err != nil {

@@ -23,6 +23,8 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -52,7 +54,7 @@ func TestExecuteBodyMemoryBound(t *testing.T) {
 	const size = 64 << 10
 	entered, release := make(chan struct{}, 3), make(chan struct{})
 	var running atomic.Int32
-	rt := &fakeRunner{fn: func(ctx context.Context, p []byte) ([]byte, error) {
+	rt := &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
 		if running.Add(1) > 2 {
 			// Beyond the bound: answered at once, and the test fails.
 			return []byte{0x80}, nil
@@ -112,7 +114,7 @@ func TestExecuteBodyMemoryBound(t *testing.T) {
 // payload may is refused as such, with the limit, rather than as invalid
 // msgpack; and that the deepest allowed nesting reaches the application.
 func TestJSONNesting(t *testing.T) {
-	d := startServer(t, &fakeRunner{})
+	d := startServer(t, &daemontest.Runner{})
 	digest := d.upload(t, mustSmall(t))
 	nested := func(depth int) string {
 		// {"a": [[...[1]...]]}: the array holding 1 is depth levels deep.
@@ -163,7 +165,7 @@ func (d *testDaemon) stalledRequest(t *testing.T, method, path, contentType stri
 // TestStalledBodies checks that upload and execute bodies that stop
 // arriving are cut off with body_timeout, and leave no temporary file.
 func TestStalledBodies(t *testing.T) {
-	d := startServer(t, &fakeRunner{}, daemon.WithBodyTimeouts(200*time.Millisecond, 1024))
+	d := startServer(t, &daemontest.Runner{}, daemon.WithBodyTimeouts(200*time.Millisecond, 1024))
 	path := mustSmall(t)
 	digest := d.upload(t, path)
 	data := readFile(t, path)
@@ -221,7 +223,7 @@ func TestStalledBodies(t *testing.T) {
 // same bytes store them once: one 201 Created, the others 200 with the
 // same description.
 func TestConcurrentUploadsOfOneFile(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +239,7 @@ func TestConcurrentUploadsOfOneFile(t *testing.T) {
 		<-release
 		return daemon.Verify(ctx, path)
 	})
-	d := serveStore(t, store, dir, &fakeRunner{})
+	d := serveStore(t, store, dir, &daemontest.Runner{})
 	path := mustSmall(t)
 	data := readFile(t, path)
 	digest := bytesDigest(data)
@@ -319,13 +321,13 @@ func TestStoreQuota(t *testing.T) {
 	a, size := distinctArtifact(t)
 	b, _ := distinctArtifact(t)
 	c, _ := distinctArtifact(t)
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	// Room for two artifacts.
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil, daemon.WithStoreQuota(2*size+size/2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := serveStore(t, store, dir, &fakeRunner{})
+	d := serveStore(t, store, dir, &daemontest.Runner{})
 	da, db := d.upload(t, a), d.upload(t, b)
 	// a is used after b: b is the least recently used.
 	if resp, body := d.do(t, http.MethodPost, api.ExecutePath(da), strings.NewReader(`{}`)); resp.StatusCode != http.StatusOK {
@@ -377,7 +379,7 @@ func TestErrorTextsBounded(t *testing.T) {
 		&runtime.StartupError{Artifact: "x", Reason: huge, Logs: huge},
 	}
 	i := 0
-	rt := &fakeRunner{fn: func(context.Context, []byte) ([]byte, error) { i++; return nil, errs[i-1] }}
+	rt := &daemontest.Runner{Fn: func(context.Context, []byte) ([]byte, error) { i++; return nil, errs[i-1] }}
 	d := startServer(t, rt, daemon.WithLogger(log))
 	digest := d.upload(t, mustSmall(t))
 	for range errs {
@@ -421,7 +423,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // when the drain timeout ends is canceled: Serve returns, the handler ends
 // and the temporary file is gone.
 func TestShutdownCancelsUpload(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +436,7 @@ func TestShutdownCancelsUpload(t *testing.T) {
 		canceled <- ctx.Err()
 		return nil, ctx.Err()
 	})
-	srv, err := daemon.New(&fakeRunner{}, store, daemon.WithDrainTimeout(100*time.Millisecond))
+	srv, err := daemon.New(&daemontest.Runner{}, store, daemon.WithDrainTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +504,7 @@ func mustRequest(t *testing.T, method, path string, body []byte) *http.Request {
 // TestVerificationsBounded checks that uploads are verified at most as
 // many at once as there are CPUs, however many arrive together.
 func TestVerificationsBounded(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -522,7 +524,7 @@ func TestVerificationsBounded(t *testing.T) {
 		<-release
 		return daemon.Verify(ctx, path)
 	})
-	d := serveStore(t, store, dir, &fakeRunner{})
+	d := serveStore(t, store, dir, &daemontest.Runner{})
 	var wg sync.WaitGroup
 	for range limit + 2 {
 		path, _ := distinctArtifact(t)

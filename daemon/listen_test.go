@@ -8,10 +8,11 @@ import (
 	"testing"
 
 	"github.com/ociapp/ociapp/daemon"
+	"github.com/ociapp/ociapp/internal/testenv"
 )
 
 func TestListenUnix(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	sock := filepath.Join(dir, "sub", "d.sock")
 	ln, err := daemon.Listen("unix://"+sock, 0)
 	if err != nil {
@@ -48,7 +49,7 @@ func TestListenUnix(t *testing.T) {
 }
 
 func TestListenRefuses(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)

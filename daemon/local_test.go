@@ -13,6 +13,7 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -20,7 +21,7 @@ import (
 // the daemon runs it where it lies, stores nothing, and refuses paths it
 // cannot match to the caller's file.
 func TestExecuteLocal(t *testing.T) {
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	d := startServer(t, rt, daemon.WithToken("tok"))
 	dir := t.TempDir()
 	path, _, _ := smallArtifact(t, dir)
@@ -32,8 +33,8 @@ func TestExecuteLocal(t *testing.T) {
 	auth := []string{"Authorization", "Bearer tok", "Content-Type", api.MediaMsgpack}
 
 	resp, body := d.do(t, http.MethodPost, api.LocalExecuteURL(path, api.FileIdentity(fi)), bytes.NewReader(payload), auth...)
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) || rt.lastPath() != path {
-		t.Fatalf("%s % x; the runtime ran %q", resp.Status, body, rt.lastPath())
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, payload) || rt.LastPath() != path {
+		t.Fatalf("%s % x; the runtime ran %q", resp.Status, body, rt.LastPath())
 	}
 	if entries, _ := os.ReadDir(filepath.Join(d.storeDir, "sha256")); len(entries) != 0 {
 		t.Fatalf("the store holds %d files after an execute by path", len(entries))
@@ -72,7 +73,7 @@ func TestExecuteLocal(t *testing.T) {
 // TestExecuteLocalRefusedOnTCP: a caller on TCP (another host, perhaps)
 // cannot make the daemon open a path.
 func TestExecuteLocalRefusedOnTCP(t *testing.T) {
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	srv, err := daemon.New(rt, nil, daemon.WithToken("t"))
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +107,7 @@ func TestExecuteLocalRefusedOnTCP(t *testing.T) {
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(resp.Body)
 	e := wantError(t, resp, body.Bytes(), api.CodeNotFound)
-	if !strings.Contains(e.Message, "Unix socket") || rt.lastPath() != "" {
-		t.Fatalf("message %q; the runtime ran %q", e.Message, rt.lastPath())
+	if !strings.Contains(e.Message, "Unix socket") || rt.LastPath() != "" {
+		t.Fatalf("message %q; the runtime ran %q", e.Message, rt.LastPath())
 	}
 }

@@ -21,7 +21,9 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -29,7 +31,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestUpload(t *testing.T) {
-	d := startServer(t, &fakeRunner{})
+	d := startServer(t, &daemontest.Runner{})
 	path, digest, artDigest := smallArtifact(t, t.TempDir())
 	data := readFile(t, path)
 
@@ -73,7 +75,7 @@ func TestUpload(t *testing.T) {
 }
 
 func TestUploadRefused(t *testing.T) {
-	d := startServer(t, &fakeRunner{})
+	d := startServer(t, &daemontest.Runner{})
 	path, _, _ := smallArtifact(t, t.TempDir())
 	data := readFile(t, path)
 	garbage := []byte("this is not an artifact at all")
@@ -164,19 +166,19 @@ func TestStoreReopens(t *testing.T) {
 }
 
 func TestExecute(t *testing.T) {
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	d := startServer(t, rt)
 	path, _, artDigest := smallArtifact(t, t.TempDir())
 	digest := d.upload(t, path)
 
 	t.Run("json", func(t *testing.T) {
 		var got map[string]any
-		rt.fn = func(_ context.Context, payload []byte) ([]byte, error) {
+		rt.Fn = func(_ context.Context, payload []byte) ([]byte, error) {
 			var err error
 			got, err = protocol.DecodePayload(payload)
 			return payload, err
 		}
-		defer func() { rt.fn = nil }()
+		defer func() { rt.Fn = nil }()
 		in := `{"i": 3, "f": 1.5, "s": "x", "big": 18446744073709551615, "l": [1, null]}`
 		resp, body := d.do(t, http.MethodPost, api.ExecutePath(digest), strings.NewReader(in), "Content-Type", "application/json; charset=utf-8")
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != api.MediaJSON {
@@ -208,23 +210,23 @@ func TestExecute(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s %s", resp.Status, body)
 		}
-		if got := rt.lastPath(); filepath.Base(got) != strings.TrimPrefix(digest, "sha256:")+".ociapp" {
+		if got := rt.LastPath(); filepath.Base(got) != strings.TrimPrefix(digest, "sha256:")+".ociapp" {
 			t.Fatalf("the runtime ran %s", got)
 		}
-		if _, err := artifact.Open(t.Context(), rt.lastPath()); err != nil {
+		if _, err := artifact.Open(t.Context(), rt.LastPath()); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("response as JSON", func(t *testing.T) {
-		rt.fn = func(context.Context, []byte) ([]byte, error) {
+		rt.Fn = func(context.Context, []byte) ([]byte, error) {
 			return protocol.Marshal(map[string]any{"bin": []byte("hi"), "m": map[any]any{int64(1): "x"}})
 		}
-		defer func() { rt.fn = nil }()
+		defer func() { rt.Fn = nil }()
 		resp, body := d.do(t, http.MethodPost, api.ExecutePath(digest), strings.NewReader(`{}`), "Content-Type", api.MediaJSON)
 		if resp.StatusCode != http.StatusOK || string(body) != `{"bin":"aGk=","m":{"1":"x"}}` {
 			t.Fatalf("%s %s", resp.Status, body)
 		}
-		rt.fn = func(context.Context, []byte) ([]byte, error) { return []byte{0xc1}, nil }
+		rt.Fn = func(context.Context, []byte) ([]byte, error) { return []byte{0xc1}, nil }
 		resp, body = d.do(t, http.MethodPost, api.ExecutePath(digest), strings.NewReader(`{}`), "Content-Type", api.MediaJSON)
 		wantError(t, resp, body, api.CodeInternal)
 	})
@@ -261,7 +263,7 @@ func TestExecute(t *testing.T) {
 // TestExecuteErrors checks that every runtime error reaches the client with
 // its code, status and fields, in the request's media type.
 func TestExecuteErrors(t *testing.T) {
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	d := startServer(t, rt)
 	path, _, _ := smallArtifact(t, t.TempDir())
 	digest := d.upload(t, path)
@@ -292,8 +294,8 @@ func TestExecuteErrors(t *testing.T) {
 	for _, tt := range tests {
 		for _, media := range []string{api.MediaJSON, api.MediaMsgpack} {
 			t.Run(string(tt.code)+"/"+media, func(t *testing.T) {
-				rt.fn = func(context.Context, []byte) ([]byte, error) { return nil, tt.err }
-				defer func() { rt.fn = nil }()
+				rt.Fn = func(context.Context, []byte) ([]byte, error) { return nil, tt.err }
+				defer func() { rt.Fn = nil }()
 				body := []byte(`{}`)
 				if media == api.MediaMsgpack {
 					body = []byte{0x80}
@@ -323,7 +325,7 @@ func TestExecuteErrors(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	const token = "s3cret-token"
-	d := startServer(t, &fakeRunner{}, daemon.WithToken(token))
+	d := startServer(t, &daemontest.Runner{}, daemon.WithToken(token))
 	path, _, _ := smallArtifact(t, t.TempDir())
 	data := readFile(t, path)
 	digest := bytesDigest(data)
@@ -367,7 +369,7 @@ func TestBodyLimits(t *testing.T) {
 	path, _, _ := smallArtifact(t, t.TempDir())
 	data := readFile(t, path)
 	digest := bytesDigest(data)
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	d := startServer(t, rt, daemon.WithMaxArtifactSize(int64(len(data)-1)), daemon.WithMaxRequestSize(64))
 
 	for name, body := range map[string]func() io.Reader{
@@ -408,7 +410,7 @@ func TestBodyLimits(t *testing.T) {
 }
 
 func TestRoutes(t *testing.T) {
-	d := startServer(t, &fakeRunner{})
+	d := startServer(t, &daemontest.Runner{})
 	digest := "sha256:" + strings.Repeat("1", 64)
 	for _, tt := range []struct {
 		method, path string
@@ -443,7 +445,7 @@ func (f *fakeLister) ListContainers(_ context.Context, labels map[string]string)
 }
 
 func TestPoolsAndContainers(t *testing.T) {
-	rt := &fakeRunner{stats: runtime.Stats{Pools: []runtime.PoolStats{{Artifact: "echo 1.0", Digest: "sha256:e", Containers: 2, Starting: 1, InFlight: 3, Queued: 4}}}}
+	rt := &daemontest.Runner{Snapshot: runtime.Stats{Pools: []runtime.PoolStats{{Artifact: "echo 1.0", Digest: "sha256:e", Containers: 2, Starting: 1, InFlight: 3, Queued: 4}}}}
 	lister := &fakeLister{}
 	labels := map[string]string{runtime.LabelStateDir: "/state/rt"}
 	d := startServer(t, rt, daemon.WithContainers(lister, labels))
@@ -471,7 +473,7 @@ func TestPoolsAndContainers(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	rt := &fakeRunner{stats: runtime.Stats{
+	rt := &daemontest.Runner{Snapshot: runtime.Stats{
 		ColdStarts: 3, ImageLoads: 1, WarmHits: 120, QueueWaits: 4, QueueWaitTime: 1500 * time.Millisecond,
 		Failures: runtime.FailureStats{App: 2, Timeout: 1, Startup: 5, StartupFailures: 1, ContainerCrashes: 1},
 		Pools: []runtime.PoolStats{
@@ -503,7 +505,7 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestMetricsExecuteHistogram(t *testing.T) {
-	rt := &fakeRunner{fn: func(context.Context, []byte) ([]byte, error) {
+	rt := &daemontest.Runner{Fn: func(context.Context, []byte) ([]byte, error) {
 		time.Sleep(3 * time.Millisecond)
 		return []byte{0x80}, nil
 	}}
@@ -536,12 +538,12 @@ func mustSmall(t *testing.T) string {
 // finishes and gets its answer.
 func TestDrain(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	rt := &fakeRunner{fn: func(_ context.Context, p []byte) ([]byte, error) {
+	rt := &daemontest.Runner{Fn: func(_ context.Context, p []byte) ([]byte, error) {
 		close(entered)
 		<-release
 		return p, nil
 	}}
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -606,12 +608,12 @@ func TestDrain(t *testing.T) {
 // off (its context canceled) and Serve returns.
 func TestDrainTimeout(t *testing.T) {
 	entered := make(chan struct{})
-	rt := &fakeRunner{fn: func(ctx context.Context, _ []byte) ([]byte, error) {
+	rt := &daemontest.Runner{Fn: func(ctx context.Context, _ []byte) ([]byte, error) {
 		close(entered)
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
-	dir := shortTempDir(t)
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -656,7 +658,7 @@ func TestDrainTimeout(t *testing.T) {
 }
 
 func TestServeRefusesTCPWithoutToken(t *testing.T) {
-	srv, err := daemon.New(&fakeRunner{}, nil)
+	srv, err := daemon.New(&daemontest.Runner{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -676,7 +678,7 @@ func TestServeRefusesTCPWithoutToken(t *testing.T) {
 }
 
 func TestServeTCPWithToken(t *testing.T) {
-	srv, err := daemon.New(&fakeRunner{}, nil, daemon.WithToken("t"))
+	srv, err := daemon.New(&daemontest.Runner{}, nil, daemon.WithToken("t"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -707,7 +709,7 @@ func TestNewRejectsOptions(t *testing.T) {
 		daemon.WithToken(""), daemon.WithMaxArtifactSize(0), daemon.WithMaxRequestSize(-1),
 		daemon.WithDrainTimeout(0), daemon.WithLogger(nil), daemon.WithMaxRequestSize(api.DefaultMaxRequestSize + 1),
 	} {
-		if _, err := daemon.New(&fakeRunner{}, nil, o); err == nil {
+		if _, err := daemon.New(&daemontest.Runner{}, nil, o); err == nil {
 			t.Error("an invalid option was accepted")
 		}
 	}

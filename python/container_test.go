@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ociapp/ociapp/internal/cpustat"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -44,11 +45,7 @@ func requireDocker(t testing.TB) {
 	if problem == "" {
 		return
 	}
-	msg := problem + "; run scripts/ensure-docker.sh and scripts/ensure-base-images.sh"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Need(t, "Docker with the local base image", "run scripts/ensure-docker.sh and scripts/ensure-base-images.sh", errors.New(problem))
 }
 
 func dockerProblem() string {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -38,18 +39,14 @@ func TestMain(m *testing.M) {
 }
 
 // requireDocker returns an engine for the local daemon, closed when the
-// test ends. Without a daemon the test fails when CI=true and is skipped
-// otherwise.
+// test ends (testenv.Docker, which this package's tests cannot import).
 func requireDocker(t testing.TB) *Engine {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	e, err := New(ctx)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Docker is required when CI=true: %v", err)
-		}
-		t.Skipf("Docker is not available, skipping: %v", err)
+		testenv.Need(t, "Docker", "start it with scripts/ensure-docker.sh", err)
 	}
 	t.Cleanup(func() {
 		if err := e.Close(); err != nil {
