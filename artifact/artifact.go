@@ -129,9 +129,12 @@ func Open(ctx context.Context, path string, opts ...OpenOption) (*Artifact, erro
 	return read(ctx, f, st.Size(), path, cfg)
 }
 
+// FileDigest is the sha256 of the whole artifact file, for WithVerifiedFile.
+func (a *Artifact) FileDigest() v1.Hash { return a.fileDigest }
+
 // read opens an artifact from any random-access source; Open passes a file.
 func read(ctx context.Context, ra io.ReaderAt, size int64, path string, cfg openConfig) (*Artifact, error) {
-	arc, err := scanTar(ctx, ra, size, path, cfg.limits.withDefaults())
+	arc, err := scanTar(ctx, ra, size, path, cfg.limits.withDefaults(), cfg.verified)
 	if err != nil {
 		return nil, err
 	}

@@ -352,7 +352,7 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 func TestDiffIDStopsAtBudget(t *testing.T) {
 	bomb := zstdBomb(8 << 30)
 	data := mktar(t, []tarFile{{name: "layer", data: bomb}})
-	arc, err := scanTar(t.Context(), bytes.NewReader(data), int64(len(data)), "bomb", Limits{}.withDefaults())
+	arc, err := scanTar(t.Context(), bytes.NewReader(data), int64(len(data)), "bomb", Limits{}.withDefaults(), v1.Hash{})
 	if err != nil {
 		t.Fatal(err)
 	}
