@@ -60,6 +60,14 @@ func checkRead(t *testing.T, data []byte) {
 			t.Fatalf("layer %s is stored as bytes hashing to %s", l.Digest, got)
 		}
 	}
+	// Reopened as a file verified before, it reads the same.
+	again, err := read(t.Context(), bytes.NewReader(data), int64(len(data)), "fuzz.ociapp", openConfig{limits: fuzzLimits(), verified: a.FileDigest()})
+	if err != nil {
+		t.Fatalf("reopening a verified file: %v", err)
+	}
+	if again.Digest != a.Digest || again.ConfigDigest != a.ConfigDigest || again.FileDigest() != sha(data) {
+		t.Fatalf("reopened as %s, %s, %s; first %s, %s, %s", again.Digest, again.ConfigDigest, again.FileDigest(), a.Digest, a.ConfigDigest, sha(data))
+	}
 }
 
 // hostileSeeds are the archives of the regression tests, scaled to
