@@ -33,6 +33,7 @@ docker run --rm --init --network none \
 	-v "$work:$work" \
 	-v "$root/clients/python:/src:ro" \
 	-e TMPDIR="$work/tmp" \
+	-e XDG_STATE_HOME="$work/state" \
 	-e OCIAPP_RUNTIME_BINARY="$work/bin/ociapp-runtime" \
 	-e PYTHONDONTWRITEBYTECODE=1 -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_NO_CACHE_DIR=1 \
 	"$image" bash -c '

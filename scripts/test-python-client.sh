@@ -9,7 +9,8 @@
 # The daemon runs inside the test container but its app containers are
 # started by the host's Docker, which bind-mounts their socket directories
 # by path: the work directory is therefore mounted at the same path inside
-# as outside, and TMPDIR points into it.
+# as outside, and TMPDIR and XDG_STATE_HOME (where a default Runtime keeps
+# its daemon's state) point into it.
 #
 # Usage: scripts/test-python-client.sh [pytest arguments...]
 #
@@ -62,6 +63,7 @@ docker run --rm --init --network none "${tty[@]}" \
 	-v "$work:$work" \
 	-v "$root/clients/python:/src:ro" \
 	-e TMPDIR="$work/tmp" \
+	-e XDG_STATE_HOME="$work/state" \
 	-e OCIAPP_RUNTIME_BINARY="$work/bin/ociapp-runtime" \
 	-e OCIAPP_TEST_ARTIFACTS="$work/artifacts" \
 	-e PYTHONDONTWRITEBYTECODE=1 \

@@ -48,17 +48,21 @@ async def main() -> None:
     path = Path(sys.argv[1]).resolve()
     requests = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
     results: dict[str, object] = {}
-    # A fresh Runtime, the image loaded: start, then the first execute.
-    start = time.perf_counter()
-    async with Runtime(idle_timeout=60.0) as runtime:
-        started = time.perf_counter()
-        await runtime.execute(path, PAYLOAD)
-        first = time.perf_counter()
-        results["fresh_runtime_start_ms"] = (started - start) * 1e3
-        results["fresh_runtime_first_execute_ms"] = (first - started) * 1e3
-        results["fresh_runtime_start_to_first_response_ms"] = (first - start) * 1e3
-        results["c1"] = await warm(runtime, path, 1, requests)
-        results["c64"] = await warm(runtime, path, 64, requests * 4)
+    # A fresh Runtime, the image loaded: start, then the first execute;
+    # first on a new per-user state directory, then again on the state the
+    # first left (the daemon remembers the files it verified).
+    for key in ("fresh_runtime", "fresh_runtime_again"):
+        start = time.perf_counter()
+        async with Runtime(idle_timeout=60.0) as runtime:
+            started = time.perf_counter()
+            await runtime.execute(path, PAYLOAD)
+            first = time.perf_counter()
+            results[f"{key}_start_ms"] = (started - start) * 1e3
+            results[f"{key}_first_execute_ms"] = (first - started) * 1e3
+            results[f"{key}_start_to_first_response_ms"] = (first - start) * 1e3
+            if key == "fresh_runtime_again":
+                results["c1"] = await warm(runtime, path, 1, requests)
+                results["c64"] = await warm(runtime, path, 64, requests * 4)
     print(json.dumps(results, indent=2))
 
 

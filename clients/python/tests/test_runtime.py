@@ -88,7 +88,9 @@ async def test_same_host_artifacts_are_not_sent(binary: str, app: Path, tmp_path
     nothing is hashed by the client or uploaded; a rebuilt file is run as
     the new version."""
 
-    async with Runtime(binary=binary) as runtime:
+    # A state of its own, so that the store is empty to begin with.
+    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"root-{secrets.token_hex(3)}"
+    async with Runtime(binary=binary, runtime_root=root) as runtime:
         assert await runtime.execute(app, {"value": "hi"}) == {"value": "hi"}
         assert await metric(runtime, "ociapp_daemon_uploads_total") == 0
         assert await runtime.artifacts() == []
@@ -345,3 +347,22 @@ def test_demo(binary: str, artifacts: dict[str, Path]) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout == "{'value': 'hello'}\n{'value': 'world'}\n"
+
+
+async def test_default_state_is_per_user(binary: str, app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    xdg = Path(os.environ.get("TMPDIR", "/tmp")) / f"xdg-{secrets.token_hex(3)}"
+    monkeypatch.setenv("XDG_STATE_HOME", str(xdg))
+    state = xdg / "ociapp-runtime" / "python"
+    async with Runtime(binary=binary, uploads=True) as first:
+        assert first.state_dir == state
+        await first.execute(app, {"value": "x"})
+        assert await metric(first, "ociapp_daemon_uploads_total") == 1
+        # A second Runtime meanwhile keeps its state apart.
+        async with Runtime(binary=binary) as second:
+            assert second.state_dir is not None and second.state_dir != state
+            assert await second.execute(app, {"value": "y"}) == {"value": "y"}
+    # The next default Runtime finds the upload of the first.
+    async with Runtime(binary=binary, uploads=True) as again:
+        assert again.state_dir == state
+        assert await again.execute(app, {"value": "z"}) == {"value": "z"}
+        assert await metric(again, "ociapp_daemon_uploads_total") == 0

@@ -10,6 +10,7 @@ digest; requests and responses travel as msgpack.
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -61,15 +62,31 @@ _RECHECK_AFTER = 0.1
 _EXECUTE_GRACE = 120.0
 
 
+def user_state_dir() -> Path:
+    """The per-user state directory of the daemons Runtimes start by default:
+    ``$XDG_STATE_HOME/ociapp-runtime/python``, else
+    ``~/.local/state/ociapp-runtime/python``."""
+
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "ociapp-runtime" / "python"
+
+
 class Runtime:
     """Executes OCIApp artifacts in warm, sandboxed containers.
 
     The timeouts are in seconds and configure the daemon the runtime starts;
     a daemon given by ``url`` has its own. ``engine`` selects the container
     engine: ``DockerAdapter()`` (the default), ``KubernetesAdapter()``, or
-    a Docker daemon's address as a string. ``runtime_root`` is the started
-    daemon's state directory (default: a temporary directory removed on
-    exit); artifacts uploaded to it stay there for the next run.
+    a Docker daemon's address as a string. ``runtime_root`` holds the
+    started daemon's socket, log and state; artifacts uploaded to it, and
+    what the daemon remembers of files it verified, stay there for the next
+    run. By default the socket and log are in a temporary directory removed
+    on exit, and the state in a per-user directory
+    (``$XDG_STATE_HOME/ociapp-runtime/python``, else
+    ``~/.local/state/ociapp-runtime/python``) that one Runtime at a time
+    uses; a Runtime started while another holds it keeps its state in the
+    temporary directory.
 
     The sandbox and pool settings, also for the started daemon (``None``:
     the daemon's default, see docs/runtime.md): ``network`` (``"none"``, or
@@ -162,6 +179,8 @@ class Runtime:
         self._client: Client | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._own_dir: Path | None = None  # a temporary directory to remove
+        self._state_lock: int | None = None  # the locked per-user state directory's lock
+        self._state_dir: Path | None = None
         self._log_path: Path | None = None
         self._digests: dict[tuple[str, int, int, int, int], str] = {}
         self._paths: dict[str, tuple[Path, os.stat_result, dict[str, str], float]] = {}
@@ -185,6 +204,13 @@ class Runtime:
         """The address of the daemon in use, once started."""
 
         return str(self._client.address) if self._client is not None else None
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The state directory of the daemon this runtime started, once
+        started; None for a daemon given by URL."""
+
+        return self._state_dir
 
     async def start(self) -> None:
         """Starts the daemon, or checks that the given one answers."""
@@ -223,9 +249,7 @@ class Runtime:
                 await self._stop_daemon()
         finally:
             self._proc = None
-            if self._own_dir is not None:
-                shutil.rmtree(self._own_dir, ignore_errors=True)
-                self._own_dir = None
+            self._release()
 
     async def execute(self, image_path: Path | str, request: dict[str, object]) -> dict[str, object]:
         """Executes one request against the application in an artifact and
@@ -400,15 +424,18 @@ class Runtime:
         if self._runtime_root is not None:
             root = self._runtime_root
             root.mkdir(parents=True, exist_ok=True)
+            state = root / "state"
         else:
             # Short, because socket paths under it must fit 108 bytes.
             root = self._own_dir = Path(tempfile.mkdtemp(prefix="ocirt-"))
+            state = self._lock_user_state() or root / "state"
+        self._state_dir = state
         sock = root / "daemon.sock"
         self._log_path = root / "daemon.log"
         args = [
             binary, "serve",
             "--listen", f"unix://{sock}",
-            "--state-dir", str(root / "state"),
+            "--state-dir", str(state),
             "--stop-on-stdin-close",
             "--startup-timeout", _duration(self._startup_timeout),
             "--request-timeout", _duration(self._request_timeout),
@@ -437,10 +464,41 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self._stop_daemon()
             self._proc = None
-            if self._own_dir is not None:
-                shutil.rmtree(self._own_dir, ignore_errors=True)
-                self._own_dir = None
+            self._release()
             raise
+
+    def _lock_user_state(self) -> Path | None:
+        """Locks the per-user state directory for this runtime's daemon and
+        returns it, or returns None when another Runtime holds it (or it
+        cannot be made)."""
+
+        state = user_state_dir()
+        # The daemon's runtime puts sockets at rt/<8>/<8>/app.sock under it,
+        # which must fit a Unix socket address (107 bytes).
+        if len(str(state / "rt")) + len("/12345678/12345678/app.sock") > 107:
+            return None
+        try:
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(state / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        self._state_lock = fd
+        return state
+
+    def _release(self) -> None:
+        """Removes the temporary directory and unlocks the per-user state."""
+
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
+        if self._state_lock is not None:
+            os.close(self._state_lock)
+            self._state_lock = None
 
     async def _wait_ready(self) -> None:
         assert self._proc is not None
