@@ -45,7 +45,7 @@ func BenchmarkRemoteOverhead(b *testing.B) {
 	dctx, stop := context.WithCancel(ctx)
 	ready, done := make(chan struct{}), make(chan error, 1)
 	go func() {
-		done <- daemon.Run(dctx, daemon.Config{Engine: eng, Listen: "unix://" + sock, StateDir: filepath.Join(dir, "daemon"), Ready: func(net.Addr) { close(ready) }})
+		done <- daemon.Run(dctx, eng, daemon.WithListen("unix://"+sock), daemon.WithStateDir(filepath.Join(dir, "daemon")), daemon.WithReady(func(net.Addr) { close(ready) }))
 	}()
 	select {
 	case <-ready:

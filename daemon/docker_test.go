@@ -119,14 +119,20 @@ func runChild() int {
 		return 1
 	}
 	defer eng.Close()
-	err = daemon.Run(ctx, daemon.Config{
-		Engine: eng,
-		Listen: cfg.Listen, StateDir: cfg.StateDir, Token: cfg.Token,
-		TLSCertFile: cfg.TLSCert, TLSKeyFile: cfg.TLSKey,
-		MaxArtifactSize: cfg.MaxArtifactSize, MaxRequestSize: cfg.MaxRequestSize,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Ready:  func(a net.Addr) { fmt.Printf("ready %s\n", a) },
-	}, opts...)
+	dopts := []daemon.Option{
+		daemon.WithListen(cfg.Listen), daemon.WithStateDir(cfg.StateDir),
+		daemon.WithMaxArtifactSize(cfg.MaxArtifactSize), daemon.WithMaxRequestSize(cfg.MaxRequestSize),
+		daemon.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		daemon.WithReady(func(a net.Addr) { fmt.Printf("ready %s\n", a) }),
+		daemon.WithRuntimeOptions(opts...),
+	}
+	if cfg.Token != "" {
+		dopts = append(dopts, daemon.WithToken(cfg.Token))
+	}
+	if cfg.TLSCert != "" {
+		dopts = append(dopts, daemon.WithTLS(cfg.TLSCert, cfg.TLSKey))
+	}
+	err = daemon.Run(ctx, eng, dopts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
@@ -626,12 +632,12 @@ func TestDaemonUnixSocket(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- daemon.Run(ctx, daemon.Config{
-			Engine: eng,
-			Listen: "unix://" + sock, StateDir: filepath.Join(dir, "state"), Token: suiteToken,
-			MaxArtifactSize: suiteMaxArtifactSize, MaxRequestSize: suiteMaxRequestSize,
-			Ready: func(net.Addr) { close(ready) },
-		}, suiteRuntimeOptions()...)
+		done <- daemon.Run(ctx, eng,
+			daemon.WithListen("unix://"+sock), daemon.WithStateDir(filepath.Join(dir, "state")), daemon.WithToken(suiteToken),
+			daemon.WithMaxArtifactSize(suiteMaxArtifactSize), daemon.WithMaxRequestSize(suiteMaxRequestSize),
+			daemon.WithReady(func(net.Addr) { close(ready) }),
+			daemon.WithRuntimeOptions(suiteRuntimeOptions()...),
+		)
 	}()
 	select {
 	case <-ready:

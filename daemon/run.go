@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,59 +13,98 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/runtime"
 )
 
-// Config configures Run. Apart from Engine, which is required, its zero
-// value is valid: a Unix socket at DefaultListen, state in DefaultStateDir,
-// no token, default limits.
-type Config struct {
-	// Listen is "unix:///PATH" or "tcp://HOST:PORT" (default DefaultListen()).
-	// A TCP listener requires Token.
-	Listen string
-	// StateDir holds the artifact store (StateDir/artifacts, kept across
-	// restarts) and the runtime's state directory (StateDir/rt, its socket
-	// directories and locks). Default DefaultStateDir().
-	StateDir string
-	// Token, when set, is required as a bearer token on every request but
-	// the health check.
-	Token string
-	// TLSCertFile and TLSKeyFile, when both set, make the listener speak TLS.
-	TLSCertFile, TLSKeyFile string
-	// SocketMode is the Unix socket's mode (default DefaultSocketMode).
-	SocketMode os.FileMode
-	// Engine runs the containers (engine/docker, engine/kubernetes). It is
-	// required; Run does not close it.
-	Engine engine.Engine
-	// MaxArtifactSize and MaxRequestSize bound upload and execute bodies
-	// (defaults api.DefaultMaxArtifactSize and api.DefaultMaxRequestSize).
-	MaxArtifactSize, MaxRequestSize int64
-	// MaxBodyMemory bounds the bytes of execute bodies held at once
-	// (default DefaultMaxBodyMemory).
-	MaxBodyMemory int64
-	// BodyTimeout and MinBodyRate bound how long a body may take: the
-	// timeout plus one second per MinBodyRate bytes (defaults
-	// DefaultBodyTimeout and DefaultMinBodyRate; a negative rate: none).
-	BodyTimeout time.Duration
-	MinBodyRate int64
-	// StoreQuota bounds the bytes of stored artifacts and uploads in
-	// progress (default DefaultStoreQuota); UploadTTL is how long an
-	// artifact no request used is kept (default DefaultUploadTTL).
-	StoreQuota int64
-	UploadTTL  time.Duration
-	// DrainTimeout bounds how long in-flight requests may finish at
-	// shutdown (default DefaultDrainTimeout).
-	DrainTimeout time.Duration
-	// CloseTimeout bounds stopping the containers after the drain (default
-	// DefaultCloseTimeout); what is left then is removed by the next daemon.
-	CloseTimeout time.Duration
-	// Logger receives the daemon's and the runtime's logs (default: none).
-	Logger *slog.Logger
-	// Ready, when set, is called with the listener's address once the
-	// daemon accepts connections.
-	Ready func(net.Addr)
+// WithListen sets where Run listens: "unix:///PATH" or "tcp://HOST:PORT"
+// (default DefaultListen()). A TCP listener requires WithToken. Run only.
+func WithListen(addr string) Option {
+	return func(c *config) error {
+		if !strings.HasPrefix(addr, "unix://") && !strings.HasPrefix(addr, "tcp://") {
+			return fmt.Errorf("listen address %q: use unix:///PATH or tcp://HOST:PORT", addr)
+		}
+		c.listen = addr
+		return nil
+	}
+}
+
+// WithStateDir sets the directory that holds the artifact store (DIR/
+// artifacts, kept across restarts) and the runtime's state directory
+// (DIR/rt: its socket directories, locks and the files it verified), by
+// default DefaultStateDir(). Run only.
+func WithStateDir(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return errors.New("state directory must not be empty")
+		}
+		c.stateDir = dir
+		return nil
+	}
+}
+
+// WithTLS makes the listener speak TLS with the certificate and key in
+// these PEM files. Run only.
+func WithTLS(certFile, keyFile string) Option {
+	return func(c *config) error {
+		if certFile == "" || keyFile == "" {
+			return errors.New("TLS needs both a certificate and a key")
+		}
+		c.tlsCert, c.tlsKey = certFile, keyFile
+		return nil
+	}
+}
+
+// WithSocketMode sets the Unix socket's mode (default DefaultSocketMode).
+// Run only.
+func WithSocketMode(mode os.FileMode) Option {
+	return func(c *config) error {
+		if mode == 0 || mode&^os.ModePerm != 0 {
+			return fmt.Errorf("socket mode must be permission bits, got %v", mode)
+		}
+		c.socketMode = mode
+		return nil
+	}
+}
+
+// WithCloseTimeout bounds stopping the containers after the drain
+// (default DefaultCloseTimeout); what is left then is removed by the next
+// daemon. Run only.
+func WithCloseTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("close timeout must be positive, got %v", d)
+		}
+		c.closeTimeout = d
+		return nil
+	}
+}
+
+// WithReady has Run call ready with the listener's address once the daemon
+// accepts connections. Run only.
+func WithReady(ready func(net.Addr)) Option {
+	return func(c *config) error {
+		c.ready = ready
+		return nil
+	}
+}
+
+// WithRuntimeOptions configures the runtime Run creates; its engine,
+// logger and state directory are Run's. Run only.
+func WithRuntimeOptions(opts ...runtime.Option) Option {
+	return func(c *config) error {
+		c.runtimeOptions = append(c.runtimeOptions, opts...)
+		return nil
+	}
+}
+
+// WithStoreOptions configures the artifact store Run opens (its quota,
+// the uploads' time to live). Run only.
+func WithStoreOptions(opts ...StoreOption) Option {
+	return func(c *config) error {
+		c.storeOptions = append(c.storeOptions, opts...)
+		return nil
+	}
 }
 
 // DefaultCloseTimeout bounds how long Run waits for the runtime to stop its
@@ -100,111 +138,72 @@ func DefaultListen() string {
 	return "unix://" + filepath.Join(DefaultStateDir(), "daemon.sock")
 }
 
-// Run runs a daemon until ctx ends: it creates a runtime on cfg.Engine (with rtOpts; the engine and state directory are Run's), opens the
-// artifact store and serves. When ctx ends it stops accepting connections,
-// drains in-flight requests, then closes the runtime, which stops every
-// container. A daemon started again on the same state directory keeps the
-// stored artifacts and removes the containers a crashed one left behind.
-func Run(ctx context.Context, cfg Config, rtOpts ...runtime.Option) (err error) {
-	log := cfg.Logger
-	if log == nil {
-		log = discardLogger()
+// Run runs a daemon on eng until ctx ends: it creates a runtime on eng,
+// opens the artifact store and serves. When ctx ends it stops accepting
+// connections, drains in-flight requests, then closes the runtime, which
+// stops every container; it does not close eng. A daemon started again on
+// the same state directory keeps the stored artifacts and removes the
+// containers a crashed one left behind. Without options it listens on
+// DefaultListen() with its state in DefaultStateDir(), no token, and the
+// default limits.
+func Run(ctx context.Context, eng engine.Engine, opts ...Option) (err error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return err
 	}
-	stateDir := cfg.StateDir
-	if stateDir == "" {
-		stateDir = DefaultStateDir()
-	}
+	log := cfg.log
+	stateDir := cmp.Or(cfg.stateDir, DefaultStateDir())
 	if stateDir, err = filepath.Abs(stateDir); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	listen := cfg.Listen
-	if listen == "" {
-		listen = DefaultListen()
-	}
-	if strings.HasPrefix(listen, "tcp://") && cfg.Token == "" {
+	listen := cmp.Or(cfg.listen, DefaultListen())
+	if strings.HasPrefix(listen, "tcp://") && cfg.tokenHash == nil {
 		return errors.New("a TCP listener requires a token: anyone who can reach the port could run containers")
 	}
-	if cfg.Engine == nil {
-		return errors.New("no container engine: set Config.Engine")
+	if eng == nil {
+		return errors.New("no container engine")
 	}
-	tlsConf, err := loadTLS(cfg.TLSCertFile, cfg.TLSKeyFile)
+	tlsConf, err := loadTLS(cfg.tlsCert, cfg.tlsKey)
 	if err != nil {
 		return err
 	}
-
-	opts := []Option{WithLogger(log)}
-	if cfg.Token != "" {
-		opts = append(opts, WithToken(cfg.Token))
-	}
-	if cfg.MaxArtifactSize != 0 {
-		opts = append(opts, WithMaxArtifactSize(cfg.MaxArtifactSize))
-	}
-	if cfg.MaxRequestSize != 0 {
-		opts = append(opts, WithMaxRequestSize(cfg.MaxRequestSize))
-	}
-	if cfg.DrainTimeout != 0 {
-		opts = append(opts, WithDrainTimeout(cfg.DrainTimeout))
-	}
-	if cfg.MaxBodyMemory != 0 {
-		opts = append(opts, WithMaxBodyMemory(cfg.MaxBodyMemory))
-	}
-	if cfg.BodyTimeout != 0 || cfg.MinBodyRate != 0 {
-		timeout, rate := cmp.Or(cfg.BodyTimeout, DefaultBodyTimeout), cmp.Or(cfg.MinBodyRate, DefaultMinBodyRate)
-		opts = append(opts, WithBodyTimeouts(timeout, max(rate, 0)))
-	}
-	var storeOpts []StoreOption
-	if cfg.StoreQuota != 0 {
-		storeOpts = append(storeOpts, WithStoreQuota(cfg.StoreQuota))
-	}
-	if cfg.UploadTTL != 0 {
-		storeOpts = append(storeOpts, WithUploadTTL(cfg.UploadTTL))
-	}
-	if quota, largest := cmp.Or(cfg.StoreQuota, DefaultStoreQuota), cmp.Or(cfg.MaxArtifactSize, api.DefaultMaxArtifactSize); quota < largest {
-		return fmt.Errorf("the store quota (%d bytes) must hold at least the largest artifact accepted (%d bytes)", quota, largest)
-	}
-	store, err := OpenStore(filepath.Join(stateDir, "artifacts"), log, storeOpts...)
+	store, err := OpenStore(filepath.Join(stateDir, "artifacts"), log, cfg.storeOptions...)
 	if err != nil {
 		return err
 	}
+	if store.quota < cfg.maxArtifactSize {
+		return fmt.Errorf("the store quota (%d bytes) must hold at least the largest artifact accepted (%d bytes)", store.quota, cfg.maxArtifactSize)
+	}
 
-	ln, err := Listen(listen, cfg.SocketMode)
+	ln, err := Listen(listen, cfg.socketMode)
 	if err != nil {
 		return err
 	}
 	defer ln.Close() // Serve closes it; this covers the early returns
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
-	} else if cfg.Token != "" && ln.Addr().Network() == "tcp" {
-		log.Warn("serving TCP without TLS: the token and requests travel in clear; use --tls-cert and --tls-key off a trusted network")
+	} else if cfg.tokenHash != nil && ln.Addr().Network() == "tcp" {
+		log.Warn("serving TCP without TLS: the token and requests travel in clear; use TLS off a trusted network")
 	}
 
-	eng := cfg.Engine
 	rtState := filepath.Join(stateDir, "rt")
 	rt, err := runtime.New(ctx, slices.Concat(
 		[]runtime.Option{runtime.WithEngine(eng), runtime.WithLogger(log)},
-		rtOpts,
+		cfg.runtimeOptions,
 		[]runtime.Option{runtime.WithStateDir(rtState)},
 	)...)
 	if err != nil {
 		return fmt.Errorf("starting the runtime: %w", err)
 	}
-	opts = append(opts, WithContainers(eng, map[string]string{runtime.LabelStateDir: rtState}))
-	srv, err := New(rt, store, opts...)
-	if err != nil {
-		_ = rt.Close(context.WithoutCancel(ctx))
-		return err
-	}
+	cfg.containers, cfg.containerLabels = eng, map[string]string{runtime.LabelStateDir: rtState}
+	srv := newServer(rt, store, cfg)
 
-	if cfg.Ready != nil {
-		cfg.Ready(ln.Addr())
+	if cfg.ready != nil {
+		cfg.ready(ln.Addr())
 	}
 	serveErr := srv.Serve(ctx, ln)
 
-	closeTimeout := cfg.CloseTimeout
-	if closeTimeout <= 0 {
-		closeTimeout = DefaultCloseTimeout
-	}
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.closeTimeout)
 	defer cancel()
 	log.Info("daemon stopping its containers")
 	closeErr := rt.Close(closeCtx)
@@ -221,9 +220,6 @@ func Run(ctx context.Context, cfg Config, rtOpts ...runtime.Option) (err error) 
 func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" && keyFile == "" {
 		return nil, nil
-	}
-	if certFile == "" || keyFile == "" {
-		return nil, errors.New("TLS needs both a certificate and a key")
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

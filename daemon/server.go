@@ -50,7 +50,9 @@ type ContainerLister interface {
 // its context ends.
 const DefaultDrainTimeout = 30 * time.Second
 
-// Option configures New.
+// Option configures New and Run. The options marked "Run only" configure
+// what Run sets up around the Server (listener, state, runtime, store), and
+// New ignores them.
 type Option func(*config) error
 
 type config struct {
@@ -64,6 +66,39 @@ type config struct {
 	log             *slog.Logger
 	containers      ContainerLister
 	containerLabels map[string]string
+
+	// Run only.
+	listen          string
+	stateDir        string
+	tlsCert, tlsKey string
+	socketMode      os.FileMode
+	closeTimeout    time.Duration
+	ready           func(net.Addr)
+	runtimeOptions  []runtime.Option
+	storeOptions    []StoreOption
+}
+
+// newConfig applies opts over the defaults.
+func newConfig(opts []Option) (config, error) {
+	cfg := config{
+		maxArtifactSize: api.DefaultMaxArtifactSize,
+		maxRequestSize:  api.DefaultMaxRequestSize,
+		drainTimeout:    DefaultDrainTimeout,
+		maxBodyMemory:   DefaultMaxBodyMemory,
+		bodyTimeout:     DefaultBodyTimeout,
+		minBodyRate:     DefaultMinBodyRate,
+		log:             discardLogger(),
+		closeTimeout:    DefaultCloseTimeout,
+	}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return cfg, fmt.Errorf("configuring daemon: %w", err)
+		}
+	}
+	if cfg.maxBodyMemory < cfg.maxRequestSize {
+		return cfg, fmt.Errorf("configuring daemon: the body memory (%d bytes) must hold at least one request of the largest size (%d bytes)", cfg.maxBodyMemory, cfg.maxRequestSize)
+	}
+	return cfg, nil
 }
 
 // Defaults of the limits on request bodies.
@@ -218,23 +253,14 @@ type Server struct {
 // New returns a server that executes requests on rt against artifacts kept
 // in store.
 func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
-	cfg := config{
-		maxArtifactSize: api.DefaultMaxArtifactSize,
-		maxRequestSize:  api.DefaultMaxRequestSize,
-		drainTimeout:    DefaultDrainTimeout,
-		maxBodyMemory:   DefaultMaxBodyMemory,
-		bodyTimeout:     DefaultBodyTimeout,
-		minBodyRate:     DefaultMinBodyRate,
-		log:             discardLogger(),
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
 	}
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return nil, fmt.Errorf("configuring daemon: %w", err)
-		}
-	}
-	if cfg.maxBodyMemory < cfg.maxRequestSize {
-		return nil, fmt.Errorf("configuring daemon: the body memory (%d bytes) must hold at least one request of the largest size (%d bytes)", cfg.maxBodyMemory, cfg.maxRequestSize)
-	}
+	return newServer(rt, store, cfg), nil
+}
+
+func newServer(rt Runner, store *Store, cfg config) *Server {
 	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory), drain: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
 	s.metrics.init()
@@ -249,7 +275,7 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 	s.route("GET "+api.PoolsPath, "pools", s.pools, true)
 	s.route("GET "+api.ContainersPath, "containers", s.listContainers, true)
 	s.route("/", "other", s.notFound, false)
-	return s, nil
+	return s
 }
 
 func (s *Server) route(pattern, name string, h http.HandlerFunc, auth bool) {

@@ -672,7 +672,7 @@ func TestServeRefusesTCPWithoutToken(t *testing.T) {
 	if err := srv.Serve(ctx, ln); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("Serve: %v", err)
 	}
-	if err := daemon.Run(ctx, daemon.Config{Listen: "tcp://127.0.0.1:0", StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "token") {
+	if err := daemon.Run(ctx, nil, daemon.WithListen("tcp://127.0.0.1:0"), daemon.WithStateDir(t.TempDir())); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("Run: %v", err)
 	}
 }

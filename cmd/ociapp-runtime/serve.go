@@ -50,7 +50,7 @@ const tokenEnv = "OCIAPP_RUNTIME_TOKEN"
 
 // serveConfig is the parsed command line of serve.
 type serveConfig struct {
-	daemon           daemon.Config
+	daemon           daemonFlags
 	runtime          []runtime.Option
 	tokenFile        string
 	engine           engineFlags
@@ -85,8 +85,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitCode(err)
 	}
 	defer eng.Close()
-	cfg.daemon.Engine = eng
-	if err := daemon.Run(ctx, cfg.daemon, cfg.runtime...); err != nil {
+	if err := daemon.Run(ctx, eng, append(cfg.daemon.options(), daemon.WithRuntimeOptions(cfg.runtime...))...); err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
 		var engErr *runtime.EngineUnavailableError
 		if errors.As(err, &engErr) {
@@ -193,9 +192,6 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	}
 	if d.MinBodyRate, err = parseSize(*minBodyRate); err != nil {
 		return cfg, fmt.Errorf("--min-body-rate: %w", err)
-	}
-	if d.MinBodyRate == 0 {
-		d.MinBodyRate = -1 // none
 	}
 	if d.BodyTimeout <= 0 || d.UploadTTL <= 0 {
 		return cfg, errors.New("--body-timeout and --upload-ttl must be positive")

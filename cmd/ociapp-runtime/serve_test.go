@@ -51,7 +51,7 @@ func TestParseServeArgs(t *testing.T) {
 		{name: "body and store limits", args: []string{"--max-body-memory", "64m", "--body-timeout", "5s", "--min-body-rate", "0", "--store-quota", "4g", "--upload-ttl", "1h"},
 			check: func(t *testing.T, c serveConfig) {
 				d := c.daemon
-				if d.MaxBodyMemory != 64<<20 || d.BodyTimeout != 5*time.Second || d.MinBodyRate != -1 || d.StoreQuota != 4<<30 || d.UploadTTL != time.Hour {
+				if d.MaxBodyMemory != 64<<20 || d.BodyTimeout != 5*time.Second || d.MinBodyRate != 0 || d.StoreQuota != 4<<30 || d.UploadTTL != time.Hour {
 					t.Fatalf("%+v", d)
 				}
 			}},
