@@ -45,7 +45,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rep, err := b.run(ctx)
 	b.status.clear()
 	if err != nil {
-		fmt.Fprintf(stderr, "ociapp-runtime bench: %v\n", err)
+		printError(stderr, "ociapp-runtime bench", cfg.engine.kind, err)
 		if ctx.Err() != nil {
 			return exitBenchInterrupted
 		}

@@ -110,13 +110,13 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	eng, err := ef.open(ctx, logger)
 	if err != nil {
-		return fail(stderr, err)
+		return fail(stderr, ef.kind, err)
 	}
 	defer eng.Close()
 	opts = append(opts, runtime.WithEngine(eng), runtime.WithLogger(logger))
 	rt, err := runtime.New(ctx, opts...)
 	if err != nil {
-		return fail(stderr, err)
+		return fail(stderr, ef.kind, err)
 	}
 	resp, execErr := rt.Execute(ctx, artifactPath, request)
 	// Stop the container even when interrupted, within the shutdown timeout.
@@ -130,7 +130,7 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if errors.As(execErr, &appErr) {
 			_ = writeJSON(stdout, map[string]any{"error_type": appErr.Type, "message": appErr.Message, "details": appErr.Details}, *pretty)
 		}
-		return fail(stderr, execErr)
+		return fail(stderr, ef.kind, execErr)
 	}
 	if err := writeJSON(stdout, resp, *pretty); err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime: writing the response:", err)
@@ -160,8 +160,8 @@ func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
 }
 
 // fail reports err and returns its exit status.
-func fail(stderr io.Writer, err error) int {
-	fmt.Fprintln(stderr, "ociapp-runtime:", err)
+func fail(stderr io.Writer, engineKind string, err error) int {
+	printError(stderr, "ociapp-runtime", engineKind, err)
 	return exitCode(err)
 }
 

@@ -81,13 +81,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg.daemon.Ready = func(addr net.Addr) { fmt.Fprintf(stdout, "listening on %s://%s\n", addr.Network(), addr) }
 	eng, err := cfg.engine.open(ctx, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		printError(stderr, "ociapp-runtime serve", cfg.engine.kind, err)
 		return exitCode(err)
 	}
 	defer eng.Close()
 	cfg.daemon.Engine = eng
 	if err := daemon.Run(ctx, cfg.daemon, cfg.runtime...); err != nil {
-		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		printError(stderr, "ociapp-runtime serve", cfg.engine.kind, err)
 		var engErr *runtime.EngineUnavailableError
 		if errors.As(err, &engErr) {
 			return exitUnavailable
