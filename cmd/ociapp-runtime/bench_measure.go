@@ -121,10 +121,6 @@ func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (
 		}
 		return nil, fmt.Errorf("starting the first container: %w", err)
 	}
-	op := func(ctx context.Context) error {
-		_, err := rt.ExecutePayload(ctx, cfg.artifact, cfg.payload)
-		return err
-	}
 	peek := func() {
 		n := 0
 		for _, p := range rt.Stats().Pools {
@@ -133,17 +129,25 @@ func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (
 		containers.Peak = max(containers.Peak, n)
 	}
 	peek()
-	if cfg.warmup > 0 {
-		_, err := loadgen.Run(ctx, loadgen.Config{
+	// load sends requests (or, with none, requests for duration) at the
+	// command line's concurrency, showing phase on the status line.
+	load := func(phase string, requests int, duration time.Duration) (loadgen.Result, error) {
+		return loadgen.Run(ctx, loadgen.Config{
 			Concurrency: cfg.concurrency,
-			Requests:    cfg.warmup,
+			Requests:    requests,
+			Duration:    duration,
 			Classify:    errorType,
 			Progress: func(p loadgen.Progress) {
 				peek()
-				b.status.progress("warm-up", p, cfg.warmup, containers.Peak)
+				b.status.progress(phase, p, requests, containers.Peak)
 			},
-		}, op)
-		if err != nil {
+		}, func(ctx context.Context) error {
+			_, err := rt.ExecutePayload(ctx, cfg.artifact, cfg.payload)
+			return err
+		})
+	}
+	if cfg.warmup > 0 {
+		if _, err := load("warm-up", cfg.warmup, 0); err != nil {
 			return nil, err
 		}
 		if err := b.awaitStarts(ctx, rt); err != nil {
@@ -151,16 +155,7 @@ func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (
 		}
 	}
 	cpu := startCPU(cgroupCPU(cpustat.CgroupRoot), created)
-	res, err := loadgen.Run(ctx, loadgen.Config{
-		Concurrency: cfg.concurrency,
-		Requests:    cfg.requests,
-		Duration:    cfg.duration,
-		Classify:    errorType,
-		Progress: func(p loadgen.Progress) {
-			peek()
-			b.status.progress("measuring", p, cfg.requests, containers.Peak)
-		},
-	}, op)
+	res, err := load("measuring", cfg.requests, cfg.duration)
 	if err != nil {
 		return nil, err
 	}
