@@ -281,26 +281,30 @@ func (b *builder) benchRows(cmdKey string, match func(goBench) bool) []pathRow {
 	return rows
 }
 
-// goBenchRow is the request path row of a Go benchmark: the figures it
-// reports ("–" for those it does not) and their ratios to the floors'.
+// goBenchRow is the request path row of a Go benchmark.
 func (b *builder) goBenchRow(measure string, gb goBench, cmdKey string) pathRow {
-	p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
-	row := pathRow{Measure: measure, P50: "–", P99: "–", RPS: "–", CPU: "–", Cmd: b.cmd(cmdKey)}
-	if p50 > 0 {
-		row.P50 = fmtUS(p50)
-	}
-	if p99, ok := gb.Metrics["p99-µs"]; ok {
-		row.P99 = fmtUS(p99)
-	}
-	if rps > 0 {
-		row.RPS = thousands(rps)
-	}
-	if cpu, ok := gb.Metrics["cpu-µs"]; ok {
+	m := gb.Metrics
+	row := b.figuresRow(measure, cmdKey, m["p50-µs"], m["p99-µs"], m["req/s"])
+	if cpu, ok := m["cpu-µs"]; ok {
 		row.CPU = fmtUS(cpu)
 	}
-	row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
-	row.P50Cross = b.crossRatio(p50)
 	return row
+}
+
+// figuresRow is a request path row of the figures given, "–" for those
+// not measured (0), with the p50 and req/s as multiples of the floors'.
+func (b *builder) figuresRow(measure, cmdKey string, p50, p99, rps float64) pathRow {
+	dash := func(v float64, format func(float64) string) string {
+		if v <= 0 {
+			return "–"
+		}
+		return format(v)
+	}
+	return pathRow{
+		Measure: measure, P50: dash(p50, fmtUS), P99: dash(p99, fmtUS), RPS: dash(rps, thousands), CPU: "–",
+		P50Ratio: ratio(p50, b.floorP50), RPSRatio: ratio(rps, b.floorRPS), P50Cross: ratio(p50, b.crossP50),
+		Cmd: b.cmd(cmdKey),
+	}
 }
 
 // warmRow is the request path row of a bench point, or nil (and the
@@ -311,10 +315,7 @@ func (b *builder) warmRow(measure, key string, c int) (pathRow, *warmPoint) {
 		b.rep.Missing = append(b.rep.Missing, measure)
 		return pathRow{}, nil
 	}
-	row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd(fmt.Sprintf("warm.%s.c%d", key, c))}
-	row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
-	row.P50Cross = b.crossRatio(p.P50)
-	row.CPU = "–"
+	row := b.figuresRow(measure, fmt.Sprintf("warm.%s.c%d", key, c), p.P50, p.P99, p.RPS)
 	switch {
 	case p.CPUCaller >= 0 && p.CPUContainers >= 0:
 		row.CPU = fmt.Sprintf("%s (%s + %s)", fmtUS(p.CPUCaller+p.CPUContainers), trimFloat(round3(p.CPUCaller)), trimFloat(round3(p.CPUContainers)))
@@ -333,23 +334,12 @@ func round3(v float64) float64 {
 	return math.Round(v*scale) / scale
 }
 
-// crossRatio is p50 as a multiple of the cross-process floor's.
-func (b *builder) crossRatio(p50 float64) string {
-	if p50 <= 0 || b.crossP50 <= 0 {
+// ratio is v as a multiple of floor, "–" when either is unknown.
+func ratio(v, floor float64) string {
+	if v <= 0 || floor <= 0 {
 		return "–"
 	}
-	return fmt.Sprintf("×%.2f", p50/b.crossP50)
-}
-
-// ratios are p50 and req/s as multiples of the floor's.
-func (b *builder) ratios(p50, rps float64) (string, string) {
-	r := func(v, floor float64) string {
-		if v <= 0 || floor <= 0 {
-			return "–"
-		}
-		return fmt.Sprintf("×%.2f", v/floor)
-	}
-	return r(p50, b.floorP50), r(rps, b.floorRPS)
+	return fmt.Sprintf("×%.2f", v/floor)
 }
 
 func (b *builder) warmAt(app string, c int) *warmPoint {
@@ -459,12 +449,11 @@ func (b *builder) curves() {
 		}
 		c := curve{App: a.Name}
 		for _, p := range pts {
-			ratio, _ := b.ratios(p.P50, 0)
 			c.Points = append(c.Points, curvePoint{
 				Concurrency: p.Concurrency,
 				P50:         fmtUS(p.P50), P90: fmtUS(p.P90), P99: fmtUS(p.P99), Max: fmtUS(p.Max),
 				RPS:        thousands(p.RPS),
-				P50Ratio:   ratio,
+				P50Ratio:   ratio(p.P50, b.floorP50),
 				Containers: fmt.Sprint(p.Containers),
 				Failed:     p.Failed,
 			})

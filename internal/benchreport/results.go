@@ -102,6 +102,7 @@ type loadRuns struct {
 
 var warmName = regexp.MustCompile(`^([a-z]+(?:-load)?(?:-nopoll)?)-c(\d+)-(\d+)\.json$`)
 var loadName = regexp.MustCompile(`^([a-z]+)-(first|present)-(\d+)\.json$`)
+var coldName = regexp.MustCompile(`^(.+)\.json$`)
 
 func loadResults(dir string) (*results, error) {
 	r := &results{
@@ -173,16 +174,14 @@ func loadResults(dir string) (*results, error) {
 		slices.SortFunc(r.Warm[app], func(a, b warmPoint) int { return cmp.Compare(a.Concurrency, b.Concurrency) })
 	}
 
-	coldFiles, _ := filepath.Glob(filepath.Join(dir, "cold", "*.json"))
-	for _, p := range coldFiles {
-		var b benchJSON
-		if err := readJSON(p, &b); err != nil {
-			return nil, err
-		}
+	if err := eachJSON(filepath.Join(dir, "cold"), coldName, func(m []string, b benchJSON) error {
 		if b.ColdStart == nil {
-			return nil, fmt.Errorf("%s: no cold_start section", p)
+			return errors.New("no cold_start section")
 		}
-		r.Cold[strings.TrimSuffix(filepath.Base(p), ".json")] = b
+		r.Cold[m[1]] = b
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 
 	if err := eachJSON(filepath.Join(dir, "load"), loadName, func(m []string, b benchJSON) error {
