@@ -15,12 +15,11 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/term"
-
 	"github.com/ociapp/ociapp/build"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/bytesize"
+	"github.com/ociapp/ociapp/internal/termstatus"
 )
 
 const (
@@ -39,12 +38,10 @@ flags:
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, isTerminal(os.Stderr))
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, termstatus.IsTerminal(os.Stderr))
 	stop()
 	os.Exit(code)
 }
-
-func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 // options are the parsed command line.
 type options struct {
@@ -117,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	if p.NeedsEngine() {
 		eng, err := docker.New(ctx)
 		if err != nil {
-			fmt.Fprintln(stderr, "ociapp-build:", err)
+			reportError(stderr, err)
 			return exitFail
 		}
 		defer eng.Close()
@@ -144,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 }
 
 // reportError prints a failed build: the failing step and its output first,
-// then what went wrong.
+// then what went wrong, then what to do about it.
 func reportError(w io.Writer, err error) {
 	var se *build.StepError
 	if errors.As(err, &se) {
@@ -156,10 +153,20 @@ func reportError(w io.Writer, err error) {
 		}
 	}
 	fmt.Fprintln(w, "ociapp-build:", err)
+	if a := advice(err); a != "" {
+		fmt.Fprintln(w, "ociapp-build:", a)
+	}
+}
+
+// advice says what a person can do about err, or "" when there is nothing
+// to add. Libraries describe what failed; the scripts and settings that
+// help are named here.
+func advice(err error) string {
 	var ue *engine.UnavailableError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(w, "ociapp-build: managed Python and custom builds need Docker; managed Go builds do not")
+		return "is Docker running? scripts/ensure-docker.sh starts it, or set DOCKER_HOST to where it listens; managed Python and custom builds need Docker, managed Go builds do not"
 	}
+	return ""
 }
 
 // layerCacheDir is where compressed layers are kept between builds:

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ociapp/ociapp/build"
+	"github.com/ociapp/ociapp/engine"
 )
 
 func TestMain(m *testing.M) {
@@ -148,5 +150,36 @@ func TestStripANSI(t *testing.T) {
 	d.event(build.Event{Kind: build.EventOutput, Text: "\x1b[91mociapp: error\x1b[0m"})
 	if got := buf.String(); got != "    ociapp: error\n" {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestEngineUnavailableAdvice(t *testing.T) {
+	// A managed Python build needs Docker; with none at DOCKER_HOST the
+	// command says how to start it, once.
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+	code, stdout, stderr := runCLI(t, false, "../../examples/echo-app", "--output-dir", t.TempDir(), "-q")
+	if code != exitFail || stdout != "" {
+		t.Fatalf("exit %d, stdout %q", code, stdout)
+	}
+	want := "ociapp-build: is Docker running? scripts/ensure-docker.sh starts it"
+	if strings.Count(stderr, want) != 1 || !strings.Contains(stderr, "no-docker.sock") {
+		t.Errorf("stderr %q: want the error and, once, %q", stderr, want)
+	}
+}
+
+func TestAdvice(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("pinging docker: %w", &engine.UnavailableError{Host: "unix:///x.sock", Err: errors.New("refused")}), "scripts/ensure-docker.sh"},
+		{&build.StepError{Step: "RUN make", Err: errors.New("exit 2")}, ""},
+		{errors.New("other"), ""},
+	}
+	for _, tt := range tests {
+		got := advice(tt.err)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("advice(%v) = %q, want one containing %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -3,14 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"regexp"
-	"strings"
-	"unicode/utf8"
-
-	"golang.org/x/term"
 
 	"github.com/ociapp/ociapp/build"
+	"github.com/ociapp/ociapp/internal/termstatus"
 )
 
 // display draws build progress: on a terminal, phases as lines and a status
@@ -18,20 +14,12 @@ import (
 // otherwise every event as a plain line.
 type display struct {
 	w      io.Writer
-	live   bool
-	width  int
+	status *termstatus.Line
 	step   string
-	status bool // a status line is on screen
 }
 
 func newDisplay(w io.Writer, tty bool) *display {
-	d := &display{w: w, live: tty, width: 80}
-	if f, ok := w.(*os.File); ok && tty {
-		if width, _, err := term.GetSize(int(f.Fd())); err == nil && width > 20 {
-			d.width = width
-		}
-	}
-	return d
+	return &display{w: w, status: termstatus.New(w, tty)}
 }
 
 // ansiEscape matches terminal escape sequences; the engine colours some
@@ -42,7 +30,7 @@ func stripANSI(s string) string { return ansiEscape.ReplaceAllString(s, "") }
 
 func (d *display) event(ev build.Event) {
 	ev.Text = stripANSI(ev.Text)
-	if !d.live {
+	if !d.status.Live() {
 		switch ev.Kind {
 		case build.EventPhase:
 			fmt.Fprintf(d.w, "==> %s\n", ev.Text)
@@ -55,46 +43,20 @@ func (d *display) event(ev build.Event) {
 	}
 	switch ev.Kind {
 	case build.EventPhase:
-		d.clear()
+		d.status.Clear()
 		d.step = ""
 		fmt.Fprintf(d.w, "==> %s\n", ev.Text)
 	case build.EventStep:
 		d.step = ev.Text
-		d.draw(ev.Text)
+		d.status.Show("  " + ev.Text)
 	case build.EventOutput:
 		if d.step == "" {
-			d.draw(ev.Text)
+			d.status.Show("  " + ev.Text)
 		} else {
-			d.draw(d.step + " | " + ev.Text)
+			d.status.Show("  " + d.step + " | " + ev.Text)
 		}
-	}
-}
-
-// draw replaces the status line with text cut to the terminal width.
-func (d *display) draw(text string) {
-	text = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, text)
-	if max := d.width - 3; utf8.RuneCountInString(text) > max {
-		text = string([]rune(text)[:max-1]) + "…"
-	}
-	fmt.Fprintf(d.w, "\r\x1b[K  %s", text)
-	d.status = true
-}
-
-func (d *display) clear() {
-	if d.status {
-		fmt.Fprint(d.w, "\r\x1b[K")
-		d.status = false
 	}
 }
 
 // finish removes the status line.
-func (d *display) finish() {
-	if d.live {
-		d.clear()
-	}
-}
+func (d *display) finish() { d.status.Clear() }

@@ -55,17 +55,34 @@ func (r *containerRecorder) created() []string {
 // cpuMeter measures the CPU time of this process and of the containers
 // created through a recorder over a window.
 type cpuMeter struct {
-	root       string
 	containers func() []string
-	paths      map[string]string // container ID: its accounting file
-	startSelf  time.Duration
-	start      map[string]time.Duration
-	missing    error
+	// read is a container's CPU time so far.
+	read      func(id string) (time.Duration, error)
+	startSelf time.Duration
+	start     map[string]time.Duration
+	missing   error
+}
+
+// cgroupCPU reads containers' CPU time from their cgroups under root,
+// finding each container's cgroup once.
+func cgroupCPU(root string) func(id string) (time.Duration, error) {
+	paths := map[string]string{}
+	return func(id string) (time.Duration, error) {
+		path, ok := paths[id]
+		if !ok {
+			p, err := cpustat.ContainerCgroup(root, id)
+			if err != nil {
+				return 0, err
+			}
+			path, paths[id] = p, p
+		}
+		return cpustat.ReadCgroup(path)
+	}
 }
 
 // startCPU begins a window.
-func startCPU(root string, containers func() []string) *cpuMeter {
-	m := &cpuMeter{root: root, containers: containers, paths: map[string]string{}, start: map[string]time.Duration{}}
+func startCPU(read func(id string) (time.Duration, error), containers func() []string) *cpuMeter {
+	m := &cpuMeter{containers: containers, read: read, start: map[string]time.Duration{}}
 	for id, v := range m.readContainers() {
 		m.start[id] = v
 	}
@@ -77,16 +94,7 @@ func startCPU(root string, containers func() []string) *cpuMeter {
 func (m *cpuMeter) readContainers() map[string]time.Duration {
 	out := map[string]time.Duration{}
 	for _, id := range m.containers() {
-		path, ok := m.paths[id]
-		if !ok {
-			p, err := cpustat.ContainerCgroup(m.root, id)
-			if err != nil {
-				m.missing = err
-				continue
-			}
-			path, m.paths[id] = p, p
-		}
-		v, err := cpustat.ReadCgroup(path)
+		v, err := m.read(id)
 		if err != nil {
 			m.missing = err
 			continue
@@ -121,19 +129,4 @@ func (m *cpuMeter) stop(requests int64) *cpuReport {
 		}
 	}
 	return rep
-}
-
-// cpuReport is the CPU time used over the measured run.
-type cpuReport struct {
-	// CallerUSPerRequest is this process's CPU time (user and system, all
-	// threads: the runtime and the load generator) per request.
-	CallerUSPerRequest float64 `json:"caller_us_per_request"`
-	// ContainersUSPerRequest is the CPU time of the containers, from their
-	// cgroups, per request; absent when they could not be read.
-	ContainersUSPerRequest *float64 `json:"containers_us_per_request,omitempty"`
-	CallerS                float64  `json:"caller_s"`
-	ContainersS            float64  `json:"containers_s,omitempty"`
-	// Containers is how many containers were measured.
-	Containers            int    `json:"containers"`
-	ContainersUnavailable string `json:"containers_unavailable,omitempty"`
 }

@@ -2,35 +2,30 @@ package main
 
 import (
 	"context"
-	"os"
-	"path/filepath"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/cpustat"
 )
 
-const testContainerID = "c09f830b1034076cad84fb6679a97243262ab968e2c8cefb251bd095a5070aa9"
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestCPUMeter(t *testing.T) {
-	root := t.TempDir()
-	usage := filepath.Join(root, "cpuacct/docker/"+testContainerID+"/cpuacct.usage")
-	writeFile(t, usage, "1000000\n")
-	ids := []string{testContainerID}
-	m := startCPU(root, func() []string { return ids })
-	writeFile(t, usage, "3000000\n") // 2 ms in the window
+	usage := map[string]time.Duration{"c1": time.Millisecond}
+	read := func(id string) (time.Duration, error) {
+		if v, ok := usage[id]; ok {
+			return v, nil
+		}
+		return 0, fmt.Errorf("finding the cgroup of container %s: %w", id, cpustat.ErrNoCgroup)
+	}
+	ids := []string{"c1"}
+	m := startCPU(read, func() []string { return ids })
+	usage["c1"] = 3 * time.Millisecond // 2 ms in the window
+	usage["c2"] = time.Millisecond     // started in the window: counts from 0
+	ids = append(ids, "c2")
 	rep := m.stop(100)
-	if rep.ContainersUSPerRequest == nil || *rep.ContainersUSPerRequest != 20 || rep.Containers != 1 || rep.ContainersUnavailable != "" {
+	if rep.ContainersUSPerRequest == nil || *rep.ContainersUSPerRequest != 30 || rep.Containers != 2 || rep.ContainersS != 0.003 || rep.ContainersUnavailable != "" {
 		t.Errorf("containers: %+v", rep)
 	}
 	if rep.CallerUSPerRequest < 0 || rep.CallerS < 0 {
@@ -39,11 +34,16 @@ func TestCPUMeter(t *testing.T) {
 
 	// A container whose cgroup is not on this host: the caller's figure
 	// only, and why.
-	ids = []string{strings.Repeat("d", 64)}
-	m = startCPU(root, func() []string { return ids })
-	rep = m.stop(100)
+	ids = []string{"gone"}
+	rep = startCPU(read, func() []string { return ids }).stop(100)
 	if rep.ContainersUSPerRequest != nil || !strings.Contains(rep.ContainersUnavailable, "no cgroup of the container") {
 		t.Errorf("missing cgroup: %+v", rep)
+	}
+	// No container at all.
+	ids = nil
+	rep = startCPU(read, func() []string { return ids }).stop(100)
+	if rep.ContainersUSPerRequest != nil || rep.ContainersUnavailable != "no container was created" {
+		t.Errorf("no container: %+v", rep)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -65,7 +64,7 @@ func (f *engineFlags) check() error {
 }
 
 // open connects to the chosen engine. An unreachable one is
-// *engine.UnavailableError, with a hint on how to start it.
+// *engine.UnavailableError (printError says how to start it).
 func (f *engineFlags) open(ctx context.Context, log *slog.Logger) (closingEngine, error) {
 	if err := f.check(); err != nil {
 		return nil, err
@@ -83,9 +82,6 @@ func (f *engineFlags) open(ctx context.Context, log *slog.Logger) (closingEngine
 		}
 		eng, err := kubernetes.New(ctx, opts...)
 		if err != nil {
-			if errors.As(err, new(*engine.UnavailableError)) {
-				return nil, fmt.Errorf("%w (pass --kubeconfig and --containerd, or for the test cluster: scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env)", err)
-			}
 			return nil, fmt.Errorf("connecting to Kubernetes: %w", err)
 		}
 		return eng, nil

@@ -36,15 +36,3 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
-
-func FuzzParseSize(f *testing.F) {
-	for _, seed := range []string{"0", "512m", "1.5G", "64MiB", "8k", "-1", "1e30t", "NaN", "inf"} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, in string) {
-		n, err := parseSize(in)
-		if err == nil && n < 0 {
-			t.Fatalf("parseSize(%q) = %d", in, n)
-		}
-	})
-}

@@ -51,15 +51,10 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprint(stderr, runUsage)
 		fs.PrintDefaults()
 	}
-	timeout := fs.Duration("timeout", runtime.DefaultRequestTimeout, "request timeout")
-	startup := fs.Duration("startup-timeout", runtime.DefaultStartupTimeout, "container startup timeout")
+	var rf runtimeFlags
+	rf.register(fs, "timeout", "startup-timeout", "memory", "cpus", "network", "allow-root", "state-dir")
 	var ef engineFlags
 	ef.register(fs, os.Getenv)
-	memory := fs.String("memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
-	cpus := fs.Float64("cpus", 0, "container CPU limit in CPUs (0: none)")
-	network := fs.String("network", runtime.DefaultNetwork, `container network mode: "none", or e.g. "bridge" to give the app a network`)
-	allowRoot := fs.Bool("allow-root", false, "let images that run as root do so (default: run them as 65532)")
-	stateDir := fs.String("state-dir", "", "directory for runtime state and sockets (default: /run/ociapp-runtime, or $XDG_RUNTIME_DIR/ociapp)")
 	pretty := fs.Bool("pretty", false, "indent the JSON output")
 	verbose := fs.Bool("v", false, "log what the runtime does to standard error")
 	if err := fs.Parse(args); err != nil {
@@ -94,27 +89,17 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintln(stderr, "ociapp-runtime:", err)
 		return exitUsage
 	}
-	memBytes, err := parseSize(*memory)
+	opts, err := rf.options()
 	if err != nil {
-		fmt.Fprintln(stderr, "ociapp-runtime: --memory:", err)
+		fmt.Fprintln(stderr, "ociapp-runtime:", err)
 		return exitUsage
 	}
-
-	opts := []runtime.Option{
-		runtime.WithRequestTimeout(*timeout),
-		runtime.WithStartupTimeout(*startup),
-		runtime.WithMemoryLimit(memBytes),
-		runtime.WithCPULimit(*cpus),
-		runtime.WithNetwork(*network),
-		runtime.WithAllowRoot(*allowRoot),
+	opts = append(opts,
 		// One request needs one container.
 		runtime.WithMaxContainers(1),
 		// The image stays for the next run, as after docker run.
 		runtime.WithKeepImages(true),
-	}
-	if *stateDir != "" {
-		opts = append(opts, runtime.WithStateDir(*stateDir))
-	}
+	)
 	logger := slog.New(slog.DiscardHandler)
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -125,13 +110,13 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	eng, err := ef.open(ctx, logger)
 	if err != nil {
-		return fail(stderr, err)
+		return fail(stderr, ef.kind, err)
 	}
 	defer eng.Close()
 	opts = append(opts, runtime.WithEngine(eng), runtime.WithLogger(logger))
 	rt, err := runtime.New(ctx, opts...)
 	if err != nil {
-		return fail(stderr, err)
+		return fail(stderr, ef.kind, err)
 	}
 	resp, execErr := rt.Execute(ctx, artifactPath, request)
 	// Stop the container even when interrupted, within the shutdown timeout.
@@ -145,7 +130,7 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if errors.As(execErr, &appErr) {
 			_ = writeJSON(stdout, map[string]any{"error_type": appErr.Type, "message": appErr.Message, "details": appErr.Details}, *pretty)
 		}
-		return fail(stderr, execErr)
+		return fail(stderr, ef.kind, execErr)
 	}
 	if err := writeJSON(stdout, resp, *pretty); err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime: writing the response:", err)
@@ -175,8 +160,8 @@ func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
 }
 
 // fail reports err and returns its exit status.
-func fail(stderr io.Writer, err error) int {
-	fmt.Fprintln(stderr, "ociapp-runtime:", err)
+func fail(stderr io.Writer, engineKind string, err error) int {
+	printError(stderr, "ociapp-runtime", engineKind, err)
 	return exitCode(err)
 }
 
@@ -325,32 +310,4 @@ func jsonFloat(f float64, bits int) any {
 		s += ".0"
 	}
 	return json.Number(s)
-}
-
-// parseSize reads a byte count with an optional binary suffix: 512m, 2g,
-// 64MiB, 1048576.
-func parseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "ib"), "b")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		case 't':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || !(n >= 0) || n*float64(mult) >= math.MaxInt64 {
-		return 0, fmt.Errorf("invalid size %q; use bytes or a number with k, m, g or t (e.g. 512m)", s)
-	}
-	return int64(n * float64(mult)), nil
 }

@@ -81,24 +81,6 @@ func TestParseRequest(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"0", 0, true}, {"1048576", 1 << 20, true}, {"512m", 512 << 20, true}, {"512MB", 512 << 20, true},
-		{"64MiB", 64 << 20, true}, {"2g", 2 << 30, true}, {"1.5G", 3 << 29, true}, {"8k", 8 << 10, true},
-		{"", 0, false}, {"-1m", 0, false}, {"lots", 0, false}, {"1x", 0, false}, {"99999999t", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := parseSize(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-}
-
 func TestExitCode(t *testing.T) {
 	tests := []struct {
 		err  error

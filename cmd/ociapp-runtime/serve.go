@@ -14,7 +14,7 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/internal/bytesize"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -81,12 +81,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg.daemon.Ready = func(addr net.Addr) { fmt.Fprintf(stdout, "listening on %s://%s\n", addr.Network(), addr) }
 	eng, err := cfg.engine.open(ctx, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		printError(stderr, "ociapp-runtime serve", cfg.engine.kind, err)
 		return exitCode(err)
 	}
 	defer eng.Close()
 	if err := daemon.Run(ctx, eng, append(cfg.daemon.options(), daemon.WithRuntimeOptions(cfg.runtime...))...); err != nil {
-		fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
+		printError(stderr, "ociapp-runtime serve", cfg.engine.kind, err)
 		var engErr *runtime.EngineUnavailableError
 		if errors.As(err, &engErr) {
 			return exitUnavailable
@@ -127,33 +127,22 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	fs.StringVar(&d.TLSCertFile, "tls-cert", "", "TLS certificate `file` (PEM); with --tls-key the listener speaks TLS")
 	fs.StringVar(&d.TLSKeyFile, "tls-key", "", "TLS private key `file` (PEM)")
 	socketMode := fs.String("socket-mode", "0600", "mode of the Unix socket, in octal (0660 lets the socket's group connect)")
-	maxArtifact := fs.String("max-artifact-size", "2g", "largest artifact upload accepted, e.g. 512m or 4g")
+	maxArtifact := fs.String("max-artifact-size", bytesize.Short(api.DefaultMaxArtifactSize), "largest artifact upload accepted, e.g. 512m or 4g")
 	maxRequest := fs.String("max-request-size", strconv.FormatInt(api.DefaultMaxRequestSize, 10), "largest execute request body accepted, in bytes (16 MiB less 1 KiB, the most a frame to a container holds)")
-	maxBodyMemory := fs.String("max-body-memory", "128m", "total size of execute request bodies held at once; a request that does not fit within a second is answered overloaded")
+	maxBodyMemory := fs.String("max-body-memory", bytesize.Short(daemon.DefaultMaxBodyMemory), "total size of execute request bodies held at once; a request that does not fit within a second is answered overloaded")
 	fs.DurationVar(&d.BodyTimeout, "body-timeout", daemon.DefaultBodyTimeout, "how long a request body may take, beyond one second per --min-body-rate bytes")
-	minBodyRate := fs.String("min-body-rate", "64k", "slowest average rate, in bytes per second, a request body may arrive at once --body-timeout has passed (0: no rate)")
-	storeQuota := fs.String("store-quota", "10g", "most bytes of uploaded artifacts kept (uploads in progress included); least recently used ones not in use are removed to make room")
+	minBodyRate := fs.String("min-body-rate", bytesize.Short(daemon.DefaultMinBodyRate), "slowest average rate, in bytes per second, a request body may arrive at once --body-timeout has passed (0: no rate)")
+	storeQuota := fs.String("store-quota", bytesize.Short(daemon.DefaultStoreQuota), "most bytes of uploaded artifacts kept (uploads in progress included); least recently used ones not in use are removed to make room")
 	fs.DurationVar(&d.UploadTTL, "upload-ttl", daemon.DefaultUploadTTL, "how long an uploaded artifact no request used is kept")
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "how long requests in flight may finish at shutdown")
 	cfg.engine.register(fs, getenv)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.stopOnStdinClose, "stop-on-stdin-close", false, "also stop, as on SIGTERM, when standard input closes: a parent that keeps it open ties the daemon's life to its own")
 
-	startup := fs.Duration("startup-timeout", runtime.DefaultStartupTimeout, "container startup timeout")
-	request := fs.Duration("request-timeout", runtime.DefaultRequestTimeout, "request timeout")
-	shutdown := fs.Duration("shutdown-timeout", runtime.DefaultShutdownTimeout, "grace between SIGTERM and SIGKILL when a container stops")
-	idle := fs.Duration("idle-timeout", runtime.DefaultIdleTimeout, "how long an idle container is kept")
-	reaper := fs.Duration("reaper-interval", runtime.DefaultReaperInterval, "how often idle containers are looked for")
-	maxContainers := fs.Int("max-containers", 0, "containers per artifact at most (default: the number of CPUs)")
-	minContainers := fs.Int("min-containers", 0, "containers per artifact kept running once it is used")
-	concurrency := fs.Int("container-concurrency", runtime.DefaultContainerConcurrency, "requests in flight per container")
-	queue := fs.Int("queue-size", runtime.DefaultQueueSize, "requests per artifact that may wait for a container before overload errors")
-	memory := fs.String("memory", "1g", `container memory limit, e.g. 512m or 2g; "0" for none`)
-	cpus := fs.Float64("cpus", 0, "container CPU limit in CPUs (0: none)")
-	busyPoll := fs.Duration("busy-poll", protocol.DefaultBusyPoll, "how long to poll a container's connection for a response before sleeping (0: never poll)")
-	network := fs.String("network", runtime.DefaultNetwork, `container network mode: "none", or e.g. "bridge"`)
-	allowRoot := fs.Bool("allow-root", false, "let images that run as root do so (default: run them as 65532)")
-	socketDirLimit := fs.String("socket-dir-limit", "1m", `size of the tmpfs under each container's socket directory; "0" for a plain directory (needed when the daemon runs in another mount namespace than the engine)`)
+	var rf runtimeFlags
+	rf.register(fs, "startup-timeout", "request-timeout", "shutdown-timeout", "idle-timeout", "reaper-interval",
+		"max-containers", "min-containers", "container-concurrency", "queue-size",
+		"memory", "cpus", "busy-poll", "network", "allow-root", "socket-dir-limit")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -184,13 +173,13 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 		{"--max-body-memory", *maxBodyMemory, &d.MaxBodyMemory},
 		{"--store-quota", *storeQuota, &d.StoreQuota},
 	} {
-		n, err := parseSize(s.in)
+		n, err := bytesize.Parse(s.in)
 		if err != nil || n <= 0 {
 			return cfg, fmt.Errorf("%s %q: expected a positive size such as 16m or 2g", s.flag, s.in)
 		}
 		*s.out = n
 	}
-	if d.MinBodyRate, err = parseSize(*minBodyRate); err != nil {
+	if d.MinBodyRate, err = bytesize.Parse(*minBodyRate); err != nil {
 		return cfg, fmt.Errorf("--min-body-rate: %w", err)
 	}
 	if d.BodyTimeout <= 0 || d.UploadTTL <= 0 {
@@ -201,10 +190,6 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	}
 	if d.StoreQuota < d.MaxArtifactSize {
 		return cfg, fmt.Errorf("--store-quota (%d bytes) must hold at least one artifact of --max-artifact-size (%d bytes)", d.StoreQuota, d.MaxArtifactSize)
-	}
-	memBytes, err := parseSize(*memory)
-	if err != nil {
-		return cfg, fmt.Errorf("--memory: %w", err)
 	}
 	if err := cfg.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return cfg, fmt.Errorf("--log-level %q: use debug, info, warn or error", *logLevel)
@@ -219,28 +204,8 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 		return cfg, fmt.Errorf("--max-request-size above %d bytes cannot be sent to a container: requests travel in frames of at most 16 MiB", api.DefaultMaxRequestSize)
 	}
 
-	cfg.runtime = []runtime.Option{
-		runtime.WithStartupTimeout(*startup),
-		runtime.WithRequestTimeout(*request),
-		runtime.WithShutdownTimeout(*shutdown),
-		runtime.WithIdleTimeout(*idle),
-		runtime.WithReaperInterval(*reaper),
-		runtime.WithMinContainers(*minContainers),
-		runtime.WithContainerConcurrency(*concurrency),
-		runtime.WithQueueSize(*queue),
-		runtime.WithMemoryLimit(memBytes),
-		runtime.WithCPULimit(*cpus),
-		runtime.WithNetwork(*network),
-		runtime.WithAllowRoot(*allowRoot),
-		runtime.WithBusyPoll(*busyPoll),
-	}
-	socketDirBytes, err := parseSize(*socketDirLimit)
-	if err != nil {
-		return cfg, fmt.Errorf("--socket-dir-limit: %w", err)
-	}
-	cfg.runtime = append(cfg.runtime, runtime.WithSocketDirLimit(socketDirBytes))
-	if *maxContainers > 0 {
-		cfg.runtime = append(cfg.runtime, runtime.WithMaxContainers(*maxContainers))
+	if cfg.runtime, err = rf.options(); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

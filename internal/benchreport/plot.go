@@ -152,7 +152,7 @@ func renderPlot(w io.Writer, res *results, floorP50 float64) error {
 		}
 		y := float64(plotH - 18)
 		s.f(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3"/>`+"\n", x, y-4, x+24, y-4, appColors[a.Key])
-		s.text(x+30, y, "start", "l", appName(a.Key))
+		s.text(x+30, y, "start", "l", a.Name)
 		x += 140
 	}
 	s.f("</svg>\n")
@@ -188,23 +188,19 @@ func niceStep(v float64) float64 {
 }
 
 // tickUS labels a latency tick: 5000 as "5 ms".
-func tickUS(v float64) string {
-	switch {
-	case v >= 1e6:
-		return trimFloat(v/1e6) + " s"
-	case v >= 1e3:
-		return trimFloat(v/1e3) + " ms"
-	}
-	return trimFloat(v) + " µs"
-}
+func tickUS(v float64) string { return scaled(v, " s", " ms", " µs") }
 
 // shortCount prints 150000 as "150k".
-func shortCount(v float64) string {
+func shortCount(v float64) string { return scaled(v, "M", "k", "") }
+
+// scaled prints v in millions, thousands or ones, each followed by its
+// unit.
+func scaled(v float64, millions, thousands, ones string) string {
 	switch {
 	case v >= 1e6:
-		return trimFloat(v/1e6) + "M"
+		return trimFloat(v/1e6) + millions
 	case v >= 1e3:
-		return trimFloat(v/1e3) + "k"
+		return trimFloat(v/1e3) + thousands
 	}
-	return trimFloat(v)
+	return trimFloat(v) + ones
 }

@@ -22,15 +22,6 @@ var apps = []struct{ Key, Name string }{
 	{"python", "Python echo"},
 }
 
-func appName(key string) string {
-	for _, a := range apps {
-		if a.Key == key {
-			return a.Name
-		}
-	}
-	return key
-}
-
 // report is what the template renders.
 type report struct {
 	Machine  machine
@@ -72,7 +63,7 @@ type curvePoint struct {
 	Concurrency             int
 	P50, P90, P99, Max, RPS string
 	P50Ratio, Containers    string
-	Failed, Reps            int64
+	Failed                  int64
 }
 
 type benchRow struct {
@@ -81,8 +72,8 @@ type benchRow struct {
 }
 
 type commandRow struct {
-	N            int
-	Key, Command string
+	N       int
+	Command string
 }
 
 // builder assembles a report, numbering commands as rows cite them.
@@ -130,12 +121,8 @@ func (b *builder) cmd(key string) int {
 	}
 	n := len(b.rep.Commands) + 1
 	b.cmds[key] = n
-	b.rep.Commands = append(b.rep.Commands, commandRow{N: n, Key: key, Command: text})
+	b.rep.Commands = append(b.rep.Commands, commandRow{N: n, Command: text})
 	return n
-}
-
-func (b *builder) goBench(pkgSuffix, name string) *goBench {
-	return findGoBench(b.res, pkgSuffix, name)
 }
 
 // findGoBench returns the Go benchmark called name in a package whose path
@@ -170,6 +157,15 @@ func (t *target) check(v float64) (string, string) {
 	return t.desc, "**no**"
 }
 
+// checkFigures checks the figure t bounds: the p50 for a latency bound,
+// the throughput otherwise.
+func (t *target) checkFigures(p50, rps float64) (string, string) {
+	if t != nil && !t.below {
+		return t.check(rps)
+	}
+	return t.check(p50)
+}
+
 func p50Below(us float64) *target {
 	return &target{desc: "p50 < " + tickUS(us), below: true, bound: us}
 }
@@ -184,50 +180,37 @@ func rpsAbove(rps float64, orEqual bool) *target {
 }
 
 func (b *builder) requestPath() {
-	floor := b.goBench("/ociapp", "RawPingPong")
+	floor := findGoBench(b.res, "/ociapp", "RawPingPong")
 	if floor == nil {
 		b.rep.Missing = append(b.rep.Missing, "the raw socket ping-pong floor (BenchmarkRawPingPong), so no ratios")
 	} else {
 		b.floorP50, b.floorRPS = floor.Metrics["p50-µs"], floor.Metrics["req/s"]
 		b.rep.Floor = fmt.Sprintf("p50 %s, %s req/s", fmtUS(b.floorP50), thousands(b.floorRPS))
 	}
-	if cross := b.goBench("/ociapp", "RawPingPongCrossProcess"); cross != nil {
+	if cross := findGoBench(b.res, "/ociapp", "RawPingPongCrossProcess"); cross != nil {
 		b.crossP50 = cross.Metrics["p50-µs"]
 	}
-	goRow := func(measure, pkgSuffix, name, cmdKey string, t *target, onRPS bool) {
-		gb := b.goBench(pkgSuffix, name)
+	goRow := func(measure, pkgSuffix, name, cmdKey string, t *target) {
+		gb := findGoBench(b.res, pkgSuffix, name)
 		if gb == nil {
 			b.rep.Missing = append(b.rep.Missing, fmt.Sprintf("%s (Benchmark%s)", measure, name))
 			return
 		}
-		p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
-		row := pathRow{Measure: measure, P50: fmtUS(p50), P99: "–", RPS: thousands(rps), CPU: "–", Cmd: b.cmd(cmdKey)}
-		if p99, ok := gb.Metrics["p99-µs"]; ok {
-			row.P99 = fmtUS(p99)
-		}
-		if cpu, ok := gb.Metrics["cpu-µs"]; ok {
-			row.CPU = fmtUS(cpu)
-		}
-		row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
-		row.P50Cross = b.crossRatio(p50)
-		if onRPS {
-			row.Target, row.Met = t.check(rps)
-		} else {
-			row.Target, row.Met = t.check(p50)
-		}
+		row := b.goBenchRow(measure, *gb, cmdKey)
+		row.Target, row.Met = t.checkFigures(gb.Metrics["p50-µs"], gb.Metrics["req/s"])
 		b.rep.Path = append(b.rep.Path, row)
 	}
-	goRow("Raw socket ping-pong, 4-byte messages (the floor), c1", "/ociapp", "RawPingPong", "gobench.protocol", nil, false)
-	goRow("Raw socket ping-pong between two processes, c1", "/ociapp", "RawPingPongCrossProcess", "gobench.protocol", nil, false)
-	goRow("Raw socket ping-pong between two processes, client polling, c1", "/ociapp", "RawPingPongCrossProcessPolling", "gobench.protocol", nil, false)
-	goRow("Protocol round trip, Go client to Go SDK server, c1", "/ociapp", "RoundTrip/c1", "gobench.protocol", p50Below(20), false)
-	goRow("Protocol round trip, pipelined, c64", "/ociapp", "RoundTrip/c64", "gobench.protocol", rpsAbove(100000, false), true)
-	goRow("Python SDK echo in a container, Go client, c1", "/python", "PythonEcho/c1", "gobench.python", p50Below(60), false)
-	goRow("Python SDK echo in a container, Go client, c64", "/python", "PythonEcho/c64", "gobench.python", rpsAbove(80000, false), true)
-	goRow("Python SDK echo in a container, Go client without busy polling, c1", "/python", "PythonEcho/c1-nopoll", "gobench.python", nil, false)
-	goRow("Python SDK echo in a container, Go client without busy polling, c64", "/python", "PythonEcho/c64-nopoll", "gobench.python", nil, true)
-	goRow("Runtime request path, in-process Go server, c1", "/runtime", "ExecuteOverhead/c1", "gobench.runtime", nil, false)
-	goRow("Runtime request path, in-process Go server, c64", "/runtime", "ExecuteOverhead/c64", "gobench.runtime", nil, true)
+	goRow("Raw socket ping-pong, 4-byte messages (the floor), c1", "/ociapp", "RawPingPong", "gobench.protocol", nil)
+	goRow("Raw socket ping-pong between two processes, c1", "/ociapp", "RawPingPongCrossProcess", "gobench.protocol", nil)
+	goRow("Raw socket ping-pong between two processes, client polling, c1", "/ociapp", "RawPingPongCrossProcessPolling", "gobench.protocol", nil)
+	goRow("Protocol round trip, Go client to Go SDK server, c1", "/ociapp", "RoundTrip/c1", "gobench.protocol", p50Below(20))
+	goRow("Protocol round trip, pipelined, c64", "/ociapp", "RoundTrip/c64", "gobench.protocol", rpsAbove(100000, false))
+	goRow("Python SDK echo in a container, Go client, c1", "/python", "PythonEcho/c1", "gobench.python", p50Below(60))
+	goRow("Python SDK echo in a container, Go client, c64", "/python", "PythonEcho/c64", "gobench.python", rpsAbove(80000, false))
+	goRow("Python SDK echo in a container, Go client without busy polling, c1", "/python", "PythonEcho/c1-nopoll", "gobench.python", nil)
+	goRow("Python SDK echo in a container, Go client without busy polling, c64", "/python", "PythonEcho/c64-nopoll", "gobench.python", nil)
+	goRow("Runtime request path, in-process Go server, c1", "/runtime", "ExecuteOverhead/c1", "gobench.runtime", nil)
+	goRow("Runtime request path, in-process Go server, c64", "/runtime", "ExecuteOverhead/c64", "gobench.runtime", nil)
 
 	// The Go echo's targets are relative: within 1.5 times the
 	// cross-process floor at c1, at least the Python echo's throughput at
@@ -250,12 +233,7 @@ func (b *builder) requestPath() {
 			if p == nil {
 				continue
 			}
-			t := warmTargets[a.Key][i]
-			if i == 0 {
-				row.Target, row.Met = t.check(p.P50)
-			} else {
-				row.Target, row.Met = t.check(p.RPS)
-			}
+			row.Target, row.Met = warmTargets[a.Key][i].checkFigures(p.P50, p.RPS)
 			b.rep.Path = append(b.rep.Path, row)
 		}
 	}
@@ -296,24 +274,37 @@ func (b *builder) requestPath() {
 func (b *builder) benchRows(cmdKey string, match func(goBench) bool) []pathRow {
 	var rows []pathRow
 	for _, gb := range b.res.GoBench {
-		if !match(gb) {
-			continue
+		if match(gb) {
+			rows = append(rows, b.goBenchRow(gb.Name, gb, cmdKey))
 		}
-		p50, rps := gb.Metrics["p50-µs"], gb.Metrics["req/s"]
-		row := pathRow{Measure: gb.Name, P50: "–", P99: "–", RPS: "–", Cmd: b.cmd(cmdKey)}
-		if p50 > 0 {
-			row.P50 = fmtUS(p50)
-		}
-		if p99, ok := gb.Metrics["p99-µs"]; ok {
-			row.P99 = fmtUS(p99)
-		}
-		if rps > 0 {
-			row.RPS = thousands(rps)
-		}
-		row.P50Ratio, row.RPSRatio = b.ratios(p50, rps)
-		rows = append(rows, row)
 	}
 	return rows
+}
+
+// goBenchRow is the request path row of a Go benchmark.
+func (b *builder) goBenchRow(measure string, gb goBench, cmdKey string) pathRow {
+	m := gb.Metrics
+	row := b.figuresRow(measure, cmdKey, m["p50-µs"], m["p99-µs"], m["req/s"])
+	if cpu, ok := m["cpu-µs"]; ok {
+		row.CPU = fmtUS(cpu)
+	}
+	return row
+}
+
+// figuresRow is a request path row of the figures given, "–" for those
+// not measured (0), with the p50 and req/s as multiples of the floors'.
+func (b *builder) figuresRow(measure, cmdKey string, p50, p99, rps float64) pathRow {
+	dash := func(v float64, format func(float64) string) string {
+		if v <= 0 {
+			return "–"
+		}
+		return format(v)
+	}
+	return pathRow{
+		Measure: measure, P50: dash(p50, fmtUS), P99: dash(p99, fmtUS), RPS: dash(rps, thousands), CPU: "–",
+		P50Ratio: ratio(p50, b.floorP50), RPSRatio: ratio(rps, b.floorRPS), P50Cross: ratio(p50, b.crossP50),
+		Cmd: b.cmd(cmdKey),
+	}
 }
 
 // warmRow is the request path row of a bench point, or nil (and the
@@ -324,10 +315,7 @@ func (b *builder) warmRow(measure, key string, c int) (pathRow, *warmPoint) {
 		b.rep.Missing = append(b.rep.Missing, measure)
 		return pathRow{}, nil
 	}
-	row := pathRow{Measure: measure, P50: fmtUS(p.P50), P99: fmtUS(p.P99), RPS: thousands(p.RPS), Cmd: b.cmd(fmt.Sprintf("warm.%s.c%d", key, c))}
-	row.P50Ratio, row.RPSRatio = b.ratios(p.P50, p.RPS)
-	row.P50Cross = b.crossRatio(p.P50)
-	row.CPU = "–"
+	row := b.figuresRow(measure, fmt.Sprintf("warm.%s.c%d", key, c), p.P50, p.P99, p.RPS)
 	switch {
 	case p.CPUCaller >= 0 && p.CPUContainers >= 0:
 		row.CPU = fmt.Sprintf("%s (%s + %s)", fmtUS(p.CPUCaller+p.CPUContainers), trimFloat(round3(p.CPUCaller)), trimFloat(round3(p.CPUContainers)))
@@ -346,23 +334,12 @@ func round3(v float64) float64 {
 	return math.Round(v*scale) / scale
 }
 
-// crossRatio is p50 as a multiple of the cross-process floor's.
-func (b *builder) crossRatio(p50 float64) string {
-	if p50 <= 0 || b.crossP50 <= 0 {
+// ratio is v as a multiple of floor, "–" when either is unknown.
+func ratio(v, floor float64) string {
+	if v <= 0 || floor <= 0 {
 		return "–"
 	}
-	return fmt.Sprintf("×%.2f", p50/b.crossP50)
-}
-
-// ratios are p50 and req/s as multiples of the floor's.
-func (b *builder) ratios(p50, rps float64) (string, string) {
-	r := func(v, floor float64) string {
-		if v <= 0 || floor <= 0 {
-			return "–"
-		}
-		return fmt.Sprintf("×%.2f", v/floor)
-	}
-	return r(p50, b.floorP50), r(rps, b.floorRPS)
+	return fmt.Sprintf("×%.2f", v/floor)
 }
 
 func (b *builder) warmAt(app string, c int) *warmPoint {
@@ -399,40 +376,10 @@ func (b *builder) startTable() {
 	}
 	for _, a := range apps {
 		lr := b.res.Load[a.Key]
-		if len(lr.First) == 0 {
-			b.rep.Missing = append(b.rep.Missing, "Artifact load, first time, "+a.Name)
-		} else {
-			var total, verify, load []float64
-			for _, r := range lr.First {
-				ar := r.Artifact
-				total = append(total, ar.VerifyMS+ar.CheckMS+ar.LoadMS)
-				verify = append(verify, ar.VerifyMS)
-				load = append(load, ar.LoadMS)
-			}
-			b.rep.Start = append(b.rep.Start, startRow{
-				Measure: "Artifact load, first time, " + a.Name,
-				Figure:  fmtMS(median(total)),
-				Detail:  fmt.Sprintf("verify %s + engine load %s; median of %d", fmtMS(median(verify)), fmtMS(median(load)), len(lr.First)),
-				Cmd:     b.cmd("load." + a.Key + ".first"),
-			})
-		}
-		if len(lr.Present) == 0 {
-			b.rep.Missing = append(b.rep.Missing, "Artifact load, already loaded, "+a.Name)
-		} else {
-			var total, verify, check []float64
-			for _, r := range lr.Present {
-				ar := r.Artifact
-				total = append(total, ar.VerifyMS+ar.CheckMS)
-				verify = append(verify, ar.VerifyMS)
-				check = append(check, ar.CheckMS)
-			}
-			b.rep.Start = append(b.rep.Start, startRow{
-				Measure: "Artifact load, already loaded, " + a.Name,
-				Figure:  fmtMS(median(total)),
-				Detail:  fmt.Sprintf("verify %s + image check %s; median of %d", fmtMS(median(verify)), fmtMS(median(check)), len(lr.Present)),
-				Cmd:     b.cmd("load." + a.Key + ".present"),
-			})
-		}
+		b.loadRow("Artifact load, first time, "+a.Name, "load."+a.Key+".first", lr.First, "engine load",
+			func(ar artifactJSON) (float64, float64) { return ar.LoadMS, ar.VerifyMS + ar.CheckMS + ar.LoadMS })
+		b.loadRow("Artifact load, already loaded, "+a.Name, "load."+a.Key+".present", lr.Present, "image check",
+			func(ar artifactJSON) (float64, float64) { return ar.CheckMS, ar.VerifyMS + ar.CheckMS })
 	}
 	for _, kind := range []struct{ key, what string }{{"cold", "cold"}, {"code", "code-only change"}} {
 		for _, a := range apps {
@@ -466,6 +413,27 @@ func (b *builder) startTable() {
 	}
 }
 
+// loadRow adds the row of an app's artifact loads: the median total, its
+// verification and its other step, named step; parts gives a run's step
+// and total.
+func (b *builder) loadRow(measure, cmdKey string, runs []benchJSON, step string, parts func(artifactJSON) (step, total float64)) {
+	if len(runs) == 0 {
+		b.rep.Missing = append(b.rep.Missing, measure)
+		return
+	}
+	var totals, verifies, steps []float64
+	for _, r := range runs {
+		s, t := parts(r.Artifact)
+		totals, verifies, steps = append(totals, t), append(verifies, r.Artifact.VerifyMS), append(steps, s)
+	}
+	b.rep.Start = append(b.rep.Start, startRow{
+		Measure: measure,
+		Figure:  fmtMS(median(totals)),
+		Detail:  fmt.Sprintf("verify %s + %s %s; median of %d", fmtMS(median(verifies)), step, fmtMS(median(steps)), len(runs)),
+		Cmd:     b.cmd(cmdKey),
+	})
+}
+
 var buildDetail = map[string]string{
 	"build.go.cold":     "empty Go build cache",
 	"build.go.code":     "one source line changed, warm Go build cache",
@@ -481,15 +449,13 @@ func (b *builder) curves() {
 		}
 		c := curve{App: a.Name}
 		for _, p := range pts {
-			ratio, _ := b.ratios(p.P50, 0)
 			c.Points = append(c.Points, curvePoint{
 				Concurrency: p.Concurrency,
 				P50:         fmtUS(p.P50), P90: fmtUS(p.P90), P99: fmtUS(p.P99), Max: fmtUS(p.Max),
 				RPS:        thousands(p.RPS),
-				P50Ratio:   ratio,
+				P50Ratio:   ratio(p.P50, b.floorP50),
 				Containers: fmt.Sprint(p.Containers),
 				Failed:     p.Failed,
-				Reps:       int64(p.Reps),
 			})
 		}
 		b.rep.Curves = append(b.rep.Curves, c)

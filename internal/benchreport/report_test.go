@@ -72,6 +72,17 @@ func TestTargets(t *testing.T) {
 	if d, met := none.check(1); d != "" || met != "" {
 		t.Errorf("no target renders %q, %q", d, met)
 	}
+	// A row checks its latency against a latency bound, its throughput
+	// against a throughput bound.
+	if _, met := lat.checkFigures(29, 1); met != "yes" {
+		t.Errorf("p50 29 µs, 1 req/s against %q: %q", lat.desc, met)
+	}
+	if _, met := rps.checkFigures(1e6, 70000); met != "yes" {
+		t.Errorf("p50 1 s, 70000 req/s against %q: %q", rps.desc, met)
+	}
+	if d, met := none.checkFigures(1, 1); d != "" || met != "" {
+		t.Errorf("no target renders %q, %q", d, met)
+	}
 }
 
 // TestRender renders the results in testdata/results and compares the

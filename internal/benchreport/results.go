@@ -45,28 +45,15 @@ type results struct {
 
 // benchJSON is the part of ociapp-runtime bench --json the report uses.
 type benchJSON struct {
-	Artifact struct {
-		Name         string  `json:"name"`
-		Version      string  `json:"version"`
-		SizeBytes    int64   `json:"size_bytes"`
-		VerifyMS     float64 `json:"verify_ms"`
-		CheckMS      float64 `json:"check_ms"`
-		ImagePresent bool    `json:"image_present"`
-		LoadMS       float64 `json:"load_ms"`
-	} `json:"artifact"`
-	Settings struct {
-		Concurrency int `json:"concurrency"`
-	} `json:"settings"`
-	Run *struct {
-		Succeeded     int64   `json:"succeeded"`
+	Artifact artifactJSON `json:"artifact"`
+	Run      *struct {
 		Failed        int64   `json:"failed"`
 		ThroughputRPS float64 `json:"throughput_rps"`
 		LatencyUS     struct {
-			Recording string  `json:"recording"`
-			P50       float64 `json:"p50"`
-			P90       float64 `json:"p90"`
-			P99       float64 `json:"p99"`
-			Max       float64 `json:"max"`
+			P50 float64 `json:"p50"`
+			P90 float64 `json:"p90"`
+			P99 float64 `json:"p99"`
+			Max float64 `json:"max"`
 		} `json:"latency_us"`
 		CPU *struct {
 			CallerUSPerRequest     float64  `json:"caller_us_per_request"`
@@ -82,8 +69,17 @@ type benchJSON struct {
 	} `json:"cold_start"`
 	Containers struct {
 		Peak int `json:"peak"`
-		Max  int `json:"max"`
 	} `json:"containers"`
+}
+
+// artifactJSON is the artifact section of bench --json: its size and the
+// time to verify it, look for its image and load it.
+type artifactJSON struct {
+	SizeBytes    int64   `json:"size_bytes"`
+	VerifyMS     float64 `json:"verify_ms"`
+	CheckMS      float64 `json:"check_ms"`
+	ImagePresent bool    `json:"image_present"`
+	LoadMS       float64 `json:"load_ms"`
 }
 
 // warmPoint is one concurrency level of one app: the median of each
@@ -94,7 +90,6 @@ type warmPoint struct {
 	RPS                float64
 	Failed             int64
 	Containers         int // most containers ready at once, over the repetitions
-	Reps               int
 	// CPUCaller and CPUContainers are the CPU time per request (µs) of
 	// the bench process and of the containers; negative when not measured.
 	CPUCaller, CPUContainers float64
@@ -107,6 +102,7 @@ type loadRuns struct {
 
 var warmName = regexp.MustCompile(`^([a-z]+(?:-load)?(?:-nopoll)?)-c(\d+)-(\d+)\.json$`)
 var loadName = regexp.MustCompile(`^([a-z]+)-(first|present)-(\d+)\.json$`)
+var coldName = regexp.MustCompile(`^(.+)\.json$`)
 
 func loadResults(dir string) (*results, error) {
 	r := &results{
@@ -120,17 +116,16 @@ func loadResults(dir string) (*results, error) {
 	if err := readJSON(filepath.Join(dir, "machine.json"), &r.Machine); err != nil {
 		return nil, err
 	}
-	if err := readTSV(filepath.Join(dir, "commands.tsv"), func(k, v string) error {
-		r.Commands[k] = v
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := readTSV(filepath.Join(dir, "settings.tsv"), func(k, v string) error {
-		r.Settings[k] = v
-		return nil
-	}); err != nil {
-		return nil, err
+	for _, f := range []struct {
+		name string
+		into map[string]string
+	}{{"commands.tsv", r.Commands}, {"settings.tsv", r.Settings}} {
+		if err := readTSV(filepath.Join(dir, f.name), func(k, v string) error {
+			f.into[k] = v
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 	}
 	if err := readTSV(filepath.Join(dir, "builds.tsv"), func(k, v string) error {
 		s, err := strconv.ParseFloat(v, 64)
@@ -179,16 +174,14 @@ func loadResults(dir string) (*results, error) {
 		slices.SortFunc(r.Warm[app], func(a, b warmPoint) int { return cmp.Compare(a.Concurrency, b.Concurrency) })
 	}
 
-	coldFiles, _ := filepath.Glob(filepath.Join(dir, "cold", "*.json"))
-	for _, p := range coldFiles {
-		var b benchJSON
-		if err := readJSON(p, &b); err != nil {
-			return nil, err
-		}
+	if err := eachJSON(filepath.Join(dir, "cold"), coldName, func(m []string, b benchJSON) error {
 		if b.ColdStart == nil {
-			return nil, fmt.Errorf("%s: no cold_start section", p)
+			return errors.New("no cold_start section")
 		}
-		r.Cold[strings.TrimSuffix(filepath.Base(p), ".json")] = b
+		r.Cold[m[1]] = b
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 
 	if err := eachJSON(filepath.Join(dir, "load"), loadName, func(m []string, b benchJSON) error {
@@ -210,8 +203,8 @@ func loadResults(dir string) (*results, error) {
 }
 
 func summarizeWarm(c int, runs []benchJSON) warmPoint {
-	p := warmPoint{Concurrency: c, Reps: len(runs)}
-	var p50, p90, p99, mx, rps, failed, caller, containers []float64
+	p := warmPoint{Concurrency: c}
+	var p50, p90, p99, mx, rps, caller, containers []float64
 	for _, b := range runs {
 		if cpu := b.Run.CPU; cpu != nil {
 			caller = append(caller, cpu.CallerUSPerRequest)
@@ -222,7 +215,7 @@ func summarizeWarm(c int, runs []benchJSON) warmPoint {
 		l := b.Run.LatencyUS
 		p50, p90, p99, mx = append(p50, l.P50), append(p90, l.P90), append(p99, l.P99), append(mx, l.Max)
 		rps = append(rps, b.Run.ThroughputRPS)
-		failed = append(failed, float64(b.Run.Failed))
+		p.Failed += b.Run.Failed
 		p.Containers = max(p.Containers, b.Containers.Peak)
 	}
 	p.P50, p.P90, p.P99, p.Max, p.RPS = median(p50), median(p90), median(p99), median(mx), median(rps)
@@ -232,9 +225,6 @@ func summarizeWarm(c int, runs []benchJSON) warmPoint {
 	}
 	if len(containers) == len(runs) {
 		p.CPUContainers = median(containers)
-	}
-	for _, f := range failed {
-		p.Failed += int64(f)
 	}
 	return p
 }

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	goruntime "runtime"
+	"time"
+
+	"github.com/ociapp/ociapp/artifact"
+	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/cpustat"
+	"github.com/ociapp/ociapp/loadgen"
+	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+// bencher runs one benchmark.
+type bencher struct {
+	cfg    benchConfig
+	status *statusLine
+	eng    engine.Engine
+	logger *slog.Logger // nil: the runtime's silent default
+	// settings are the runtime options of the command line.
+	settings []runtime.Option
+}
+
+func (b *bencher) run(ctx context.Context) (*benchReport, error) {
+	cfg := b.cfg
+	rep := &benchReport{Settings: benchSettings{
+		Concurrency:          cfg.concurrency,
+		Requests:             cfg.requests,
+		DurationS:            cfg.duration.Seconds(),
+		Warmup:               cfg.warmup,
+		Cold:                 cfg.cold,
+		PayloadBytes:         len(cfg.payload),
+		MaxContainers:        cfg.runtime.maxContainers,
+		ContainerConcurrency: cfg.runtime.containerConcurrency,
+	}}
+	if rep.Settings.MaxContainers == 0 {
+		rep.Settings.MaxContainers = defaultMaxContainers()
+	}
+	rep.Containers.Max = rep.Settings.MaxContainers
+	settings, err := cfg.runtime.options()
+	if err != nil {
+		return nil, err
+	}
+	b.settings = settings
+
+	logger := b.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	eng, err := cfg.engine.open(ctx, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	b.eng = eng
+
+	b.status.show("verifying the artifact")
+	if rep.Artifact, err = measureArtifact(ctx, eng, cfg.artifact, b.status); err != nil {
+		return nil, err
+	}
+	if cfg.requests > 0 || cfg.duration > 0 {
+		if rep.Run, err = b.measureRun(ctx, &rep.Containers); err != nil {
+			return nil, err
+		}
+	}
+	if ctx.Err() == nil && cfg.cold > 0 {
+		if rep.ColdStart, err = b.measureCold(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rep.Interrupted = ctx.Err() != nil
+	return rep, nil
+}
+
+// runtimeOptions are the options of every runtime bench starts.
+func (b *bencher) runtimeOptions(eng engine.Engine) []runtime.Option {
+	opts := append([]runtime.Option{runtime.WithEngine(eng)}, b.settings...)
+	if b.logger != nil {
+		opts = append(opts, runtime.WithLogger(b.logger))
+	}
+	return opts
+}
+
+// defaultMaxContainers is the runtime's default limit (one container per
+// CPU, see runtime.WithMaxContainers), for the report.
+func defaultMaxContainers() int { return max(1, goruntime.NumCPU()) }
+
+// closeRuntimeTimeout bounds closing a runtime after the benchmark.
+const closeRuntimeTimeout = time.Minute
+
+// closeRuntime closes rt even when ctx has ended: the containers must go.
+func closeRuntime(ctx context.Context, rt *runtime.Runtime) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeRuntimeTimeout)
+	defer cancel()
+	return rt.Close(cctx)
+}
+
+func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (_ *runReport, err error) {
+	cfg := b.cfg
+	eng, created := recordContainers(b.eng)
+	rt, err := runtime.New(ctx, b.runtimeOptions(eng)...)
+	if err != nil {
+		return nil, fmt.Errorf("starting the runtime: %w", err)
+	}
+	defer func() {
+		if cerr := closeRuntime(ctx, rt); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the runtime: %w", cerr)
+		}
+	}()
+
+	b.status.show("starting a container")
+	if err := rt.Warm(ctx, cfg.artifact); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("starting the first container: %w", err)
+	}
+	peek := func() {
+		n := 0
+		for _, p := range rt.Stats().Pools {
+			n += p.Containers
+		}
+		containers.Peak = max(containers.Peak, n)
+	}
+	peek()
+	// load sends requests (or, with none, requests for duration) at the
+	// command line's concurrency, showing phase on the status line.
+	load := func(phase string, requests int, duration time.Duration) (loadgen.Result, error) {
+		return loadgen.Run(ctx, loadgen.Config{
+			Concurrency: cfg.concurrency,
+			Requests:    requests,
+			Duration:    duration,
+			Classify:    errorType,
+			Progress: func(p loadgen.Progress) {
+				peek()
+				b.status.progress(phase, p, requests, containers.Peak)
+			},
+		}, func(ctx context.Context) error {
+			_, err := rt.ExecutePayload(ctx, cfg.artifact, cfg.payload)
+			return err
+		})
+	}
+	if cfg.warmup > 0 {
+		if _, err := load("warm-up", cfg.warmup, 0); err != nil {
+			return nil, err
+		}
+		if err := b.awaitStarts(ctx, rt); err != nil {
+			return nil, err
+		}
+	}
+	cpu := startCPU(cgroupCPU(cpustat.CgroupRoot), created)
+	res, err := load("measuring", cfg.requests, cfg.duration)
+	if err != nil {
+		return nil, err
+	}
+	run := newRunReport(res)
+	run.CPU = cpu.stop(res.Succeeded + res.Failed)
+	peek()
+	containers.Started = rt.Stats().ColdStarts
+	return run, nil
+}
+
+// awaitStarts waits until no container of the pool is starting, so that
+// containers the warm-up asked for serve the whole measured run instead of
+// joining halfway. Each start ends within the runtime's startup timeout.
+func (b *bencher) awaitStarts(ctx context.Context, rt *runtime.Runtime) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		starting := 0
+		for _, p := range rt.Stats().Pools {
+			starting += p.Starting
+		}
+		if starting == 0 {
+			return nil
+		}
+		b.status.show(fmt.Sprintf("waiting for %d more containers to start", starting))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// measureCold times, cfg.cold times, a new runtime's first request: it
+// verifies the artifact file, finds the image present, starts a container,
+// connects and gets the response. An application error is a response too.
+func (b *bencher) measureCold(ctx context.Context) (*coldReport, error) {
+	rep := &coldReport{SamplesMS: []float64{}}
+	var samples []time.Duration
+	errs := map[string]*loadgen.ErrorCount{}
+	var order []string
+	for i := range b.cfg.cold {
+		b.status.show(fmt.Sprintf("cold start %d/%d", i+1, b.cfg.cold))
+		d, err := b.coldOnce(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			rep.Failed++
+			key := errorType(err)
+			if ec := errs[key]; ec != nil {
+				ec.Count++
+			} else {
+				errs[key] = &loadgen.ErrorCount{Type: key, Count: 1, Example: err.Error()}
+				order = append(order, key)
+			}
+			continue
+		}
+		samples = append(samples, d)
+		rep.SamplesMS = append(rep.SamplesMS, ms(d))
+	}
+	for _, k := range order {
+		rep.Errors = append(rep.Errors, errorReport{Type: k, Count: errs[k].Count, Example: errs[k].Example})
+	}
+	s := loadgen.Summarize(samples)
+	rep.MinMS, rep.P50MS, rep.MaxMS = ms(s.Min), ms(s.P50), ms(s.Max)
+	return rep, nil
+}
+
+func (b *bencher) coldOnce(ctx context.Context) (_ time.Duration, err error) {
+	rt, err := runtime.New(ctx, b.runtimeOptions(b.eng)...)
+	if err != nil {
+		return 0, fmt.Errorf("starting a runtime: %w", err)
+	}
+	defer func() {
+		if cerr := closeRuntime(ctx, rt); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the runtime: %w", cerr)
+		}
+	}()
+	start := time.Now()
+	_, err = rt.ExecutePayload(ctx, b.cfg.artifact, b.cfg.payload)
+	d := time.Since(start)
+	var appErr *runtime.AppError
+	if err != nil && !errors.As(err, &appErr) {
+		return 0, err
+	}
+	return d, nil
+}
+
+// measureArtifact times what a runtime does with an artifact before its
+// first container: verify the file, look for its image in the engine (by
+// config digest, then manifest digest, as image stores differ), and load
+// it when absent.
+func measureArtifact(ctx context.Context, eng engine.Engine, path string, status *statusLine) (artifactReport, error) {
+	start := time.Now()
+	a, err := artifact.Open(ctx, path)
+	if err != nil {
+		return artifactReport{}, fmt.Errorf("opening the artifact: %w", err)
+	}
+	rep := artifactReport{
+		Path:         path,
+		Name:         a.Metadata.Name,
+		Version:      a.Metadata.Version,
+		Digest:       a.Digest.String(),
+		ConfigDigest: a.ConfigDigest.String(),
+		SizeBytes:    a.Size,
+		VerifyMS:     ms(time.Since(start)),
+	}
+	start = time.Now()
+	for _, id := range []string{rep.ConfigDigest, rep.Digest} {
+		ok, err := eng.ImageExists(ctx, id)
+		if err != nil {
+			return rep, fmt.Errorf("looking for the artifact's image: %w", err)
+		}
+		if ok {
+			rep.ImagePresent = true
+			break
+		}
+	}
+	rep.CheckMS = ms(time.Since(start))
+	if rep.ImagePresent {
+		return rep, nil
+	}
+
+	status.show("loading the image")
+	start = time.Now()
+	pr, pw := io.Pipe()
+	written := make(chan error, 1)
+	go func() {
+		err := a.WriteDockerArchive(ctx, pw)
+		pw.CloseWithError(err)
+		written <- err
+	}()
+	_, err = eng.LoadImage(ctx, pr)
+	// Unblock the writer if the engine stopped reading early.
+	_ = pr.CloseWithError(errors.New("the engine stopped reading the archive"))
+	werr := <-written
+	if err != nil {
+		return rep, fmt.Errorf("loading the artifact's image: %w", err)
+	}
+	if werr != nil {
+		return rep, fmt.Errorf("writing the artifact's image: %w", werr)
+	}
+	rep.LoadMS = ms(time.Since(start))
+	return rep, nil
+}
+
+// errorType names the kind of a failed request after the runtime's typed
+// errors; application errors carry the application's own type.
+func errorType(err error) string {
+	var (
+		appErr      *runtime.AppError
+		timeoutErr  *runtime.RequestTimeoutError
+		overloadErr *runtime.OverloadedError
+		crashErr    *runtime.WorkerCrashError
+		startErr    *runtime.StartupError
+		artErr      *runtime.ArtifactError
+		engErr      *runtime.EngineUnavailableError
+		payloadErr  *protocol.PayloadError
+	)
+	switch {
+	case errors.As(err, &appErr):
+		return "app:" + appErr.Type
+	case errors.As(err, &timeoutErr):
+		return "timeout"
+	case errors.As(err, &overloadErr):
+		return "overloaded"
+	case errors.As(err, &crashErr):
+		return "worker_crash"
+	case errors.As(err, &startErr):
+		return "startup"
+	case errors.As(err, &artErr):
+		return "artifact"
+	case errors.As(err, &engErr):
+		return "engine_unavailable"
+	case errors.As(err, &payloadErr):
+		return "payload"
+	case errors.Is(err, runtime.ErrClosed):
+		return "closed"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "other"
+}
