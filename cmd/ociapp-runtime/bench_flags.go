@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/jsonpayload"
 )
 
 // benchConfig is the parsed command line of bench.
@@ -92,11 +92,8 @@ func parseBenchArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	if set["d"] {
 		cfg.requests = 0
 	}
-	request, err := parseRequest(cfg.payloadJSON)
-	if err != nil {
-		return cfg, fmt.Errorf("--payload: %w", err)
-	}
-	if cfg.payload, err = protocol.EncodePayload(request); err != nil {
+	var err error
+	if cfg.payload, err = jsonpayload.FromJSON([]byte(cfg.payloadJSON), 0); err != nil {
 		return cfg, fmt.Errorf("--payload: %w", err)
 	}
 	if _, err := cfg.runtime.options(); err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/loadgen"
-	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -303,42 +302,12 @@ func measureArtifact(ctx context.Context, eng engine.Engine, path string, status
 	return rep, nil
 }
 
-// errorType names the kind of a failed request after the runtime's typed
-// errors; application errors carry the application's own type.
+// errorType names the kind of a failed request (runtime.Kind);
+// application errors carry the application's own type.
 func errorType(err error) string {
-	var (
-		appErr      *runtime.AppError
-		timeoutErr  *runtime.RequestTimeoutError
-		overloadErr *runtime.OverloadedError
-		crashErr    *runtime.WorkerCrashError
-		startErr    *runtime.StartupError
-		artErr      *runtime.ArtifactError
-		engErr      *runtime.EngineUnavailableError
-		payloadErr  *protocol.PayloadError
-	)
-	switch {
-	case errors.As(err, &appErr):
+	var appErr *runtime.AppError
+	if errors.As(err, &appErr) {
 		return "app:" + appErr.Type
-	case errors.As(err, &timeoutErr):
-		return "timeout"
-	case errors.As(err, &overloadErr):
-		return "overloaded"
-	case errors.As(err, &crashErr):
-		return "worker_crash"
-	case errors.As(err, &startErr):
-		return "startup"
-	case errors.As(err, &artErr):
-		return "artifact"
-	case errors.As(err, &engErr):
-		return "engine_unavailable"
-	case errors.As(err, &payloadErr):
-		return "payload"
-	case errors.Is(err, runtime.ErrClosed):
-		return "closed"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
 	}
-	return "other"
+	return runtime.Classify(err).String()
 }

@@ -24,7 +24,11 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 func TestParseBenchArgs(t *testing.T) {
-	hello, _ := protocol.EncodePayload(map[string]any{"value": "hello", "n": int64(3)})
+	// The payload keeps the JSON's key order.
+	hello, _ := protocol.EncodePayload(struct {
+		Value string `json:"value"`
+		N     int64  `json:"n"`
+	}{"hello", 3})
 	empty, _ := protocol.EncodePayload(map[string]any{})
 	defaults := benchConfig{
 		artifact:    "a.ociapp",

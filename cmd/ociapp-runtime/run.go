@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/ociapp/ociapp/jsonpayload"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -84,7 +82,7 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 		input = string(b)
 	}
-	request, err := parseRequest(input)
+	request, err := jsonpayload.FromJSON([]byte(input), 0)
 	if err != nil {
 		fmt.Fprintln(stderr, "ociapp-runtime:", err)
 		return exitUsage
@@ -118,7 +116,7 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return fail(stderr, ef.kind, err)
 	}
-	resp, execErr := rt.Execute(ctx, artifactPath, request)
+	resp, execErr := rt.ExecutePayload(ctx, artifactPath, request)
 	// Stop the container even when interrupted, within the shutdown timeout.
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runtime.DefaultShutdownTimeout+5*time.Second)
 	defer cancel()
@@ -128,7 +126,9 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if execErr != nil {
 		var appErr *runtime.AppError
 		if errors.As(execErr, &appErr) {
-			_ = writeJSON(stdout, map[string]any{"error_type": appErr.Type, "message": appErr.Message, "details": appErr.Details}, *pretty)
+			if b, err := protocol.EncodePayload(map[string]any{"error_type": appErr.Type, "message": appErr.Message, "details": appErr.Details}); err == nil {
+				_ = writeJSON(stdout, b, *pretty)
+			}
 		}
 		return fail(stderr, ef.kind, execErr)
 	}
@@ -165,149 +165,42 @@ func fail(stderr io.Writer, engineKind string, err error) int {
 	return exitCode(err)
 }
 
-// exitCode maps an error to the documented exit statuses.
+// exitCode maps an error to the documented exit statuses, by its kind.
 func exitCode(err error) int {
-	var (
-		appErr     *runtime.AppError
-		timeoutErr *runtime.RequestTimeoutError
-		startErr   *runtime.StartupError
-		artErr     *runtime.ArtifactError
-		engErr     *runtime.EngineUnavailableError
-		crashErr   *runtime.WorkerCrashError
-		payloadErr *protocol.PayloadError
-		configErr  *runtime.ConfigError
-	)
-	switch {
-	case err == nil:
+	if err == nil {
 		return exitOK
-	case errors.As(err, &appErr):
+	}
+	switch runtime.Classify(err) {
+	case runtime.KindApp:
 		return exitAppError
-	case errors.As(err, &timeoutErr):
+	case runtime.KindTimeout:
 		return exitTimeout
-	case errors.As(err, &startErr):
+	case runtime.KindStartup:
 		return exitStartup
-	case errors.As(err, &crashErr):
+	case runtime.KindCrash:
 		return exitCrash
-	case errors.As(err, &artErr), errors.As(err, &engErr):
+	case runtime.KindArtifact, runtime.KindEngine:
 		return exitUnavailable
-	case errors.As(err, &payloadErr), errors.As(err, &configErr):
+	case runtime.KindPayload, runtime.KindConfig:
 		return exitUsage
 	}
 	return exitOther
 }
 
-// parseRequest decodes a JSON object, keeping integers integers: msgpack
-// distinguishes them from floats, and applications validate the difference.
-func parseRequest(text string) (map[string]any, error) {
-	dec := json.NewDecoder(strings.NewReader(text))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("the request is not valid JSON: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("the request has trailing data after the JSON object")
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("the request must be a JSON object, not %s", jsonKind(v))
-	}
-	return convertNumbers(m).(map[string]any), nil
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case []any:
-		return "an array"
-	case string:
-		return "a string"
-	case bool:
-		return "a boolean"
-	}
-	return "a number"
-}
-
-// convertNumbers replaces json.Numbers by int64, uint64 or float64.
-func convertNumbers(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			v[k] = convertNumbers(e)
-		}
-		return v
-	case []any:
-		for i, e := range v {
-			v[i] = convertNumbers(e)
-		}
-		return v
-	case json.Number:
-		if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
-			return i
-		}
-		if u, err := strconv.ParseUint(string(v), 10, 64); err == nil {
-			return u
-		}
-		f, _ := strconv.ParseFloat(string(v), 64) // valid JSON numbers parse (or round to ±Inf)
-		return f
-	}
-	return v
-}
-
-// writeJSON prints a response. Floats keep a decimal point so they stay
-// floats; values JSON cannot hold become strings: non-finite floats, and
-// the keys of maps with non-string keys.
-func writeJSON(w io.Writer, v any, pretty bool) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if pretty {
-		enc.SetIndent("", "  ")
-	}
-	if err := enc.Encode(jsonable(v)); err != nil {
+// writeJSON prints a msgpack payload as JSON (package jsonpayload, as the
+// daemon's JSON API writes it), indented when pretty.
+func writeJSON(w io.Writer, payload []byte, pretty bool) error {
+	b, err := jsonpayload.ToJSON(payload)
+	if err != nil {
 		return err
 	}
-	_, err := w.Write(buf.Bytes())
+	if pretty {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, b, "", "  "); err != nil {
+			return err
+		}
+		b = buf.Bytes()
+	}
+	_, err = w.Write(append(b, '\n'))
 	return err
-}
-
-func jsonable(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			out[k] = jsonable(e)
-		}
-		return out
-	case map[any]any:
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			out[fmt.Sprint(k)] = jsonable(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = jsonable(e)
-		}
-		return out
-	case float64:
-		return jsonFloat(v, 64)
-	case float32:
-		return jsonFloat(float64(v), 32)
-	}
-	return v
-}
-
-// jsonFloat prints a float so that it reads back as a float: 1.0, not 1.
-func jsonFloat(f float64, bits int) any {
-	s := strconv.FormatFloat(f, 'g', -1, bits)
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return s
-	}
-	if !strings.ContainsAny(s, ".e") {
-		s += ".0"
-	}
-	return json.Number(s)
 }
