@@ -284,7 +284,15 @@ func (e *Executor) Close() error {
 // tags) to the application in the artifact at artifactPath, on the daemon,
 // and returns its response map.
 func (e *Executor) Execute(ctx context.Context, artifactPath string, request any) (map[string]any, error) {
-	return runtime.ExecuteMap(ctx, e, artifactPath, request)
+	payload, err := runtime.EncodeRequest(request)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.ExecutePayload(ctx, artifactPath, payload)
+	if err != nil {
+		return nil, err
+	}
+	return runtime.DecodeResponse(artifactPath, out)
 }
 
 // ExecutePayload is Execute on an encoded payload (a msgpack map); it

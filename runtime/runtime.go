@@ -33,40 +33,39 @@ type Executor interface {
 // (a struct with msgpack tags, or a map).
 func ExecuteAs[Resp any](ctx context.Context, ex Executor, artifactPath string, request any) (Resp, error) {
 	var resp Resp
-	err := execute(ctx, ex, artifactPath, request, func(out []byte) error {
-		return protocol.DecodePayloadInto(out, &resp)
-	})
-	return resp, err
-}
-
-// ExecuteMap runs request through ex and decodes the response as
-// protocol.DecodePayload does (integers as int64, maps with other than
-// string keys as map[any]any), which decoding into a map with ExecuteAs
-// does not: it is the Execute of every Executor here.
-func ExecuteMap(ctx context.Context, ex Executor, artifactPath string, request any) (map[string]any, error) {
-	var resp map[string]any
-	err := execute(ctx, ex, artifactPath, request, func(out []byte) (err error) {
-		resp, err = protocol.DecodePayload(out)
-		return err
-	})
-	return resp, err
-}
-
-// execute encodes request, runs it through ex and decodes the response
-// payload with decode.
-func execute(ctx context.Context, ex Executor, artifactPath string, request any, decode func([]byte) error) error {
-	payload, err := protocol.EncodePayload(request)
+	payload, err := EncodeRequest(request)
 	if err != nil {
-		return fmt.Errorf("encoding the request: %w", err)
+		return resp, err
 	}
 	out, err := ex.ExecutePayload(ctx, artifactPath, payload)
 	if err != nil {
-		return err
+		return resp, err
 	}
-	if err := decode(out); err != nil {
-		return fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
+	if err := protocol.DecodePayloadInto(out, &resp); err != nil {
+		return resp, fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
 	}
-	return nil
+	return resp, nil
+}
+
+// EncodeRequest encodes the request of an Execute into the payload of an
+// ExecutePayload. Its error is a *protocol.PayloadError.
+func EncodeRequest(request any) ([]byte, error) {
+	payload, err := protocol.EncodePayload(request)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the request: %w", err)
+	}
+	return payload, nil
+}
+
+// DecodeResponse decodes the response payload of an ExecutePayload into
+// the map an Execute returns, as protocol.DecodePayload does (integers as
+// int64, maps with other than string keys as map[any]any).
+func DecodeResponse(artifactPath string, payload []byte) (map[string]any, error) {
+	resp, err := protocol.DecodePayload(payload)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
+	}
+	return resp, nil
 }
 
 // Runtime executes artifacts in containers it starts on demand, keeps warm,
@@ -173,7 +172,15 @@ var errRequestTimeout = errors.New("request timeout")
 // ErrClosed, a *protocol.PayloadError for a request that cannot be encoded,
 // or the context's error when ctx ends first.
 func (r *Runtime) Execute(ctx context.Context, artifactPath string, request any) (map[string]any, error) {
-	return ExecuteMap(ctx, r, artifactPath, request)
+	payload, err := EncodeRequest(request)
+	if err != nil {
+		return nil, err
+	}
+	out, err := r.ExecutePayload(ctx, artifactPath, payload)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeResponse(artifactPath, out)
 }
 
 // ExecutePayload is Execute for an already encoded request payload (a
