@@ -336,8 +336,8 @@ func (p *pool) failWaitersLocked(err error) {
 }
 
 // scaleLocked starts a container when the scale policy asks for one: below
-// the minimum, or when the requests in flight and waiting exceed what the
-// containers take at the scale threshold. It starts at most one per call;
+// the minimum, or when the requests in flight and waiting outnumber the
+// containers (every container has a request). It starts at most one per call;
 // every request passes here, so N concurrent first requests start as many
 // containers as the policy allows, never N.
 func (p *pool) scaleLocked() {
@@ -350,7 +350,7 @@ func (p *pool) scaleLocked() {
 		return
 	}
 	demand := p.inflight + len(p.waiters)
-	if total >= cfg.minContainers && demand <= total*cfg.scaleThreshold {
+	if total >= cfg.minContainers && demand <= total {
 		return
 	}
 	if p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
