@@ -19,6 +19,8 @@ func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
 		return artifactInfo{}, &ArtifactError{Path: path, Err: err}
 	}
 	return artifactInfo{
+		Path:         path,
+		Size:         a.Size,
 		Digest:       a.Digest.String(),
 		ConfigDigest: a.ConfigDigest.String(),
 		Name:         a.Metadata.Name,

@@ -44,6 +44,10 @@ func protocolDialer(opts ...protocol.ClientOption) dialFunc {
 
 // artifactInfo is what the runtime needs to know about an artifact.
 type artifactInfo struct {
+	// Path is the file it was resolved from, as the caller gave it, and
+	// Size that file's size in bytes.
+	Path string
+	Size int64
 	// Digest is the content digest (the image manifest's), the artifact's
 	// identity; ConfigDigest is the image config's.
 	Digest       string
@@ -58,7 +62,9 @@ type artifactInfo struct {
 	// resolveUser resolves User to numbers through the image's own
 	// /etc/passwd and /etc/group; nil resolves numeric users only.
 	resolveUser func(ctx context.Context) (artifact.ExecUser, error)
-	// archive writes a tar of the image that the engine can load.
+	// archive writes a tar of the image that the engine can load, read
+	// from the file as verified (at Path, or at another name of this
+	// version of the file: one verification serves every name).
 	archive func(ctx context.Context, w io.Writer) error
 }
 

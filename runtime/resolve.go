@@ -45,8 +45,9 @@ func newResolver(open openFunc) *resolver {
 	return &resolver{open: open, cache: make(map[fileid.Key]artifactInfo)}
 }
 
-// resolve returns the identity of the artifact at path. Errors are
-// *ArtifactError.
+// resolve returns the identity of the artifact at path, with path as its
+// Path (the file may have been verified under another name, a hard link).
+// Errors are *ArtifactError.
 func (r *resolver) resolve(ctx context.Context, path string) (artifactInfo, error) {
 	now := time.Now().UnixNano()
 	if e, ok := r.paths.Load(path); ok {
@@ -62,6 +63,7 @@ func (r *resolver) resolve(ctx context.Context, path string) (artifactInfo, erro
 		}
 		return info, err
 	}
+	info.Path = path
 	pe := &pathEntry{info: info}
 	pe.checkedAt.Store(now)
 	if _, loaded := r.paths.Swap(path, pe); !loaded && r.pathCount.Add(1) > maxResolved {
