@@ -42,18 +42,24 @@ func protocolDialer(opts ...protocol.ClientOption) dialFunc {
 	}
 }
 
-// artifactInfo is what the runtime needs to know about an artifact.
-type artifactInfo struct {
-	// Path is the file it was resolved from, as the caller gave it, and
-	// Size that file's size in bytes.
+// Artifact describes an artifact file as the runtime verified it.
+type Artifact struct {
+	// Path is the file as the caller named it, and Size its size in bytes.
 	Path string
 	Size int64
 	// Digest is the content digest (the image manifest's), the artifact's
 	// identity; ConfigDigest is the image config's.
 	Digest       string
 	ConfigDigest string
-	Name         string
-	Version      string
+	// Name and Version are the application's, from the artifact's
+	// metadata.
+	Name    string
+	Version string
+}
+
+// artifactInfo is what the runtime needs to know about an artifact.
+type artifactInfo struct {
+	Artifact
 	// User is the image config's user ("" for root), Volumes its VOLUME
 	// paths and Labels its labels: what the runtime overrides.
 	User    string

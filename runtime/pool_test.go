@@ -1007,8 +1007,8 @@ func TestPrepare(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := PrepareReport{
-				Path: f.path("echo"), Size: 4, Digest: "sha256:echo", ConfigDigest: "cfg-echo", Name: "echo", Version: "1",
-				Image: "cfg-echo", ImagePresent: tt.present,
+				Artifact: Artifact{Path: f.path("echo"), Size: 4, Digest: "sha256:echo", ConfigDigest: "cfg-echo", Name: "echo", Version: "1"},
+				Image:    "cfg-echo", ImagePresent: tt.present,
 			}
 			got := rep
 			got.Verify, got.User, got.Check, got.Load = 0, 0, 0, 0

@@ -251,8 +251,7 @@ func (r *Runtime) pool(ctx context.Context, path string, rep *PrepareReport) (*p
 	}
 	if rep != nil {
 		rep.Verify = time.Since(start)
-		rep.Path, rep.Size = art.Path, art.Size
-		rep.Digest, rep.ConfigDigest, rep.Name, rep.Version = art.Digest, art.ConfigDigest, art.Name, art.Version
+		rep.Artifact = art.Artifact
 	}
 	r.mu.RLock()
 	closed, p := r.closed, r.pools[art.Digest]
@@ -281,15 +280,8 @@ func (r *Runtime) pool(ctx context.Context, path string, rep *PrepareReport) (*p
 // PrepareReport says what Prepare did to get an artifact ready for its
 // first container, and how long each step took.
 type PrepareReport struct {
-	// The artifact: the path as given, its size in bytes, its identity
-	// (the image manifest's digest), its image config's digest, and its
-	// name and version from its metadata.
-	Path         string
-	Size         int64
-	Digest       string
-	ConfigDigest string
-	Name         string
-	Version      string
+	// Artifact is the artifact as verified, with the path as given.
+	Artifact Artifact
 
 	// Image is the engine's reference for the artifact's image.
 	Image string
