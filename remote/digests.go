@@ -10,18 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"sync"
-	"syscall"
 
+	"github.com/ociapp/ociapp/internal/fileid"
 	"github.com/ociapp/ociapp/runtime"
 )
-
-// fileKey identifies one version of a file without reading it: a rebuilt
-// artifact gets a new inode, size or modification time.
-type fileKey struct {
-	dev, ino  uint64
-	size      int64
-	mtimeNano int64
-}
 
 // maxDigests bounds the cache; it is cleared when full, which only costs
 // hashing the files still in use again.
@@ -31,10 +23,10 @@ const maxDigests = 1024
 // so that a warm execute costs a stat, not a hash.
 type digests struct {
 	mu    sync.Mutex
-	cache map[fileKey]string
+	cache map[fileid.Key]string
 }
 
-func newDigests() *digests { return &digests{cache: make(map[fileKey]string)} }
+func newDigests() *digests { return &digests{cache: make(map[fileid.Key]string)} }
 
 // digest returns the upload digest of the file at path. Errors are
 // *runtime.ArtifactError, as the in-process runtime gives for a file it
@@ -50,10 +42,7 @@ func (d *digests) digest(ctx context.Context, path string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", &runtime.ArtifactError{Path: path, Err: errors.New("not a regular file; an artifact is a .ociapp file")}
 	}
-	key := fileKey{size: fi.Size(), mtimeNano: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		key.dev, key.ino = uint64(st.Dev), st.Ino
-	}
+	key := fileid.Of(fi)
 	d.mu.Lock()
 	sum, ok := d.cache[key]
 	d.mu.Unlock()

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/internal/flight"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -178,17 +179,13 @@ type Executor struct {
 	muxOff    atomic.Bool
 
 	mu       sync.Mutex
-	uploaded map[string]bool       // upload digests the daemon is known to hold
-	flights  map[string]*uploading // uploads under way, by digest
-	unseen   map[string]bool       // file identities the daemon cannot see at their path
+	uploaded map[string]bool // upload digests the daemon is known to hold
+	unseen   map[string]bool // file identities the daemon cannot see at their path
+	// uploads coalesces concurrent uploads of one digest.
+	uploads flight.Group[string, struct{}]
 }
 
 var _ runtime.Executor = (*Executor)(nil)
-
-type uploading struct {
-	done chan struct{}
-	err  error
-}
 
 // New returns an executor for the daemon at daemonURL: "unix:///PATH" (its
 // socket), "tcp://HOST:PORT" or "http://HOST:PORT" (plain HTTP), or
@@ -261,7 +258,6 @@ func New(daemonURL string, opts ...Option) (*Executor, error) {
 		client:   &http.Client{Transport: tr},
 		files:    newDigests(),
 		uploaded: make(map[string]bool),
-		flights:  make(map[string]*uploading),
 		unseen:   make(map[string]bool),
 		dialConn: dialConn, dialAddr: dialAddr, tlsConf: tlsConf,
 	}
@@ -288,7 +284,15 @@ func (e *Executor) Close() error {
 // tags) to the application in the artifact at artifactPath, on the daemon,
 // and returns its response map.
 func (e *Executor) Execute(ctx context.Context, artifactPath string, request any) (map[string]any, error) {
-	return runtime.ExecuteMap(ctx, e, artifactPath, request)
+	payload, err := runtime.EncodeRequest(request)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.ExecutePayload(ctx, artifactPath, payload)
+	if err != nil {
+		return nil, err
+	}
+	return runtime.DecodeResponse(artifactPath, out)
 }
 
 // ExecutePayload is Execute on an encoded payload (a msgpack map); it
@@ -450,46 +454,33 @@ func (e *Executor) forget(d string) {
 // digest d, asking first and sending it only when absent. Concurrent calls
 // for one digest share one upload.
 func (e *Executor) ensureUploaded(ctx context.Context, path, d string) error {
-	for {
-		e.mu.Lock()
-		if e.uploaded[d] {
-			e.mu.Unlock()
-			return nil
-		}
-		f, waiting := e.flights[d]
-		if !waiting {
-			f = &uploading{done: make(chan struct{})}
-			e.flights[d] = f
-		}
-		e.mu.Unlock()
-		if !waiting {
-			return e.runUpload(ctx, f, path, d)
-		}
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return fmt.Errorf("uploading %s: %w", path, ctx.Err())
-		}
-		if f.err == nil {
-			return nil
-		}
-		if !errors.Is(f.err, context.Canceled) && !errors.Is(f.err, context.DeadlineExceeded) {
-			return f.err
-		}
-		// The uploader's own context ended, not ours: try again.
+	if e.isUploaded(d) {
+		return nil
 	}
+	_, err := e.uploads.Do(ctx, d, func() (struct{}, error) {
+		// An upload of d may have ended since the check above.
+		if e.isUploaded(d) {
+			return struct{}{}, nil
+		}
+		if err := e.upload(ctx, path, d); err != nil {
+			return struct{}{}, err
+		}
+		e.mu.Lock()
+		e.uploaded[d] = true
+		e.mu.Unlock()
+		return struct{}{}, nil
+	})
+	if err != nil && err == ctx.Err() {
+		// This caller gave up waiting for another's upload.
+		return fmt.Errorf("uploading %s: %w", path, err)
+	}
+	return err
 }
 
-func (e *Executor) runUpload(ctx context.Context, f *uploading, path, d string) error {
-	f.err = e.upload(ctx, path, d)
+func (e *Executor) isUploaded(d string) bool {
 	e.mu.Lock()
-	delete(e.flights, d)
-	if f.err == nil {
-		e.uploaded[d] = true
-	}
-	e.mu.Unlock()
-	close(f.done)
-	return f.err
+	defer e.mu.Unlock()
+	return e.uploaded[d]
 }
 
 func (e *Executor) upload(ctx context.Context, path, d string) error {

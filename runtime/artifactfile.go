@@ -19,14 +19,18 @@ func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
 		return artifactInfo{}, &ArtifactError{Path: path, Err: err}
 	}
 	return artifactInfo{
-		Digest:       a.Digest.String(),
-		ConfigDigest: a.ConfigDigest.String(),
-		Name:         a.Metadata.Name,
-		Version:      a.Metadata.Version,
-		User:         a.Config.Config.User,
-		Volumes:      slices.Sorted(maps.Keys(a.Config.Config.Volumes)),
-		Labels:       a.Config.Config.Labels,
-		resolveUser:  a.ResolveUser,
+		Artifact: Artifact{
+			Path:         path,
+			Size:         a.Size,
+			Digest:       a.Digest.String(),
+			ConfigDigest: a.ConfigDigest.String(),
+			Name:         a.Metadata.Name,
+			Version:      a.Metadata.Version,
+		},
+		User:        a.Config.Config.User,
+		Volumes:     slices.Sorted(maps.Keys(a.Config.Config.Volumes)),
+		Labels:      a.Config.Config.Labels,
+		resolveUser: a.ResolveUser,
 		archive: func(ctx context.Context, w io.Writer) error {
 			return writeUntagged(ctx, w, a.WriteDockerArchive)
 		},

@@ -42,14 +42,24 @@ func protocolDialer(opts ...protocol.ClientOption) dialFunc {
 	}
 }
 
-// artifactInfo is what the runtime needs to know about an artifact.
-type artifactInfo struct {
+// Artifact describes an artifact file as the runtime verified it.
+type Artifact struct {
+	// Path is the file as the caller named it, and Size its size in bytes.
+	Path string
+	Size int64
 	// Digest is the content digest (the image manifest's), the artifact's
 	// identity; ConfigDigest is the image config's.
 	Digest       string
 	ConfigDigest string
-	Name         string
-	Version      string
+	// Name and Version are the application's, from the artifact's
+	// metadata.
+	Name    string
+	Version string
+}
+
+// artifactInfo is what the runtime needs to know about an artifact.
+type artifactInfo struct {
+	Artifact
 	// User is the image config's user ("" for root), Volumes its VOLUME
 	// paths and Labels its labels: what the runtime overrides.
 	User    string
@@ -58,7 +68,9 @@ type artifactInfo struct {
 	// resolveUser resolves User to numbers through the image's own
 	// /etc/passwd and /etc/group; nil resolves numeric users only.
 	resolveUser func(ctx context.Context) (artifact.ExecUser, error)
-	// archive writes a tar of the image that the engine can load.
+	// archive writes a tar of the image that the engine can load, read
+	// from the file as verified (at Path, or at another name of this
+	// version of the file: one verification serves every name).
 	archive func(ctx context.Context, w io.Writer) error
 }
 

@@ -347,7 +347,7 @@ func TestEngineStartupFailures(t *testing.T) {
 			t.Run(tt.app, func(t *testing.T) {
 				rt := newRuntime(t, eng, WithStartupTimeout(3*time.Second), WithStartupBackoff(10*time.Second, time.Minute))
 				path := testArtifact(t, tt.app)
-				if _, err := rt.pool(t.Context(), path); err != nil { // load the image first: time the start only
+				if _, err := rt.Prepare(t.Context(), path); err != nil { // load the image first: time the start only
 					t.Fatal(err)
 				}
 				start := time.Now()
@@ -384,14 +384,11 @@ func TestEngineImageRemoved(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, te testEngine, eng engine.Engine) {
 		rt := newRuntime(t, eng)
 		path := testArtifact(t, "sleeper")
-		p, err := rt.pool(t.Context(), path)
+		rep, err := rt.Prepare(t.Context(), path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref, err := p.ensureImage(t.Context(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ref := rep.Image
 		loads := rt.Stats().ImageLoads
 		te.removeImage(t, eng, ref)
 		if _, err := rt.Execute(t.Context(), path, map[string]any{"millis": 0}); err != nil {
@@ -401,10 +398,10 @@ func TestEngineImageRemoved(t *testing.T) {
 			t.Fatalf("%d image loads after the removal, want 1", n)
 		}
 		// An image a container runs is not removed.
-		if ref, err = p.ensureImage(t.Context(), path); err != nil {
+		if rep, err = rt.Prepare(t.Context(), path); err != nil {
 			t.Fatal(err)
 		}
-		if err := eng.(engine.ImageRemover).RemoveImage(t.Context(), ref); !errors.Is(err, engine.ErrInUse) {
+		if err := eng.(engine.ImageRemover).RemoveImage(t.Context(), rep.Image); !errors.Is(err, engine.ErrInUse) {
 			t.Fatalf("removing the image of a running container: %v, want engine.ErrInUse", err)
 		}
 	})

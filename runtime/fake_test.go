@@ -488,15 +488,23 @@ func (f *fixture) open(_ context.Context, path string) (artifactInfo, error) {
 		labels = map[string]string{LabelInstance: "someone-else", "com.example.owner": "attacker"}
 	}
 	return artifactInfo{
-		Digest:       "sha256:" + name,
-		ConfigDigest: "cfg-" + name,
-		Name:         name,
-		Version:      "1",
-		User:         user,
-		Volumes:      volumes,
-		Labels:       labels,
+		Artifact: Artifact{
+			Size:         int64(len(b)),
+			Digest:       "sha256:" + name,
+			ConfigDigest: "cfg-" + name,
+			Name:         name,
+			Version:      "1",
+		},
+		User:    user,
+		Volumes: volumes,
+		Labels:  labels,
+		// Like the real archive, it reads the file it was verified from.
 		archive: func(ctx context.Context, w io.Writer) error {
-			_, err := io.WriteString(w, "cfg-"+name)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(w, "cfg-"+strings.TrimSpace(string(b)))
 			return err
 		},
 	}, nil

@@ -2,8 +2,11 @@ package runtime
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/ociapp/ociapp/engine"
 )
 
 // The engine is not on the data path: requests go over each container's
@@ -14,7 +17,9 @@ import (
 // knows (one whose create call was lost, say), so that the pools' view and
 // the engine's agree.
 type janitor struct {
-	r *Runtime
+	eng  engine.Engine
+	log  *slog.Logger
+	inst *instance
 
 	mu      sync.Mutex
 	pending map[string]struct{} // container IDs or names to remove
@@ -37,9 +42,11 @@ const (
 	janitorMaxRetry   = 2 * time.Second
 )
 
-func newJanitor(r *Runtime) *janitor {
+func newJanitor(eng engine.Engine, log *slog.Logger, inst *instance) *janitor {
 	return &janitor{
-		r:       r,
+		eng:     eng,
+		log:     log,
+		inst:    inst,
 		pending: map[string]struct{}{},
 		live:    map[string]struct{}{},
 		wake:    make(chan struct{}, 1),
@@ -125,20 +132,20 @@ func (j *janitor) sweep(ctx context.Context) bool {
 		return true
 	}
 	for _, ref := range refs {
-		if err := j.r.eng.RemoveContainer(ctx, ref); err != nil {
-			j.r.log.Debug("container removal still failing", "container", ref, "err", err)
+		if err := j.eng.RemoveContainer(ctx, ref); err != nil {
+			j.log.Debug("container removal still failing", "container", ref, "err", err)
 			return false
 		}
 		j.mu.Lock()
 		delete(j.pending, ref)
 		j.mu.Unlock()
-		j.r.log.Info("removed a container after the engine came back", "container", ref)
+		j.log.Info("removed a container after the engine came back", "container", ref)
 	}
 	if !outage {
 		return true
 	}
 	if err := j.reconcile(ctx, false); err != nil {
-		j.r.log.Debug("reconciling containers with the engine", "err", err)
+		j.log.Debug("reconciling containers with the engine", "err", err)
 		return false
 	}
 	return true
@@ -156,7 +163,7 @@ func (j *janitor) reconcile(ctx context.Context, all bool) error {
 		j.mu.Unlock()
 		return err
 	}
-	list, err := j.r.eng.ListContainers(ctx, map[string]string{LabelInstance: j.r.inst.id, LabelStateDir: j.r.inst.stateDir})
+	list, err := j.eng.ListContainers(ctx, map[string]string{LabelInstance: j.inst.id, LabelStateDir: j.inst.stateDir})
 	if err != nil {
 		return fail(err)
 	}
@@ -171,10 +178,10 @@ func (j *janitor) reconcile(ctx context.Context, all bool) error {
 		if known && !all {
 			continue
 		}
-		if err := j.r.eng.RemoveContainer(ctx, c.ID); err != nil {
+		if err := j.eng.RemoveContainer(ctx, c.ID); err != nil {
 			return fail(err)
 		}
-		j.r.log.Info("removed a container no worker knew", "container", c.ID, "names", c.Names)
+		j.log.Info("removed a container no worker knew", "container", c.ID, "names", c.Names)
 	}
 	return nil
 }
@@ -200,7 +207,7 @@ func (j *janitor) drain(ctx context.Context) error {
 			j.mu.Lock()
 			n := len(j.pending)
 			j.mu.Unlock()
-			j.r.log.Warn("could not remove every container before Close ended (is the engine away?); the next runtime removes what is left", "pending_removals", n)
+			j.log.Warn("could not remove every container before Close ended (is the engine away?); the next runtime removes what is left", "pending_removals", n)
 			return ctx.Err()
 		case <-time.After(retry):
 		}

@@ -26,9 +26,6 @@ const (
 	// DefaultContainerConcurrency is how many requests one container may
 	// have in flight before further requests queue.
 	DefaultContainerConcurrency = 64
-	// DefaultScaleThreshold: another container starts when every container
-	// of the artifact already has this many requests in flight.
-	DefaultScaleThreshold = 1
 	// DefaultQueueSize is how many requests may wait for a container per
 	// artifact before Execute fails with *OverloadedError.
 	DefaultQueueSize = 1024
@@ -77,7 +74,6 @@ type config struct {
 	minContainers        int
 	maxContainers        int
 	containerConcurrency int
-	scaleThreshold       int
 	queueSize            int
 
 	memoryBytes int64
@@ -115,7 +111,6 @@ func defaultConfig() config {
 		reaperInterval:       DefaultReaperInterval,
 		maxContainers:        max(1, goruntime.NumCPU()),
 		containerConcurrency: DefaultContainerConcurrency,
-		scaleThreshold:       DefaultScaleThreshold,
 		queueSize:            DefaultQueueSize,
 		memoryBytes:          DefaultMemoryLimit,
 		pidsLimit:            DefaultPidsLimit,
@@ -260,20 +255,6 @@ func WithContainerConcurrency(n int) Option {
 			return fmt.Errorf("container concurrency must be at least 1, got %d", n)
 		}
 		c.containerConcurrency = n
-		return nil
-	}
-}
-
-// WithScaleThreshold starts another container (up to the maximum) when
-// every container of an artifact has at least n requests in flight
-// (default 1: scale out as soon as requests overlap). Requests never wait
-// for that container while a running one has room.
-func WithScaleThreshold(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("scale threshold must be at least 1, got %d", n)
-		}
-		c.scaleThreshold = n
 		return nil
 	}
 }

@@ -18,7 +18,9 @@ import (
 // pool holds the containers (workers) of one artifact, identified by its
 // content digest, and routes requests to them.
 type pool struct {
-	r    *Runtime
+	env *env
+	// info is the artifact as resolved when the pool was created: its
+	// identity and what every container's spec takes from the image.
 	info artifactInfo
 	name string // info.label(), for errors and logs
 
@@ -33,9 +35,6 @@ type pool struct {
 	// removes once unused for the image retention; nil for an image the
 	// engine already had.
 	ownedImage atomic.Pointer[string]
-	// path is the artifact file last used for this pool, from which a
-	// container started in the background loads the image if needed.
-	path atomic.Pointer[string]
 
 	mu       sync.Mutex
 	closed   bool
@@ -64,9 +63,9 @@ type waitResult struct {
 	err error
 }
 
-func newPool(r *Runtime, info artifactInfo) *pool {
+func newPool(e *env, info artifactInfo) *pool {
 	return &pool{
-		r:        r,
+		env:      e,
 		info:     info,
 		name:     info.label(),
 		imageSem: make(chan struct{}, 1),
@@ -74,10 +73,15 @@ func newPool(r *Runtime, info artifactInfo) *pool {
 	}
 }
 
-// ensureImage makes sure the engine has the artifact's image, loading the
-// file at path only when the engine has neither of its identities.
-func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
+// ensureImage makes sure the engine has the artifact's image, loading art
+// (the artifact as resolved for the caller) only when the engine has
+// neither of its identities. rep, unless nil, gets what it did and how
+// long each step took.
+func (p *pool) ensureImage(ctx context.Context, art artifactInfo, rep *PrepareReport) (string, error) {
 	if ref := p.image.Load(); ref != nil && p.user.Load() != nil {
+		if rep != nil {
+			rep.Image, rep.ImagePresent = *ref, true
+		}
 		return *ref, nil
 	}
 	select {
@@ -87,16 +91,23 @@ func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
 	}
 	defer func() { <-p.imageSem }()
 	if p.user.Load() == nil {
-		user, err := p.r.containerUser(ctx, path, p.info)
+		start := time.Now()
+		user, err := p.env.containerUser(ctx, art)
 		if err != nil {
 			return "", err
+		}
+		if rep != nil {
+			rep.User = time.Since(start)
 		}
 		p.user.Store(&user)
 	}
 	if ref := p.image.Load(); ref != nil {
+		if rep != nil {
+			rep.Image, rep.ImagePresent = *ref, true
+		}
 		return *ref, nil
 	}
-	ref, loaded, err := p.r.loadImage(ctx, path, p.info)
+	ref, loaded, err := p.env.loadImage(ctx, art, rep)
 	if err != nil {
 		return "", err
 	}
@@ -111,12 +122,12 @@ func (p *pool) ensureImage(ctx context.Context, path string) (string, error) {
 // pool has had no container and no request for the image retention. The
 // next request loads it again.
 func (p *pool) collectImage(now time.Time) {
-	r := p.r
+	e := p.env
 	owned := p.ownedImage.Load()
-	if r.images == nil || r.cfg.keepImages || owned == nil {
+	if e.images == nil || e.cfg.keepImages || owned == nil {
 		return
 	}
-	if !p.unusedFor(now, r.cfg.imageRetention) {
+	if !p.unusedFor(now, e.cfg.imageRetention) {
 		return
 	}
 	select {
@@ -125,16 +136,16 @@ func (p *pool) collectImage(now time.Time) {
 		return // a load or start is under way
 	}
 	defer func() { <-p.imageSem }()
-	if !p.unusedFor(now, r.cfg.imageRetention) {
+	if !p.unusedFor(now, e.cfg.imageRetention) {
 		return
 	}
 	// Forget it first: a container start from now on looks for the image
 	// again (and waits for imageSem); one that raced ahead and finds it
 	// gone loads it again.
 	p.forgetImage()
-	ctx, cancel := context.WithTimeout(r.life, diagnosticTimeout)
+	ctx, cancel := context.WithTimeout(e.life, diagnosticTimeout)
 	defer cancel()
-	r.removeImage(ctx, p.name, *owned)
+	e.removeImage(ctx, p.name, *owned)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return
 	}
@@ -159,16 +170,16 @@ func (p *pool) unusedFor(now time.Time, d time.Duration) bool {
 // removeImage removes an image the runtime loaded. One that something
 // else uses now (another runtime's container, a name someone gave it) is
 // left alone, and so is one the engine cannot be asked about.
-func (r *Runtime) removeImage(ctx context.Context, artifact, ref string) {
-	err := r.images.RemoveImage(ctx, ref)
+func (e *env) removeImage(ctx context.Context, artifact, ref string) {
+	err := e.images.RemoveImage(ctx, ref)
 	switch {
 	case err == nil:
-		r.stats.imageRemovals.Add(1)
-		r.log.Info("removed an unused image", "artifact", artifact, "image", ref)
+		e.stats.imageRemovals.Add(1)
+		e.log.Info("removed an unused image", "artifact", artifact, "image", ref)
 	case errors.Is(err, engine.ErrInUse):
-		r.log.Info("leaving an unused image that something else uses", "artifact", artifact, "image", ref, "err", err)
+		e.log.Info("leaving an unused image that something else uses", "artifact", artifact, "image", ref, "err", err)
 	default:
-		r.log.Warn("removing an unused image", "artifact", artifact, "image", ref, "err", err)
+		e.log.Warn("removing an unused image", "artifact", artifact, "image", ref, "err", err)
 	}
 }
 
@@ -177,8 +188,8 @@ func (r *Runtime) removeImage(ctx context.Context, artifact, ref string) {
 // and a name that is uid 0 in the image's /etc/passwd are all root), and
 // NonRootUser instead of root unless root is allowed. The engine gets
 // numbers only, so it never looks the user up itself.
-func (r *Runtime) containerUser(ctx context.Context, path string, info artifactInfo) (string, error) {
-	if info.User == "" && !r.cfg.allowRoot {
+func (e *env) containerUser(ctx context.Context, info artifactInfo) (string, error) {
+	if info.User == "" && !e.cfg.allowRoot {
 		return NonRootUser, nil // root by default; no need to read the layers
 	}
 	resolve := info.resolveUser
@@ -190,26 +201,13 @@ func (r *Runtime) containerUser(ctx context.Context, path string, info artifactI
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
-		return "", &ArtifactError{Path: path, Err: err}
+		return "", &ArtifactError{Path: info.Path, Err: err}
 	}
-	if u.UID == 0 && !r.cfg.allowRoot {
-		r.log.Info("the image runs as root; running it as the non-root user instead", "artifact", info.label(), "image_user", info.User, "user", NonRootUser)
+	if u.UID == 0 && !e.cfg.allowRoot {
+		e.log.Info("the image runs as root; running it as the non-root user instead", "artifact", info.label(), "image_user", info.User, "user", NonRootUser)
 		return NonRootUser, nil
 	}
 	return u.String(), nil
-}
-
-func (p *pool) setPath(path string) {
-	if old := p.path.Load(); old == nil || *old != path {
-		p.path.Store(&path)
-	}
-}
-
-func (p *pool) lastPath() string {
-	if path := p.path.Load(); path != nil {
-		return *path
-	}
-	return ""
 }
 
 // forgetImage makes the next request check for (and load) the image again,
@@ -219,7 +217,10 @@ func (p *pool) forgetImage() { p.image.Store(nil) }
 // acquire returns a ready worker with room for one more request, counted
 // as in flight on it; release gives it back. It waits (in a bounded FIFO
 // queue) while every worker is full or the first one is starting.
-func (p *pool) acquire(ctx context.Context) (*worker, error) {
+//
+// art is the artifact as resolved for the request: a container the
+// request starts loads the image from it if need be.
+func (p *pool) acquire(ctx context.Context, art artifactInfo) (*worker, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -227,9 +228,9 @@ func (p *pool) acquire(ctx context.Context) (*worker, error) {
 	}
 	if w := p.pickLocked(); w != nil {
 		p.assignLocked(w)
-		p.scaleLocked()
+		p.scaleLocked(art)
 		p.mu.Unlock()
-		p.r.stats.warmHits.Add(1)
+		p.env.stats.warmHits.Add(1)
 		return w, nil
 	}
 	if len(p.ready) == 0 && p.starting == 0 && p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
@@ -237,19 +238,19 @@ func (p *pool) acquire(ctx context.Context) (*worker, error) {
 		p.mu.Unlock()
 		return nil, err
 	}
-	if len(p.waiters) >= p.r.cfg.queueSize {
+	if len(p.waiters) >= p.env.cfg.queueSize {
 		n := len(p.waiters)
 		p.mu.Unlock()
 		return nil, &OverloadedError{Artifact: p.name, Queued: n}
 	}
 	wt := &waiter{ch: make(chan waitResult, 1)}
 	p.waiters = append(p.waiters, wt)
-	p.scaleLocked()
+	p.scaleLocked(art)
 	p.mu.Unlock()
 
-	p.r.stats.queueWaits.Add(1)
+	p.env.stats.queueWaits.Add(1)
 	start := time.Now()
-	defer func() { p.r.stats.queueWaitNanos.Add(int64(time.Since(start))) }()
+	defer func() { p.env.stats.queueWaitNanos.Add(int64(time.Since(start))) }()
 	select {
 	case res := <-wt.ch:
 		return res.w, res.err
@@ -274,7 +275,7 @@ func (p *pool) acquire(ctx context.Context) (*worker, error) {
 func (p *pool) pickLocked() *worker {
 	var best *worker
 	for _, w := range p.ready {
-		if w.inflight >= p.r.cfg.containerConcurrency || (best != nil && w.inflight >= best.inflight) {
+		if w.inflight >= p.env.cfg.containerConcurrency || (best != nil && w.inflight >= best.inflight) {
 			continue
 		}
 		select {
@@ -336,34 +337,35 @@ func (p *pool) failWaitersLocked(err error) {
 }
 
 // scaleLocked starts a container when the scale policy asks for one: below
-// the minimum, or when the requests in flight and waiting exceed what the
-// containers take at the scale threshold. It starts at most one per call;
-// every request passes here, so N concurrent first requests start as many
-// containers as the policy allows, never N.
-func (p *pool) scaleLocked() {
+// the minimum, or when the requests in flight and waiting outnumber the
+// containers (every container has a request). It starts at most one per
+// call; every request passes here, so N concurrent first requests start as
+// many containers as the policy allows, never N. A container it starts
+// loads the image, if need be, from art.
+func (p *pool) scaleLocked(art artifactInfo) {
 	if p.closed {
 		return
 	}
-	cfg := &p.r.cfg
+	cfg := &p.env.cfg
 	total := len(p.ready) + p.starting
 	if total >= cfg.maxContainers {
 		return
 	}
 	demand := p.inflight + len(p.waiters)
-	if total >= cfg.minContainers && demand <= total*cfg.scaleThreshold {
+	if total >= cfg.minContainers && demand <= total {
 		return
 	}
 	if p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
 		return
 	}
-	p.startLocked()
+	p.startLocked(art)
 }
 
-func (p *pool) startLocked() {
-	w := newWorker(p)
+func (p *pool) startLocked(art artifactInfo) {
+	w := newWorker(p, art)
 	p.workers[w] = struct{}{}
 	p.starting++
-	p.r.wg.Add(1)
+	p.env.wg.Add(1)
 	go w.run()
 }
 
@@ -380,7 +382,7 @@ func (p *pool) workerReady(w *worker) bool {
 	p.ready = append(p.ready, w)
 	p.failures, p.backoffUntil, p.lastStartErr = 0, time.Time{}, nil
 	p.dispatchLocked()
-	p.scaleLocked()
+	p.scaleLocked(w.art)
 	return true
 }
 
@@ -396,9 +398,9 @@ func (p *pool) startFailed(w *worker, err error) {
 		return
 	}
 	p.failures++
-	backoff := p.r.cfg.startupBackoff << min(p.failures-1, 30)
-	if backoff > p.r.cfg.maxStartupBackoff || backoff <= 0 {
-		backoff = p.r.cfg.maxStartupBackoff
+	backoff := p.env.cfg.startupBackoff << min(p.failures-1, 30)
+	if backoff > p.env.cfg.maxStartupBackoff || backoff <= 0 {
+		backoff = p.env.cfg.maxStartupBackoff
 	}
 	var se *StartupError
 	if errors.As(err, &se) {
@@ -418,7 +420,7 @@ func (p *pool) workerGone(w *worker) {
 	defer p.mu.Unlock()
 	p.removeLocked(w)
 	delete(p.workers, w)
-	p.scaleLocked()
+	p.scaleLocked(w.art)
 	if len(p.ready) == 0 && p.starting == 0 && p.lastStartErr != nil && time.Now().Before(p.backoffUntil) {
 		// Starts are paused: nothing will serve the queue before then.
 		p.failWaitersLocked(p.lastStartErr)
@@ -437,16 +439,17 @@ func (p *pool) removeLocked(w *worker) {
 }
 
 // reapIdle retires workers idle for the idle timeout, keeping the minimum,
-// and starts containers up to the minimum.
+// and starts containers up to the minimum (with no request to resolve the
+// artifact for them, from the artifact the pool was created with).
 func (p *pool) reapIdle(now time.Time) {
 	p.mu.Lock()
 	var idle []*worker
 	keep := len(p.ready)
 	for _, w := range p.ready {
-		if keep <= p.r.cfg.minContainers {
+		if keep <= p.env.cfg.minContainers {
 			break
 		}
-		if w.inflight == 0 && now.Sub(w.lastUsed) >= p.r.cfg.idleTimeout {
+		if w.inflight == 0 && now.Sub(w.lastUsed) >= p.env.cfg.idleTimeout {
 			idle = append(idle, w)
 			keep--
 		}
@@ -454,10 +457,10 @@ func (p *pool) reapIdle(now time.Time) {
 	for _, w := range idle {
 		p.removeLocked(w)
 	}
-	p.scaleLocked()
+	p.scaleLocked(p.info)
 	p.mu.Unlock()
 	for _, w := range idle {
-		p.r.log.Info("stopping idle container", "artifact", p.name, "container", w.containerID, "idle", now.Sub(w.lastUsed).Round(time.Millisecond))
+		p.env.log.Info("stopping idle container", "artifact", p.name, "container", w.containerID, "idle", now.Sub(w.lastUsed).Round(time.Millisecond))
 		w.retire(errIdle)
 	}
 }
@@ -490,16 +493,17 @@ func (p *pool) stats() PoolStats {
 	}
 }
 
-// loadImage finds the artifact's image in the engine or loads it, and
-// reports whether it loaded it.
-func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo) (string, bool, error) {
+// loadImage finds the artifact's image in the engine or loads it from info,
+// and reports whether it loaded it. rep, unless nil, gets what it did and
+// how long each step took.
+func (e *env) loadImage(ctx context.Context, info artifactInfo, rep *PrepareReport) (string, bool, error) {
 	ids := []string{info.ConfigDigest, info.Digest}
 	find := func() (string, error) {
 		for _, id := range ids {
 			if id == "" {
 				continue
 			}
-			ok, err := r.eng.ImageExists(ctx, id)
+			ok, err := e.eng.ImageExists(ctx, id)
 			if err != nil {
 				return "", fmt.Errorf("looking for image %s: %w", id, err)
 			}
@@ -509,15 +513,22 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 		}
 		return "", nil
 	}
+	start := time.Now()
 	ref, err := find()
+	if rep != nil {
+		rep.Check = time.Since(start)
+	}
 	if err != nil || ref != "" {
 		if ref != "" {
-			r.log.Debug("image already present", "artifact", info.label(), "image", ref)
+			e.log.Debug("image already present", "artifact", info.label(), "image", ref)
+			if rep != nil {
+				rep.Image, rep.ImagePresent = ref, true
+			}
 		}
 		return ref, false, err
 	}
 
-	start := time.Now()
+	start = time.Now()
 	pr, pw := io.Pipe()
 	writeErr := make(chan error, 1)
 	go func() {
@@ -525,22 +536,22 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 		pw.CloseWithError(err)
 		writeErr <- err
 	}()
-	loaded, err := r.eng.LoadImage(ctx, pr)
+	loaded, err := e.eng.LoadImage(ctx, pr)
 	// Unblock the writer if the engine stopped reading early.
 	_ = pr.CloseWithError(errors.New("the engine stopped reading the archive"))
 	// A fault in the file (changed since it was verified) explains an
 	// engine error too; a write error caused by the engine's does not.
 	if werr := <-writeErr; werr != nil && (err == nil || errors.As(werr, new(*artifact.Error))) {
-		return "", false, &ArtifactError{Path: path, Err: werr}
+		return "", false, &ArtifactError{Path: info.Path, Err: werr}
 	}
 	if err != nil {
 		var le *engine.LoadError
 		if errors.As(err, &le) {
-			return "", false, &ArtifactError{Path: path, Err: err}
+			return "", false, &ArtifactError{Path: info.Path, Err: err}
 		}
-		return "", false, fmt.Errorf("loading artifact %s: %w", path, err)
+		return "", false, fmt.Errorf("loading artifact %s: %w", info.Path, err)
 	}
-	r.stats.imageLoads.Add(1)
+	e.stats.imageLoads.Add(1)
 	for _, l := range loaded {
 		if slices.Contains(ids, l) {
 			ref = l
@@ -565,8 +576,12 @@ func (r *Runtime) loadImage(ctx context.Context, path string, info artifactInfo)
 		}
 	}
 	if ref == "" {
-		return "", false, &ArtifactError{Path: path, Err: fmt.Errorf("the engine reported loading nothing and has no image with digest %s or %s", info.ConfigDigest, info.Digest)}
+		return "", false, &ArtifactError{Path: info.Path, Err: fmt.Errorf("the engine reported loading nothing and has no image with digest %s or %s", info.ConfigDigest, info.Digest)}
 	}
-	r.log.Info("image loaded", "artifact", info.label(), "image", ref, "duration", time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	if rep != nil {
+		rep.Image, rep.Load = ref, took
+	}
+	e.log.Info("image loaded", "artifact", info.label(), "image", ref, "duration", took.Round(time.Millisecond))
 	return ref, true, nil
 }

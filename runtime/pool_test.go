@@ -917,3 +917,126 @@ func TestEngineOutageKeepsServing(t *testing.T) {
 		}
 	})
 }
+
+// The image is loaded from the file the request that needs it resolved,
+// not from the one the pool was first created for: here that one is gone
+// and a copy (same digest) is used.
+func TestLoadFromRequestFile(t *testing.T) {
+	opts := []Option{WithIdleTimeout(time.Second), WithReaperInterval(100 * time.Millisecond), WithImageRetention(5 * time.Second)}
+	tests := []struct {
+		name string
+		// lose makes the engine lose the image once the first container
+		// is gone.
+		lose func(t *testing.T, f *fixture)
+	}{
+		// Collected by the runtime: the request loads it.
+		{"collected", func(t *testing.T, f *fixture) {
+			time.Sleep(5 * time.Second)
+			synctest.Wait()
+			if f.eng.hasImage("cfg-echo") {
+				t.Fatal("the image was not collected")
+			}
+		}},
+		// Removed behind the runtime's back: the container start loads it.
+		{"removed", func(t *testing.T, f *fixture) {
+			f.eng.mu.Lock()
+			delete(f.eng.images, "cfg-echo")
+			f.eng.mu.Unlock()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t, map[string]fakeApp{"echo": {}}, opts...)
+				defer f.close()
+				if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+					t.Fatal(err)
+				}
+				copyPath := filepath.Join(f.dir, "copy.ociapp")
+				if err := os.WriteFile(copyPath, []byte("echo"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Remove(f.path("echo")); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * time.Second) // the container is reaped
+				synctest.Wait()
+				tt.lose(t, f)
+				if _, err := f.rt.Execute(t.Context(), copyPath, map[string]any{}); err != nil {
+					t.Fatalf("executing the copy: %v", err)
+				}
+				if n := f.eng.loadCount(); n != 2 {
+					t.Fatalf("%d loads, want the image loaded again", n)
+				}
+			})
+		})
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	tests := []struct {
+		name    string
+		present bool // the engine has the image already
+		file    string
+		closed  bool
+		wantErr func(error) bool
+	}{
+		{name: "loads an absent image", file: "echo"},
+		{name: "finds a present image", present: true, file: "echo"},
+		{name: "missing file", file: "missing", wantErr: func(err error) bool { return errors.As(err, new(*ArtifactError)) }},
+		{name: "closed runtime", file: "echo", closed: true, wantErr: func(err error) bool { return errors.Is(err, ErrClosed) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, map[string]fakeApp{"echo": {}})
+			defer f.close()
+			if tt.present {
+				f.eng.images["cfg-echo"] = true
+			}
+			if tt.closed {
+				f.close()
+			}
+			rep, err := f.rt.Prepare(t.Context(), f.path(tt.file))
+			if tt.wantErr != nil {
+				if !tt.wantErr(err) {
+					t.Fatalf("Prepare: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := PrepareReport{
+				Artifact: Artifact{Path: f.path("echo"), Size: 4, Digest: "sha256:echo", ConfigDigest: "cfg-echo", Name: "echo", Version: "1"},
+				Image:    "cfg-echo", ImagePresent: tt.present,
+			}
+			got := rep
+			got.Verify, got.User, got.Check, got.Load = 0, 0, 0, 0
+			if got != want {
+				t.Fatalf("report %+v, want %+v", got, want)
+			}
+			if rep.Verify <= 0 || rep.Check <= 0 || (rep.Load > 0) == tt.present {
+				t.Fatalf("timings: verify %v, check %v, load %v (image present: %v)", rep.Verify, rep.Check, rep.Load, tt.present)
+			}
+			wantLoads := 1
+			if tt.present {
+				wantLoads = 0
+			}
+			if n := f.eng.loadCount(); n != wantLoads {
+				t.Fatalf("%d loads, want %d", n, wantLoads)
+			}
+			// The first Execute finds the artifact prepared: no second
+			// verification, load or look-up.
+			again, err := f.rt.Prepare(t.Context(), f.path("echo"))
+			if err != nil || !again.ImagePresent || again.Check != 0 || again.Load != 0 {
+				t.Fatalf("second Prepare: %+v, %v", again, err)
+			}
+			if _, err := f.exec(t.Context(), "echo", map[string]any{}); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.eng.loadCount(); n != wantLoads || f.opens != 1 {
+				t.Fatalf("after Execute: %d loads, %d verifications", n, f.opens)
+			}
+		})
+	}
+}

@@ -13,7 +13,7 @@ import (
 func TestDockerPythonImportError(t *testing.T) {
 	rt, eng := newDockerRuntime(t)
 	path := pythonArtifact(t, eng, "broken-py")
-	if _, err := rt.pool(t.Context(), path); err != nil { // load the image first: time the start only
+	if _, err := rt.Prepare(t.Context(), path); err != nil { // load the image first: time the start only
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -7,18 +7,11 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-)
 
-// fileKey identifies one version of a file without reading it: a rebuilt
-// artifact gets a new inode, size or modification time, while a warm
-// Execute costs one stat instead of hashing the file again.
-type fileKey struct {
-	dev, ino  uint64
-	size      int64
-	mtimeNano int64
-}
+	"github.com/ociapp/ociapp/internal/fileid"
+	"github.com/ociapp/ociapp/internal/flight"
+)
 
 // maxResolved bounds the resolution cache; it is cleared when full, which
 // only costs a re-verification of the artifacts still in use.
@@ -38,9 +31,9 @@ type resolver struct {
 	pathCount atomic.Int64
 
 	mu    sync.RWMutex
-	cache map[fileKey]artifactInfo
-	// inflight coalesces concurrent first resolutions of one file.
-	inflight map[fileKey]*resolveCall
+	cache map[fileid.Key]artifactInfo
+	// opens coalesces concurrent first resolutions of one file version.
+	opens flight.Group[fileid.Key, artifactInfo]
 }
 
 type pathEntry struct {
@@ -48,18 +41,13 @@ type pathEntry struct {
 	checkedAt atomic.Int64 // UnixNano of the stat that confirmed info
 }
 
-type resolveCall struct {
-	done chan struct{}
-	info artifactInfo
-	err  error
-}
-
 func newResolver(open openFunc) *resolver {
-	return &resolver{open: open, cache: make(map[fileKey]artifactInfo), inflight: make(map[fileKey]*resolveCall)}
+	return &resolver{open: open, cache: make(map[fileid.Key]artifactInfo)}
 }
 
-// resolve returns the identity of the artifact at path. Errors are
-// *ArtifactError.
+// resolve returns the identity of the artifact at path, with path as its
+// Path (the file may have been verified under another name, a hard link).
+// Errors are *ArtifactError.
 func (r *resolver) resolve(ctx context.Context, path string) (artifactInfo, error) {
 	now := time.Now().UnixNano()
 	if e, ok := r.paths.Load(path); ok {
@@ -75,6 +63,7 @@ func (r *resolver) resolve(ctx context.Context, path string) (artifactInfo, erro
 		}
 		return info, err
 	}
+	info.Path = path
 	pe := &pathEntry{info: info}
 	pe.checkedAt.Store(now)
 	if _, loaded := r.paths.Swap(path, pe); !loaded && r.pathCount.Add(1) > maxResolved {
@@ -97,59 +86,36 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 	if !fi.Mode().IsRegular() {
 		return artifactInfo{}, &ArtifactError{Path: path, Err: errors.New("not a regular file; an artifact is a .ociapp file")}
 	}
-	key := fileKey{size: fi.Size(), mtimeNano: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		key.dev, key.ino = uint64(st.Dev), st.Ino
-	}
-
-	r.mu.RLock()
-	info, ok := r.cache[key]
-	r.mu.RUnlock()
-	if ok {
+	key := fileid.Of(fi)
+	if info, ok := r.cached(key); ok {
 		return info, nil
 	}
-
-	r.mu.Lock()
-	if info, ok := r.cache[key]; ok {
-		r.mu.Unlock()
-		return info, nil
-	}
-	call, ok := r.inflight[key]
-	if !ok {
-		call = &resolveCall{done: make(chan struct{})}
-		r.inflight[key] = call
-	}
-	r.mu.Unlock()
-	if ok {
-		select {
-		case <-call.done:
-			if ctx.Err() == nil && (errors.Is(call.err, context.Canceled) || errors.Is(call.err, context.DeadlineExceeded)) {
-				// The caller that opened the file gave up; this one has
-				// not, so it opens the file itself.
-				return r.resolveFile(ctx, path)
+	return r.opens.Do(ctx, key, func() (artifactInfo, error) {
+		// A call for this version may have ended since the check above.
+		if info, ok := r.cached(key); ok {
+			return info, nil
+		}
+		info, err := r.open(ctx, path)
+		if err != nil {
+			var ae *ArtifactError
+			if !errors.As(err, &ae) {
+				err = &ArtifactError{Path: path, Err: err}
 			}
-			return call.info, call.err
-		case <-ctx.Done():
-			return artifactInfo{}, ctx.Err()
+			return artifactInfo{}, err
 		}
-	}
-
-	call.info, call.err = r.open(ctx, path)
-	if call.err != nil {
-		var ae *ArtifactError
-		if !errors.As(call.err, &ae) {
-			call.err = &ArtifactError{Path: path, Err: call.err}
-		}
-	}
-	r.mu.Lock()
-	delete(r.inflight, key)
-	if call.err == nil {
+		r.mu.Lock()
 		if len(r.cache) >= maxResolved {
 			clear(r.cache)
 		}
-		r.cache[key] = call.info
-	}
-	r.mu.Unlock()
-	close(call.done)
-	return call.info, call.err
+		r.cache[key] = info
+		r.mu.Unlock()
+		return info, nil
+	})
+}
+
+func (r *resolver) cached(key fileid.Key) (artifactInfo, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	info, ok := r.cache[key]
+	return info, ok
 }

@@ -23,7 +23,7 @@ func TestResolverCachesByFileVersion(t *testing.T) {
 			if err != nil {
 				return artifactInfo{}, err
 			}
-			return artifactInfo{Digest: "sha256:" + string(b)}, nil
+			return artifactInfo{Artifact: Artifact{Digest: "sha256:" + string(b)}}, nil
 		})
 		path := filepath.Join(dir, "a.ociapp")
 		write := func(content string) {
@@ -106,7 +106,7 @@ func TestResolverWaiterOutlivesCanceledOpener(t *testing.T) {
 				<-ctx.Done() // the first open lasts until its caller gives up
 				return artifactInfo{}, ctx.Err()
 			}
-			return artifactInfo{Digest: "sha256:one"}, nil
+			return artifactInfo{Artifact: Artifact{Digest: "sha256:one"}}, nil
 		})
 		firstCtx, cancelFirst := context.WithCancel(t.Context())
 		firstErr := make(chan error, 1)

@@ -33,67 +33,53 @@ type Executor interface {
 // (a struct with msgpack tags, or a map).
 func ExecuteAs[Resp any](ctx context.Context, ex Executor, artifactPath string, request any) (Resp, error) {
 	var resp Resp
-	err := execute(ctx, ex, artifactPath, request, func(out []byte) error {
-		return protocol.DecodePayloadInto(out, &resp)
-	})
-	return resp, err
-}
-
-// ExecuteMap runs request through ex and decodes the response as
-// protocol.DecodePayload does (integers as int64, maps with other than
-// string keys as map[any]any), which decoding into a map with ExecuteAs
-// does not: it is the Execute of every Executor here.
-func ExecuteMap(ctx context.Context, ex Executor, artifactPath string, request any) (map[string]any, error) {
-	var resp map[string]any
-	err := execute(ctx, ex, artifactPath, request, func(out []byte) (err error) {
-		resp, err = protocol.DecodePayload(out)
-		return err
-	})
-	return resp, err
-}
-
-// execute encodes request, runs it through ex and decodes the response
-// payload with decode.
-func execute(ctx context.Context, ex Executor, artifactPath string, request any, decode func([]byte) error) error {
-	payload, err := protocol.EncodePayload(request)
+	payload, err := EncodeRequest(request)
 	if err != nil {
-		return fmt.Errorf("encoding the request: %w", err)
+		return resp, err
 	}
 	out, err := ex.ExecutePayload(ctx, artifactPath, payload)
 	if err != nil {
-		return err
+		return resp, err
 	}
-	if err := decode(out); err != nil {
-		return fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
+	if err := protocol.DecodePayloadInto(out, &resp); err != nil {
+		return resp, fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
 	}
-	return nil
+	return resp, nil
+}
+
+// EncodeRequest encodes the request of an Execute into the payload of an
+// ExecutePayload. Its error is a *protocol.PayloadError.
+func EncodeRequest(request any) ([]byte, error) {
+	payload, err := protocol.EncodePayload(request)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the request: %w", err)
+	}
+	return payload, nil
+}
+
+// DecodeResponse decodes the response payload of an ExecutePayload into
+// the map an Execute returns, as protocol.DecodePayload does (integers as
+// int64, maps with other than string keys as map[any]any).
+func DecodeResponse(artifactPath string, payload []byte) (map[string]any, error) {
+	resp, err := protocol.DecodePayload(payload)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the response of %s: %w", artifactPath, err)
+	}
+	return resp, nil
 }
 
 // Runtime executes artifacts in containers it starts on demand, keeps warm,
 // scales out under load and reaps when idle. It is safe for concurrent use.
 // Close it to stop its containers.
 type Runtime struct {
-	cfg      config
-	eng      engine.Engine
-	log      *slog.Logger
-	inst     *instance
+	env // what its pools and workers use, shared with them
+
 	resolver *resolver
-	janitor  *janitor
-	// images removes the images the runtime loaded; nil when the engine
-	// cannot remove images.
-	images engine.ImageRemover
-	stats  counters
-	// socketTmpfs is tmpfsUnknown until a socket directory mount succeeds
-	// or fails for want of privilege.
-	socketTmpfs atomic.Int32
 	// requests counts the requests in progress, so that connections to
 	// containers busy-poll only while the runtime is lightly loaded.
 	requests *protocol.PollGroup
-
-	// life is canceled by Close; it bounds container starts and the reaper.
-	life   context.Context
+	// cancel ends env.life, at Close.
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the runtime started
 
 	mu     sync.RWMutex
 	closed bool
@@ -101,6 +87,28 @@ type Runtime struct {
 	// closeDone is closed when the first Close has finished.
 	closeDone chan struct{}
 	closeErr  error
+}
+
+// env is the part of a runtime that its pools and their workers use. The
+// runtime owns it and hands each pool a pointer to it, so that neither
+// pools nor workers reach back into the Runtime.
+type env struct {
+	cfg config
+	eng engine.Engine
+	// images removes the images the runtime loaded; nil when the engine
+	// cannot remove images.
+	images  engine.ImageRemover
+	log     *slog.Logger
+	inst    *instance
+	janitor *janitor
+	stats   counters
+	// socketTmpfs is tmpfsUnknown until a socket directory mount succeeds
+	// or fails for want of privilege.
+	socketTmpfs atomic.Int32
+
+	// life is canceled by Close; it bounds container starts and the reaper.
+	life context.Context
+	wg   sync.WaitGroup // every goroutine the runtime started
 }
 
 var _ Executor = (*Runtime)(nil)
@@ -131,27 +139,24 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	if cfg.stateDir == "" {
 		cfg.stateDir = defaultStateDir()
 	}
+	inst, err := openInstance(cfg.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := inst.cleanOrphans(ctx, cfg.engine, cfg.logger); err != nil {
+		_ = inst.close()
+		return nil, fmt.Errorf("removing what crashed runtimes left behind: %w", err)
+	}
 	r := &Runtime{
-		cfg:       cfg,
-		eng:       cfg.engine,
-		log:       cfg.logger,
 		resolver:  newResolver(cfg.openArtifact),
 		requests:  requests,
 		pools:     make(map[string]*pool),
 		closeDone: make(chan struct{}),
 	}
-	inst, err := openInstance(cfg.stateDir)
-	if err != nil {
-		return nil, err
-	}
-	r.inst = inst
+	r.cfg, r.eng, r.log, r.inst = cfg, cfg.engine, cfg.logger, inst
 	r.images, _ = r.eng.(engine.ImageRemover)
-	if err := inst.cleanOrphans(ctx, r.eng, r.log); err != nil {
-		_ = inst.close()
-		return nil, fmt.Errorf("removing what crashed runtimes left behind: %w", err)
-	}
+	r.janitor = newJanitor(r.eng, r.log, inst)
 	r.life, r.cancel = context.WithCancel(context.Background())
-	r.janitor = newJanitor(r)
 	go r.janitor.run()
 	r.wg.Add(1)
 	go r.reap()
@@ -173,7 +178,15 @@ var errRequestTimeout = errors.New("request timeout")
 // ErrClosed, a *protocol.PayloadError for a request that cannot be encoded,
 // or the context's error when ctx ends first.
 func (r *Runtime) Execute(ctx context.Context, artifactPath string, request any) (map[string]any, error) {
-	return ExecuteMap(ctx, r, artifactPath, request)
+	payload, err := EncodeRequest(request)
+	if err != nil {
+		return nil, err
+	}
+	out, err := r.ExecutePayload(ctx, artifactPath, payload)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeResponse(artifactPath, out)
 }
 
 // ExecutePayload is Execute for an already encoded request payload (a
@@ -181,11 +194,11 @@ func (r *Runtime) Execute(ctx context.Context, artifactPath string, request any)
 func (r *Runtime) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
 	r.requests.Begin()
 	defer r.requests.End()
-	p, err := r.pool(ctx, artifactPath)
+	p, art, err := r.pool(ctx, artifactPath, nil)
 	if err != nil {
 		return nil, r.countFailure(err)
 	}
-	w, err := p.acquire(ctx)
+	w, err := p.acquire(ctx, art)
 	if err != nil {
 		return nil, r.countFailure(err)
 	}
@@ -223,46 +236,103 @@ func (r *Runtime) callError(ctx context.Context, p *pool, w *worker, err error, 
 	return fmt.Errorf("executing %s: %w", p.name, err)
 }
 
-// pool returns the pool of the artifact at path, with its image present.
-func (r *Runtime) pool(ctx context.Context, path string) (*pool, error) {
-	info, err := r.resolver.resolve(ctx, path)
+// pool returns the pool of the artifact at path, with its image present,
+// and the artifact as resolved for this call: what precedes a request's
+// first container. rep, unless nil, gets what it did and how long each
+// step took.
+func (r *Runtime) pool(ctx context.Context, path string, rep *PrepareReport) (*pool, artifactInfo, error) {
+	var start time.Time
+	if rep != nil {
+		start = time.Now()
+	}
+	art, err := r.resolver.resolve(ctx, path)
 	if err != nil {
-		return nil, err
+		return nil, art, err
+	}
+	if rep != nil {
+		rep.Verify = time.Since(start)
+		rep.Artifact = art.Artifact
 	}
 	r.mu.RLock()
-	closed, p := r.closed, r.pools[info.Digest]
+	closed, p := r.closed, r.pools[art.Digest]
 	r.mu.RUnlock()
 	if closed {
-		return nil, ErrClosed
+		return nil, art, ErrClosed
 	}
 	if p == nil {
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
-			return nil, ErrClosed
+			return nil, art, ErrClosed
 		}
-		if p = r.pools[info.Digest]; p == nil {
-			p = newPool(r, info)
-			r.pools[info.Digest] = p
+		if p = r.pools[art.Digest]; p == nil {
+			p = newPool(&r.env, art)
+			r.pools[art.Digest] = p
 		}
 		r.mu.Unlock()
 	}
-	p.setPath(path)
-	if _, err := p.ensureImage(ctx, path); err != nil {
-		return nil, err
+	if _, err := p.ensureImage(ctx, art, rep); err != nil {
+		return nil, art, err
 	}
-	return p, nil
+	return p, art, nil
+}
+
+// PrepareReport says what Prepare did to get an artifact ready for its
+// first container, and how long each step took.
+type PrepareReport struct {
+	// Artifact is the artifact as verified, with the path as given.
+	Artifact Artifact
+
+	// Image is the engine's reference for the artifact's image.
+	Image string
+	// ImagePresent reports that the image needed no loading: the engine
+	// had it already, by config digest or by manifest digest, or this
+	// runtime had loaded it before.
+	ImagePresent bool
+
+	// Verify is the time taken to read and verify the file: the artifact
+	// file's metadata, manifest, config and every blob's digest (layers
+	// are decompressed only when the image is loaded). It is near zero
+	// when this runtime verified this version of the file before.
+	Verify time.Duration
+	// User is the time taken to resolve the user containers run as from
+	// the image's /etc/passwd and /etc/group; zero when the image names
+	// no user, or the runtime resolved it before.
+	User time.Duration
+	// Check is the time taken to look for the image in the engine; zero
+	// when the runtime knew it present.
+	Check time.Duration
+	// Load is the time taken to load the image into the engine; zero
+	// when it was present.
+	Load time.Duration
+}
+
+// Prepare does for the artifact at artifactPath what the first Execute
+// does before it starts a container, and reports what it did and how long
+// each step took: it verifies the file, finds its image in the engine (by
+// config digest, then manifest digest) and loads it when absent. A later
+// Execute or Warm of the artifact starts with its container. An image
+// Prepare loads belongs to the runtime like any it loads: unless
+// WithKeepImages is set, it is removed once unused for the image retention,
+// and at Close.
+//
+// Errors: *ArtifactError, *EngineUnavailableError, ErrClosed, or the
+// context's error when ctx ends first.
+func (r *Runtime) Prepare(ctx context.Context, artifactPath string) (PrepareReport, error) {
+	var rep PrepareReport
+	_, _, err := r.pool(ctx, artifactPath, &rep)
+	return rep, err
 }
 
 // Warm loads the artifact's image and waits until at least one of its
 // containers is ready (starting the minimum number, if set), so that the
 // next Execute is a warm one.
 func (r *Runtime) Warm(ctx context.Context, artifactPath string) error {
-	p, err := r.pool(ctx, artifactPath)
+	p, art, err := r.pool(ctx, artifactPath, nil)
 	if err != nil {
 		return err
 	}
-	w, err := p.acquire(ctx)
+	w, err := p.acquire(ctx, art)
 	if err != nil {
 		return err
 	}

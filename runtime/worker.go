@@ -26,7 +26,11 @@ var errIdle = errors.New("container stopped after being idle")
 // is retired, and tears it down, so each container is stopped and removed
 // exactly once.
 type worker struct {
-	p      *pool
+	env *env
+	p   *pool
+	// art is the artifact as resolved for the request that started the
+	// worker: the image is loaded from it if the engine lacks it.
+	art    artifactInfo
 	id     string
 	dir    string // host directory mounted at /run/ociapp
 	socket string
@@ -70,9 +74,9 @@ type exitResult struct {
 	err   error
 }
 
-func newWorker(p *pool) *worker {
+func newWorker(p *pool, art artifactInfo) *worker {
 	id := randomID(4)
-	dir := filepath.Join(p.r.inst.dir, id)
+	dir := filepath.Join(p.env.inst.dir, id)
 	app := strings.Trim(nameInvalid.ReplaceAllString(p.info.Name, "-"), "-._")
 	if app == "" {
 		app = "app"
@@ -80,10 +84,12 @@ func newWorker(p *pool) *worker {
 	if len(app) > 40 {
 		app = app[:40]
 	}
-	name := fmt.Sprintf("ociapp-%s-%s-%s", app, p.r.inst.id, id)
-	p.r.janitor.track(name)
+	name := fmt.Sprintf("ociapp-%s-%s-%s", app, p.env.inst.id, id)
+	p.env.janitor.track(name)
 	return &worker{
+		env:      p.env,
 		p:        p,
+		art:      art,
 		id:       id,
 		name:     name,
 		dir:      dir,
@@ -103,9 +109,9 @@ func (w *worker) retire(reason error) {
 }
 
 func (w *worker) run() {
-	r := w.p.r
-	defer r.wg.Done()
-	log := r.log.With("artifact", w.p.name, "worker", w.id)
+	e := w.env
+	defer e.wg.Done()
+	log := e.log.With("artifact", w.p.name, "worker", w.id)
 	var waitWG sync.WaitGroup
 	waitCtx, stopWaiting := context.WithCancel(context.Background())
 	defer func() {
@@ -117,7 +123,7 @@ func (w *worker) run() {
 	err := w.start(waitCtx, &waitWG)
 	if err != nil {
 		if !errors.Is(err, ErrClosed) {
-			r.stats.startupFailures.Add(1)
+			e.stats.startupFailures.Add(1)
 			log.Warn("container failed to start", "container", w.containerID, "err", err)
 		}
 		w.p.startFailed(w, err)
@@ -125,7 +131,7 @@ func (w *worker) run() {
 		w.teardown(log)
 		return
 	}
-	r.stats.coldStarts.Add(1)
+	e.stats.coldStarts.Add(1)
 	log.Info("container ready", "container", w.containerID, "duration", time.Since(start).Round(time.Microsecond))
 	if !w.p.workerReady(w) {
 		w.p.workerGone(w)
@@ -154,10 +160,10 @@ func (w *worker) finish(err error) {
 // first, or the startup timeout passes, start returns a *StartupError with
 // its exit status and last log lines.
 func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
-	r := w.p.r
-	ctx, cancel := context.WithTimeout(r.life, r.cfg.startupTimeout)
+	e := w.env
+	ctx, cancel := context.WithTimeout(e.life, e.cfg.startupTimeout)
 	defer cancel()
-	image, err := w.p.ensureImage(ctx, w.p.lastPath())
+	image, err := w.p.ensureImage(ctx, w.art, nil)
 	if err != nil {
 		if errors.As(err, new(*ArtifactError)) {
 			return err
@@ -169,24 +175,24 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 	}
 
 	w.created = true
-	id, err := r.eng.CreateContainer(ctx, w.spec(image))
+	id, err := e.eng.CreateContainer(ctx, w.spec(image))
 	if errors.Is(err, engine.ErrNotFound) {
 		// The image was removed behind the runtime's back: load it
 		// again, once.
 		w.p.forgetImage()
-		if image, err = w.p.ensureImage(ctx, w.p.lastPath()); err != nil {
+		if image, err = w.p.ensureImage(ctx, w.art, nil); err != nil {
 			if errors.As(err, new(*ArtifactError)) {
 				return err
 			}
 			return w.startupError(ctx, err, "its image could not be loaded")
 		}
-		id, err = r.eng.CreateContainer(ctx, w.spec(image))
+		id, err = e.eng.CreateContainer(ctx, w.spec(image))
 	}
 	if err != nil {
 		return w.startupError(ctx, err, "the engine could not create it")
 	}
 	w.containerID = id
-	if err := r.eng.StartContainer(ctx, id); err != nil {
+	if err := e.eng.StartContainer(ctx, id); err != nil {
 		return w.startupError(ctx, err, "the engine could not start it")
 	}
 	waitWG.Add(1)
@@ -207,22 +213,22 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 		case <-w.retireCh:
 			return ErrClosed
 		case <-ctx.Done():
-			if r.life.Err() != nil {
+			if e.life.Err() != nil {
 				return ErrClosed
 			}
-			reason := fmt.Sprintf("its socket did not appear within the startup timeout of %v", r.cfg.startupTimeout)
+			reason := fmt.Sprintf("its socket did not appear within the startup timeout of %v", e.cfg.startupTimeout)
 			if w.mounted && dialErr == nil && w.socketHiddenByTmpfs() {
-				r.socketTmpfs.Store(tmpfsUnavailable)
-				r.log.Warn("the engine does not see the runtime's mounts (another mount namespace): socket directories are plain directories from now on", "state_dir", r.inst.stateDir)
+				e.socketTmpfs.Store(tmpfsUnavailable)
+				e.log.Warn("the engine does not see the runtime's mounts (another mount namespace): socket directories are plain directories from now on", "state_dir", e.inst.stateDir)
 				reason = "its socket is under the socket directory's tmpfs, which the engine does not see because the runtime runs in another mount namespace; the next containers use plain directories (set the socket directory limit to 0 to start that way)"
 			}
 			if dialErr != nil {
-				reason = fmt.Sprintf("its socket did not accept connections within the startup timeout of %v", r.cfg.startupTimeout)
+				reason = fmt.Sprintf("its socket did not accept connections within the startup timeout of %v", e.cfg.startupTimeout)
 			}
 			return w.startupError(ctx, dialErr, reason)
 		case <-delay.C:
 		}
-		sess, err := r.cfg.dial(ctx, w.socket)
+		sess, err := e.cfg.dial(ctx, w.socket)
 		if err == nil {
 			w.sess = sess
 			return nil
@@ -241,7 +247,7 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 // container's memory as well); mounting needs root, and without it the
 // directory is a plain one on the state directory's file system.
 func (w *worker) makeSocketDir() error {
-	r := w.p.r
+	e := w.env
 	if err := os.Mkdir(w.dir, 0o777); err != nil {
 		return fmt.Errorf("creating socket directory: %w", err)
 	}
@@ -251,23 +257,23 @@ func (w *worker) makeSocketDir() error {
 	if err := os.Chmod(w.dir, 0o777); err != nil {
 		return fmt.Errorf("creating socket directory: %w", err)
 	}
-	if r.socketTmpfs.Load() == tmpfsUnknown && !sharesInitMountNamespace() {
+	if e.socketTmpfs.Load() == tmpfsUnknown && !sharesInitMountNamespace() {
 		// A tmpfs mounted here would hide the socket from an engine in
 		// the host's mount namespace (e.g. under ip netns exec).
-		if r.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
-			r.log.Warn("the runtime runs in a mount namespace of its own: socket directories are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", r.inst.stateDir)
+		if e.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
+			e.log.Warn("the runtime runs in a mount namespace of its own: socket directories are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", e.inst.stateDir)
 		}
 	}
-	if limit := r.cfg.socketDirLimit; limit > 0 && r.socketTmpfs.Load() != tmpfsUnavailable {
+	if limit := e.cfg.socketDirLimit; limit > 0 && e.socketTmpfs.Load() != tmpfsUnavailable {
 		opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0777", limit, socketDirInodes)
 		err := syscall.Mount("tmpfs", w.dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, opts)
 		switch {
 		case err == nil:
 			w.mounted = true
-			r.socketTmpfs.Store(tmpfsMounted)
+			e.socketTmpfs.Store(tmpfsMounted)
 		case errors.Is(err, syscall.EPERM):
-			if r.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
-				r.log.Warn("cannot mount a tmpfs for socket directories (not root): they are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", r.inst.stateDir)
+			if e.socketTmpfs.CompareAndSwap(tmpfsUnknown, tmpfsUnavailable) {
+				e.log.Warn("cannot mount a tmpfs for socket directories (not root): they are plain directories, which applications can fill up to the free space of the state directory's file system", "state_dir", e.inst.stateDir)
 			}
 		default:
 			return fmt.Errorf("mounting a tmpfs on the socket directory: %w", err)
@@ -313,17 +319,17 @@ const (
 // wait is retried until the engine reports a definite exit, or that the
 // container is gone, or ctx ends.
 func (w *worker) waitExit(ctx context.Context, id string) exitResult {
-	r := w.p.r
+	e := w.env
 	retry := janitorFirstRetry
 	for {
-		st, err := r.eng.WaitContainer(ctx, id)
+		st, err := e.eng.WaitContainer(ctx, id)
 		if err == nil || errors.Is(err, engine.ErrNotFound) || ctx.Err() != nil {
 			return exitResult{state: st, err: err}
 		}
 		if engineUnavailable(err) {
-			r.janitor.noteOutage()
+			e.janitor.noteOutage()
 		}
-		r.log.Debug("waiting for the container failed; waiting again", "container", id, "err", err, "retry_in", retry)
+		e.log.Debug("waiting for the container failed; waiting again", "container", id, "err", err, "retry_in", retry)
 		select {
 		case <-ctx.Done():
 			return exitResult{err: ctx.Err()}
@@ -337,11 +343,11 @@ func (w *worker) waitExit(ctx context.Context, id string) exitResult {
 // state and the tail of its log when there is a container. Engine
 // unavailability is passed through as is: no container can start then.
 func (w *worker) startupError(ctx context.Context, err error, reason string) error {
-	if errors.Is(err, context.Canceled) && w.p.r.life.Err() != nil {
+	if errors.Is(err, context.Canceled) && w.env.life.Err() != nil {
 		return ErrClosed
 	}
 	if engineUnavailable(err) {
-		w.p.r.janitor.noteOutage()
+		w.env.janitor.noteOutage()
 		return err
 	}
 	se := &StartupError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
@@ -349,7 +355,7 @@ func (w *worker) startupError(ctx context.Context, err error, reason string) err
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), diagnosticTimeout)
 		defer cancel()
 		if !w.exited {
-			if st, ierr := w.p.r.eng.InspectContainer(dctx, w.containerID); ierr == nil && !st.Running && st.Status != "created" {
+			if st, ierr := w.env.eng.InspectContainer(dctx, w.containerID); ierr == nil && !st.Running && st.Status != "created" {
 				w.exited, w.exitState = true, st
 			}
 		}
@@ -368,7 +374,7 @@ func (w *worker) startupError(ctx context.Context, err error, reason string) err
 const diagnosticTimeout = 5 * time.Second
 
 func (w *worker) logs(ctx context.Context) string {
-	text, err := w.p.r.eng.ContainerLogs(ctx, w.containerID, logTailLines)
+	text, err := w.env.eng.ContainerLogs(ctx, w.containerID, logTailLines)
 	if err != nil {
 		return fmt.Sprintf("(logs unavailable: %v)", err)
 	}
@@ -403,7 +409,7 @@ func (w *worker) serve() error {
 	// The connection ended, perhaps mid-frame (a killed process resets
 	// it): usually because the process is exiting.
 	// Give the engine a moment to report the exit status.
-	grace := time.NewTimer(w.p.r.cfg.exitGrace)
+	grace := time.NewTimer(w.env.cfg.exitGrace)
 	defer grace.Stop()
 	select {
 	case res := <-w.exitCh:
@@ -431,7 +437,7 @@ func (w *worker) crash(reason string, err error) *WorkerCrashError {
 		e.Exited, e.ExitCode, e.OOMKilled = true, w.exitState.ExitCode, w.exitState.OOMKilled
 	}
 	e.Logs = w.logs(ctx)
-	w.p.r.stats.crashes.Add(1)
+	w.env.stats.crashes.Add(1)
 	return e
 }
 
@@ -441,31 +447,31 @@ func (w *worker) teardown(log interface {
 	Warn(string, ...any)
 	Debug(string, ...any)
 }) {
-	r := w.p.r
+	e := w.env
 	if w.sess != nil {
 		_ = w.sess.Close()
 	}
-	defer r.janitor.untrack(w.name)
+	defer e.janitor.untrack(w.name)
 	if w.containerID == "" && w.created {
 		// The create call failed or was canceled, perhaps after the engine
 		// made the container: remove it by name (a missing one is fine).
 		ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
-		if err := r.eng.RemoveContainer(ctx, w.name); err != nil {
+		if err := e.eng.RemoveContainer(ctx, w.name); err != nil {
 			log.Warn("removing container; retrying when the engine answers", "container", w.name, "err", err)
-			r.janitor.remove(w.name)
+			e.janitor.remove(w.name)
 		}
 		cancel()
 	}
 	if w.containerID != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.shutdownTimeout+30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.shutdownTimeout+30*time.Second)
 		if !w.exited {
-			if err := r.eng.StopContainer(ctx, w.containerID, r.cfg.shutdownTimeout); err != nil {
+			if err := e.eng.StopContainer(ctx, w.containerID, e.cfg.shutdownTimeout); err != nil {
 				log.Warn("stopping container", "container", w.containerID, "err", err)
 			}
 		}
-		if err := r.eng.RemoveContainer(ctx, w.containerID); err != nil {
+		if err := e.eng.RemoveContainer(ctx, w.containerID); err != nil {
 			log.Warn("removing container; retrying when the engine answers", "container", w.containerID, "err", err)
-			r.janitor.remove(w.containerID)
+			e.janitor.remove(w.containerID)
 		}
 		cancel()
 	}
@@ -489,8 +495,8 @@ var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 // spec is the container to create: hardened by default, labelled for
 // cleanup, with the socket directory mounted where the app listens.
 func (w *worker) spec(image string) engine.ContainerSpec {
-	r := w.p.r
-	cfg := &r.cfg
+	e := w.env
+	cfg := &e.cfg
 	user := NonRootUser
 	if u := w.p.user.Load(); u != nil {
 		user = *u
@@ -504,8 +510,8 @@ func (w *worker) spec(image string) engine.ContainerSpec {
 	}
 	maps.Copy(labels, map[string]string{
 		LabelManaged:        "1",
-		LabelInstance:       r.inst.id,
-		LabelStateDir:       r.inst.stateDir,
+		LabelInstance:       e.inst.id,
+		LabelStateDir:       e.inst.stateDir,
 		LabelArtifactDigest: w.p.info.Digest,
 		LabelArtifactName:   w.p.info.Name,
 	})
