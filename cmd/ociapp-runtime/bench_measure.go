@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	goruntime "runtime"
 	"time"
 
-	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/loadgen"
@@ -59,8 +57,8 @@ func (b *bencher) run(ctx context.Context) (*benchReport, error) {
 	defer eng.Close()
 	b.eng = eng
 
-	b.status.show("verifying the artifact")
-	if rep.Artifact, err = measureArtifact(ctx, eng, cfg.artifact, b.status); err != nil {
+	b.status.show("verifying the artifact, and loading its image if the engine lacks it")
+	if rep.Artifact, err = b.measureArtifact(ctx); err != nil {
 		return nil, err
 	}
 	if cfg.requests > 0 || cfg.duration > 0 {
@@ -245,60 +243,33 @@ func (b *bencher) coldOnce(ctx context.Context) (_ time.Duration, err error) {
 }
 
 // measureArtifact times what a runtime does with an artifact before its
-// first container: verify the file, look for its image in the engine (by
-// config digest, then manifest digest, as image stores differ), and load
-// it when absent.
-func measureArtifact(ctx context.Context, eng engine.Engine, path string, status *statusLine) (artifactReport, error) {
-	start := time.Now()
-	a, err := artifact.Open(ctx, path)
+// first container (runtime.Prepare): verify the file, look for its image in
+// the engine and load it when absent. The image stays in the engine for
+// the measured runtimes.
+func (b *bencher) measureArtifact(ctx context.Context) (_ artifactReport, err error) {
+	rt, err := runtime.New(ctx, append(b.runtimeOptions(b.eng), runtime.WithKeepImages(true))...)
 	if err != nil {
-		return artifactReport{}, fmt.Errorf("opening the artifact: %w", err)
+		return artifactReport{}, fmt.Errorf("starting the runtime: %w", err)
+	}
+	defer func() { err = errors.Join(err, closeRuntime(ctx, rt)) }()
+	p, err := rt.Prepare(ctx, b.cfg.artifact)
+	if err != nil {
+		return artifactReport{}, err
 	}
 	rep := artifactReport{
-		Path:         path,
-		Name:         a.Metadata.Name,
-		Version:      a.Metadata.Version,
-		Digest:       a.Digest.String(),
-		ConfigDigest: a.ConfigDigest.String(),
-		SizeBytes:    a.Size,
-		VerifyMS:     ms(time.Since(start)),
+		Path:         p.Artifact.Path,
+		Name:         p.Artifact.Name,
+		Version:      p.Artifact.Version,
+		Digest:       p.Artifact.Digest,
+		ConfigDigest: p.Artifact.ConfigDigest,
+		SizeBytes:    p.Artifact.Size,
+		VerifyMS:     ms(p.Verify + p.User),
+		CheckMS:      ms(p.Check),
+		ImagePresent: p.ImagePresent,
 	}
-	start = time.Now()
-	for _, id := range []string{rep.ConfigDigest, rep.Digest} {
-		ok, err := eng.ImageExists(ctx, id)
-		if err != nil {
-			return rep, fmt.Errorf("looking for the artifact's image: %w", err)
-		}
-		if ok {
-			rep.ImagePresent = true
-			break
-		}
+	if !p.ImagePresent {
+		rep.LoadMS = ms(p.Load)
 	}
-	rep.CheckMS = ms(time.Since(start))
-	if rep.ImagePresent {
-		return rep, nil
-	}
-
-	status.show("loading the image")
-	start = time.Now()
-	pr, pw := io.Pipe()
-	written := make(chan error, 1)
-	go func() {
-		err := a.WriteDockerArchive(ctx, pw)
-		pw.CloseWithError(err)
-		written <- err
-	}()
-	_, err = eng.LoadImage(ctx, pr)
-	// Unblock the writer if the engine stopped reading early.
-	_ = pr.CloseWithError(errors.New("the engine stopped reading the archive"))
-	werr := <-written
-	if err != nil {
-		return rep, fmt.Errorf("loading the artifact's image: %w", err)
-	}
-	if werr != nil {
-		return rep, fmt.Errorf("writing the artifact's image: %w", werr)
-	}
-	rep.LoadMS = ms(time.Since(start))
 	return rep, nil
 }
 

@@ -30,12 +30,13 @@ type artifactReport struct {
 	Digest       string `json:"digest"`
 	ConfigDigest string `json:"config_digest"`
 	SizeBytes    int64  `json:"size_bytes"`
-	// VerifyMS is reading the file and checking every blob's digest.
+	// VerifyMS is reading the file and checking every blob's digest, and
+	// finding the user the image runs as (runtime.PrepareReport).
 	VerifyMS float64 `json:"verify_ms"`
 	// CheckMS is asking the engine whether it has the image.
 	CheckMS float64 `json:"check_ms"`
 	// ImagePresent says the engine already had the image; otherwise LoadMS
-	// is the time it took to load it.
+	// is the time it took to load it, its layers checked on the way.
 	ImagePresent bool    `json:"image_present"`
 	LoadMS       float64 `json:"load_ms,omitempty"`
 }
