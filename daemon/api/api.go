@@ -2,12 +2,11 @@
 package api
 
 import (
-	"fmt"
 	"io/fs"
 	"net/url"
 	"strings"
-	"syscall"
 
+	"github.com/ociapp/ociapp/internal/fileid"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -79,13 +78,7 @@ func LocalExecuteURL(path, identity string) string {
 // FileIdentity is one version of a file in words: device, inode, size and
 // modification time (ns). A rebuilt file, or another file at the same
 // path, has another.
-func FileIdentity(fi fs.FileInfo) string {
-	var dev, ino uint64
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		dev, ino = uint64(st.Dev), st.Ino
-	}
-	return fmt.Sprintf("%d:%d:%d:%d", dev, ino, fi.Size(), fi.ModTime().UnixNano())
-}
+func FileIdentity(fi fs.FileInfo) string { return fileid.Of(fi).String() }
 
 // Fixed routes.
 const (

@@ -2,6 +2,7 @@
 package fileid
 
 import (
+	"fmt"
 	"io/fs"
 	"syscall"
 )
@@ -24,4 +25,10 @@ func Of(fi fs.FileInfo) Key {
 		k.Dev, k.Ino = uint64(st.Dev), st.Ino
 	}
 	return k
+}
+
+// String is the key in words, "device:inode:size:mtime_ns": the file
+// identity a client sends the daemon with an execute by path.
+func (k Key) String() string {
+	return fmt.Sprintf("%d:%d:%d:%d", k.Dev, k.Ino, k.Size, k.MtimeNano)
 }

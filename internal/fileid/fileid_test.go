@@ -97,3 +97,9 @@ func TestOfFields(t *testing.T) {
 		t.Fatalf("Of = %+v, want %+v", got, want)
 	}
 }
+
+func TestKeyString(t *testing.T) {
+	if got := (Key{Dev: 1, Ino: 2, Size: 3, MtimeNano: 4}).String(); got != "1:2:3:4" {
+		t.Errorf("got %q", got)
+	}
+}
