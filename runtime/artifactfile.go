@@ -2,19 +2,31 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"maps"
 	"slices"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/ociapp/ociapp/artifact"
 )
 
 // openArtifactFile is the real openFunc: it verifies every blob's digest
-// (once per file version, see resolver) and keeps the handle that writes a
-// Docker-loadable archive of it. Decompressing the layers is left to that
-// archive, so it is paid only when an engine must load the image.
-func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
-	a, err := artifact.Open(ctx, path, artifact.WithDeferredLayerCheck())
+// (once per file version, see resolver; a version verified before only
+// has its documents hashed, see artifact.WithVerifiedFile) and keeps the
+// handle that writes a Docker-loadable archive of it. Decompressing the
+// layers is left to that archive, so it is paid only when an engine must
+// load the image.
+func openArtifactFile(ctx context.Context, path string, verified string) (artifactInfo, error) {
+	opts := []artifact.OpenOption{artifact.WithDeferredLayerCheck()}
+	if verified != "" {
+		h, err := v1.NewHash(verified)
+		if err != nil {
+			return artifactInfo{}, fmt.Errorf("the record of a verified file: %w", err)
+		}
+		opts = append(opts, artifact.WithVerifiedFile(h))
+	}
+	a, err := artifact.Open(ctx, path, opts...)
 	if err != nil {
 		return artifactInfo{}, &ArtifactError{Path: path, Err: err}
 	}
@@ -34,5 +46,6 @@ func openArtifactFile(ctx context.Context, path string) (artifactInfo, error) {
 		archive: func(ctx context.Context, w io.Writer) error {
 			return writeUntagged(ctx, w, a.WriteDockerArchive)
 		},
+		fileDigest: a.FileDigest().String(),
 	}, nil
 }

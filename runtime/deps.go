@@ -72,6 +72,9 @@ type artifactInfo struct {
 	// from the file as verified (at Path, or at another name of this
 	// version of the file: one verification serves every name).
 	archive func(ctx context.Context, w io.Writer) error
+	// fileDigest is the digest of the whole file, as verified: what
+	// verifiedFiles remembers.
+	fileDigest string
 }
 
 func (a artifactInfo) label() string {
@@ -85,8 +88,9 @@ func (a artifactInfo) label() string {
 }
 
 // openFunc reads and verifies the artifact file at path, stopping when ctx
-// ends.
-type openFunc func(ctx context.Context, path string) (artifactInfo, error)
+// ends. verified is the digest of the whole file when this version of it
+// was verified before (verifiedFiles), else "".
+type openFunc func(ctx context.Context, path string, verified string) (artifactInfo, error)
 
 func engineUnavailable(err error) bool {
 	var ue *engine.UnavailableError

@@ -129,7 +129,7 @@ func BenchmarkEngineImageImport(b *testing.B) {
 			b.Run(te.name+"/"+app, func(b *testing.B) {
 				eng := requireEngine(b, te)
 				path := engineBenchArtifact(b, app)
-				info, err := openArtifactFile(b.Context(), path)
+				info, err := openArtifactFile(b.Context(), path, "")
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -437,8 +437,9 @@ type fixture struct {
 	rt  *Runtime
 	dir string
 	// opens counts artifact verifications.
-	mu    sync.Mutex
-	opens int
+	mu      sync.Mutex
+	opens   int
+	trusted int // opens given a verified file digest
 }
 
 // artifacts: file name -> digest; the fake config digest is "cfg-"+digest.
@@ -467,9 +468,12 @@ func newFixture(t testing.TB, apps map[string]fakeApp, opts ...Option) *fixture 
 
 // open is the fake openFunc: the file's content names the app, and copies
 // of one file share its digest.
-func (f *fixture) open(_ context.Context, path string) (artifactInfo, error) {
+func (f *fixture) open(_ context.Context, path string, verified string) (artifactInfo, error) {
 	f.mu.Lock()
 	f.opens++
+	if verified != "" {
+		f.trusted++
+	}
 	f.mu.Unlock()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -498,6 +502,8 @@ func (f *fixture) open(_ context.Context, path string) (artifactInfo, error) {
 		User:    user,
 		Volumes: volumes,
 		Labels:  labels,
+		// Every copy has the same content, as with real files.
+		fileDigest: "sha256:file-" + name,
 		// Like the real archive, it reads the file it was verified from.
 		archive: func(ctx context.Context, w io.Writer) error {
 			b, err := os.ReadFile(path)

@@ -24,7 +24,8 @@ const recheckAfter = 100 * time.Millisecond
 
 // resolver maps artifact paths to their verified identity.
 type resolver struct {
-	open openFunc
+	open     openFunc
+	verified verifiedFiles
 
 	// paths caches, per path as given, the identity found at the last stat.
 	paths     sync.Map // string -> *pathEntry
@@ -41,8 +42,8 @@ type pathEntry struct {
 	checkedAt atomic.Int64 // UnixNano of the stat that confirmed info
 }
 
-func newResolver(open openFunc) *resolver {
-	return &resolver{open: open, cache: make(map[fileid.Key]artifactInfo)}
+func newResolver(open openFunc, verified verifiedFiles) *resolver {
+	return &resolver{open: open, verified: verified, cache: make(map[fileid.Key]artifactInfo)}
 }
 
 // resolve returns the identity of the artifact at path, with path as its
@@ -74,7 +75,9 @@ func (r *resolver) resolve(ctx context.Context, path string) (artifactInfo, erro
 }
 
 // resolveFile stats path and verifies the file unless this version of it
-// was verified before.
+// was verified before: by this runtime (the cache), or by one that shared
+// its state directory (verifiedFiles), in which case only what the file's
+// record does not vouch for is checked again.
 func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -95,7 +98,7 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 		if info, ok := r.cached(key); ok {
 			return info, nil
 		}
-		info, err := r.open(ctx, path)
+		info, err := r.openVerified(ctx, path, key)
 		if err != nil {
 			var ae *ArtifactError
 			if !errors.As(err, &ae) {
@@ -111,6 +114,29 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 		r.mu.Unlock()
 		return info, nil
 	})
+}
+
+// openVerified opens the file, trusting a record of its verification when
+// the manifest it reads is the one recorded; otherwise, or without a
+// record, it verifies the whole file and records that it did.
+func (r *resolver) openVerified(ctx context.Context, path string, key fileid.Key) (artifactInfo, error) {
+	if file, manifest, ok := r.verified.lookup(key); ok {
+		info, err := r.open(ctx, path, file)
+		if err == nil && info.Digest == manifest {
+			return info, nil
+		}
+		if ctx.Err() != nil {
+			return artifactInfo{}, err
+		}
+		// The file is not what was recorded under its identity (or the
+		// record is damaged): verify it in full.
+		r.verified.forget(key)
+	}
+	info, err := r.open(ctx, path, "")
+	if err == nil && info.fileDigest != "" {
+		_ = r.verified.remember(key, info.fileDigest, info.Digest)
+	}
+	return info, err
 }
 
 func (r *resolver) cached(key fileid.Key) (artifactInfo, bool) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -148,7 +149,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		return nil, fmt.Errorf("removing what crashed runtimes left behind: %w", err)
 	}
 	r := &Runtime{
-		resolver:  newResolver(cfg.openArtifact),
+		resolver:  newResolver(cfg.openArtifact, verifiedFiles{dir: filepath.Join(cfg.stateDir, "verified")}),
 		requests:  requests,
 		pools:     make(map[string]*pool),
 		closeDone: make(chan struct{}),
