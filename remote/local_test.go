@@ -11,6 +11,8 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -35,11 +37,7 @@ func (p *pathRunner) Stats() runtime.Stats { return runtime.Stats{} }
 // caller's path.
 func TestExecuteByPath(t *testing.T) {
 	rt := &pathRunner{}
-	dir, err := os.MkdirTemp("", "rmt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +108,7 @@ func TestExecuteByPathFallsBack(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := newDaemon(t, &fakeRunner{})
+			d := newDaemon(t, &daemontest.Runner{})
 			s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == api.LocalExecutePath {
 					w.Header().Set("Content-Type", api.MediaMsgpack)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
@@ -36,11 +37,7 @@ func (funcRunner) Stats() runtime.Stats { return runtime.Stats{} }
 // (the execute channel needs its connections); stop drains it.
 func muxDaemon(t *testing.T, rt daemon.Runner, opts ...daemon.Option) (sock string, stop func()) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "rmx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +230,7 @@ func TestMuxErrors(t *testing.T) {
 
 // TestMuxFallback: a daemon without the execute channel gets HTTP requests.
 func TestMuxFallback(t *testing.T) {
-	d := newDaemon(t, &fakeRunner{})
+	d := newDaemon(t, &daemontest.Runner{})
 	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == api.MuxPath {
 			http.NotFound(w, r)

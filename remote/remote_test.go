@@ -22,7 +22,9 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testtls"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
@@ -30,20 +32,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// fakeRunner echoes payloads unless fn says otherwise.
-type fakeRunner struct {
-	fn func(ctx context.Context, payload []byte) ([]byte, error)
-}
-
-func (f *fakeRunner) ExecutePayload(ctx context.Context, _ string, payload []byte) ([]byte, error) {
-	if f.fn != nil {
-		return f.fn(ctx, payload)
-	}
-	return payload, nil
-}
-
-func (f *fakeRunner) Stats() runtime.Stats { return runtime.Stats{} }
 
 // server serves a daemon handler, which tests may swap, on a Unix socket,
 // counting requests by method.
@@ -70,11 +58,7 @@ func newDaemon(t *testing.T, rt daemon.Runner, opts ...daemon.Option) http.Handl
 
 func serve(t *testing.T, h http.Handler) *server {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "rmt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.ShortTempDir(t)
 	s := &server{sock: filepath.Join(dir, "d.sock"), counts: map[string]int{}}
 	s.handler.Store(&h)
 	ln, err := net.Listen("unix", s.sock)
@@ -125,7 +109,7 @@ func smallArtifact(t *testing.T, name string) string {
 }
 
 func TestUploadOnce(t *testing.T) {
-	s := serve(t, newDaemon(t, &fakeRunner{}))
+	s := serve(t, newDaemon(t, &daemontest.Runner{}))
 	ex := s.executor(t)
 	path := smallArtifact(t, "a")
 	ctx := context.Background()
@@ -176,7 +160,7 @@ func TestUploadOnce(t *testing.T) {
 }
 
 func TestReuploadWhenTheDaemonLostIt(t *testing.T) {
-	s := serve(t, newDaemon(t, &fakeRunner{}))
+	s := serve(t, newDaemon(t, &daemontest.Runner{}))
 	ex := s.executor(t)
 	path := smallArtifact(t, "a")
 	ctx := context.Background()
@@ -184,7 +168,7 @@ func TestReuploadWhenTheDaemonLostIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A daemon on a new state directory, behind the same address.
-	fresh := newDaemon(t, &fakeRunner{})
+	fresh := newDaemon(t, &daemontest.Runner{})
 	s.handler.Store(&fresh)
 	resp, err := ex.Execute(ctx, path, map[string]any{"again": true})
 	if err != nil || resp["again"] != true {
@@ -198,7 +182,7 @@ func TestReuploadWhenTheDaemonLostIt(t *testing.T) {
 // TestErrorsAs checks that remote execution fails with the same error
 // values as the in-process runtime.
 func TestErrorsAs(t *testing.T) {
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	s := serve(t, newDaemon(t, rt))
 	ex := s.executor(t)
 	path := smallArtifact(t, "a")
@@ -222,8 +206,8 @@ func TestErrorsAs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rt.fn = func(context.Context, []byte) ([]byte, error) { return nil, tt.err }
-			defer func() { rt.fn = nil }()
+			rt.Fn = func(context.Context, []byte) ([]byte, error) { return nil, tt.err }
+			defer func() { rt.Fn = nil }()
 			_, err := ex.Execute(ctx, path, map[string]any{})
 			want := tt.want
 			if want == nil {
@@ -239,8 +223,8 @@ func TestErrorsAs(t *testing.T) {
 		})
 	}
 	t.Run("closed", func(t *testing.T) {
-		rt.fn = func(context.Context, []byte) ([]byte, error) { return nil, runtime.ErrClosed }
-		defer func() { rt.fn = nil }()
+		rt.Fn = func(context.Context, []byte) ([]byte, error) { return nil, runtime.ErrClosed }
+		defer func() { rt.Fn = nil }()
 		if _, err := ex.Execute(ctx, path, map[string]any{}); !errors.Is(err, runtime.ErrClosed) {
 			t.Fatalf("got %v", err)
 		}
@@ -280,14 +264,14 @@ func TestErrorsAs(t *testing.T) {
 }
 
 func TestContextEnds(t *testing.T) {
-	rt := &fakeRunner{}
+	rt := &daemontest.Runner{}
 	s := serve(t, newDaemon(t, rt))
 	ex := s.executor(t)
 	path := smallArtifact(t, "a")
 	if _, err := ex.Execute(context.Background(), path, map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
-	rt.fn = func(ctx context.Context, _ []byte) ([]byte, error) {
+	rt.Fn = func(ctx context.Context, _ []byte) ([]byte, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -301,7 +285,7 @@ func TestContextEnds(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	s := serve(t, newDaemon(t, &fakeRunner{}, daemon.WithToken("tok")))
+	s := serve(t, newDaemon(t, &daemontest.Runner{}, daemon.WithToken("tok")))
 	path := smallArtifact(t, "a")
 	ctx := context.Background()
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -395,7 +379,7 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := daemon.New(&fakeRunner{}, store, daemon.WithToken("tok"))
+	srv, err := daemon.New(&daemontest.Runner{}, store, daemon.WithToken("tok"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +423,7 @@ func TestTLS(t *testing.T) {
 // TestUploaderCanceled checks that a caller waiting for another's upload
 // does not fail because that other caller gave up.
 func TestUploaderCanceled(t *testing.T) {
-	d := newDaemon(t, &fakeRunner{})
+	d := newDaemon(t, &daemontest.Runner{})
 	putStarted, release := make(chan struct{}, 1), make(chan struct{})
 	var gate atomic.Bool
 	gate.Store(true)

@@ -16,6 +16,8 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/cpustat"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 )
 
 // Benchmarks against the local Docker daemon, image already loaded:
@@ -29,7 +31,7 @@ func quiet() Option { return WithLogger(slog.New(slog.DiscardHandler)) }
 // benchWarm runs b.N requests from conc goroutines against a warmed pool
 // and reports p50/p99 latency and throughput.
 func benchWarm(b *testing.B, app string, conc int, req map[string]any, opts ...Option) {
-	eng := requireDocker(b)
+	eng := dockertest.Engine(b)
 	benchWarmOn(b, eng, benchArtifact(b, eng, app), conc, req, opts...)
 }
 
@@ -139,9 +141,9 @@ func BenchmarkColdStart(b *testing.B) {
 }
 
 func benchCold(b *testing.B, app string, verify bool) {
-	eng := requireDocker(b)
+	eng := dockertest.Engine(b)
 	path := benchArtifact(b, eng, app)
-	dir := shortTempDir(b)
+	dir := testenv.ShortTempDir(b)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
@@ -196,7 +198,7 @@ func BenchmarkCPUBound(b *testing.B) {
 func BenchmarkExecuteOverhead(b *testing.B) {
 	for _, conc := range []int{1, 64} {
 		b.Run(fmt.Sprintf("c%d", conc), func(b *testing.B) {
-			sock := filepath.Join(shortTempDir(b), "app.sock")
+			sock := filepath.Join(testenv.ShortTempDir(b), "app.sock")
 			ln, err := ociapp.Listen(sock)
 			if err != nil {
 				b.Fatal(err)

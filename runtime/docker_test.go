@@ -13,6 +13,7 @@ import (
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -28,7 +29,7 @@ func containersOf(t *testing.T, eng engine.Engine, rt *Runtime) int {
 }
 
 func TestDockerImageLoadedOncePerDigest(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	echo := testArtifact(t, "echo-go")
 	a, err := artifact.Open(t.Context(), echo)
 	if err != nil {

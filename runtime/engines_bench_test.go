@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 )
 
 // Benchmarks on every engine of the end-to-end table, side by side:
@@ -77,7 +79,7 @@ func benchEngineCold(b *testing.B, te testEngine, app string) {
 	if err := rt.Warm(b.Context(), path); err != nil {
 		b.Fatal(err)
 	}
-	dir := shortTempDir(b)
+	dir := testenv.ShortTempDir(b)
 	phases := map[string][]time.Duration{}
 	b.ResetTimer()
 	for range b.N {
@@ -175,7 +177,7 @@ func BenchmarkEngineExecuteWarm(b *testing.B) {
 // "-py" a Python one's, built with Docker for every engine.
 func engineBenchArtifact(b *testing.B, app string) string {
 	if strings.HasSuffix(app, "-py") {
-		return pythonArtifact(b, requireDocker(b), app)
+		return pythonArtifact(b, dockertest.Engine(b), app)
 	}
 	return testArtifact(b, app)
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/engine/kubernetes"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -112,10 +114,7 @@ func requireEngine(tb testing.TB, te testEngine) engine.Engine {
 	defer cancel()
 	eng, err := te.open(ctx)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("%s is required in CI: %v", te.name, err)
-		}
-		tb.Skipf("%s is not available (%s): %v", te.name, te.start, err)
+		testenv.Need(tb, te.name, te.start, err)
 	}
 	tb.Cleanup(func() { _ = eng.Close() })
 	return eng
@@ -171,7 +170,7 @@ func TestEngineEcho(t *testing.T) {
 func TestEnginePythonEcho(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, _ testEngine, eng engine.Engine) {
 		// Python artifacts are built with Docker; any engine runs them.
-		path := pythonArtifact(t, requireDocker(t), "echo-py")
+		path := pythonArtifact(t, dockertest.Engine(t), "echo-py")
 		rt := newRuntime(t, eng)
 		a, err := artifact.Open(t.Context(), path)
 		if err != nil {
@@ -432,7 +431,7 @@ func TestEngineIdleReaping(t *testing.T) {
 
 func TestEngineCloseFailsInFlight(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, _ testEngine, eng engine.Engine) {
-		dir := shortTempDir(t)
+		dir := testenv.ShortTempDir(t)
 		rt, err := New(t.Context(), WithEngine(eng), WithStateDir(dir), WithShutdownTimeout(time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -508,7 +507,7 @@ func crashHelper() int {
 
 func TestEngineRemovesOrphansOfCrashedRuntime(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, te testEngine, eng engine.Engine) {
-		dir := shortTempDir(t)
+		dir := testenv.ShortTempDir(t)
 		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashHelperEnv+"="+testArtifact(t, "echo-go"), crashHelperStateDir+"="+dir, crashHelperEngine+"="+te.name)
 		out, err := cmd.StdoutPipe()

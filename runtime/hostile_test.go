@@ -17,6 +17,7 @@ import (
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 )
 
 // End-to-end tests with hostile artifacts (issue 11): image configs that
@@ -132,7 +133,7 @@ func TestDockerImageUserIsResolvedLikeTheEngine(t *testing.T) {
 // Finding 2: manifest.json RepoTags (and the index's name annotations)
 // moved a host tag onto the artifact's image.
 func TestDockerArtifactCannotTagHostImages(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	victimTag := fmt.Sprintf("ociapp-test-victim-%s:12", randomID(4))
 	// The victim: an image the host knows by that tag, loaded as docker
 	// load would.

@@ -13,6 +13,8 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/internal/testapps"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 )
 
 // testArtifacts builds each test application once per test binary, on
@@ -40,23 +42,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireDocker returns an engine for the local Docker daemon. Without one
-// the test is skipped, or fails when CI=true.
-func requireDocker(tb testing.TB) *docker.Engine {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	eng, err := docker.New(ctx)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("Docker is required in CI: %v", err)
-		}
-		tb.Skipf("Docker is not available (start it with scripts/ensure-docker.sh): %v", err)
-	}
-	tb.Cleanup(func() { _ = eng.Close() })
-	return eng
-}
-
 // testArtifact returns the named test application's artifact.
 func testArtifact(tb testing.TB, name string) string {
 	tb.Helper()
@@ -69,23 +54,11 @@ func testArtifact(tb testing.TB, name string) string {
 	return path
 }
 
-// shortTempDir is a state directory short enough for socket paths (test
-// names make t.TempDir long).
-func shortTempDir(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.MkdirTemp("", "oa")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
-}
-
 // newDockerRuntime is a runtime on the local Docker daemon with its own
 // state directory, closed when the test ends.
 func newDockerRuntime(tb testing.TB, opts ...Option) (*Runtime, *docker.Engine) {
 	tb.Helper()
-	eng := requireDocker(tb)
+	eng := dockertest.Engine(tb)
 	return newRuntime(tb, eng, opts...), eng
 }
 
@@ -94,7 +67,7 @@ func newDockerRuntime(tb testing.TB, opts ...Option) (*Runtime, *docker.Engine) 
 func newRuntime(tb testing.TB, eng engine.Engine, opts ...Option) *Runtime {
 	tb.Helper()
 	logger := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts = append([]Option{WithEngine(eng), WithStateDir(shortTempDir(tb)), WithLogger(logger)}, opts...)
+	opts = append([]Option{WithEngine(eng), WithStateDir(testenv.ShortTempDir(tb)), WithLogger(logger)}, opts...)
 	rt, err := New(tb.Context(), opts...)
 	if err != nil {
 		tb.Fatal(err)

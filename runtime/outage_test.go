@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 )
 
 // socketProxy forwards a Unix socket to the Docker daemon's, and can cut
@@ -39,7 +41,7 @@ func newSocketProxy(t *testing.T) *socketProxy {
 	} else if os.Getenv("DOCKER_HOST") != "" {
 		t.Skip("the outage proxy needs a Docker daemon on a Unix socket")
 	}
-	p := &socketProxy{path: filepath.Join(shortTempDir(t), "d.sock"), target: target, conns: map[net.Conn]struct{}{}}
+	p := &socketProxy{path: filepath.Join(testenv.ShortTempDir(t), "d.sock"), target: target, conns: map[net.Conn]struct{}{}}
 	ln, err := net.Listen("unix", p.path)
 	if err != nil {
 		t.Fatal(err)
@@ -113,14 +115,14 @@ func (p *socketProxy) close() {
 // proxiedRuntime is a runtime whose engine reaches Docker through p.
 func proxiedRuntime(t *testing.T, p *socketProxy, opts ...Option) *Runtime {
 	t.Helper()
-	requireDocker(t)
+	dockertest.Engine(t)
 	eng, err := docker.New(t.Context(), docker.WithHost("unix://"+p.path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = eng.Close() })
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts = append([]Option{WithEngine(eng), WithStateDir(shortTempDir(t)), WithLogger(logger)}, opts...)
+	opts = append([]Option{WithEngine(eng), WithStateDir(testenv.ShortTempDir(t)), WithLogger(logger)}, opts...)
 	rt, err := New(t.Context(), opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +140,7 @@ func proxiedRuntime(t *testing.T, p *socketProxy, opts ...Option) *Runtime {
 // Finding 5: while the engine's API was unreachable, healthy containers
 // were declared crashed and every request failed.
 func TestDockerEngineOutageUnderLoad(t *testing.T) {
-	direct := requireDocker(t)
+	direct := dockertest.Engine(t)
 	proxy := newSocketProxy(t)
 	rt := proxiedRuntime(t, proxy, WithMinContainers(2), WithMaxContainers(2))
 	echo := testArtifact(t, "echo-go")
@@ -197,7 +199,7 @@ func TestDockerEngineOutageUnderLoad(t *testing.T) {
 // Finding 5: removals that failed while the engine was away were
 // forgotten, and their containers outlived the runtime.
 func TestDockerEngineOutageLeaksNothing(t *testing.T) {
-	direct := requireDocker(t)
+	direct := dockertest.Engine(t)
 	proxy := newSocketProxy(t)
 	rt := proxiedRuntime(t, proxy, WithIdleTimeout(time.Second), WithReaperInterval(100*time.Millisecond), WithShutdownTimeout(time.Second))
 	sleeper := testArtifact(t, "sleeper")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -14,29 +15,14 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/build"
 	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/runtime"
 )
 
 // testBaseImage is the local Python base image CI builds with
 // scripts/ensure-base-images.sh; nothing is pulled.
 const testBaseImage = "ociapp-local/python:3.13"
-
-// requireDocker returns an engine for the local Docker daemon. Without one
-// the test is skipped, or fails when CI=true.
-func requireDocker(t *testing.T) *docker.Engine {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	eng, err := docker.New(ctx)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Docker is required in CI: %v", err)
-		}
-		t.Skipf("Docker is not available (start it with scripts/ensure-docker.sh): %v", err)
-	}
-	t.Cleanup(func() { _ = eng.Close() })
-	return eng
-}
 
 // requireBaseImage fails (CI) or skips the test when the base image is
 // missing.
@@ -46,11 +32,10 @@ func requireBaseImage(t *testing.T, eng *docker.Engine) {
 	if err == nil && ok {
 		return
 	}
-	msg := "the base image " + testBaseImage + " is missing (run scripts/ensure-base-images.sh)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg, err)
+	if err == nil {
+		err = errors.New("no such image")
 	}
-	t.Skip(msg, err)
+	testenv.Need(t, "the base image "+testBaseImage, "run scripts/ensure-base-images.sh", err)
 }
 
 // loadAndRun loads the artifact through the engine API, as `docker load`
@@ -81,11 +66,7 @@ func loadAndRun(t *testing.T, eng *docker.Engine, path, wantRef string) {
 		t.Errorf("the engine knows the image by neither %s nor %s", a.ConfigDigest, a.Digest)
 	}
 
-	stateDir, err := os.MkdirTemp("", "oab")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(stateDir)
+	stateDir := testenv.ShortTempDir(t)
 	rt, err := runtime.New(t.Context(), runtime.WithEngine(eng), runtime.WithStateDir(stateDir))
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +90,7 @@ func loadAndRun(t *testing.T, eng *docker.Engine, path, wantRef string) {
 // TestEchoAppEndToEnd builds the original example with no registry
 // reachable (the base image is local), loads it and runs it.
 func TestEchoAppEndToEnd(t *testing.T) {
-	eng := requireDocker(t)
+	eng := dockertest.Engine(t)
 	requireBaseImage(t, eng)
 	out := t.TempDir()
 	start := time.Now()
@@ -144,14 +125,14 @@ func TestEchoGoEndToEnd(t *testing.T) {
 			t.Fatalf("exit %d\n%s", code, stderr)
 		}
 	})
-	eng := requireDocker(t)
+	eng := dockertest.Engine(t)
 	loadAndRun(t, eng, filepath.Join(out, "echo-go-0.1.0.ociapp"), "ociapp.local/echo-go:0.1.0")
 }
 
 // TestCodeOnlyRebuild changes the app's code and rebuilds: system packages
 // and dependencies come from the engine's cache.
 func TestCodeOnlyRebuild(t *testing.T) {
-	eng := requireDocker(t)
+	eng := dockertest.Engine(t)
 	requireBaseImage(t, eng)
 	root := t.TempDir()
 	copyTree(t, "../../examples/echo-app", root)
@@ -228,7 +209,7 @@ func copyTree(t *testing.T, src, dst string) {
 // TestCustomEndToEnd builds a project's own Containerfile, written the way
 // docs/build.md tells custom images to behave, and runs it.
 func TestCustomEndToEnd(t *testing.T) {
-	eng := requireDocker(t)
+	eng := dockertest.Engine(t)
 	requireBaseImage(t, eng)
 	root := t.TempDir()
 	copyTree(t, "../../examples/echo-app/src", filepath.Join(root, "src"))

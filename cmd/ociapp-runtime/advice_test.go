@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -57,7 +58,7 @@ func TestAdvice(t *testing.T) {
 // TestEngineUnavailableAdvice runs each command against an engine that is
 // not there: each prints the error, then once the advice for that engine.
 func TestEngineUnavailableAdvice(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.ShortTempDir(t)
 	noDocker := []string{"--docker-host", "unix://" + filepath.Join(dir, "no-docker.sock")}
 	noCluster := []string{"--engine", "kubernetes", "--kubeconfig", filepath.Join(dir, "no-kubeconfig"), "--containerd", filepath.Join(dir, "no-containerd.sock")}
 	serve := []string{"serve", "--listen", "unix://" + filepath.Join(dir, "d.sock"), "--state-dir", filepath.Join(dir, "state")}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/engine/kubernetes"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/loadgen"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
@@ -134,9 +136,9 @@ func TestBenchUsage(t *testing.T) {
 }
 
 func TestBenchMissingArtifact(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	var stdout, stderr bytes.Buffer
-	code := runBench(t.Context(), []string{"--state-dir", shortDir(t), "/no/such.ociapp"}, &stdout, &stderr)
+	code := runBench(t.Context(), []string{"--state-dir", testenv.ShortTempDir(t), "/no/such.ociapp"}, &stdout, &stderr)
 	if code != exitBenchFailed || !strings.Contains(stderr.String(), "/no/such.ociapp") || stdout.Len() != 0 {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
@@ -276,21 +278,10 @@ func TestStatusLine(t *testing.T) {
 	}
 }
 
-// shortDir is a state directory short enough for socket paths.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "oa")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return dir
-}
-
 func TestBenchEndToEnd(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	art := testArtifact(t, "echo-go")
-	state := shortDir(t)
+	state := testenv.ShortTempDir(t)
 
 	var stdout, stderr bytes.Buffer
 	args := []string{art, "--state-dir", state, "--payload", `{"value": "hi"}`, "-n", "200", "-c", "4", "--warmup", "20", "--cold", "2", "--json"}

@@ -13,11 +13,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/ociapp/ociapp/engine/docker"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -115,20 +115,6 @@ func TestUsageErrors(t *testing.T) {
 
 // End-to-end: the CLI against the local Docker daemon.
 
-func requireDocker(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	eng, err := docker.New(ctx)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Docker is required in CI: %v", err)
-		}
-		t.Skipf("Docker is not available (start it with scripts/ensure-docker.sh): %v", err)
-	}
-	_ = eng.Close()
-}
-
 // artifacts builds the runtime's test applications once per test binary.
 type artifacts struct {
 	once  sync.Once
@@ -165,12 +151,8 @@ func testArtifact(t *testing.T, name string) string {
 }
 
 func TestRunEndToEnd(t *testing.T) {
-	requireDocker(t)
-	stateDir, err := os.MkdirTemp("", "oa")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(stateDir)
+	dockertest.Engine(t)
+	stateDir := testenv.ShortTempDir(t)
 	tests := []struct {
 		name   string
 		args   []string

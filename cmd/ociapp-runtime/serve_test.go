@@ -16,6 +16,8 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/remote"
 )
 
@@ -126,7 +128,7 @@ func TestServeUsageExit(t *testing.T) {
 }
 
 func TestServeEngineUnavailable(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.ShortTempDir(t)
 	var stdout, stderr bytes.Buffer
 	code := runServe(context.Background(), []string{"--listen", "unix://" + filepath.Join(dir, "d.sock"), "--state-dir", filepath.Join(dir, "state"), "--docker-host", "unix://" + filepath.Join(dir, "no-docker.sock")}, &stdout, &stderr)
 	if code != exitUnavailable {
@@ -138,9 +140,9 @@ func TestServeEngineUnavailable(t *testing.T) {
 // request through it with the remote executor; cancelling its context is
 // the SIGTERM that main turns into a cancellation.
 func TestServeEndToEnd(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	echo := testArtifact(t, "echo-go")
-	dir := shortDir(t)
+	dir := testenv.ShortTempDir(t)
 	sock := filepath.Join(dir, "d.sock")
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
