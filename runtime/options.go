@@ -389,8 +389,6 @@ func WithStartupBackoff(initial, maxBackoff time.Duration) Option {
 	}
 }
 
-// withDialer and withArtifactOpener replace the real protocol client and
-// artifact reader in unit tests.
 // WithBusyPoll sets how long the runtime polls a container's connection
 // for an awaited response before it sleeps until the response arrives
 // (protocol.DefaultBusyPoll by default; zero turns polling off). Polling
@@ -409,6 +407,8 @@ func WithBusyPoll(d time.Duration) Option {
 	}
 }
 
+// withDialer and withArtifactOpener replace the real protocol client and
+// artifact reader in unit tests.
 func withDialer(d dialFunc) Option {
 	return func(c *config) error { c.dial = d; return nil }
 }
