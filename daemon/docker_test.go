@@ -121,13 +121,18 @@ func runChild() int {
 	defer eng.Close()
 	dopts := []daemon.Option{
 		daemon.WithListen(cfg.Listen), daemon.WithStateDir(cfg.StateDir),
-		daemon.WithMaxArtifactSize(cfg.MaxArtifactSize), daemon.WithMaxRequestSize(cfg.MaxRequestSize),
 		daemon.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		daemon.WithReady(func(a net.Addr) { fmt.Printf("ready %s\n", a) }),
 		daemon.WithRuntimeOptions(opts...),
 	}
 	if cfg.Token != "" {
 		dopts = append(dopts, daemon.WithToken(cfg.Token))
+	}
+	if cfg.MaxArtifactSize != 0 {
+		dopts = append(dopts, daemon.WithMaxArtifactSize(cfg.MaxArtifactSize))
+	}
+	if cfg.MaxRequestSize != 0 {
+		dopts = append(dopts, daemon.WithMaxRequestSize(cfg.MaxRequestSize))
 	}
 	if cfg.TLSCert != "" {
 		dopts = append(dopts, daemon.WithTLS(cfg.TLSCert, cfg.TLSKey))

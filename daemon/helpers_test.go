@@ -17,6 +17,7 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/daemon/daemontest"
 	"github.com/ociapp/ociapp/internal/testenv"
 )
 
@@ -40,22 +41,9 @@ func startServer(t *testing.T, rt daemon.Runner, opts ...daemon.Option) *testDae
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := daemon.Listen("unix://"+sock, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	sock, _ := daemontest.Serve(t, srv, dir)
 	d := &testDaemon{srv: srv, storeDir: storeDir, sock: sock, client: unixClient(sock)}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		d.client.CloseIdleConnections()
-	})
+	t.Cleanup(d.client.CloseIdleConnections)
 	return d
 }
 

@@ -283,22 +283,9 @@ func serveStore(t *testing.T, store *daemon.Store, dir string, rt daemon.Runner,
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := daemon.Listen("unix://"+sock, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	sock, _ := daemontest.Serve(t, srv, dir)
 	d := &testDaemon{srv: srv, storeDir: filepath.Join(dir, "store"), sock: sock, client: unixClient(sock)}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		d.client.CloseIdleConnections()
-	})
+	t.Cleanup(d.client.CloseIdleConnections)
 	return d
 }
 
@@ -440,14 +427,7 @@ func TestShutdownCancelsUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := daemon.Listen("unix://"+sock, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	sock, stop := daemontest.Serve(t, srv, dir)
 	client := unixClient(sock)
 	defer client.CloseIdleConnections()
 	data := readFile(t, mustSmall(t))
@@ -460,7 +440,8 @@ func TestShutdownCancelsUpload(t *testing.T) {
 		answered <- err
 	}()
 	<-entered
-	cancel() // SIGTERM
+	served := make(chan error, 1)
+	go func() { served <- stop() }() // SIGTERM
 	select {
 	case err := <-served:
 		if err != nil {

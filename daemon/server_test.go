@@ -622,14 +622,7 @@ func TestDrainTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := daemon.Listen("unix://"+sock, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	sock, stop := daemontest.Serve(t, srv, dir)
 	client := unixClient(sock)
 	defer client.CloseIdleConnections()
 	d := &testDaemon{sock: sock, client: client}
@@ -645,8 +638,7 @@ func TestDrainTimeout(t *testing.T) {
 	}()
 	<-entered
 	start := time.Now()
-	cancel()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took > 5*time.Second {

@@ -46,20 +46,8 @@ func TestExecuteByPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "d.sock")
-	ln, err := daemon.Listen("unix://"+sock, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	}()
+	sock, _ := daemontest.Serve(t, srv, dir)
+	ctx := t.Context()
 	ex, err := remote.New("unix://" + sock)
 	if err != nil {
 		t.Fatal(err)

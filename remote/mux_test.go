@@ -22,17 +22,6 @@ import (
 	"github.com/ociapp/ociapp/runtime"
 )
 
-// funcRunner runs fn for each request.
-type funcRunner struct {
-	fn func(ctx context.Context, payload []byte) ([]byte, error)
-}
-
-func (f funcRunner) ExecutePayload(ctx context.Context, _ string, payload []byte) ([]byte, error) {
-	return f.fn(ctx, payload)
-}
-
-func (funcRunner) Stats() runtime.Stats { return runtime.Stats{} }
-
 // muxDaemon serves a daemon with rt on a Unix socket through daemon.Serve
 // (the execute channel needs its connections); stop drains it.
 func muxDaemon(t *testing.T, rt daemon.Runner, opts ...daemon.Option) (sock string, stop func()) {
@@ -46,32 +35,19 @@ func muxDaemon(t *testing.T, rt daemon.Runner, opts ...daemon.Option) (sock stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock = filepath.Join(dir, "d.sock")
-	ln, err := daemon.Listen("unix://"+sock, 0)
-	if err != nil {
-		t.Fatal(err)
+	sock, stopServe := daemontest.Serve(t, srv, dir)
+	return sock, func() {
+		if err := stopServe(); err != nil {
+			t.Error(err)
+		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-served; err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return sock, stop
 }
 
 // TestMuxDrain: a request in flight on the execute channel when the daemon
 // drains is answered.
 func TestMuxDrain(t *testing.T) {
 	started := make(chan struct{})
-	sock, stop := muxDaemon(t, funcRunner{func(ctx context.Context, p []byte) ([]byte, error) {
+	sock, stop := muxDaemon(t, &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
 		close(started)
 		select {
 		case <-time.After(300 * time.Millisecond):
@@ -124,7 +100,7 @@ func metricsOf(t *testing.T, sock, series string) string {
 // TestMuxCompletionOrder: concurrent requests share one channel and are
 // answered as they complete, not as they were sent.
 func TestMuxCompletionOrder(t *testing.T) {
-	sock, _ := muxDaemon(t, funcRunner{func(ctx context.Context, p []byte) ([]byte, error) {
+	sock, _ := muxDaemon(t, &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
 		m, err := protocol.DecodePayload(p)
 		if err != nil {
 			return nil, err
@@ -175,7 +151,7 @@ func TestMuxCompletionOrder(t *testing.T) {
 // TestMuxErrors: errors come back typed on the channel, and leave it
 // usable.
 func TestMuxErrors(t *testing.T) {
-	sock, _ := muxDaemon(t, funcRunner{func(ctx context.Context, p []byte) ([]byte, error) {
+	sock, _ := muxDaemon(t, &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
 		m, _ := protocol.DecodePayload(p)
 		switch m["op"] {
 		case "fail":

@@ -1,11 +1,14 @@
-// Package daemontest provides a stand-in for the runtime behind a daemon,
-// for tests of the daemon and its clients without containers.
+// Package daemontest serves daemons for tests of the daemon and its
+// clients, with a stand-in for the runtime when containers are not needed.
 package daemontest
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
+	"testing"
 
+	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -41,4 +44,35 @@ func (f *Runner) LastPath() string {
 		return ""
 	}
 	return f.paths[len(f.paths)-1]
+}
+
+// Serve serves srv on a Unix socket at dir/d.sock until the test ends and
+// returns the socket's path and stop, which drains the server and returns
+// what its Serve returned (later calls return the same). An error Serve
+// returns at the end of the test fails it.
+func Serve(tb testing.TB, srv *daemon.Server, dir string) (sock string, stop func() error) {
+	tb.Helper()
+	sock = filepath.Join(dir, "d.sock")
+	ln, err := daemon.Listen("unix://"+sock, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	var once sync.Once
+	var serveErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			serveErr = <-served
+		})
+		return serveErr
+	}
+	tb.Cleanup(func() {
+		if err := stop(); err != nil {
+			tb.Errorf("Serve: %v", err)
+		}
+	})
+	return sock, stop
 }
