@@ -7,14 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ociapp/ociapp"
+	"github.com/ociapp/ociapp/internal/benchtest"
 	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -38,7 +37,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			}
 			defer c.Close()
 			payload, _ := protocol.EncodePayload(echoRequest{Value: "hello"})
-			runConcurrent(b, conc, func() error {
+			benchtest.RunConcurrent(b, conc, func() error {
 				_, err := c.Call(context.Background(), payload)
 				return err
 			})
@@ -75,7 +74,7 @@ func BenchmarkRawPingPong(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	runConcurrent(b, 1, pingPong(conn))
+	benchtest.RunConcurrent(b, 1, pingPong(conn))
 	conn.Close()
 	ln.Close()
 	wg.Wait()
@@ -86,7 +85,7 @@ func BenchmarkRawPingPong(b *testing.B) {
 // same 4-byte ping-pong with the echo end in a second process.
 func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 	conn, echo := startPingPongProcess(b)
-	runConcurrent(b, 1, pingPong(conn), cpustat.Proc(echo))
+	benchtest.RunConcurrent(b, 1, pingPong(conn), cpustat.Proc(echo))
 }
 
 // BenchmarkRawPingPongCrossProcessPolling is the same ping-pong with the
@@ -100,7 +99,7 @@ func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 4)
-	runConcurrent(b, 1, func() error {
+	benchtest.RunConcurrent(b, 1, func() error {
 		if _, err := conn.Write(buf); err != nil {
 			return err
 		}
@@ -208,60 +207,11 @@ func serveBench(b *testing.B, h ociapp.Handler) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = (&ociapp.Server{Handler: h}).Serve(ctx, ln)
+		_ = (&ociapp.Server{Handler: h, BusyPoll: protocol.DefaultBusyPoll}).Serve(ctx, ln)
 	}()
 	b.Cleanup(func() {
 		cancel()
 		<-done
 	})
 	return path
-}
-
-// runConcurrent runs b.N calls of op from conc goroutines and reports the
-// median latency, the throughput, and the CPU time per call of this process
-// and of others (processes or containers serving the calls).
-func runConcurrent(b *testing.B, conc int, op func() error, others ...func() (time.Duration, error)) {
-	b.Helper()
-	var next atomic.Int64
-	latencies := make([]time.Duration, b.N)
-	var wg sync.WaitGroup
-	var failed atomic.Value
-	cpu, err := cpustat.Start(others...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if err := op(); err != nil {
-					failed.Store(err)
-					return
-				}
-				latencies[i] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatal(err)
-	}
-	spent, err := cpu.Stop()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(spent.Nanoseconds())/1e3/float64(b.N), "cpu-µs")
-	slices.Sort(latencies)
-	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
 }

@@ -8,16 +8,16 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ociapp/ociapp"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
-	"github.com/ociapp/ociapp/internal/cpustat"
+	"github.com/ociapp/ociapp/internal/benchtest"
 	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testenv/dockertest"
+	"github.com/ociapp/ociapp/protocol"
 )
 
 // Benchmarks against the local Docker daemon, image already loaded:
@@ -53,7 +53,7 @@ func benchWarmOn(b *testing.B, eng engine.Engine, path string, conc int, req map
 			b.Fatal(err)
 		}
 	}
-	measureConcurrent(b, conc, func() error {
+	benchtest.RunConcurrent(b, conc, func() error {
 		_, err := rt.Execute(b.Context(), path, req)
 		return err
 	})
@@ -67,49 +67,6 @@ func benchArtifact(b *testing.B, eng *docker.Engine, app string) string {
 		return pythonArtifact(b, eng, app)
 	}
 	return testArtifact(b, app)
-}
-
-// measureConcurrent runs b.N calls of op from conc goroutines and reports
-// p50/p99 latency, throughput, and this process's CPU time per call.
-func measureConcurrent(b *testing.B, conc int, op func() error) {
-	lat := make([]time.Duration, b.N)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	cpu := cpustat.Process()
-	b.ResetTimer()
-	start := time.Now()
-	for range conc {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if err := op(); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[i] = time.Since(t0)
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	cpu = cpustat.Process() - cpu
-	reportLatency(b, lat)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-µs")
-}
-
-func reportLatency(b *testing.B, lat []time.Duration) {
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) / 1e3
-	}
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
 func BenchmarkExecuteWarm(b *testing.B) {
@@ -209,7 +166,7 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 				defer close(served)
 				h := ociapp.NewHandler[map[string]any, map[string]any](ociapp.Func[map[string]any, map[string]any](
 					func(_ context.Context, req map[string]any) (map[string]any, error) { return req, nil }))
-				_ = (&ociapp.Server{Handler: h}).Serve(ctx, ln)
+				_ = (&ociapp.Server{Handler: h, BusyPoll: protocol.DefaultBusyPoll}).Serve(ctx, ln)
 			}()
 			defer func() { cancel(); <-served }()
 			f := newFixture(b, map[string]fakeApp{"echo": {}}, WithMaxContainers(1),
@@ -219,7 +176,7 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 			if _, err := f.exec(b.Context(), "echo", req); err != nil {
 				b.Fatal(err)
 			}
-			measureConcurrent(b, conc, func() error {
+			benchtest.RunConcurrent(b, conc, func() error {
 				_, err := f.exec(b.Context(), "echo", req)
 				return err
 			})
