@@ -17,8 +17,8 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/daemon/daemontest"
 	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/internal/testenv/daemontest"
 )
 
 // testDaemon is a daemon.Server serving a Unix socket.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/daemon/daemontest"
+	"github.com/ociapp/ociapp/internal/testenv/daemontest"
 	"github.com/ociapp/ociapp/protocol"
 )
 
