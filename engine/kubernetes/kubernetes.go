@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -40,6 +41,9 @@ const (
 	// DefaultSnapshotter is the snapshotter the CRI plugin runs pods on;
 	// imported images are unpacked for it.
 	DefaultSnapshotter = "overlayfs"
+	// DefaultCPURequest is the CPU each pod requests, in CPUs: see
+	// WithCPURequest.
+	DefaultCPURequest = 0.1
 )
 
 // Engine runs containers as pods on one node. It is safe for concurrent
@@ -53,6 +57,7 @@ type Engine struct {
 	namespace   string
 	node        string
 	snapshotter string
+	cpuRequest  int64 // millicores
 	log         *slog.Logger
 }
 
@@ -65,6 +70,7 @@ type config struct {
 	node        string
 	containerd  string
 	snapshotter string
+	cpuRequest  int64 // millicores
 	log         *slog.Logger
 }
 
@@ -145,6 +151,28 @@ func WithSnapshotter(name string) Option {
 	}
 }
 
+// WithCPURequest sets the CPU each pod requests, in CPUs (0.25 is a
+// quarter; default DefaultCPURequest), at most the runtime's CPU limit
+// when it sets one. The kubelet weighs a container's CPU time by its
+// request (1 CPU: 1,024 shares, a Docker container's weight; no request:
+// 2, far below any neighbour that has one), and admits a pod to the node
+// only while the requests of its pods fit the node's allocatable CPU: a
+// request is a share of the node reserved for every pod of the pool.
+// Zero requests nothing (with a CPU limit, an explicit zero: the API
+// server would otherwise make the request the limit).
+func WithCPURequest(cpus float64) Option {
+	return func(c *config) error {
+		if cpus < 0 || math.IsNaN(cpus) || math.IsInf(cpus, 0) {
+			return fmt.Errorf("CPU request must be a non-negative number, got %v", cpus)
+		}
+		if cpus > 0 && cpus < 0.001 {
+			return fmt.Errorf("CPU request %v is below Kubernetes' smallest, 0.001 (1m)", cpus)
+		}
+		c.cpuRequest = int64(math.Round(cpus * 1000))
+		return nil
+	}
+}
+
 // WithLogger sets the logger for debug messages; the default discards them.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
@@ -162,7 +190,12 @@ const connectTimeout = 5 * time.Second
 // New connects to the API server and the node's containerd and checks that
 // both answer; an unreachable one is reported as *engine.UnavailableError.
 func New(ctx context.Context, opts ...Option) (*Engine, error) {
-	cfg := config{containerd: DefaultContainerd, snapshotter: DefaultSnapshotter, log: slog.New(slog.DiscardHandler)}
+	cfg := config{
+		containerd:  DefaultContainerd,
+		snapshotter: DefaultSnapshotter,
+		cpuRequest:  int64(math.Round(DefaultCPURequest * 1000)),
+		log:         slog.New(slog.DiscardHandler),
+	}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return nil, fmt.Errorf("configuring kubernetes engine: %w", err)
@@ -196,6 +229,7 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 		namespace:   ns,
 		node:        cfg.node,
 		snapshotter: cfg.snapshotter,
+		cpuRequest:  cfg.cpuRequest,
 		log:         cfg.log,
 	}
 	if _, err := cs.Discovery().ServerVersion(); err != nil {

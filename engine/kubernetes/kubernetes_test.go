@@ -3,7 +3,9 @@ package kubernetes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +25,8 @@ func TestMain(m *testing.M) {
 const (
 	testKubeconfig = "/var/lib/ociapp-k8s/admin.kubeconfig"
 	testContainerd = "/run/ociapp-k8s/containerd.sock"
+	// testSandboxImage is the cluster's pause image, always on its node.
+	testSandboxImage = "localhost/ociapp-k8s-pause:1"
 )
 
 func testClusterOptions() []Option {
@@ -41,7 +45,7 @@ func testClusterOptions() []Option {
 
 // requireCluster returns an engine on the test cluster. Without one the
 // test is skipped, or fails when CI=true.
-func requireCluster(t *testing.T, opts ...Option) *Engine {
+func requireCluster(t testing.TB, opts ...Option) *Engine {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -108,6 +112,37 @@ func TestImageTheNodeLacks(t *testing.T) {
 	list, err := e.ListContainers(ctx, map[string]string{"dev.ociapp.test": "missing-image"})
 	if err != nil || len(list) != 1 || list[0].ID != id || list[0].State != "created" || list[0].Labels["dev.ociapp.test"] != "missing-image" {
 		t.Fatalf("listed %+v, %v; want the pod, not started", list, err)
+	}
+}
+
+// TestCPULimitedPodsFitTheNode: pods whose CPU limit is the whole node
+// request only the engine's CPU request, so that a pool of them is
+// admitted. With the limit as their request, the API server's default, the
+// kubelet would refuse the second (OutOfcpu).
+func TestCPULimitedPodsFitTheNode(t *testing.T) {
+	e := requireCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	suffix := randomSuffix()
+	for i := range 2 {
+		id, err := e.CreateContainer(ctx, engine.ContainerSpec{
+			Name:     fmt.Sprintf("ociapp-test-cpu-limit-%d-%s", i, suffix),
+			Image:    testSandboxImage,
+			User:     "65532:65532",
+			NanoCPUs: int64(goruntime.NumCPU()) * 1e9,
+			Labels:   map[string]string{"dev.ociapp.test": "cpu-limit"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := e.RemoveContainer(context.Background(), id); err != nil {
+				t.Error(err)
+			}
+		}()
+		if err := e.StartContainer(ctx, id); err != nil {
+			t.Fatalf("pod %d of 2, each limited to the node's %d CPUs: %v", i+1, goruntime.NumCPU(), err)
+		}
 	}
 }
 

@@ -39,7 +39,7 @@ func (e *Engine) CreateContainer(ctx context.Context, spec engine.ContainerSpec)
 	if err != nil {
 		return "", err
 	}
-	pod, err := podFor(spec, image, e.namespace, e.node)
+	pod, err := podFor(spec, image, e.namespace, e.node, e.cpuRequest)
 	if err != nil {
 		return "", fmt.Errorf("creating pod: %w", err)
 	}
@@ -503,8 +503,9 @@ func podName(id string) string {
 
 // podFor is the pod that runs spec on node: the runtime's hardening in
 // Kubernetes' terms, plus what Kubernetes adds (seccomp, no service
-// account token, no service links).
-func podFor(spec engine.ContainerSpec, image, namespace, node string) (*corev1.Pod, error) {
+// account token, no service links). It requests cpuRequest millicores of
+// CPU, at most the limit.
+func podFor(spec engine.ContainerSpec, image, namespace, node string, cpuRequest int64) (*corev1.Pod, error) {
 	uid, gid, numeric, err := numericUser(spec.User)
 	if err != nil {
 		return nil, err
@@ -550,10 +551,18 @@ func podFor(spec engine.ContainerSpec, image, namespace, node string) (*corev1.P
 		limits[corev1.ResourceMemory] = *resource.NewQuantity(spec.MemoryBytes, resource.BinarySI)
 	}
 	if spec.NanoCPUs > 0 {
-		limits[corev1.ResourceCPU] = *resource.NewMilliQuantity(max(1, spec.NanoCPUs/1e6), resource.DecimalSI)
+		limit := max(1, spec.NanoCPUs/1e6)
+		limits[corev1.ResourceCPU] = *resource.NewMilliQuantity(limit, resource.DecimalSI)
+		// Without a request of its own the API server would make it the
+		// limit, and a pool of such pods would outgrow the node's
+		// allocatable CPU (the kubelet refuses the rest: OutOfcpu).
+		cpuRequest = min(cpuRequest, limit)
 	}
 	if len(limits) > 0 {
 		c.Resources.Limits = limits
+	}
+	if cpuRequest > 0 || spec.NanoCPUs > 0 {
+		c.Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: *resource.NewMilliQuantity(cpuRequest, resource.DecimalSI)}
 	}
 	var volumes []corev1.Volume
 	directory := corev1.HostPathDirectory

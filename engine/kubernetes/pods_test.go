@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,7 @@ func hardenedSpec() engine.ContainerSpec {
 }
 
 func TestPodForGolden(t *testing.T) {
-	pod, err := podFor(hardenedSpec(), "docker.io/library/echo-go@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "apps", "node-1")
+	pod, err := podFor(hardenedSpec(), "docker.io/library/echo-go@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "apps", "node-1", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestPodForGolden(t *testing.T) {
 }
 
 func TestPodForHardening(t *testing.T) {
-	pod, err := podFor(hardenedSpec(), "img", "apps", "node-1")
+	pod, err := podFor(hardenedSpec(), "img", "apps", "node-1", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestPodForRejects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := hardenedSpec()
 			tc.edit(&spec)
-			_, err := podFor(spec, "img", "ns", "node")
+			_, err := podFor(spec, "img", "ns", "node", 100)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
@@ -162,7 +163,7 @@ func TestPodForRejects(t *testing.T) {
 func TestPodForRootAndHostNetwork(t *testing.T) {
 	spec := hardenedSpec()
 	spec.User, spec.NetworkMode, spec.Init, spec.MemoryBytes, spec.NanoCPUs = "0", "host", false, 0, 0
-	pod, err := podFor(spec, "img", "ns", "node")
+	pod, err := podFor(spec, "img", "ns", "node", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestPodForRootAndHostNetwork(t *testing.T) {
 		t.Fatalf("pod spec %+v: want root allowed, host network, no init, no limits", pod.Spec)
 	}
 	spec.User, spec.Name = "", ""
-	if pod, err = podFor(spec, "img", "ns", "node"); err != nil || pod.Spec.SecurityContext.RunAsUser != nil || pod.GenerateName != "ociapp-" {
+	if pod, err = podFor(spec, "img", "ns", "node", 100); err != nil || pod.Spec.SecurityContext.RunAsUser != nil || pod.GenerateName != "ociapp-" {
 		t.Fatalf("image's own user: %+v, %v", pod, err)
 	}
 }
@@ -269,5 +270,73 @@ func TestStartedOrFailed(t *testing.T) {
 	refused := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "OutOfcpu", Message: "no room"}}
 	if _, err := startedOrFailed(refused); err == nil || !strings.Contains(err.Error(), "refused the pod: OutOfcpu: no room") {
 		t.Errorf("refused: %v", err)
+	}
+}
+
+// TestPodForCPURequest: every pod requests some CPU for its weight, never
+// more than its limit; a limit alone would make the request the limit,
+// and a pool of such pods would not fit the node (OutOfcpu).
+func TestPodForCPURequest(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		nanoCPUs    int64
+		request     int64
+		wantRequest string // "" for none
+		wantLimit   string // "" for none
+	}{
+		{name: "no limit", request: 100, wantRequest: "100m"},
+		{name: "no limit, no request", request: 0},
+		{name: "limit above the request", nanoCPUs: 1_500_000_000, request: 100, wantRequest: "100m", wantLimit: "1500m"},
+		{name: "limit below the request", nanoCPUs: 50_000_000, request: 100, wantRequest: "50m", wantLimit: "50m"},
+		{name: "limit, no request", nanoCPUs: 2_000_000_000, request: 0, wantRequest: "0", wantLimit: "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := hardenedSpec()
+			spec.NanoCPUs = tc.nanoCPUs
+			pod, err := podFor(spec, "img", "ns", "node", tc.request)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := pod.Spec.Containers[0].Resources
+			req, hasReq := res.Requests[corev1.ResourceCPU]
+			if got := map[bool]string{true: req.String()}[hasReq]; got != tc.wantRequest {
+				t.Errorf("CPU request %q, want %q", got, tc.wantRequest)
+			}
+			limit, hasLimit := res.Limits[corev1.ResourceCPU]
+			if got := map[bool]string{true: limit.String()}[hasLimit]; got != tc.wantLimit {
+				t.Errorf("CPU limit %q, want %q", got, tc.wantLimit)
+			}
+			if _, ok := res.Requests[corev1.ResourceMemory]; ok {
+				t.Error("memory request set: it is the API server's to default")
+			}
+		})
+	}
+}
+
+func TestWithCPURequest(t *testing.T) {
+	for _, tc := range []struct {
+		cpus    float64
+		want    int64
+		wantErr string
+	}{
+		{cpus: 0.25, want: 250},
+		{cpus: 2, want: 2000},
+		{cpus: 0, want: 0},
+		{cpus: DefaultCPURequest, want: 100},
+		{cpus: -1, wantErr: "non-negative"},
+		{cpus: math.NaN(), wantErr: "non-negative"},
+		{cpus: math.Inf(1), wantErr: "non-negative"},
+		{cpus: 0.0004, wantErr: "smallest"},
+	} {
+		var c config
+		err := WithCPURequest(tc.cpus)(&c)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("WithCPURequest(%v): error %v, want one containing %q", tc.cpus, err, tc.wantErr)
+			}
+		case err != nil || c.cpuRequest != tc.want:
+			t.Errorf("WithCPURequest(%v) = %dm, %v; want %dm", tc.cpus, c.cpuRequest, err, tc.want)
+		}
 	}
 }
