@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -51,10 +52,7 @@ func requireCluster(t testing.TB, opts ...Option) *Engine {
 	defer cancel()
 	e, err := New(ctx, append(testClusterOptions(), opts...)...)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the test cluster is required in CI: %v", err)
-		}
-		t.Skipf("no test cluster (start it with scripts/ensure-kubernetes.sh): %v", err)
+		testenv.Need(t, "the test cluster", "start it with scripts/ensure-kubernetes.sh", err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
 	return e

@@ -69,7 +69,7 @@ func labelValue(v string) string {
 // them; an empty value matches any value.
 func labelSelector(labels map[string]string) (string, error) {
 	parts := []string{LabelManagedBy + "=" + managedBy}
-	for _, k := range sortedKeys(labels) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
 			return "", fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
 		}
@@ -92,8 +92,4 @@ func originalLabels(pod *corev1.Pod) map[string]string {
 	out := maps.Clone(pod.Labels)
 	delete(out, LabelManagedBy)
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }

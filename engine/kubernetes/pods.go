@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -573,7 +575,7 @@ func podFor(spec engine.ContainerSpec, image, namespace, node string, cpuRequest
 		}})
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: m.Target, ReadOnly: m.ReadOnly})
 	}
-	for i, path := range sortedKeys(spec.Tmpfs) {
+	for i, path := range slices.Sorted(maps.Keys(spec.Tmpfs)) {
 		size, readOnly, err := tmpfsOptions(spec.Tmpfs[path])
 		if err != nil {
 			return nil, fmt.Errorf("tmpfs %s: %w", path, err)
