@@ -45,7 +45,7 @@ func TestParseBenchArgs(t *testing.T) {
 			requestTimeout:       runtime.DefaultRequestTimeout,
 			containerConcurrency: runtime.DefaultContainerConcurrency,
 		},
-		engine: engineFlags{kind: engineDocker, containerd: kubernetes.DefaultContainerd},
+		engine: engineFlags{kind: engineDocker, containerd: kubernetes.DefaultContainerd, cpuRequest: kubernetes.DefaultCPURequest},
 	}
 	with := func(f func(*benchConfig)) benchConfig {
 		c := defaults
@@ -73,9 +73,9 @@ func TestParseBenchArgs(t *testing.T) {
 				r.maxContainers, r.containerConcurrency, r.requestTimeout, r.busyPoll, r.cpus = 4, 16, 2*time.Second, 0, 1.5
 				r.memory, c.engine.dockerHost, r.stateDir, c.verbose = "512m", "unix:///x.sock", "/tmp/s", true
 			})},
-		{name: "kubernetes", args: []string{"--engine", "kubernetes", "--node", "n1", "--namespace", "apps", "--kubeconfig", "/k", "--containerd", "/c.sock", "a.ociapp"},
+		{name: "kubernetes", args: []string{"--engine", "kubernetes", "--node", "n1", "--namespace", "apps", "--kubeconfig", "/k", "--containerd", "/c.sock", "--pod-cpu-request", "0.5", "a.ociapp"},
 			want: with(func(c *benchConfig) {
-				c.engine = engineFlags{kind: engineKubernetes, node: "n1", namespace: "apps", kubeconfig: "/k", containerd: "/c.sock"}
+				c.engine = engineFlags{kind: engineKubernetes, node: "n1", namespace: "apps", kubeconfig: "/k", containerd: "/c.sock", cpuRequest: 0.5}
 			})},
 		{name: "unknown engine", args: []string{"--engine", "podman", "a.ociapp"}, wantErr: `--engine "podman": use "docker" or "kubernetes"`},
 		{name: "artifact only", args: []string{"a.ociapp", "-n", "0"}, want: with(func(c *benchConfig) { c.requests = 0 })},

@@ -20,6 +20,7 @@ type engineFlags struct {
 	namespace  string
 	node       string
 	containerd string
+	cpuRequest float64
 }
 
 // Engine kinds of --engine.
@@ -36,6 +37,7 @@ func (f *engineFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
 	fs.StringVar(&f.namespace, "namespace", "", "kubernetes: namespace of the pods (default: the kubeconfig's, or the pod's own)")
 	fs.StringVar(&f.node, "node", firstOf(getenv("NODE_NAME"), getenv("OCIAPP_K8S_NODE")), "kubernetes: this node's name (default: $NODE_NAME, $OCIAPP_K8S_NODE, else the host name)")
+	fs.Float64Var(&f.cpuRequest, "pod-cpu-request", kubernetes.DefaultCPURequest, "kubernetes: the CPU each pod requests, in CPUs: its weight against other work, and what the node reserves for it (see docs/kubernetes.md)")
 	fs.StringVar(&f.containerd, "containerd", firstOf(getenv("OCIAPP_K8S_CONTAINERD"), getenv("CONTAINERD_ADDRESS"), kubernetes.DefaultContainerd), "kubernetes: the node's containerd socket (default: $OCIAPP_K8S_CONTAINERD, $CONTAINERD_ADDRESS, else "+kubernetes.DefaultContainerd+")")
 }
 
@@ -70,7 +72,7 @@ func (f *engineFlags) open(ctx context.Context, log *slog.Logger) (closingEngine
 		return nil, err
 	}
 	if f.kind == engineKubernetes {
-		opts := []kubernetes.Option{kubernetes.WithLogger(log), kubernetes.WithContainerd(f.containerd)}
+		opts := []kubernetes.Option{kubernetes.WithLogger(log), kubernetes.WithContainerd(f.containerd), kubernetes.WithCPURequest(f.cpuRequest)}
 		if f.kubeconfig != "" {
 			opts = append(opts, kubernetes.WithKubeconfig(f.kubeconfig))
 		}
