@@ -17,11 +17,12 @@ import (
 // goroutines may Call at once; their requests share the connection and
 // their responses are matched by request id, in whatever order they come.
 type Client struct {
-	conn     net.Conn
-	writer   *Writer
-	ids      *idSource
-	maxFrame int
-	logger   *slog.Logger
+	conn      net.Conn
+	writer    *Writer
+	ids       *idSource
+	maxFrame  int
+	logger    *slog.Logger
+	deadlines bool // send each call's time left (the deadline capability)
 
 	poller *pollingReader // nil when busy polling is off
 
@@ -48,6 +49,7 @@ type clientConfig struct {
 	crowded   time.Duration
 	pollGroup *PollGroup
 	logger    *slog.Logger
+	deadlines bool
 }
 
 // WithMaxFrameSize sets the largest frame the client sends or accepts
@@ -74,6 +76,14 @@ func WithBusyPoll(d time.Duration) ClientOption {
 // belong in one group.
 func WithPollGroup(g *PollGroup) ClientOption {
 	return func(c *clientConfig) { c.pollGroup = g }
+}
+
+// WithDeadlines makes every Call whose ctx has a deadline send the time
+// left (the request envelope's deadline_ms), for a server whose artifact
+// declares the deadline capability (docs/protocol.md, Capabilities). Other
+// servers are never sent it.
+func WithDeadlines() ClientOption {
+	return func(c *clientConfig) { c.deadlines = true }
 }
 
 // WithLogger sets where the client logs dropped responses and connection
@@ -108,6 +118,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		ids:        newIDSource(),
 		maxFrame:   cfg.maxFrame,
 		logger:     cfg.logger,
+		deadlines:  cfg.deadlines,
 		pending:    make(map[ID]chan<- Response),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -152,7 +163,13 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	c.countPendingLocked()
 	c.mu.Unlock()
 
-	if err := c.writer.WriteRequest(Request{ID: id, Payload: payload}); err != nil {
+	req := Request{ID: id, Payload: payload}
+	if dl, ok := ctx.Deadline(); ok && c.deadlines {
+		// A deadline passed since the check above still leaves the
+		// handler its smallest unit, as the response is dropped anyway.
+		req.Deadline = max(time.Until(dl), time.Millisecond)
+	}
+	if err := c.writer.WriteRequest(req); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
 	if c.poller != nil {

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/ociapp/ociapp/internal/mpwire"
@@ -51,6 +53,11 @@ func (s *idSource) id() ID {
 type Request struct {
 	ID      ID
 	Payload []byte // msgpack encoding of the request map
+	// Deadline is the time the handler has for the request, counted from
+	// when the server reads it ("deadline_ms", the deadline capability;
+	// zero: none, and the key is not written). It is sent in whole
+	// milliseconds, rounded up.
+	Deadline time.Duration
 }
 
 // Response is a response envelope. Exactly one of Payload and Error is
@@ -63,17 +70,26 @@ type Response struct {
 }
 
 // requestOverhead is the size of a request envelope around its payload: the
-// map header, both keys, the 36-byte id and the largest bin header.
-const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5
+// map header, the keys, the 36-byte id, the largest bin header and the
+// largest deadline.
+const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5 + 12 + 9
 
 // AppendRequestFrame appends req to dst as a complete frame.
 func AppendRequestFrame(dst []byte, req Request) []byte {
 	dst, start := beginFrame(dst)
-	dst = mpwire.AppendMapHeader(dst, 2)
+	if req.Deadline > 0 {
+		dst = mpwire.AppendMapHeader(dst, 3)
+	} else {
+		dst = mpwire.AppendMapHeader(dst, 2)
+	}
 	dst = mpwire.AppendStr(dst, "request_id")
 	dst = appendIDStr(dst, req.ID)
 	dst = mpwire.AppendStr(dst, "payload")
 	dst = appendBinOrNil(dst, nonNil(req.Payload))
+	if req.Deadline > 0 {
+		dst = mpwire.AppendStr(dst, "deadline_ms")
+		dst = mpwire.AppendInt(dst, int64((req.Deadline+time.Millisecond-1)/time.Millisecond))
+	}
 	return finishFrame(dst, start)
 }
 
@@ -116,6 +132,9 @@ func appendIDStr(dst []byte, id ID) []byte {
 	return dst
 }
 
+// maxDeadlineMS bounds a decoded deadline to what a Duration holds.
+const maxDeadlineMS = uint64(math.MaxInt64 / int64(time.Millisecond))
+
 // DecodeRequest decodes a request envelope from a frame body. Unknown keys
 // are ignored, as the original's envelope model ignored them.
 func DecodeRequest(body []byte) (Request, error) {
@@ -134,6 +153,13 @@ func DecodeRequest(body []byte) (Request, error) {
 			}
 			req.Payload, havePayload = b, true
 			return err
+		case "deadline_ms":
+			ms, err := r.uintValue()
+			if err != nil {
+				return fmt.Errorf("deadline_ms: %w", err)
+			}
+			req.Deadline = time.Duration(min(ms, maxDeadlineMS)) * time.Millisecond
+			return nil
 		}
 		return r.skip(0)
 	})

@@ -27,6 +27,9 @@ func seedFrames(f *testing.F, body bool) {
 	for _, x := range v.MalformedFrames {
 		add(x.Bytes)
 	}
+	for _, x := range v.DeadlineRequests {
+		add(x.Frame)
+	}
 }
 
 func FuzzReadFrame(f *testing.F) {
@@ -67,7 +70,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		frame := AppendRequestFrame(nil, req)
 		again, err := DecodeRequest(frame[HeaderSize:])
-		if err != nil || again.ID != req.ID || !bytes.Equal(again.Payload, req.Payload) {
+		if err != nil || again.ID != req.ID || !bytes.Equal(again.Payload, req.Payload) || again.Deadline != req.Deadline {
 			t.Fatalf("request does not round-trip: %v", err)
 		}
 	})

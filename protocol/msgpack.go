@@ -60,6 +60,35 @@ func (r *mpReader) uint(size int) (int, error) {
 	}
 }
 
+// uintValue reads a non-negative integer of any msgpack integer form.
+func (r *mpReader) uintValue() (uint64, error) {
+	c, err := r.byte()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case c <= 0x7f:
+		return uint64(c), nil
+	case c >= 0xe0:
+		return 0, errors.New("must not be negative")
+	case c == 0xcc, c == 0xcd, c == 0xce, c == 0xcf, c == 0xd0, c == 0xd1, c == 0xd2, c == 0xd3:
+		size := 1 << ((c - 0xcc) & 3)
+		b, err := r.take(size)
+		if err != nil {
+			return 0, err
+		}
+		var v uint64
+		for _, x := range b {
+			v = v<<8 | uint64(x)
+		}
+		if c >= 0xd0 && b[0]&0x80 != 0 {
+			return 0, errors.New("must not be negative")
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("must be an integer, found %s", typeName(c))
+}
+
 // mapLen reads a map header.
 func (r *mpReader) mapLen() (int, error) {
 	c, err := r.byte()

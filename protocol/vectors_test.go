@@ -8,7 +8,9 @@ import (
 	"flag"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ociapp/ociapp/internal/mpwire"
 )
@@ -62,6 +64,19 @@ type vectorFile struct {
 	MalformedFrames    []malformedFrame    `json:"malformed_frames"`
 	MalformedEnvelopes []malformedEnvelope `json:"malformed_envelopes"`
 	BadPayloads        []badPayload        `json:"bad_payloads"`
+	// DeadlineRequests are requests with the deadline capability's key,
+	// for servers of artifacts that declare it: valid ones (DeadlineMS set)
+	// and malformed ones (Fault set).
+	DeadlineRequests []deadlineVector `json:"deadline_requests"`
+}
+
+type deadlineVector struct {
+	Name       string `json:"name"`
+	Frame      string `json:"frame"`
+	RequestID  string `json:"request_id,omitempty"`
+	Payload    any    `json:"payload,omitempty"`
+	DeadlineMS int64  `json:"deadline_ms,omitempty"`
+	Fault      string `json:"fault,omitempty"`
 }
 
 const vectorID = "5f0c6d7e-8a9b-4c1d-9e2f-3a4b5c6d7e8f"
@@ -166,6 +181,16 @@ func buildVectors(t testing.TB) vectorFile {
 			{Name: "integer_key", Payload: "8101a178", Message: msgPayloadKeys},
 			{Name: "bin_key", Payload: "81c40178a178", Message: msgPayloadKeys},
 		},
+		DeadlineRequests: []deadlineVector{
+			{Name: "deadline_30s", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Deadline: 30 * time.Second})),
+				RequestID: vectorID, Payload: map[string]any{"value": "hi"}, DeadlineMS: 30000},
+			{Name: "deadline_1ms", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Deadline: time.Microsecond})),
+				RequestID: vectorID, Payload: map[string]any{"value": "hi"}, DeadlineMS: 1},
+			{Name: "deadline_negative", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("payload"), bin(echo), str("deadline_ms"), []byte{0xff}),
+				Fault: "deadline_ms: must not be negative"},
+			{Name: "deadline_str", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("payload"), bin(echo), str("deadline_ms"), str("30")),
+				Fault: "deadline_ms: must be an integer"},
+		},
 	}
 }
 
@@ -224,6 +249,35 @@ func unhex(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestDeadlineVectors(t *testing.T) {
+	for _, v := range loadVectors(t).DeadlineRequests {
+		t.Run(v.Name, func(t *testing.T) {
+			frame := unhex(t, v.Frame)
+			body, err := ReadFrame(bytes.NewReader(frame), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, err := DecodeRequest(body)
+			if v.Fault != "" {
+				var ee *EnvelopeError
+				if !errors.As(err, &ee) || !strings.Contains(err.Error(), v.Fault) {
+					t.Fatalf("got %v, want an envelope error saying %q", err, v.Fault)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.ID.String() != v.RequestID || req.Deadline != time.Duration(v.DeadlineMS)*time.Millisecond {
+				t.Fatalf("decoded %s with deadline %v", req.ID, req.Deadline)
+			}
+			if got := AppendRequestFrame(nil, req); !bytes.Equal(got, frame) {
+				t.Errorf("re-encoded request differs:\n got %x\nwant %x", got, frame)
+			}
+		})
+	}
 }
 
 func TestValidVectorsDecode(t *testing.T) {
