@@ -355,6 +355,13 @@ func (s *Server) handle(ctx context.Context, req protocol.Request) (resp protoco
 			resp.Payload, resp.Error = nil, protocol.EncodeError(panicError(v))
 		}
 	}()
+	if req.Deadline > 0 {
+		// The runtime sends the time the request has when the artifact
+		// declares the deadline capability: the handler's context ends then.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, req.Deadline)
+		defer cancel()
+	}
 	payload, appErr := s.Handler.Handle(ctx, req.Payload)
 	if appErr != nil {
 		resp.Error = protocol.EncodeError(appErr)

@@ -83,6 +83,13 @@ func (testApp) Execute(ctx context.Context, req testRequest) (testResponse, erro
 		return testResponse{}, errors.New("plain failure")
 	case "panic":
 		panic("boom")
+	case "deadline":
+		// The milliseconds the handler has, or -1 without a deadline.
+		dl, ok := ctx.Deadline()
+		if !ok {
+			return testResponse{Mode: req.Mode, Count: -1}, nil
+		}
+		return testResponse{Mode: req.Mode, Count: int(time.Until(dl).Milliseconds())}, nil
 	case "sleep":
 		select {
 		case <-time.After(time.Duration(req.Count) * time.Millisecond):
@@ -152,6 +159,42 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if got["mode"] != "echo" || got["count"] != int64(7) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// A request's deadline_ms becomes its handler's context deadline; without
+// it (a client of an artifact without the deadline capability) the handler
+// has none.
+func TestRequestDeadline(t *testing.T) {
+	path := serve(t, ociapp.NewHandler[testRequest, testResponse](testApp{}))
+	payload, err := protocol.EncodePayload(map[string]any{"mode": "deadline"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := func(c *protocol.Client) int64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		out, err := c.Call(ctx, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := protocol.DecodePayload(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m["count"].(int64)
+	}
+	if got := left(dial(t, path)); got != -1 {
+		t.Errorf("without the capability the handler has %d ms", got)
+	}
+	withDeadlines, err := protocol.Dial(t.Context(), path, protocol.WithDeadlines())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withDeadlines.Close()
+	if got := left(withDeadlines); got <= 0 || got > 5000 {
+		t.Errorf("with the capability the handler has %d ms, want the caller's 5 s at most", got)
 	}
 }
 
