@@ -50,7 +50,7 @@ func Run(ctx context.Context, h Handler, args []string, stdout, stderr io.Writer
 		req, resp := h.Schemas()
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"request": req, "response": resp}); err != nil {
+		if err := enc.Encode(map[string]any{"request": req, "response": resp, "capabilities": capabilities()}); err != nil {
 			fmt.Fprintln(stderr, "writing schema:", err)
 			return 1
 		}

@@ -22,6 +22,11 @@ import (
 // shutdown timeout of 10 s, after which the container is killed.
 const DefaultGracePeriod = 8 * time.Second
 
+// capabilities are the protocol extensions Server supports; ociapp-build
+// records them in the artifact (dev.ociapp.capabilities), and the runtime
+// uses only those (docs/protocol.md, Capabilities).
+func capabilities() []string { return []string{"deadline"} }
+
 // Server serves a Handler over wire protocol v1. The zero value is not
 // usable; Handler is required. Other fields have working zero values.
 type Server struct {

@@ -49,9 +49,10 @@ func FuzzParseSchemas(f *testing.F) {
 	f.Add([]byte(`{"request": {"type": "object"}, "response": {"type": "object"}}`))
 	f.Add([]byte(`{"request": null}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"request": {}, "response": {}, "capabilities": ["deadline"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, resp, err := parseSchemas(data)
-		if err == nil && (len(req) == 0 || len(resp) == 0) {
+		desc, err := parseSchemas(data)
+		if err == nil && (len(desc.Request) == 0 || len(desc.Response) == 0) {
 			t.Fatalf("accepted %q without both schemas", data)
 		}
 	})

@@ -65,9 +65,11 @@ func (b *builder) golang(ctx context.Context, out string) error {
 		}
 	}
 	md := b.metadata()
-	if md.RequestSchema, md.ResponseSchema, err = runSchema(ctx, schemaBin); err != nil {
+	desc, err := runSchema(ctx, schemaBin)
+	if err != nil {
 		return err
 	}
+	desc.apply(&md)
 
 	base, cleanup, err := b.goBase(ctx, arch)
 	if err != nil {
@@ -131,7 +133,7 @@ func (b *builder) goBuild(ctx context.Context, goCmd, goos, goarch, out string) 
 }
 
 // runSchema runs "BINARY schema", which ociapp.Main provides.
-func runSchema(ctx context.Context, bin string) (req, resp []byte, err error) {
+func runSchema(ctx context.Context, bin string) (selfDescription, error) {
 	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "schema")
@@ -139,17 +141,17 @@ func runSchema(ctx context.Context, bin string) (req, resp []byte, err error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, nil, &StepError{Step: filepath.Base(bin) + " schema", Output: tail(stderr.String(), 30),
+		return selfDescription{}, &StepError{Step: filepath.Base(bin) + " schema", Output: tail(stderr.String(), 30),
 			Err: fmt.Errorf("%w; a managed Go app's main must call ociapp.Main, which provides the serve and schema commands", err)}
 	}
 	if stdout.Len() > maxSchemaFile {
-		return nil, nil, fmt.Errorf("%s schema printed %d bytes, too many", filepath.Base(bin), stdout.Len())
+		return selfDescription{}, fmt.Errorf("%s schema printed %d bytes, too many", filepath.Base(bin), stdout.Len())
 	}
-	req, resp, err = parseSchemas(stdout.Bytes())
+	desc, err := parseSchemas(stdout.Bytes())
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the output of %s schema: %w", filepath.Base(bin), err)
+		return selfDescription{}, fmt.Errorf("reading the output of %s schema: %w", filepath.Base(bin), err)
 	}
-	return req, resp, nil
+	return desc, nil
 }
 
 // goBase is the image a managed Go build starts from: empty, an image

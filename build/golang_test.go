@@ -122,7 +122,8 @@ func TestGoBuildEchoIsReproducible(t *testing.T) {
 	}
 	md := art.Metadata
 	if md.Ref != "ociapp.local/echo-go:0.1.0" || md.Entrypoint != "." || md.Protocol != "1" ||
-		!strings.Contains(string(md.RequestSchema), `"EchoRequest"`) || !strings.Contains(string(md.ResponseSchema), `"EchoResponse"`) {
+		!strings.Contains(string(md.RequestSchema), `"EchoRequest"`) || !strings.Contains(string(md.ResponseSchema), `"EchoResponse"`) ||
+		strings.Join(md.Capabilities, ",") != "deadline" {
 		t.Errorf("metadata %+v", md)
 	}
 	if len(art.Layers) != 1 {
@@ -222,6 +223,11 @@ func TestGoBuildOnBaseImageFile(t *testing.T) {
 	}
 	if string(a.Metadata.RequestSchema) != `{"type":"object","title":"Req"}` {
 		t.Errorf("request schema %s", a.Metadata.RequestSchema)
+	}
+	// A schema command that names no capabilities (an SDK from before
+	// them) gives an artifact that declares none.
+	if len(a.Metadata.Capabilities) != 0 {
+		t.Errorf("capabilities %q", a.Metadata.Capabilities)
 	}
 }
 

@@ -162,8 +162,10 @@ func (b *builder) python(ctx context.Context, out string) error {
 	if err != nil {
 		return fmt.Errorf("reading %s from the image: %w", schemaPath, err)
 	}
-	if md.RequestSchema, md.ResponseSchema, err = parseSchemas(raw); err != nil {
+	desc, err := parseSchemas(raw)
+	if err != nil {
 		return fmt.Errorf("reading %s from the image: %w", schemaPath, err)
 	}
+	desc.apply(&md)
 	return b.write(ctx, out, img, md)
 }

@@ -81,23 +81,34 @@ func fileInLayer(l v1.Layer, want, whiteout string) ([]byte, bool, error) {
 	}
 }
 
-// parseSchemas reads the {"request": ..., "response": ...} document both
-// SDKs' schema commands print.
-func parseSchemas(raw []byte) (req, resp json.RawMessage, err error) {
-	var doc struct {
-		Request  json.RawMessage `json:"request"`
-		Response json.RawMessage `json:"response"`
-	}
+// selfDescription is what both SDKs' schema commands print about the app:
+// {"request": SCHEMA, "response": SCHEMA, "capabilities": [NAME, ...]}.
+// An SDK from before capabilities prints none, and its artifacts declare
+// none.
+type selfDescription struct {
+	Request      json.RawMessage `json:"request"`
+	Response     json.RawMessage `json:"response"`
+	Capabilities []string        `json:"capabilities"`
+}
+
+// parseSchemas reads an SDK's self-description.
+func parseSchemas(raw []byte) (selfDescription, error) {
+	var doc selfDescription
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, nil, fmt.Errorf("the schema document is not JSON: %w", err)
+		return selfDescription{}, fmt.Errorf("the schema document is not JSON: %w", err)
 	}
 	for _, s := range []struct {
 		name string
 		v    json.RawMessage
 	}{{"request", doc.Request}, {"response", doc.Response}} {
 		if !bytes.HasPrefix(bytes.TrimSpace(s.v), []byte("{")) {
-			return nil, nil, fmt.Errorf("the schema document has no %q object", s.name)
+			return selfDescription{}, fmt.Errorf("the schema document has no %q object", s.name)
 		}
 	}
-	return doc.Request, doc.Response, nil
+	return doc, nil
+}
+
+// apply puts the self-description into the artifact's metadata.
+func (d selfDescription) apply(md *artifact.Metadata) {
+	md.RequestSchema, md.ResponseSchema, md.Capabilities = d.Request, d.Response, d.Capabilities
 }

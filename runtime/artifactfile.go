@@ -47,5 +47,6 @@ func openArtifactFile(ctx context.Context, path string, verified string) (artifa
 			return writeUntagged(ctx, w, a.WriteDockerArchive)
 		},
 		fileDigest: a.FileDigest().String(),
+		caps:       capabilitiesOf(a.Metadata.Capabilities),
 	}, nil
 }

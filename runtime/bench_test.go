@@ -170,7 +170,9 @@ func BenchmarkExecuteOverhead(b *testing.B) {
 			}()
 			defer func() { cancel(); <-served }()
 			f := newFixture(b, map[string]fakeApp{"echo": {}}, WithMaxContainers(1),
-				withDialer(func(ctx context.Context, _ string) (session, error) { return protocolDialer()(ctx, sock) }))
+				withDialer(func(ctx context.Context, _ string, caps capabilities) (session, error) {
+					return protocolDialer()(ctx, sock, caps)
+				}))
 			defer f.close()
 			req := map[string]any{"value": "hello"}
 			if _, err := f.exec(b.Context(), "echo", req); err != nil {

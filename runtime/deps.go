@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
@@ -24,15 +25,32 @@ type session interface {
 // errNotReady is what a dialFunc returns while the socket does not exist.
 var errNotReady = errors.New("socket not there yet")
 
-// dialFunc connects to the app server at socketPath.
-type dialFunc func(ctx context.Context, socketPath string) (session, error)
+// dialFunc connects to the app server at socketPath, using the protocol
+// extensions caps allows.
+type dialFunc func(ctx context.Context, socketPath string, caps capabilities) (session, error)
+
+// capabilities are the protocol extensions an artifact declares
+// (dev.ociapp.capabilities) that the runtime uses with its containers;
+// with an artifact that declares none, the protocol is exactly v1.
+type capabilities struct {
+	deadline bool // requests carry the time their handler has
+}
+
+// capabilitiesOf reads an artifact's declared capabilities; names the
+// runtime does not use are ignored.
+func capabilitiesOf(names []string) capabilities {
+	return capabilities{deadline: slices.Contains(names, "deadline")}
+}
 
 // protocolDialer returns the real dialFunc: it checks for the socket file
 // first, so that polling a starting container costs a stat, not a connect.
 func protocolDialer(opts ...protocol.ClientOption) dialFunc {
-	return func(ctx context.Context, socketPath string) (session, error) {
+	return func(ctx context.Context, socketPath string, caps capabilities) (session, error) {
 		if _, err := os.Stat(socketPath); errors.Is(err, fs.ErrNotExist) {
 			return nil, errNotReady
+		}
+		if caps.deadline {
+			opts = append(slices.Clip(opts), protocol.WithDeadlines())
 		}
 		c, err := protocol.Dial(ctx, socketPath, opts...)
 		if err != nil {
@@ -75,6 +93,8 @@ type artifactInfo struct {
 	// fileDigest is the digest of the whole file, as verified: what
 	// verifiedFiles remembers.
 	fileDigest string
+	// caps are the protocol extensions the artifact declares.
+	caps capabilities
 }
 
 func (a artifactInfo) label() string {

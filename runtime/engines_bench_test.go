@@ -67,8 +67,8 @@ func benchEngineCold(b *testing.B, te testEngine, app string) {
 	pe := &phaseEngine{Engine: eng}
 	var ready time.Time
 	realDial := protocolDialer()
-	dial := func(ctx context.Context, socket string) (session, error) {
-		s, err := realDial(ctx, socket)
+	dial := func(ctx context.Context, socket string, caps capabilities) (session, error) {
+		s, err := realDial(ctx, socket, caps)
 		if err == nil {
 			ready = time.Now() // the worker's goroutine; read after Execute returns
 		}

@@ -295,7 +295,7 @@ func (e *fakeEngine) ListContainers(ctx context.Context, labels map[string]strin
 
 // dial is the fake dialFunc: it connects to the container whose socket
 // directory holds socketPath, once that container is ready.
-func (e *fakeEngine) dial(ctx context.Context, socketPath string) (session, error) {
+func (e *fakeEngine) dial(ctx context.Context, socketPath string, _ capabilities) (session, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, c := range e.containers {

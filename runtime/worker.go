@@ -228,7 +228,7 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 			return w.startupError(ctx, dialErr, reason)
 		case <-delay.C:
 		}
-		sess, err := e.cfg.dial(ctx, w.socket)
+		sess, err := e.cfg.dial(ctx, w.socket, w.art.caps)
 		if err == nil {
 			w.sess = sess
 			return nil
