@@ -49,10 +49,11 @@ func protocolDialer(opts ...protocol.ClientOption) dialFunc {
 		if _, err := os.Stat(socketPath); errors.Is(err, fs.ErrNotExist) {
 			return nil, errNotReady
 		}
+		connOpts := opts
 		if caps.deadline {
-			opts = append(slices.Clip(opts), protocol.WithDeadlines())
+			connOpts = append(slices.Clip(opts), protocol.WithDeadlines())
 		}
-		c, err := protocol.Dial(ctx, socketPath, opts...)
+		c, err := protocol.Dial(ctx, socketPath, connOpts...)
 		if err != nil {
 			return nil, err
 		}

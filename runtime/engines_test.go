@@ -554,3 +554,28 @@ func TestEngineRemovesOrphansOfCrashedRuntime(t *testing.T) {
 		}
 	})
 }
+
+// TestEngineRequestDeadline: a handler in an artifact that declares the
+// deadline capability sees the request's deadline (the request timeout
+// here); the same app in an artifact that declares none gets exactly
+// protocol v1, without one.
+func TestEngineRequestDeadline(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, _ testEngine, eng engine.Engine) {
+		rt := newRuntime(t, eng, WithRequestTimeout(20*time.Second))
+		for _, tt := range []struct {
+			app  string
+			want func(leftMS int64) bool
+		}{
+			{"deadline", func(ms int64) bool { return ms > 0 && ms <= 20000 }},
+			{"deadline-nocap", func(ms int64) bool { return ms == -1 }},
+		} {
+			resp, err := rt.Execute(t.Context(), testArtifact(t, tt.app), map[string]any{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left, _ := resp["left_ms"].(int64); !tt.want(left) {
+				t.Errorf("%s: the handler has %v ms", tt.app, resp["left_ms"])
+			}
+		}
+	})
+}

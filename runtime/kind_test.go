@@ -53,3 +53,18 @@ func TestKindNames(t *testing.T) {
 		t.Errorf("an unknown kind is named %q", got)
 	}
 }
+
+func TestCapabilitiesOf(t *testing.T) {
+	for _, tt := range []struct {
+		names []string
+		want  capabilities
+	}{
+		{nil, capabilities{}},
+		{[]string{"stream", "cancel"}, capabilities{}},
+		{[]string{"cancel", "deadline"}, capabilities{deadline: true}},
+	} {
+		if got := capabilitiesOf(tt.names); got != tt.want {
+			t.Errorf("capabilitiesOf(%q) = %+v, want %+v", tt.names, got, tt.want)
+		}
+	}
+}

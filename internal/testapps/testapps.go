@@ -46,6 +46,9 @@ type App struct {
 	Files     []File
 	Configure func(*v1.Config)
 	Ref       string
+	// Capabilities are the protocol extensions the artifact declares;
+	// none, as with the original's tooling, unless set.
+	Capabilities []string
 }
 
 // Module is the module's path, the prefix of every test app's package.
@@ -69,6 +72,9 @@ func Lookup(name string) (App, bool) {
 		"probe":     {Package: pkgs + "probe", Args: serve},
 		"hostile":   {Package: pkgs + "hostile", Args: serve, User: "65532"},
 		"badentry":  {Package: pkgs + "sleeper", Entrypoint: []string{"/no/such/binary", "serve"}},
+		// The same app, declaring the deadline capability or not.
+		"deadline":       {Package: pkgs + "deadline", Args: serve, User: "65532", Capabilities: []string{"deadline"}},
+		"deadline-nocap": {Package: pkgs + "deadline", Args: serve, User: "65532"},
 	}[name]
 	return app, ok
 }
@@ -195,7 +201,7 @@ func Package(ctx context.Context, name string, binary []byte, app App, path stri
 	if err != nil {
 		return fmt.Errorf("packaging %s: %w", name, err)
 	}
-	md := artifact.Metadata{Name: name, Version: "0.1.0", Entrypoint: app.Package, Ref: app.Ref}
+	md := artifact.Metadata{Name: name, Version: "0.1.0", Entrypoint: app.Package, Ref: app.Ref, Capabilities: app.Capabilities}
 	if err := artifact.WriteFile(ctx, path, img, md); err != nil {
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
