@@ -25,6 +25,7 @@ from ociapp_runtime import (
     UnauthorizedError,
     WorkerCrashError,
 )
+from ociapp_runtime._mux import encode_fields
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "runtime_demo.py"
 
@@ -106,14 +107,14 @@ async def test_same_host_artifacts_are_not_sent(binary: str, app: Path, tmp_path
         # namespace) is sent the caller's.
         with_other = Runtime(url=runtime.url)
         async with with_other:
-            orig = with_other._execute_on
+            orig = with_other._resolve
 
-            async def execute_on(fields: dict, route: str, payload: bytes, path: Path):  # type: ignore[no-untyped-def]
-                if "file" in fields:
-                    fields = {**fields, "file": "0" + fields["file"]}  # not the file the daemon sees
-                return await orig(fields, route, payload, path)
+            def resolve(image_path: Path):  # type: ignore[no-untyped-def]
+                path, st, fields, _ = orig(image_path)
+                fields = {**fields, "file": "0" + fields["file"]}  # not the file the daemon sees
+                return path, st, fields, encode_fields(fields)
 
-            with_other._execute_on = execute_on  # type: ignore[method-assign]
+            with_other._resolve = resolve  # type: ignore[method-assign]
             assert await with_other.execute(copy, {"value": "sent"}) == {"value": "sent"}
             assert with_other._local  # still asked by path for other files
         assert await metric(runtime, "ociapp_daemon_uploads_total") == 1

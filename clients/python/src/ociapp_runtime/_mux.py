@@ -4,19 +4,26 @@ One connection, switched by an HTTP Upgrade to frames of a 4-byte
 big-endian length and a msgpack map: requests are written as they come and
 answered, by id, as they complete, so many run at once on one connection
 and none costs an HTTP exchange.
+
+The channel is an asyncio Protocol, so a response costs no task of its
+own: the bytes read are parsed where they arrive (many frames per read
+under load) and each caller's future is resolved there. Request frames
+are assembled from pre-encoded parts, and those written while others are
+in flight are sent together, once per event-loop iteration.
 """
 
 import asyncio
 import contextlib
 import json
 import ssl
+import struct
 from typing import Any
 
 import msgpack
 
 from ._http import Address
 
-__all__ = ["MuxChannel", "MuxRefused", "MuxUnsupported"]
+__all__ = ["MuxChannel", "MuxRefused", "MuxUnsupported", "encode_fields"]
 
 _PROTOCOL = "ociapp-mux/1"
 _MAX_HEADER_BYTES = 64 << 10
@@ -25,6 +32,32 @@ _MAX_HEADER_BYTES = 64 << 10
 _MAX_FRAME = (16 << 20) + (8 << 10)
 # Written frames beyond this wait for the socket to take them.
 _DRAIN_ABOVE = 1 << 20
+# How often requests in flight are checked against the timeout: a request
+# fails between the timeout and this much later.
+_TICK = 1.0
+
+# A request frame: length, map header, "id" and the id as a uint64, the
+# fields naming the artifact (encode_fields), then "payload" and its bin
+# header and bytes.
+_FRAME_HEAD = struct.Struct(">IB3sBQ")
+_ID_KEY = b"\xa2id"
+_PAYLOAD_BIN8 = struct.Struct(">8sBB")
+_PAYLOAD_BIN16 = struct.Struct(">8sBH")
+_PAYLOAD_BIN32 = struct.Struct(">8sBI")
+_PAYLOAD_KEY = b"\xa7payload"
+_FRAME_SIZE = struct.Struct(">I").unpack_from
+
+
+def encode_fields(fields: dict[str, str]) -> tuple[int, bytes]:
+    """Encodes the fields that name a request's artifact once, for every
+    request that names it: the map header of the whole request and the
+    fields' msgpack keys and values."""
+
+    if len(fields) > 13:
+        raise ValueError("a request names its artifact with at most 13 fields")
+    packer = msgpack.Packer(use_bin_type=True)
+    pairs = b"".join(packer.pack(key) + packer.pack(value) for key, value in fields.items())
+    return 0x80 | (len(fields) + 2), pairs
 
 
 class MuxUnsupported(Exception):
@@ -40,109 +73,267 @@ class MuxRefused(Exception):
         self.body = body
 
 
-class MuxChannel:
-    """An open execute channel. ``call`` may be awaited by many tasks at once."""
+class MuxChannel(asyncio.Protocol):
+    """An open execute channel. ``call`` may be awaited by many tasks at
+    once; one that is not answered within ``timeout`` seconds raises
+    TimeoutError."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._transport: asyncio.Transport | None = None
         self._next = 0
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._error: BaseException | None = None
-        self._packer = msgpack.Packer(use_bin_type=True)
-        self._task = asyncio.get_running_loop().create_task(self._read(), name="ociapp-runtime-mux")
+        # Bytes read and not yet parsed: the upgrade's answer, then a
+        # partial frame.
+        self._buf = bytearray()
+        self._upgraded = False
+        self._answer: asyncio.Future[tuple[int, dict[str, str], bytes]] = self._loop.create_future()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        # Frame parts written while others were in flight, sent at the end
+        # of this event-loop iteration.
+        self._out: list[bytes] = []
+        self._paused = False
+        self._writable: asyncio.Future[None] | None = None
+        # The timeout's check: marks of (time, last id sent by then), the
+        # oldest first, while requests are in flight.
+        self._marks: list[tuple[float, int]] = []
+        self._ticker: asyncio.TimerHandle | None = None
 
     @classmethod
-    async def open(cls, address: Address, token: str | None, ssl_context: ssl.SSLContext | None) -> "MuxChannel":
+    async def open(
+        cls, address: Address, token: str | None, ssl_context: ssl.SSLContext | None, timeout: float
+    ) -> "MuxChannel":
+        loop = asyncio.get_running_loop()
         if address.unix_path is not None:
-            reader, writer = await asyncio.open_unix_connection(address.unix_path, limit=_MAX_HEADER_BYTES)
+            transport, channel = await loop.create_unix_connection(lambda: cls(timeout), address.unix_path)
         else:
-            reader, writer = await asyncio.open_connection(
-                address.host, address.port, ssl=ssl_context, limit=_MAX_HEADER_BYTES
+            transport, channel = await loop.create_connection(
+                lambda: cls(timeout), address.host, address.port, ssl=ssl_context
             )
         try:
             auth = f"Authorization: Bearer {token}\r\n" if token else ""
-            writer.write(
+            transport.write(
                 f"GET /v1/mux HTTP/1.1\r\nHost: {address.host_header}\r\nConnection: Upgrade\r\n"
                 f"Upgrade: {_PROTOCOL}\r\n{auth}\r\n".encode()
             )
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
+            status, headers, body = await channel._answer
             if status != 101:
-                headers = dict(
-                    (k.strip().lower(), v.strip()) for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)
-                )
-                body: Any = b""
-                length = int(headers.get("content-length", "0") or 0)
-                if 0 < length <= _MAX_HEADER_BYTES:
-                    body = await reader.readexactly(length)
                 if status in (404, 405) or status < 300:
                     raise MuxUnsupported(f"HTTP {status}")
+                answer: Any = body
                 with contextlib.suppress(ValueError):
-                    body = json.loads(body)
-                raise MuxRefused(status, body)
+                    answer = json.loads(body)
+                raise MuxRefused(status, answer)
         except BaseException:
-            writer.close()
+            transport.close()
             raise
-        return cls(reader, writer)
+        transport.set_write_buffer_limits(high=_DRAIN_ABOVE)
+        return channel
 
     @property
     def broken(self) -> BaseException | None:
         return self._error
 
-    async def call(self, fields: dict[str, Any], payload: bytes) -> dict[str, Any]:
-        """Sends one request (``fields`` name its artifact) and returns the
-        response map: ``payload`` or ``error`` (an error body, msgpack)."""
+    async def call(self, fields: tuple[int, bytes], payload: bytes) -> dict[str, Any]:
+        """Sends one request (``fields``, from encode_fields, name its
+        artifact) and returns the response map: ``payload`` or ``error``
+        (an error body, msgpack)."""
 
         if self._error is not None:
             raise self._error
-        self._next += 1
-        rid = self._next
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        body = self._packer.pack({"id": rid, **fields, "payload": payload})
+        self._next = rid = self._next + 1
+        size = len(payload)
+        if size < 0x100:
+            tail = _PAYLOAD_BIN8.pack(_PAYLOAD_KEY, 0xC4, size)
+        elif size < 0x10000:
+            tail = _PAYLOAD_BIN16.pack(_PAYLOAD_KEY, 0xC5, size)
+        else:
+            tail = _PAYLOAD_BIN32.pack(_PAYLOAD_KEY, 0xC6, size)
+        head, pairs = fields
+        length = 13 + len(pairs) + len(tail) + size
+        frame = (_FRAME_HEAD.pack(length, head, _ID_KEY, 0xCF, rid), pairs, tail, payload)
+        pending = self._pending
+        fut = self._loop.create_future()
+        out = self._out
+        if not pending and not out:
+            # Nothing else in flight: send it now.
+            assert self._transport is not None
+            self._transport.write(b"".join(frame))
+        else:
+            if not out:
+                self._loop.call_soon(self._flush)
+            out.extend(frame)
+        pending[rid] = fut
+        if self._ticker is None:
+            self._marks.append((self._loop.time(), rid))
+            self._ticker = self._loop.call_later(_TICK, self._tick)
         try:
-            self._writer.write(len(body).to_bytes(4, "big") + body)
-            if self._writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
-                await self._writer.drain()
+            if self._paused:
+                await self._drained()
             return await fut
-        finally:
-            # Answered, failed or given up: a late answer is dropped.
-            self._pending.pop(rid, None)
+        except BaseException:
+            # Failed or given up: a late answer is dropped.
+            pending.pop(rid, None)
+            raise
 
-    async def _read(self) -> None:
-        reader = self._reader
+    def _flush(self) -> None:
+        out = self._out
+        if out and self._error is None and self._transport is not None:
+            self._transport.write(b"".join(out))
+        out.clear()
+
+    async def _drained(self) -> None:
+        while self._paused and self._error is None:
+            if self._writable is None:
+                self._writable = self._loop.create_future()
+            await asyncio.shield(self._writable)
+
+    def _tick(self) -> None:
+        """Fails the requests in flight longer than the timeout."""
+
+        now = self._loop.time()
+        marks = self._marks
+        pending = self._pending
+        expired = 0
+        while marks and marks[0][0] + self._timeout <= now:
+            expired = marks.pop(0)[1]
+        if expired:
+            for rid in [rid for rid in pending if rid <= expired]:
+                fut = pending.pop(rid)
+                if not fut.done():
+                    fut.set_exception(TimeoutError())
+        if pending:
+            if not marks or marks[-1][1] != self._next:
+                marks.append((now, self._next))
+            self._ticker = self._loop.call_later(_TICK, self._tick)
+        else:
+            marks.clear()
+            self._ticker = None
+
+    # asyncio.Protocol.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if not self._upgraded:
+            self._buf += data
+            self._parse_answer()
+            if not self._upgraded or not self._buf:
+                return
+            data = bytes(self._buf)
+            self._buf.clear()
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf  # type: ignore[assignment]
+        end = len(data)
+        pos = 0
+        pending = self._pending
         try:
-            while True:
-                head = await reader.readexactly(4)
-                size = int.from_bytes(head, "big")
+            while end - pos >= 4:
+                size = _FRAME_SIZE(data, pos)[0]
                 if size == 0 or size > _MAX_FRAME:
                     raise ConnectionError(f"the daemon sent a frame of {size} bytes")
-                msg = msgpack.unpackb(await reader.readexactly(size), raw=False, strict_map_key=False)
-                fut = self._pending.pop(msg["id"], None)
+                stop = pos + 4 + size
+                if stop > end:
+                    break
+                msg = msgpack.unpackb(data[pos + 4 : stop], raw=False, strict_map_key=False)
+                fut = pending.pop(msg["id"], None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
-        except asyncio.CancelledError:
-            self._fail(ConnectionError("the execute channel was closed"))
-            raise
-        except asyncio.IncompleteReadError:
-            self._fail(ConnectionError("the daemon closed the execute channel"))
+                pos = stop
         except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             self._fail(exc)
-        finally:
-            self._writer.close()
+            assert self._transport is not None
+            self._transport.close()
+            return
+        if data is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += memoryview(data)[pos:]
+
+    def _parse_answer(self) -> None:
+        """Parses the answer to the upgrade once it is all in."""
+
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _MAX_HEADER_BYTES:
+                self._answered_with(ValueError("the daemon's answer to the upgrade has headers beyond 64 KiB"))
+            return
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split(" ", 2)[1])
+        except (IndexError, ValueError):
+            self._answered_with(ValueError(f"the daemon answered the upgrade with {lines[0]!r}"))
+            return
+        if status == 101:
+            del buf[: end + 4]
+            self._upgraded = True
+            if not self._answer.done():
+                self._answer.set_result((status, {}, b""))
+            return
+        headers = dict((k.strip().lower(), v.strip()) for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln))
+        try:
+            length = int(headers.get("content-length", "0") or 0)
+        except ValueError:
+            length = 0
+        body = b""
+        if 0 < length <= _MAX_HEADER_BYTES:
+            if len(buf) < end + 4 + length:
+                return
+            body = bytes(buf[end + 4 : end + 4 + length])
+        if not self._answer.done():
+            self._answer.set_result((status, headers, body))
+
+    def _answered_with(self, exc: BaseException) -> None:
+        if not self._answer.done():
+            self._answer.set_exception(exc)
+        assert self._transport is not None
+        self._transport.close()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._writable is not None:
+            if not self._writable.done():
+                self._writable.set_result(None)
+            self._writable = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._answer.done():
+            self._answer.set_exception(
+                ConnectionError(f"the daemon closed the connection before answering the upgrade: {exc!r}")
+                if exc is not None
+                else ConnectionError("the daemon closed the connection before answering the upgrade")
+            )
+        self._fail(ConnectionError("the daemon closed the execute channel") if exc is None else exc)
+        self.resume_writing()
+        if not self._lost.done():
+            self._lost.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
-        self._error = exc
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        if self._error is None:
+            self._error = exc
+        self._out.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self._marks.clear()
+        pending = list(self._pending.values())
         self._pending.clear()
+        for fut in pending:
+            if not fut.done():
+                fut.set_exception(self._error)
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        self._fail(ConnectionError("the execute channel was closed"))
+        if self._transport is not None:
+            self._transport.close()
+            await self._lost

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import msgpack
 
 from ._http import Address, Client, Response, parse_url
-from ._mux import MuxChannel, MuxRefused, MuxUnsupported
+from ._mux import MuxChannel, MuxRefused, MuxUnsupported, encode_fields
 from .engine import DockerAdapter, EngineAdapter
 from .errors import (
     STATUS_BY_CODE,
@@ -157,6 +157,8 @@ class Runtime:
         self._shutdown_timeout = float(shutdown_timeout)
         self._idle_timeout = float(idle_timeout)
         self._reaper_interval = float(reaper_interval)
+        # How long a request on the execute channel may take.
+        self._execute_timeout = self._startup_timeout + self._request_timeout + _EXECUTE_GRACE
         self._given_url = url if url is not None else os.environ.get(ENV_URL) or None
         if self._given_url is not None and self._sandbox_args:
             raise ValueError(
@@ -183,7 +185,10 @@ class Runtime:
         self._state_dir: Path | None = None
         self._log_path: Path | None = None
         self._digests: dict[tuple[str, int, int, int, int], str] = {}
-        self._paths: dict[str, tuple[Path, os.stat_result, dict[str, str], float]] = {}
+        self._paths: dict[str, tuple[Path, os.stat_result, dict[str, str], tuple[int, bytes], float]] = {}
+        # The execute channel's encoding of {"digest": digest}, per digest.
+        self._digest_fields: dict[str, tuple[int, bytes]] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)
         self._uploaded: set[str] = set()
         self._uploading: dict[str, asyncio.Future[None]] = {}
 
@@ -257,14 +262,14 @@ class Runtime:
 
         if not self._started or self._client is None:
             raise OCIAppRuntimeError("runtime must be started before executing requests")
-        path, st, fields = self._resolve(image_path)
+        path, st, fields, encoded = self._resolve(image_path)
         try:
-            payload = msgpack.packb(request, use_bin_type=True)
+            payload = self._packer.pack(request)
         except (TypeError, ValueError, OverflowError) as exc:
             raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
         if self._local:
             try:
-                return await self._execute_on(fields, None, payload, path)
+                return await self._execute_on(fields, encoded, None, payload, path)
             except OCIAppRuntimeError as err:
                 if err.code == "not_found":
                     # The daemon does not open files by path: upload them.
@@ -274,13 +279,18 @@ class Runtime:
                 # else the daemon sees another file at that path (it runs
                 # in another mount namespace): upload this one.
         digest = await self._digest(path, st)
+        encoded = self._digest_fields.get(digest)
+        if encoded is None:
+            if len(self._digest_fields) >= 1024:
+                self._digest_fields.clear()
+            encoded = self._digest_fields[digest] = encode_fields({"digest": digest})
 
         retried = False
         while True:
             await self._ensure_uploaded(path, digest)
             try:
                 return await self._execute_on(
-                    {"digest": digest}, f"/v1/artifacts/{digest}/execute", payload, path
+                    {"digest": digest}, encoded, f"/v1/artifacts/{digest}/execute", payload, path
                 )
             except OCIAppRuntimeError as err:
                 if err.code == "artifact_not_found" and not retried:
@@ -291,9 +301,12 @@ class Runtime:
                     continue
                 raise
 
-    def _resolve(self, image_path: Path | str) -> tuple[Path, os.stat_result, dict[str, str]]:
+    def _resolve(
+        self, image_path: Path | str
+    ) -> tuple[Path, os.stat_result, dict[str, str], tuple[int, bytes]]:
         """Returns the artifact's absolute path, its stat and the fields
-        naming it to a daemon on this host. A path seen in the last 100 ms
+        naming it to a daemon on this host, as they are and encoded for the
+        execute channel. A path seen in the last 100 ms
         is not resolved or stat'ed again (a file replaced at that path is
         noticed that late, as the runtime notices it), so that warm
         requests cost no system call here."""
@@ -301,8 +314,8 @@ class Runtime:
         now = time.monotonic()
         key = image_path if isinstance(image_path, str) else str(image_path)
         hit = self._paths.get(key)
-        if hit is not None and now - hit[3] < _RECHECK_AFTER:
-            return hit[0], hit[1], hit[2]
+        if hit is not None and now - hit[4] < _RECHECK_AFTER:
+            return hit[0], hit[1], hit[2], hit[3]
         path = Path(image_path).resolve()
         try:
             st = path.stat()
@@ -313,23 +326,34 @@ class Runtime:
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactLoadError(f"OCIApp artifact is not a regular file: {path}")
         fields = {"path": str(path), "file": _file_identity(st)}
+        if hit is not None and hit[2] == fields:
+            encoded = hit[3]
+        else:
+            encoded = encode_fields(fields)
         if len(self._paths) >= 1024:
             self._paths.clear()
-        self._paths[key] = (path, st, fields, now)
-        return path, st, fields
+        self._paths[key] = (path, st, fields, encoded, now)
+        return path, st, fields, encoded
 
     async def _execute_on(
-        self, fields: dict[str, str], route: str | None, payload: bytes, path: Path
+        self,
+        fields: dict[str, str],
+        encoded: tuple[int, bytes],
+        route: str | None,
+        payload: bytes,
+        path: Path,
     ) -> dict[str, object]:
-        """Executes on the execute channel, or with an HTTP request to
-        route (None: the route by path) when the daemon has no channel."""
+        """Executes on the execute channel (fields encoded as encoded),
+        or with an HTTP request to route (None: the route by path) when the
+        daemon has no channel."""
 
-        timeout = self._startup_timeout + self._request_timeout + _EXECUTE_GRACE
-        channel = await self._channel()
+        timeout = self._execute_timeout
+        channel = self._mux
+        if channel is None or channel.broken is not None:
+            channel = await self._channel()
         if channel is not None:
             try:
-                async with asyncio.timeout(timeout):
-                    msg = await channel.call(fields, payload)
+                msg = await channel.call(encoded, payload)
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"the runtime daemon at {self.url} did not answer within {timeout:g}s"
@@ -382,7 +406,7 @@ class Runtime:
             address = self._client.address
             try:
                 self._mux = await asyncio.wait_for(
-                    MuxChannel.open(address, self._token, self._ssl_context(address)), 30.0
+                    MuxChannel.open(address, self._token, self._ssl_context(address), self._execute_timeout), 30.0
                 )
             except MuxUnsupported:
                 self._mux_off = True
