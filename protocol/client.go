@@ -23,6 +23,7 @@ type Client struct {
 	maxFrame  int
 	logger    *slog.Logger
 	deadlines bool // send each call's time left (the deadline capability)
+	cancels   bool // tell the server when a call is given up (the cancel capability)
 
 	poller *pollingReader // nil when busy polling is off
 
@@ -50,6 +51,7 @@ type clientConfig struct {
 	pollGroup *PollGroup
 	logger    *slog.Logger
 	deadlines bool
+	cancels   bool
 }
 
 // WithMaxFrameSize sets the largest frame the client sends or accepts
@@ -86,6 +88,14 @@ func WithDeadlines() ClientOption {
 	return func(c *clientConfig) { c.deadlines = true }
 }
 
+// WithCancel makes a Call whose ctx ends before its response send a cancel
+// envelope for it, for a server whose artifact declares the cancel
+// capability (docs/protocol.md, Capabilities): the server stops the
+// request's handler. Other servers are never sent one.
+func WithCancel() ClientOption {
+	return func(c *clientConfig) { c.cancels = true }
+}
+
 // WithLogger sets where the client logs dropped responses and connection
 // failures. The default discards everything.
 func WithLogger(l *slog.Logger) ClientOption {
@@ -119,6 +129,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		maxFrame:   cfg.maxFrame,
 		logger:     cfg.logger,
 		deadlines:  cfg.deadlines,
+		cancels:    cfg.cancels,
 		pending:    make(map[ID]chan<- Response),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -187,6 +198,13 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		case resp := <-ch: // it raced the deadline and won
 			return c.result(resp)
 		default:
+		}
+		if c.cancels {
+			// Best effort: a connection that fails here fails every call
+			// on it anyway.
+			if err := c.writer.WriteRequest(Request{ID: id, Cancel: true}); err != nil {
+				c.fail(fmt.Errorf("writing a cancel: %w", err))
+			}
 		}
 		return nil, fmt.Errorf("request %s: %w", id, ctx.Err())
 	}

@@ -58,6 +58,9 @@ type Request struct {
 	// zero: none, and the key is not written). It is sent in whole
 	// milliseconds, rounded up.
 	Deadline time.Duration
+	// Cancel makes this a cancel envelope (the cancel capability): the
+	// client gave up on the request with this ID. It has no payload.
+	Cancel bool
 }
 
 // Response is a response envelope. Exactly one of Payload and Error is
@@ -74,9 +77,18 @@ type Response struct {
 // largest deadline.
 const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5 + 12 + 9
 
-// AppendRequestFrame appends req to dst as a complete frame.
+// AppendRequestFrame appends req to dst as a complete frame: a request
+// envelope, or a cancel envelope when req.Cancel is set.
 func AppendRequestFrame(dst []byte, req Request) []byte {
 	dst, start := beginFrame(dst)
+	if req.Cancel {
+		dst = mpwire.AppendMapHeader(dst, 2)
+		dst = mpwire.AppendStr(dst, "request_id")
+		dst = appendIDStr(dst, req.ID)
+		dst = mpwire.AppendStr(dst, "cancel")
+		dst = append(dst, 0xc3) // true
+		return finishFrame(dst, start)
+	}
 	if req.Deadline > 0 {
 		dst = mpwire.AppendMapHeader(dst, 3)
 	} else {
@@ -135,11 +147,12 @@ func appendIDStr(dst []byte, id ID) []byte {
 // maxDeadlineMS bounds a decoded deadline to what a Duration holds.
 const maxDeadlineMS = uint64(math.MaxInt64 / int64(time.Millisecond))
 
-// DecodeRequest decodes a request envelope from a frame body. Unknown keys
-// are ignored, as the original's envelope model ignored them.
+// DecodeRequest decodes a request envelope, or a cancel envelope (a body
+// with a cancel key: Request.Cancel), from a frame body. Unknown keys are
+// ignored, as the original's envelope model ignored them.
 func DecodeRequest(body []byte) (Request, error) {
 	var req Request
-	var haveID, havePayload bool
+	var haveID, havePayload, haveCancel bool
 	err := decodeEnvelope(body, func(key string, r *mpReader) error {
 		switch key {
 		case "request_id":
@@ -153,6 +166,16 @@ func DecodeRequest(body []byte) (Request, error) {
 			}
 			req.Payload, havePayload = b, true
 			return err
+		case "cancel":
+			c, err := r.byte()
+			if err != nil {
+				return err
+			}
+			if c != 0xc3 {
+				return fmt.Errorf("cancel must be true, found %s", typeName(c))
+			}
+			req.Cancel, haveCancel = true, true
+			return nil
 		case "deadline_ms":
 			ms, err := r.uintValue()
 			if err != nil {
@@ -168,6 +191,10 @@ func DecodeRequest(body []byte) (Request, error) {
 		return Request{}, &EnvelopeError{Kind: "request", Reason: err.Error()}
 	case !haveID:
 		return Request{}, &EnvelopeError{Kind: "request", Reason: "request_id is missing"}
+	case haveCancel && havePayload:
+		return Request{}, &EnvelopeError{Kind: "request", Reason: "a cancel envelope has no payload"}
+	case haveCancel:
+		return Request{ID: req.ID, Cancel: true}, nil
 	case !havePayload:
 		return Request{}, &EnvelopeError{Kind: "request", Reason: "payload is missing"}
 	}

@@ -27,7 +27,7 @@ func seedFrames(f *testing.F, body bool) {
 	for _, x := range v.MalformedFrames {
 		add(x.Bytes)
 	}
-	for _, x := range v.DeadlineRequests {
+	for _, x := range append(v.DeadlineRequests, v.CancelRequests...) {
 		add(x.Frame)
 	}
 }
@@ -70,7 +70,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		frame := AppendRequestFrame(nil, req)
 		again, err := DecodeRequest(frame[HeaderSize:])
-		if err != nil || again.ID != req.ID || !bytes.Equal(again.Payload, req.Payload) || again.Deadline != req.Deadline {
+		if err != nil || again.ID != req.ID || !bytes.Equal(again.Payload, req.Payload) || again.Deadline != req.Deadline || again.Cancel != req.Cancel {
 			t.Fatalf("request does not round-trip: %v", err)
 		}
 	})

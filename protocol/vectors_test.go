@@ -64,13 +64,15 @@ type vectorFile struct {
 	MalformedFrames    []malformedFrame    `json:"malformed_frames"`
 	MalformedEnvelopes []malformedEnvelope `json:"malformed_envelopes"`
 	BadPayloads        []badPayload        `json:"bad_payloads"`
-	// DeadlineRequests are requests with the deadline capability's key,
-	// for servers of artifacts that declare it: valid ones (DeadlineMS set)
-	// and malformed ones (Fault set).
-	DeadlineRequests []deadlineVector `json:"deadline_requests"`
+	// DeadlineRequests are requests with the deadline capability's key, and
+	// CancelRequests the cancel capability's envelopes, for servers of
+	// artifacts that declare them: valid ones, and malformed ones (Fault
+	// set, an envelope error).
+	DeadlineRequests []extensionVector `json:"deadline_requests"`
+	CancelRequests   []extensionVector `json:"cancel_requests"`
 }
 
-type deadlineVector struct {
+type extensionVector struct {
 	Name       string `json:"name"`
 	Frame      string `json:"frame"`
 	RequestID  string `json:"request_id,omitempty"`
@@ -181,7 +183,16 @@ func buildVectors(t testing.TB) vectorFile {
 			{Name: "integer_key", Payload: "8101a178", Message: msgPayloadKeys},
 			{Name: "bin_key", Payload: "81c40178a178", Message: msgPayloadKeys},
 		},
-		DeadlineRequests: []deadlineVector{
+		CancelRequests: []extensionVector{
+			{Name: "cancel", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Cancel: true})), RequestID: vectorID},
+			{Name: "cancel_false", Frame: envelope([]byte{0x82}, str("request_id"), str(vectorID), str("cancel"), []byte{0xc2}),
+				Fault: "cancel must be true"},
+			{Name: "cancel_with_payload", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("cancel"), []byte{0xc3}, str("payload"), bin(echo)),
+				Fault: "a cancel envelope has no payload"},
+			{Name: "cancel_without_id", Frame: envelope([]byte{0x81}, str("cancel"), []byte{0xc3}),
+				Fault: "request_id is missing"},
+		},
+		DeadlineRequests: []extensionVector{
 			{Name: "deadline_30s", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Deadline: 30 * time.Second})),
 				RequestID: vectorID, Payload: map[string]any{"value": "hi"}, DeadlineMS: 30000},
 			{Name: "deadline_1ms", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Deadline: time.Microsecond})),
@@ -251,32 +262,35 @@ func unhex(t *testing.T, s string) []byte {
 	return b
 }
 
-func TestDeadlineVectors(t *testing.T) {
-	for _, v := range loadVectors(t).DeadlineRequests {
-		t.Run(v.Name, func(t *testing.T) {
-			frame := unhex(t, v.Frame)
-			body, err := ReadFrame(bytes.NewReader(frame), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req, err := DecodeRequest(body)
-			if v.Fault != "" {
-				var ee *EnvelopeError
-				if !errors.As(err, &ee) || !strings.Contains(err.Error(), v.Fault) {
-					t.Fatalf("got %v, want an envelope error saying %q", err, v.Fault)
+func TestExtensionVectors(t *testing.T) {
+	v := loadVectors(t)
+	for group, vectors := range map[string][]extensionVector{"deadline": v.DeadlineRequests, "cancel": v.CancelRequests} {
+		for _, v := range vectors {
+			t.Run(v.Name, func(t *testing.T) {
+				frame := unhex(t, v.Frame)
+				body, err := ReadFrame(bytes.NewReader(frame), 0)
+				if err != nil {
+					t.Fatal(err)
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if req.ID.String() != v.RequestID || req.Deadline != time.Duration(v.DeadlineMS)*time.Millisecond {
-				t.Fatalf("decoded %s with deadline %v", req.ID, req.Deadline)
-			}
-			if got := AppendRequestFrame(nil, req); !bytes.Equal(got, frame) {
-				t.Errorf("re-encoded request differs:\n got %x\nwant %x", got, frame)
-			}
-		})
+				req, err := DecodeRequest(body)
+				if v.Fault != "" {
+					var ee *EnvelopeError
+					if !errors.As(err, &ee) || !strings.Contains(err.Error(), v.Fault) {
+						t.Fatalf("got %v, want an envelope error saying %q", err, v.Fault)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if req.ID.String() != v.RequestID || req.Deadline != time.Duration(v.DeadlineMS)*time.Millisecond || req.Cancel != (group == "cancel") {
+					t.Fatalf("decoded %s with deadline %v, cancel %v", req.ID, req.Deadline, req.Cancel)
+				}
+				if got := AppendRequestFrame(nil, req); !bytes.Equal(got, frame) {
+					t.Errorf("re-encoded request differs:\n got %x\nwant %x", got, frame)
+				}
+			})
+		}
 	}
 }
 
