@@ -25,7 +25,7 @@ const DefaultGracePeriod = 8 * time.Second
 // capabilities are the protocol extensions Server supports; ociapp-build
 // records them in the artifact (dev.ociapp.capabilities), and the runtime
 // uses only those (docs/protocol.md, Capabilities).
-func capabilities() []string { return []string{"deadline"} }
+func capabilities() []string { return []string{"cancel", "deadline"} }
 
 // Server serves a Handler over wire protocol v1. The zero value is not
 // usable; Handler is required. Other fields have working zero values.
@@ -229,6 +229,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 		promote:     make(chan struct{}),
 		readingDone: make(chan struct{}),
 		watch:       watch,
+		running:     make(map[protocol.ID]context.CancelFunc),
 	}
 	c.inline.passRole = c.passReaderRole
 	watch.add(&c.inline)
@@ -254,6 +255,11 @@ type connServer struct {
 	promote     chan struct{} // a send hands the reader role to an idle goroutine
 	readingDone chan struct{} // closed when no more requests will be read
 	goroutines  sync.WaitGroup
+
+	// running holds the cancel functions of the requests in progress, for
+	// cancel envelopes (the cancel capability).
+	mu      sync.Mutex
+	running map[protocol.ID]context.CancelFunc
 }
 
 // loop is the life of a connection goroutine: it takes the reader role,
@@ -284,6 +290,10 @@ func (c *connServer) read() bool {
 		if err != nil {
 			c.endReading(err)
 			return false
+		}
+		if req.Cancel {
+			c.cancelRequest(req.ID)
+			continue
 		}
 		// Whichever of the watcher and the finished request claims the
 		// slot first decides: the watcher passes the role on, the request
@@ -330,12 +340,47 @@ func (c *connServer) idle() bool {
 func (c *connServer) run(req protocol.Request, more bool) {
 	c.inProgress.Begin()
 	defer c.inProgress.End()
-	resp := c.srv.handle(c.ctx, req)
+	// The runtime sends the time the request has when the artifact
+	// declares the deadline capability: the handler's context ends then.
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if req.Deadline > 0 {
+		ctx, cancel = context.WithTimeout(c.ctx, req.Deadline)
+	} else {
+		ctx, cancel = context.WithCancel(c.ctx)
+	}
+	c.mu.Lock()
+	c.running[req.ID] = cancel
+	c.mu.Unlock()
+	resp := c.srv.handle(ctx, req)
+	c.mu.Lock()
+	delete(c.running, req.ID)
+	c.mu.Unlock()
+	// A request cancelled by its client, or past the deadline it came
+	// with, is given up by the client: a failure then is no answer, and
+	// must not beat the client's own timeout error to it.
+	givenUp := resp.Error != nil && ctx.Err() != nil && c.ctx.Err() == nil
+	cancel()
+	if givenUp {
+		return
+	}
 	if more {
 		_ = c.w.QueueResponse(resp)
 		return
 	}
 	_ = c.w.WriteResponse(resp) // a failed write means the peer is gone
+}
+
+// cancelRequest ends the context of the request id, if it is in progress:
+// the client gave up on it. Its response, if the handler still makes one,
+// is written and dropped by the client.
+func (c *connServer) cancelRequest(id protocol.ID) {
+	c.mu.Lock()
+	cancel := c.running[id]
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // endReading stops the connection's reading for good. After a clean end of
@@ -360,13 +405,6 @@ func (s *Server) handle(ctx context.Context, req protocol.Request) (resp protoco
 			resp.Payload, resp.Error = nil, protocol.EncodeError(panicError(v))
 		}
 	}()
-	if req.Deadline > 0 {
-		// The runtime sends the time the request has when the artifact
-		// declares the deadline capability: the handler's context ends then.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, req.Deadline)
-		defer cancel()
-	}
 	payload, appErr := s.Handler.Handle(ctx, req.Payload)
 	if appErr != nil {
 		resp.Error = protocol.EncodeError(appErr)

@@ -198,6 +198,78 @@ func TestRequestDeadline(t *testing.T) {
 	}
 }
 
+// A cancel envelope ends the handler's context at once; the connection
+// answers the next request. A client without WithCancel sends none, and the
+// handler runs on.
+func TestCancelEnvelope(t *testing.T) {
+	started, canceled, slept := make(chan struct{}, 1), make(chan error, 1), make(chan struct{}, 1)
+	h := ociapp.NewHandler[sleepRequest, echoResponse](ociapp.Func[sleepRequest, echoResponse](
+		func(ctx context.Context, req sleepRequest) (echoResponse, error) {
+			if req.SleepMS == 0 {
+				return echoResponse{Value: req.Value}, nil
+			}
+			started <- struct{}{}
+			select {
+			case <-ctx.Done():
+				canceled <- ctx.Err()
+				return echoResponse{}, ctx.Err()
+			case <-time.After(time.Duration(req.SleepMS) * time.Millisecond):
+				slept <- struct{}{}
+				return echoResponse{Value: "slept"}, nil
+			}
+		}))
+	path := serve(t, h)
+	block, err := protocol.EncodePayload(map[string]any{"value": "x", "sleep_ms": 3_600_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := protocol.Dial(t.Context(), path, protocol.WithCancel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	called := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx, block)
+		called <- err
+	}()
+	<-started
+	cancel()
+	if err := <-called; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Call returned %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-canceled:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the handler's context ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler was not cancelled")
+	}
+	if got, err := call(t, c, map[string]any{"value": "next"}); err != nil || got["value"] != "next" {
+		t.Fatalf("the next request: %v, %v", got, err)
+	}
+
+	// Without the capability the handler is not told.
+	plain := dial(t, path)
+	short, err := protocol.EncodePayload(map[string]any{"value": "x", "sleep_ms": 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := plain.Call(ctx, short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Call returned %v", err)
+	}
+	<-started
+	select {
+	case err := <-canceled:
+		t.Fatalf("a client without WithCancel cancelled the handler: %v", err)
+	case <-slept:
+	}
+}
+
 func TestErrors(t *testing.T) {
 	c := dial(t, serve(t, ociapp.NewHandler[testRequest, testResponse](testApp{})))
 	tests := []struct {
@@ -547,9 +619,7 @@ func TestSchemaCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	for _, want := range []string{`"request"`, `"response"`, `"title": "testRequest"`, `"required": [`, `"mode"`, `"additionalProperties": false`, `"capabilities": [
-    "deadline"
-  ]`} {
+	for _, want := range []string{`"request"`, `"response"`, `"title": "testRequest"`, `"required": [`, `"mode"`, `"additionalProperties": false`, "\"capabilities\": [\n    \"cancel\",\n    \"deadline\"\n  ]"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("schema lacks %s:\n%s", want, out.String())
 		}

@@ -34,12 +34,13 @@ type dialFunc func(ctx context.Context, socketPath string, caps capabilities) (s
 // with an artifact that declares none, the protocol is exactly v1.
 type capabilities struct {
 	deadline bool // requests carry the time their handler has
+	cancel   bool // a request given up is cancelled in the container
 }
 
 // capabilitiesOf reads an artifact's declared capabilities; names the
 // runtime does not use are ignored.
 func capabilitiesOf(names []string) capabilities {
-	return capabilities{deadline: slices.Contains(names, "deadline")}
+	return capabilities{deadline: slices.Contains(names, "deadline"), cancel: slices.Contains(names, "cancel")}
 }
 
 // protocolDialer returns the real dialFunc: it checks for the socket file
@@ -49,9 +50,12 @@ func protocolDialer(opts ...protocol.ClientOption) dialFunc {
 		if _, err := os.Stat(socketPath); errors.Is(err, fs.ErrNotExist) {
 			return nil, errNotReady
 		}
-		connOpts := opts
+		connOpts := slices.Clip(opts)
 		if caps.deadline {
-			connOpts = append(slices.Clip(opts), protocol.WithDeadlines())
+			connOpts = append(connOpts, protocol.WithDeadlines())
+		}
+		if caps.cancel {
+			connOpts = append(connOpts, protocol.WithCancel())
 		}
 		c, err := protocol.Dial(ctx, socketPath, connOpts...)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testenv/dockertest"
+	"github.com/ociapp/ociapp/loadgen"
 )
 
 // Benchmarks on every engine of the end-to-end table, side by side:
@@ -180,4 +181,49 @@ func engineBenchArtifact(b *testing.B, app string) string {
 		return pythonArtifact(b, dockertest.Engine(b), app)
 	}
 	return testArtifact(b, app)
+}
+
+// BenchmarkEngineCancel measures, for an artifact that declares the cancel
+// capability, the time from a caller cancelling its request to the handler
+// in the container seeing its context end (the app records the moment; the
+// container shares the host's clock): p50 and p99 of b.N cancellations.
+//
+//	go test ./runtime -run '^$' -bench EngineCancel -benchtime 200x
+func BenchmarkEngineCancel(b *testing.B) {
+	for _, te := range testEngines {
+		b.Run(te.name, func(b *testing.B) {
+			rt := newRuntime(b, requireEngine(b, te), WithRequestTimeout(time.Minute))
+			app := testArtifact(b, "capable")
+			n := func(op string) int64 {
+				resp, err := rt.Execute(b.Context(), app, map[string]any{"op": op})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return resp["n"].(int64)
+			}
+			before := n("cancelled")
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				ctx, cancel := context.WithCancel(b.Context())
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					_, _ = rt.Execute(ctx, app, map[string]any{"op": "block"})
+				}()
+				time.Sleep(2 * time.Millisecond) // the request is sent
+				at := time.Now()
+				cancel()
+				<-done
+				before++
+				for n("cancelled") < before {
+				}
+				lat = append(lat, time.Duration(n("cancelled_at")-at.UnixNano()))
+			}
+			b.StopTimer()
+			s := loadgen.Summarize(lat)
+			b.ReportMetric(float64(s.P50.Nanoseconds())/1e3, "p50-µs")
+			b.ReportMetric(float64(s.P99.Nanoseconds())/1e3, "p99-µs")
+		})
+	}
 }

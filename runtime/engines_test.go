@@ -566,16 +566,81 @@ func TestEngineRequestDeadline(t *testing.T) {
 			app  string
 			want func(leftMS int64) bool
 		}{
-			{"deadline", func(ms int64) bool { return ms > 0 && ms <= 20000 }},
-			{"deadline-nocap", func(ms int64) bool { return ms == -1 }},
+			{"capable", func(ms int64) bool { return ms > 0 && ms <= 20000 }},
+			{"capable-nocap", func(ms int64) bool { return ms == -1 }},
 		} {
-			resp, err := rt.Execute(t.Context(), testArtifact(t, tt.app), map[string]any{})
+			resp, err := rt.Execute(t.Context(), testArtifact(t, tt.app), map[string]any{"op": "deadline"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if left, _ := resp["left_ms"].(int64); !tt.want(left) {
-				t.Errorf("%s: the handler has %v ms", tt.app, resp["left_ms"])
+			if left, _ := resp["n"].(int64); !tt.want(left) {
+				t.Errorf("%s: the handler has %v ms", tt.app, resp["n"])
 			}
+		}
+	})
+}
+
+// TestEngineCancel: a caller that gives up (its context cancelled, or the
+// request timeout) gets its error at once, the handler of an artifact that
+// declares the cancel capability is cancelled, and the same container
+// answers the next request. Without the capability the handler is not
+// told.
+func TestEngineCancel(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, _ testEngine, eng engine.Engine) {
+		rt := newRuntime(t, eng, WithRequestTimeout(time.Second))
+		count := func(app string) int64 {
+			t.Helper()
+			resp, err := rt.Execute(t.Context(), testArtifact(t, app), map[string]any{"op": "cancelled"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp["n"].(int64)
+		}
+		// awaitCount waits until app's handlers report want cancellations:
+		// the cancel reaches the container after the caller's error.
+		awaitCount := func(app string, want int64) {
+			t.Helper()
+			for start := time.Now(); count(app) != want; time.Sleep(10 * time.Millisecond) {
+				if time.Since(start) > 30*time.Second {
+					t.Fatalf("%s: %d handlers cancelled, want %d", app, count(app), want)
+				}
+			}
+		}
+		capable := testArtifact(t, "capable")
+		awaitCount("capable", 0) // the container is started
+
+		// The caller's context.
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() {
+			_, err := rt.Execute(ctx, capable, map[string]any{"op": "block"})
+			done <- err
+		}()
+		time.Sleep(100 * time.Millisecond) // the request is in the handler, or will be
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Execute returned %v, want context.Canceled", err)
+		}
+		awaitCount("capable", 1)
+
+		// The request timeout.
+		_, err := rt.Execute(t.Context(), capable, map[string]any{"op": "block"})
+		var te *RequestTimeoutError
+		if !errors.As(err, &te) {
+			t.Fatalf("Execute returned %v, want *RequestTimeoutError", err)
+		}
+		awaitCount("capable", 2)
+		if st := rt.Stats(); st.ColdStarts != 1 || st.Failures.ContainerCrashes != 0 {
+			t.Fatalf("stats %+v: want the one container throughout", st)
+		}
+
+		// Without the capability: the caller gets its error all the same,
+		// and the handler blocks on until the container goes.
+		if _, err := rt.Execute(t.Context(), testArtifact(t, "capable-nocap"), map[string]any{"op": "block"}); !errors.As(err, &te) {
+			t.Fatalf("Execute returned %v, want *RequestTimeoutError", err)
+		}
+		if n := count("capable-nocap"); n != 0 {
+			t.Fatalf("%d handlers of an artifact without the capability were cancelled", n)
 		}
 	})
 }

@@ -60,8 +60,9 @@ func TestCapabilitiesOf(t *testing.T) {
 		want  capabilities
 	}{
 		{nil, capabilities{}},
-		{[]string{"stream", "cancel"}, capabilities{}},
-		{[]string{"cancel", "deadline"}, capabilities{deadline: true}},
+		{[]string{"stream", "ping"}, capabilities{}},
+		{[]string{"cancel"}, capabilities{cancel: true}},
+		{[]string{"cancel", "deadline"}, capabilities{deadline: true, cancel: true}},
 	} {
 		if got := capabilitiesOf(tt.names); got != tt.want {
 			t.Errorf("capabilitiesOf(%q) = %+v, want %+v", tt.names, got, tt.want)

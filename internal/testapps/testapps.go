@@ -72,9 +72,9 @@ func Lookup(name string) (App, bool) {
 		"probe":     {Package: pkgs + "probe", Args: serve},
 		"hostile":   {Package: pkgs + "hostile", Args: serve, User: "65532"},
 		"badentry":  {Package: pkgs + "sleeper", Entrypoint: []string{"/no/such/binary", "serve"}},
-		// The same app, declaring the deadline capability or not.
-		"deadline":       {Package: pkgs + "deadline", Args: serve, User: "65532", Capabilities: []string{"deadline"}},
-		"deadline-nocap": {Package: pkgs + "deadline", Args: serve, User: "65532"},
+		// The same app, declaring the capabilities its SDK has or none.
+		"capable":       {Package: pkgs + "capable", Args: serve, User: "65532", Capabilities: []string{"cancel", "deadline"}},
+		"capable-nocap": {Package: pkgs + "capable", Args: serve, User: "65532"},
 	}[name]
 	return app, ok
 }
