@@ -191,39 +191,41 @@ func engineBenchArtifact(b *testing.B, app string) string {
 //	go test ./runtime -run '^$' -bench EngineCancel -benchtime 200x
 func BenchmarkEngineCancel(b *testing.B) {
 	for _, te := range testEngines {
-		b.Run(te.name, func(b *testing.B) {
-			rt := newRuntime(b, requireEngine(b, te), WithRequestTimeout(time.Minute))
-			app := testArtifact(b, "capable")
-			n := func(op string) int64 {
-				resp, err := rt.Execute(b.Context(), app, map[string]any{"op": op})
-				if err != nil {
-					b.Fatal(err)
+		for _, app := range []string{"capable", "capable-py"} {
+			b.Run(te.name+"/"+app, func(b *testing.B) {
+				path := engineBenchArtifact(b, app)
+				rt := newRuntime(b, requireEngine(b, te), WithRequestTimeout(time.Minute))
+				n := func(op string) int64 {
+					resp, err := rt.Execute(b.Context(), path, map[string]any{"op": op})
+					if err != nil {
+						b.Fatal(err)
+					}
+					return resp["n"].(int64)
 				}
-				return resp["n"].(int64)
-			}
-			before := n("cancelled")
-			lat := make([]time.Duration, 0, b.N)
-			b.ResetTimer()
-			for range b.N {
-				ctx, cancel := context.WithCancel(b.Context())
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					_, _ = rt.Execute(ctx, app, map[string]any{"op": "block"})
-				}()
-				time.Sleep(2 * time.Millisecond) // the request is sent
-				at := time.Now()
-				cancel()
-				<-done
-				before++
-				for n("cancelled") < before {
+				before := n("cancelled")
+				lat := make([]time.Duration, 0, b.N)
+				b.ResetTimer()
+				for range b.N {
+					ctx, cancel := context.WithCancel(b.Context())
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						_, _ = rt.Execute(ctx, path, map[string]any{"op": "block"})
+					}()
+					time.Sleep(2 * time.Millisecond) // the request is sent
+					at := time.Now()
+					cancel()
+					<-done
+					before++
+					for n("cancelled") < before {
+					}
+					lat = append(lat, time.Duration(n("cancelled_at")-at.UnixNano()))
 				}
-				lat = append(lat, time.Duration(n("cancelled_at")-at.UnixNano()))
-			}
-			b.StopTimer()
-			s := loadgen.Summarize(lat)
-			b.ReportMetric(float64(s.P50.Nanoseconds())/1e3, "p50-µs")
-			b.ReportMetric(float64(s.P99.Nanoseconds())/1e3, "p99-µs")
-		})
+				b.StopTimer()
+				s := loadgen.Summarize(lat)
+				b.ReportMetric(float64(s.P50.Nanoseconds())/1e3, "p50-µs")
+				b.ReportMetric(float64(s.P99.Nanoseconds())/1e3, "p99-µs")
+			})
+		}
 	}
 }

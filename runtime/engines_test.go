@@ -555,26 +555,38 @@ func TestEngineRemovesOrphansOfCrashedRuntime(t *testing.T) {
 	})
 }
 
+// capableApps are the capabilities' test apps, one per SDK, declaring
+// cancel and deadline; and the Go one again declaring nothing.
+func capableApps(t *testing.T) []struct {
+	name, path string
+	caps       bool
+} {
+	return []struct {
+		name, path string
+		caps       bool
+	}{
+		{"go", testArtifact(t, "capable"), true},
+		{"python", pythonArtifact(t, dockertest.Engine(t), "capable-py"), true},
+		{"go without capabilities", testArtifact(t, "capable-nocap"), false},
+	}
+}
+
 // TestEngineRequestDeadline: a handler in an artifact that declares the
 // deadline capability sees the request's deadline (the request timeout
 // here); the same app in an artifact that declares none gets exactly
 // protocol v1, without one.
 func TestEngineRequestDeadline(t *testing.T) {
+	apps := capableApps(t)
 	forEachEngine(t, func(t *testing.T, _ testEngine, eng engine.Engine) {
 		rt := newRuntime(t, eng, WithRequestTimeout(20*time.Second))
-		for _, tt := range []struct {
-			app  string
-			want func(leftMS int64) bool
-		}{
-			{"capable", func(ms int64) bool { return ms > 0 && ms <= 20000 }},
-			{"capable-nocap", func(ms int64) bool { return ms == -1 }},
-		} {
-			resp, err := rt.Execute(t.Context(), testArtifact(t, tt.app), map[string]any{"op": "deadline"})
+		for _, app := range apps {
+			resp, err := rt.Execute(t.Context(), app.path, map[string]any{"op": "deadline"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if left, _ := resp["n"].(int64); !tt.want(left) {
-				t.Errorf("%s: the handler has %v ms", tt.app, resp["n"])
+			left, _ := resp["n"].(int64)
+			if app.caps && (left <= 0 || left > 20000) || !app.caps && left != -1 {
+				t.Errorf("%s: the handler has %v ms", app.name, resp["n"])
 			}
 		}
 	})
@@ -582,65 +594,68 @@ func TestEngineRequestDeadline(t *testing.T) {
 
 // TestEngineCancel: a caller that gives up (its context cancelled, or the
 // request timeout) gets its error at once, the handler of an artifact that
-// declares the cancel capability is cancelled, and the same container
-// answers the next request. Without the capability the handler is not
-// told.
+// declares the cancel capability is cancelled (a Python one sees
+// asyncio.CancelledError in its await), and the same container answers the
+// next request. Without the capability the handler is not told.
 func TestEngineCancel(t *testing.T) {
+	apps := capableApps(t)
 	forEachEngine(t, func(t *testing.T, _ testEngine, eng engine.Engine) {
-		rt := newRuntime(t, eng, WithRequestTimeout(time.Second))
-		count := func(app string) int64 {
-			t.Helper()
-			resp, err := rt.Execute(t.Context(), testArtifact(t, app), map[string]any{"op": "cancelled"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return resp["n"].(int64)
-		}
-		// awaitCount waits until app's handlers report want cancellations:
-		// the cancel reaches the container after the caller's error.
-		awaitCount := func(app string, want int64) {
-			t.Helper()
-			for start := time.Now(); count(app) != want; time.Sleep(10 * time.Millisecond) {
-				if time.Since(start) > 30*time.Second {
-					t.Fatalf("%s: %d handlers cancelled, want %d", app, count(app), want)
+		for _, app := range apps {
+			t.Run(app.name, func(t *testing.T) {
+				rt := newRuntime(t, eng, WithRequestTimeout(2*time.Second))
+				count := func() int64 {
+					t.Helper()
+					resp, err := rt.Execute(t.Context(), app.path, map[string]any{"op": "cancelled"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return resp["n"].(int64)
 				}
-			}
-		}
-		capable := testArtifact(t, "capable")
-		awaitCount("capable", 0) // the container is started
+				// awaitCount waits until the app's handlers report want
+				// cancellations: the cancel reaches the container after
+				// the caller has its error.
+				awaitCount := func(want int64) {
+					t.Helper()
+					for start := time.Now(); count() != want; time.Sleep(10 * time.Millisecond) {
+						if time.Since(start) > 30*time.Second {
+							t.Fatalf("%d handlers cancelled, want %d", count(), want)
+						}
+					}
+				}
+				awaitCount(0) // the container is started
 
-		// The caller's context.
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() {
-			_, err := rt.Execute(ctx, capable, map[string]any{"op": "block"})
-			done <- err
-		}()
-		time.Sleep(100 * time.Millisecond) // the request is in the handler, or will be
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Fatalf("Execute returned %v, want context.Canceled", err)
-		}
-		awaitCount("capable", 1)
+				// The caller's context.
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan error, 1)
+				go func() {
+					_, err := rt.Execute(ctx, app.path, map[string]any{"op": "block"})
+					done <- err
+				}()
+				time.Sleep(100 * time.Millisecond) // the request is in the handler, or will be
+				cancel()
+				if err := <-done; !errors.Is(err, context.Canceled) {
+					t.Fatalf("Execute returned %v, want context.Canceled", err)
+				}
+				var want int64
+				if app.caps {
+					want++
+				}
+				awaitCount(want)
 
-		// The request timeout.
-		_, err := rt.Execute(t.Context(), capable, map[string]any{"op": "block"})
-		var te *RequestTimeoutError
-		if !errors.As(err, &te) {
-			t.Fatalf("Execute returned %v, want *RequestTimeoutError", err)
-		}
-		awaitCount("capable", 2)
-		if st := rt.Stats(); st.ColdStarts != 1 || st.Failures.ContainerCrashes != 0 {
-			t.Fatalf("stats %+v: want the one container throughout", st)
-		}
-
-		// Without the capability: the caller gets its error all the same,
-		// and the handler blocks on until the container goes.
-		if _, err := rt.Execute(t.Context(), testArtifact(t, "capable-nocap"), map[string]any{"op": "block"}); !errors.As(err, &te) {
-			t.Fatalf("Execute returned %v, want *RequestTimeoutError", err)
-		}
-		if n := count("capable-nocap"); n != 0 {
-			t.Fatalf("%d handlers of an artifact without the capability were cancelled", n)
+				// The request timeout.
+				_, err := rt.Execute(t.Context(), app.path, map[string]any{"op": "block"})
+				var te *RequestTimeoutError
+				if !errors.As(err, &te) {
+					t.Fatalf("Execute returned %v, want *RequestTimeoutError", err)
+				}
+				if app.caps {
+					want++
+				}
+				awaitCount(want)
+				if st := rt.Stats(); st.ColdStarts != 1 || st.Failures.ContainerCrashes != 0 {
+					t.Fatalf("stats %+v: want the one container throughout", st)
+				}
+			})
 		}
 	})
 }

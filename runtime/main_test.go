@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -89,11 +90,10 @@ func pythonArtifact(tb testing.TB, eng *docker.Engine, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if ok, err := eng.ImageExists(ctx, testapps.PythonBaseImage); err != nil || !ok {
-		msg := fmt.Sprintf("the base image %s is missing (run scripts/ensure-base-images.sh): %v", testapps.PythonBaseImage, err)
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(msg)
+		if err == nil {
+			err = errors.New("no such image")
 		}
-		tb.Skip(msg)
+		testenv.Need(tb, "the base image "+testapps.PythonBaseImage, "run scripts/ensure-base-images.sh", err)
 	}
 	path, err := testArtifacts.PythonPath(ctx, eng, name)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/python"
 )
@@ -40,6 +41,10 @@ type PythonApp struct {
 	// Dir is the project directory (pyproject.toml and sources).
 	Dir        string
 	Entrypoint string // module:attribute
+	// Capabilities, when set, are declared in the layout's index
+	// (dev.ociapp.capabilities), the one ociapp annotation such an app
+	// then has.
+	Capabilities []string
 }
 
 // BuildPython builds app with the engine and writes its artifact at path.
@@ -86,7 +91,7 @@ func BuildPython(ctx context.Context, b engine.Builder, app PythonApp, path stri
 	if err != nil {
 		return err
 	}
-	return writeLayoutTar(img, tag, filepath.Join(tmp, "layout"), path)
+	return writeLayoutTar(img, tag, app.Capabilities, filepath.Join(tmp, "layout"), path)
 }
 
 // pythonContext is the build context: a Containerfile, the SDK and the
@@ -164,7 +169,7 @@ func asBuildxOCI(img v1.Image) (v1.Image, error) {
 
 // writeLayoutTar writes img as an OCI layout directory and tars it to
 // path, with buildx's index annotations.
-func writeLayoutTar(img v1.Image, tag name.Tag, dir, path string) error {
+func writeLayoutTar(img v1.Image, tag name.Tag, capabilities []string, dir, path string) error {
 	lp, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		return err
@@ -172,6 +177,9 @@ func writeLayoutTar(img v1.Image, tag name.Tag, dir, path string) error {
 	ann := map[string]string{
 		"io.containerd.image.name":          "docker.io/" + tag.RepositoryStr() + ":" + tag.TagStr(),
 		"org.opencontainers.image.ref.name": tag.TagStr(),
+	}
+	if len(capabilities) > 0 {
+		ann[artifact.AnnotationCapabilities] = strings.Join(capabilities, ",")
 	}
 	if err := lp.AppendImage(img, layout.WithAnnotations(ann)); err != nil {
 		return fmt.Errorf("writing the OCI layout: %w", err)
