@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ociapp/ociapp/internal/inlinewatch"
 	"github.com/ociapp/ociapp/protocol"
 )
 
@@ -127,13 +128,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		conns      = map[net.Conn]struct{}{}
 		wg         sync.WaitGroup
 		inProgress protocol.PollGroup
-		watch      = newInlineWatch()
+		watch      = inlinewatch.New()
 	)
 	stopped := make(chan struct{})
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		watch.run(stopped)
+		watch.Run(stopped)
 	}()
 	defer func() { <-watchDone }()
 	go func() {
@@ -209,13 +210,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // would put a thread wake-up on the request's path, which costs more than a
 // small request (on a virtual machine, several times more), and under load,
 // when requests arrive in batches, the hand-offs cost more CPU than the
-// requests. Should a request run longer than inlineCheckInterval, the
-// server's inlineWatch hands the reader role to an idle goroutine (or a new
-// one), so later requests on the connection are not held up behind it for
-// long, and requests that take long run in parallel.
+// requests. Should a request run longer than inlinewatch.CheckInterval,
+// the server's inlinewatch.Watch hands the reader role to an idle goroutine
+// (or a new one), so later requests on the connection are not held up
+// behind it for long, and requests that take long run in parallel.
 //
 // inProgress counts the server's requests in progress, for busy polling.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlineWatch) {
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlinewatch.Watch) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := &connServer{
@@ -231,11 +232,11 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 		watch:       watch,
 		running:     make(map[protocol.ID]context.CancelFunc),
 	}
-	c.inline.passRole = c.passReaderRole
-	watch.add(&c.inline)
+	c.inline.PassRole = c.passReaderRole
+	watch.Add(&c.inline)
 	c.goroutines.Add(1)
 	c.loop()
-	watch.remove(&c.inline)
+	watch.Remove(&c.inline)
 	c.goroutines.Wait()
 	conn.Close()
 }
@@ -249,8 +250,8 @@ type connServer struct {
 	cancel context.CancelFunc
 
 	inProgress *protocol.PollGroup
-	watch      *inlineWatch
-	inline     inlineSlot // the request the reader runs itself, if any
+	watch      *inlinewatch.Watch
+	inline     inlinewatch.Slot // the request the reader runs itself, if any
 
 	promote     chan struct{} // a send hands the reader role to an idle goroutine
 	readingDone chan struct{} // closed when no more requests will be read
@@ -299,9 +300,9 @@ func (c *connServer) read() bool {
 		// slot first decides: the watcher passes the role on, the request
 		// keeps it.
 		more := protocol.FrameBuffered(c.r) // before begin: the role may pass on from then
-		run := c.watch.begin(&c.inline)
+		run := c.watch.Begin(&c.inline)
 		c.run(req, more)
-		if c.inline.end(run) {
+		if c.inline.End(run) {
 			continue
 		}
 		// The role has passed on: a response this reader queued must not

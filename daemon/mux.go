@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/internal/inlinewatch"
 )
 
 // muxWriteBuffer is the write buffer of an execute channel.
@@ -72,19 +73,34 @@ func headerHas(h http.Header, name, token string) bool {
 	return false
 }
 
-// muxConn is one execute channel: a reader that starts a goroutine per
-// request, each writing its response as it completes.
+// muxConn is one execute channel: its goroutines take turns as its
+// reader, as the Go SDK server's do (serveConn in the module's root). The
+// reader runs a request itself while it is the channel's only one: handing
+// it to another goroutine would put a goroutine hand-off, and often a
+// thread wake-up, on its path. A request that has others in flight, or
+// another already behind it, runs on a goroutine of its own so that
+// reading goes on; and should a request the reader runs itself run long,
+// watch hands the reader role to a new goroutine. Each request writes its
+// response as it completes.
 type muxConn struct {
 	s    *Server
 	conn net.Conn
-	r    *bufio.Reader
+	r    *bufio.Reader // used only by the goroutine holding the reader role
 	unix bool
+	ctx  context.Context // the requests', ended when the client goes away
+
+	watch       *inlinewatch.Watch
+	inline      inlinewatch.Slot // the request the reader runs itself, if any
+	goroutines  sync.WaitGroup   // readers and requests
+	readingDone chan struct{}    // closed when no more requests will be read
 
 	wmu     sync.Mutex
 	w       *bufio.Writer
 	buf     []byte
 	broken  bool
 	writers atomic.Int64 // responses being written or waiting to: the last one flushes
+
+	inFlight atomic.Int32 // requests read and not yet answered
 }
 
 func (m *muxConn) serve(ctx context.Context) {
@@ -92,60 +108,99 @@ func (m *muxConn) serve(ctx context.Context) {
 	// finish (within the drain timeout, which ends ctx).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var requests sync.WaitGroup
-	readerDone := make(chan struct{})
+	m.ctx = ctx
+	m.readingDone = make(chan struct{})
+	m.watch = inlinewatch.New()
+	// The watcher passes the role on only while a request the reader runs
+	// counts in m.goroutines, so this never adds to a finished group.
+	m.inline.PassRole = func() { m.goroutines.Go(m.read) }
+	m.watch.Add(&m.inline)
+	stopWatch, watchDone := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(readerDone)
-		m.read(ctx, &requests)
+		defer close(watchDone)
+		m.watch.Run(stopWatch)
 	}()
+	m.goroutines.Go(m.read)
 	select {
-	case <-readerDone:
+	case <-m.readingDone:
 		cancel()
 	case <-m.s.drain:
 		// Stop reading: requests in flight are answered, then the
 		// connection closes; the client sends new ones elsewhere.
 		_ = m.conn.SetReadDeadline(time.Now())
-		<-readerDone
+		<-m.readingDone
 	}
-	requests.Wait()
+	m.goroutines.Wait()
+	close(stopWatch)
+	<-watchDone
 }
 
-// read reads request frames until the connection ends or breaks the
-// framing (which ends it: the stream can no longer be trusted).
-func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
+// read holds the reader role: it reads requests and runs or starts them
+// until reading ends, or until the role has passed on while it ran one.
+func (m *muxConn) read() {
+	for {
+		req, size, ok := m.next()
+		if !ok {
+			close(m.readingDone)
+			return
+		}
+		if m.inFlight.Add(1) > 1 || m.r.Buffered() > 0 {
+			m.goroutines.Go(func() { m.run(req, size) })
+			continue
+		}
+		run := m.watch.Begin(&m.inline)
+		m.run(req, size)
+		if !m.inline.End(run) {
+			return // another goroutine reads now
+		}
+	}
+}
+
+// run executes req, whose body holds size bytes of the body memory.
+func (m *muxConn) run(req api.MuxRequest, size int64) {
+	defer m.inFlight.Add(-1)
+	defer m.release(size)
+	m.execute(m.ctx, req)
+}
+
+// next reads request frames until one is a request to run, which it
+// returns with the body memory it holds; frames it refuses it answers
+// itself. It returns false when the connection ends or breaks the framing
+// (which ends it: the stream can no longer be trusted).
+func (m *muxConn) next() (api.MuxRequest, int64, bool) {
 	limit := m.s.cfg.maxRequestSize + api.MuxEnvelopeAllowance
 	var header [4]byte
 	for {
 		if _, err := io.ReadFull(m.r, header[:]); err != nil {
-			return
+			return api.MuxRequest{}, 0, false
 		}
 		size := int64(binary.BigEndian.Uint32(header[:]))
 		if size == 0 {
-			return
+			return api.MuxRequest{}, 0, false
 		}
 		if size > limit {
 			// Answered by its id, and skipped: the channel stays usable.
 			prefix := make([]byte, min(size, api.MuxIDPrefix))
 			if _, err := io.ReadFull(m.r, prefix); err != nil {
-				return
+				return api.MuxRequest{}, 0, false
 			}
 			id, ok := api.MuxFrameID(prefix)
 			if _, err := io.CopyN(io.Discard, m.r, size-int64(len(prefix))); err != nil || !ok {
-				return
+				return api.MuxRequest{}, 0, false
 			}
 			m.reply(id, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "request size limit"))
 			continue
 		}
 		// The body waits for room in the body memory before it is read,
 		// as an HTTP body does.
-		if !m.s.bodies.TryAcquire(size) && !m.waitBodyMemory(ctx, size) {
+		if !m.s.bodies.TryAcquire(size) && !m.waitBodyMemory(m.ctx, size) {
 			prefix := make([]byte, min(size, api.MuxIDPrefix))
 			if _, err := io.ReadFull(m.r, prefix); err != nil {
-				return
+				return api.MuxRequest{}, 0, false
 			}
 			id, ok := api.MuxFrameID(prefix)
 			if _, err := io.CopyN(io.Discard, m.r, size-int64(len(prefix))); err != nil || !ok {
-				return
+				return api.MuxRequest{}, 0, false
 			}
 			m.reply(id, nil, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly", m.s.cfg.maxBodyMemory)})
 			continue
@@ -155,7 +210,7 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 		_, err := io.ReadFull(m.r, body)
 		if err != nil {
 			m.release(size)
-			return
+			return api.MuxRequest{}, 0, false
 		}
 		req, err := api.DecodeMuxRequest(body)
 		if err != nil {
@@ -165,12 +220,9 @@ func (m *muxConn) read(ctx context.Context, requests *sync.WaitGroup) {
 				continue
 			}
 			m.s.cfg.log.Debug("execute channel: malformed frame; closing it", "err", boundedErr(err))
-			return
+			return api.MuxRequest{}, 0, false
 		}
-		requests.Go(func() {
-			defer m.release(size)
-			m.execute(ctx, req)
-		})
+		return req, size, true
 	}
 }
 

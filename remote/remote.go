@@ -324,13 +324,13 @@ func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payl
 }
 
 func (e *Executor) execute(ctx context.Context, path, digest string, payload []byte) ([]byte, error) {
-	return e.post(ctx, api.ExecutePath(digest), api.MuxRequest{Digest: digest}, path, payload)
+	return e.post(ctx, func() string { return api.ExecutePath(digest) }, api.MuxRequest{Digest: digest}, path, payload)
 }
 
 // post sends an execute request on the execute channel, as mreq, or when
-// the daemon has none as an HTTP request to route; path is the caller's
-// artifact, for errors.
-func (e *Executor) post(ctx context.Context, route string, mreq api.MuxRequest, path string, payload []byte) ([]byte, error) {
+// the daemon has none as an HTTP request to route (made only then); path
+// is the caller's artifact, for errors.
+func (e *Executor) post(ctx context.Context, route func() string, mreq api.MuxRequest, path string, payload []byte) ([]byte, error) {
 	if !e.muxOff.Load() {
 		mreq.Payload = payload
 		out, err := e.executeMux(ctx, path, mreq)
@@ -338,7 +338,7 @@ func (e *Executor) post(ctx context.Context, route string, mreq api.MuxRequest, 
 			return out, err
 		}
 	}
-	req, err := e.request(ctx, http.MethodPost, route, bytes.NewReader(payload))
+	req, err := e.request(ctx, http.MethodPost, route(), bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +374,7 @@ func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payloa
 	if unseen {
 		return nil, nil, false
 	}
-	out, err = e.post(ctx, api.LocalExecuteURL(abs, id), api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
+	out, err = e.post(ctx, func() string { return api.LocalExecuteURL(abs, id) }, api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
 	var apiErr *api.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:

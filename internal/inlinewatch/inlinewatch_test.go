@@ -1,4 +1,4 @@
-package ociapp
+package inlinewatch
 
 import (
 	"sync/atomic"
@@ -9,16 +9,16 @@ import (
 
 // watchOne starts a watcher with one connection slot that counts the times
 // its reader role is passed on; the watcher stops when the test ends.
-func watchOne(t *testing.T) (*inlineWatch, *inlineSlot, *atomic.Int32) {
-	w := newInlineWatch()
+func watchOne(t *testing.T) (*Watch, *Slot, *atomic.Int32) {
+	w := New()
 	passed := new(atomic.Int32)
-	s := &inlineSlot{passRole: func() { passed.Add(1) }}
-	w.add(s)
+	s := &Slot{PassRole: func() { passed.Add(1) }}
+	w.Add(s)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.run(stop)
+		w.Run(stop)
 	}()
 	t.Cleanup(func() {
 		close(stop)
@@ -35,10 +35,10 @@ func TestInlineWatch(t *testing.T) {
 		runFor     time.Duration
 		wantPassed int32
 	}{
-		{"short request keeps the role", 0, inlineCheckInterval / 2, 0},
-		{"long request passes the role on", 0, 3 * inlineCheckInterval, 1},
-		{"long request after the watcher slept", (inlineIdleChecks + 5) * inlineCheckInterval, 3 * inlineCheckInterval, 1},
-		{"short request after the watcher slept", (inlineIdleChecks + 5) * inlineCheckInterval, inlineCheckInterval / 2, 0},
+		{"short request keeps the role", 0, CheckInterval / 2, 0},
+		{"long request passes the role on", 0, 3 * CheckInterval, 1},
+		{"long request after the watcher slept", (idleChecks + 5) * CheckInterval, 3 * CheckInterval, 1},
+		{"short request after the watcher slept", (idleChecks + 5) * CheckInterval, CheckInterval / 2, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -48,9 +48,9 @@ func TestInlineWatch(t *testing.T) {
 				if tc.idleFirst > 0 && !w.sleeping.Load() {
 					t.Fatalf("the watcher still ticks after %v without requests", tc.idleFirst)
 				}
-				run := w.begin(s)
+				run := w.Begin(s)
 				time.Sleep(tc.runFor)
-				kept := s.end(run)
+				kept := s.End(run)
 				synctest.Wait()
 				if got := passed.Load(); got != tc.wantPassed {
 					t.Fatalf("reader role passed on %d times, want %d", got, tc.wantPassed)
@@ -66,7 +66,7 @@ func TestInlineWatch(t *testing.T) {
 func TestInlineWatchSleepsWhenIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w, _, _ := watchOne(t)
-		time.Sleep(inlineIdleChecks * inlineCheckInterval * 2)
+		time.Sleep(idleChecks * CheckInterval * 2)
 		synctest.Wait()
 		if !w.sleeping.Load() {
 			t.Fatal("an idle watcher keeps ticking")
@@ -76,23 +76,23 @@ func TestInlineWatchSleepsWhenIdle(t *testing.T) {
 
 func TestInlineWatchPassedReaderDoesNotTakeTheNextRequest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := newInlineWatch()
+		w := New()
 		passed := 0
-		s := &inlineSlot{passRole: func() { passed++ }}
-		w.add(s)
-		first := w.begin(s)
+		s := &Slot{PassRole: func() { passed++ }}
+		w.Add(s)
+		first := w.Begin(s)
 		// The watcher's check one interval later passes the role on, and
 		// the next reader begins a request before the first one ends, at
 		// the same reading of the clock (synctest's clock stands still).
-		w.check(time.Now().Add(inlineCheckInterval))
+		w.check(time.Now().Add(CheckInterval))
 		if passed != 1 {
 			t.Fatalf("reader role passed on %d times, want 1", passed)
 		}
-		second := w.begin(s)
-		if s.end(first) {
+		second := w.Begin(s)
+		if s.End(first) {
 			t.Fatal("the reader whose role was passed on ended the next reader's request and kept the role")
 		}
-		if !s.end(second) {
+		if !s.End(second) {
 			t.Fatal("the next reader lost its role")
 		}
 	})
