@@ -24,7 +24,7 @@ const muxWriteBuffer = 64 << 10
 // "Execute channel") and serves it until the client closes it or the
 // daemon drains.
 func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
-	if !headerHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), api.MuxProtocol) {
+	if !api.HeaderHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), api.MuxProtocol) {
 		w.Header().Set("Upgrade", api.MuxProtocol)
 		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("%s is an execute channel: send Connection: Upgrade and Upgrade: %s", api.MuxPath, api.MuxProtocol)})
 		return
@@ -46,7 +46,7 @@ func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
 	defer s.muxConns.Done()
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n\r\n"); err != nil {
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n" + api.MuxFeaturesHeader + ": " + api.MuxFeatureCancel + "\r\n\r\n"); err != nil {
 		return
 	}
 	if err := brw.Flush(); err != nil {
@@ -60,17 +60,6 @@ func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
 		ctx = r.Context()
 	}
 	m.serve(ctx)
-}
-
-func headerHas(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // muxConn is one execute channel: its goroutines take turns as its
@@ -101,6 +90,11 @@ type muxConn struct {
 	writers atomic.Int64 // responses being written or waiting to: the last one flushes
 
 	inFlight atomic.Int32 // requests read and not yet answered
+
+	// running holds the cancel functions of the requests read and not yet
+	// answered, for cancel frames.
+	mu      sync.Mutex
+	running map[uint64]context.CancelFunc
 }
 
 func (m *muxConn) serve(ctx context.Context) {
@@ -109,6 +103,7 @@ func (m *muxConn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m.ctx = ctx
+	m.running = make(map[uint64]context.CancelFunc)
 	m.readingDone = make(chan struct{})
 	m.watch = inlinewatch.New()
 	// The watcher passes the role on only while a request the reader runs
@@ -144,23 +139,48 @@ func (m *muxConn) read() {
 			close(m.readingDone)
 			return
 		}
+		// Registered before the next frame is read, so that a cancel
+		// frame behind it finds it.
+		ctx, cancel := context.WithCancel(m.ctx)
+		m.mu.Lock()
+		m.running[req.ID] = cancel
+		m.mu.Unlock()
 		if m.inFlight.Add(1) > 1 || m.r.Buffered() > 0 {
-			m.goroutines.Go(func() { m.run(req, size) })
+			m.goroutines.Go(func() { m.run(ctx, req, size) })
 			continue
 		}
 		run := m.watch.Begin(&m.inline)
-		m.run(req, size)
+		m.run(ctx, req, size)
 		if !m.inline.End(run) {
 			return // another goroutine reads now
 		}
 	}
 }
 
-// run executes req, whose body holds size bytes of the body memory.
-func (m *muxConn) run(req api.MuxRequest, size int64) {
+// run executes req, whose body holds size bytes of the body memory, under
+// its own ctx, which a cancel frame ends.
+func (m *muxConn) run(ctx context.Context, req api.MuxRequest, size int64) {
 	defer m.inFlight.Add(-1)
 	defer m.release(size)
-	m.execute(m.ctx, req)
+	m.execute(ctx, req)
+	m.mu.Lock()
+	cancel := m.running[req.ID]
+	delete(m.running, req.ID)
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// cancel ends the context of the request id, if it is in flight: the
+// client gave up on it, and the runtime cancels it in its container.
+func (m *muxConn) cancel(id uint64) {
+	m.mu.Lock()
+	cancel := m.running[id]
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // next reads request frames until one is a request to run, which it
@@ -213,6 +233,11 @@ func (m *muxConn) next() (api.MuxRequest, int64, bool) {
 			return api.MuxRequest{}, 0, false
 		}
 		req, err := api.DecodeMuxRequest(body)
+		if err == nil && req.Cancel {
+			m.release(size)
+			m.cancel(req.ID)
+			continue
+		}
 		if err != nil {
 			m.release(size)
 			if id, ok := api.MuxFrameID(body); ok {
@@ -270,6 +295,10 @@ func (m *muxConn) execute(ctx context.Context, req api.MuxRequest) {
 	start := time.Now()
 	out, err := m.s.rt.ExecutePayload(ctx, path, req.Payload)
 	m.s.metrics.executeDuration.observe(time.Since(start))
+	if err != nil && ctx.Err() != nil && m.ctx.Err() == nil {
+		// Cancelled by the client, who waits for no answer.
+		return
+	}
 	if err != nil {
 		e := api.FromError(err)
 		if e.Code == api.CodeInternal {

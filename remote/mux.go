@@ -27,8 +27,9 @@ var errMuxUnsupported = errors.New("the daemon has no execute channel")
 // muxClient is one execute channel to the daemon: requests written as they
 // come, answers matched by id as they complete.
 type muxClient struct {
-	conn net.Conn
-	done chan struct{} // closed when the reader has stopped
+	conn    net.Conn
+	done    chan struct{} // closed when the reader has stopped
+	cancels bool          // the daemon takes cancel frames
 
 	wmu     sync.Mutex
 	bw      *bufio.Writer
@@ -102,6 +103,7 @@ func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
 	return &muxClient{
 		conn: conn, done: make(chan struct{}), bw: bufio.NewWriterSize(conn, 64<<10),
 		pending: make(map[uint64]chan api.MuxResponse),
+		cancels: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
 	}, nil
 }
 
@@ -162,20 +164,7 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.pending[req.ID] = ch
 	m.mu.Unlock()
 
-	// Requests sent together leave in one write: a caller flushes only
-	// when no other waits to write after it.
-	m.writers.Add(1)
-	m.wmu.Lock()
-	m.buf = api.AppendMuxRequest(m.buf[:0], req)
-	_, err := m.bw.Write(m.buf)
-	if m.writers.Add(-1) == 0 && err == nil {
-		err = m.bw.Flush()
-	}
-	if cap(m.buf) > 1<<20 {
-		m.buf = nil
-	}
-	m.wmu.Unlock()
-	if err != nil {
+	if err := m.write(req); err != nil {
 		m.conn.Close() // the reader fails the others
 		m.forget(req.ID)
 		return api.MuxResponse{}, err
@@ -187,10 +176,34 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 		}
 		return resp, nil
 	case <-ctx.Done():
-		// The daemon finishes the request; its answer is dropped.
+		// A daemon that takes cancel frames cancels the request in its
+		// container; another finishes it. Either way its answer, should
+		// it come, is dropped.
 		m.forget(req.ID)
+		if m.cancels {
+			if err := m.write(api.MuxRequest{ID: req.ID, Cancel: true}); err != nil {
+				m.conn.Close() // the reader fails the others
+			}
+		}
 		return api.MuxResponse{}, ctx.Err()
 	}
+}
+
+// write sends one frame. Frames sent together leave in one write: a
+// caller flushes only when no other waits to write after it.
+func (m *muxClient) write(req api.MuxRequest) error {
+	m.writers.Add(1)
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	m.buf = api.AppendMuxRequest(m.buf[:0], req)
+	_, err := m.bw.Write(m.buf)
+	if m.writers.Add(-1) == 0 && err == nil {
+		err = m.bw.Flush()
+	}
+	if cap(m.buf) > 1<<20 {
+		m.buf = nil
+	}
+	return err
 }
 
 func (m *muxClient) forget(id uint64) {

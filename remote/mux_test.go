@@ -148,6 +148,57 @@ func TestMuxCompletionOrder(t *testing.T) {
 	}
 }
 
+// TestMuxCancel: a caller that gives up has its request cancelled in the
+// daemon (the runtime then cancels it in its container), gets its own
+// error at once, and the channel serves the next request.
+func TestMuxCancel(t *testing.T) {
+	started, canceled := make(chan struct{}, 1), make(chan error, 1)
+	sock, _ := muxDaemon(t, &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
+		m, err := protocol.DecodePayload(p)
+		if err != nil {
+			return nil, err
+		}
+		if m["block"] == true {
+			started <- struct{}{}
+			<-ctx.Done()
+			canceled <- ctx.Err()
+			return nil, ctx.Err()
+		}
+		return p, nil
+	}})
+	ex, err := remote.New("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	path := smallArtifact(t, "a")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := ex.Execute(ctx, path, map[string]any{"block": true})
+		done <- err
+	}()
+	<-started
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Execute returned %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-canceled:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the daemon's request ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon's request was not cancelled")
+	}
+	if resp, err := ex.Execute(t.Context(), path, map[string]any{"v": "next"}); err != nil || resp["v"] != "next" {
+		t.Fatalf("the next request: %v %v", resp, err)
+	}
+	if got := metricsOf(t, sock, `ociapp_daemon_http_requests_total{route="mux",code="101"}`); got != "1" {
+		t.Fatalf("%s execute channels opened, want 1", got)
+	}
+}
+
 // TestMuxErrors: errors come back typed on the channel, and leave it
 // usable.
 func TestMuxErrors(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 
 	"github.com/ociapp/ociapp/internal/mpwire"
 	"github.com/vmihailenco/msgpack/v5"
@@ -33,7 +35,18 @@ type MuxRequest struct {
 	Path    string
 	File    string
 	Payload []byte
+	// Cancel makes this a cancel frame, {"id", "cancel": true}: the
+	// client gave up on the request with this ID (daemons that answer the
+	// upgrade with MuxFeaturesHeader listing MuxFeatureCancel).
+	Cancel bool
 }
+
+// MuxFeaturesHeader, on the upgrade's 101 response, lists the frames the
+// daemon takes beyond requests; MuxFeatureCancel is cancel frames.
+const (
+	MuxFeaturesHeader = "Ociapp-Mux-Features"
+	MuxFeatureCancel  = "cancel"
+)
 
 // MuxResponse answers the request with its ID: the response payload, or
 // Error, an error body in msgpack (as an HTTP error response's).
@@ -48,6 +61,13 @@ type MuxResponse struct {
 func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0)
+	if req.Cancel {
+		dst = append(dst, 0x82)
+		dst = mpwire.AppendUint64(mpwire.AppendStr(dst, "id"), req.ID)
+		dst = append(mpwire.AppendStr(dst, "cancel"), 0xc3)
+		binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+		return dst
+	}
 	n := 2
 	if req.Digest != "" {
 		n++
@@ -98,10 +118,10 @@ func MuxFrameID(prefix []byte) (uint64, bool) {
 // MuxIDPrefix is how many bytes of a frame MuxFrameID needs at most.
 const MuxIDPrefix = muxIDPrefix
 
-// DecodeMuxRequest decodes a request frame's body.
+// DecodeMuxRequest decodes a request frame's body, or a cancel frame's.
 func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	var req MuxRequest
-	var seenID, seenPayload bool
+	var seenID, seenPayload, seenCancel bool
 	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
 		var err error
 		switch key {
@@ -117,6 +137,12 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 		case "payload":
 			req.Payload, err = dec.DecodeBytes()
 			seenPayload = req.Payload != nil
+		case "cancel":
+			req.Cancel, err = dec.DecodeBool()
+			if err == nil && !req.Cancel {
+				err = errors.New("must be true")
+			}
+			seenCancel = true
 		default:
 			err = dec.Skip()
 		}
@@ -125,6 +151,10 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	switch {
 	case err != nil:
 		return req, err
+	case seenCancel && (seenPayload || !seenID):
+		return req, errors.New("a cancel frame holds id and cancel alone")
+	case seenCancel:
+		return MuxRequest{ID: req.ID, Cancel: true}, nil
 	case !seenID || !seenPayload:
 		return req, errors.New("a request needs id and payload (bin)")
 	case (req.Digest == "") == (req.Path == ""):
@@ -180,4 +210,17 @@ func decodeMuxMap(body []byte, field func(string, *msgpack.Decoder) error) error
 		return errors.New("bytes after the map")
 	}
 	return nil
+}
+
+// HeaderHas reports whether a comma-separated header of h lists token
+// (case-insensitively), as Connection and MuxFeaturesHeader do.
+func HeaderHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
 }

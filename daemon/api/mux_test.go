@@ -10,6 +10,7 @@ func TestMuxFramesRoundTrip(t *testing.T) {
 	reqs := []MuxRequest{
 		{ID: 1, Digest: "sha256:" + string(make([]byte, 0)), Payload: []byte{0x80}},
 		{ID: 1 << 40, Path: "/a/b.ociapp", File: "1:2:3:4", Payload: []byte{0x81, 0xa1, 'v', 0xc4, 0x01, 0xff}},
+		{ID: 9, Cancel: true},
 	}
 	reqs[0].Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 	for _, req := range reqs {
@@ -44,6 +45,9 @@ func TestMuxRequestRefused(t *testing.T) {
 		"truncated":          AppendMuxRequest(nil, MuxRequest{ID: 1, Digest: "d", Payload: []byte{0x80}})[4:10],
 		"digest and path":    AppendMuxRequest(nil, MuxRequest{ID: 1, Digest: "d", Path: "/p", File: "f", Payload: []byte{0x80}})[4:],
 		"too many keys (17)": {0xde, 0x00, 0x11},
+		"cancel false":       {0x82, 0xa2, 'i', 'd', 0x01, 0xa6, 'c', 'a', 'n', 'c', 'e', 'l', 0xc2},
+		"cancel without id":  {0x81, 0xa6, 'c', 'a', 'n', 'c', 'e', 'l', 0xc3},
+		"cancel and payload": {0x83, 0xa2, 'i', 'd', 0x01, 0xa6, 'c', 'a', 'n', 'c', 'e', 'l', 0xc3, 0xa7, 'p', 'a', 'y', 'l', 'o', 'a', 'd', 0xc4, 0x01, 0x80},
 	}
 	for name, body := range tests {
 		if _, err := DecodeMuxRequest(body); err == nil {
@@ -56,6 +60,7 @@ func FuzzDecodeMuxRequest(f *testing.F) {
 	f.Add(AppendMuxRequest(nil, MuxRequest{ID: 3, Digest: "sha256:x", Payload: []byte{0x80}})[4:])
 	f.Add(AppendMuxRequest(nil, MuxRequest{ID: 3, Path: "/p", File: "1:2:3:4", Payload: []byte{0x80}})[4:])
 	f.Add([]byte{0x81, 0xa2, 'i', 'd', 0x01})
+	f.Add(AppendMuxRequest(nil, MuxRequest{ID: 3, Cancel: true})[4:])
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := DecodeMuxRequest(body)
 		if err != nil {
