@@ -261,18 +261,21 @@ func Image(files []File, cfg v1.Config) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// TestAppArtifacts are the paths of the testapp program's two artifacts.
+// TestAppArtifacts are the paths of the testapp program's two artifacts,
+// and of the capabilities' test app.
 type TestAppArtifacts struct {
 	// App serves requests (see the testapp command for what it does).
 	App string
 	// ExitStart exits at start without listening.
 	ExitStart string
+	// Capable is the capable command, declaring cancel and deadline.
+	Capable string
 }
 
 // BuildTestApp compiles the testapp program once and writes its two
 // artifacts into dir, which it creates if needed: testapp-0.1.0.ociapp
 // (run with "serve") and exitstart-0.1.0.ociapp (run with "exitstart"),
-// both run as user 65532.
+// both run as user 65532; and capable-0.1.0.ociapp, the "capable" app.
 func BuildTestApp(ctx context.Context, dir string) (TestAppArtifacts, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return TestAppArtifacts{}, err
@@ -290,6 +293,11 @@ func BuildTestApp(ctx context.Context, dir string) (TestAppArtifacts, error) {
 		return TestAppArtifacts{}, err
 	}
 	if err := Package(ctx, "exitstart", binary, App{Package: pkg, Args: []string{"exitstart"}, User: "65532"}, a.ExitStart); err != nil {
+		return TestAppArtifacts{}, err
+	}
+	a.Capable = filepath.Join(dir, "capable-0.1.0.ociapp")
+	capable, _ := Lookup("capable")
+	if err := Build(ctx, "capable", capable, a.Capable); err != nil {
 		return TestAppArtifacts{}, err
 	}
 	return a, nil

@@ -31,12 +31,12 @@ async def serve(tmp_path: Path):
     servers = []
     heads: list[bytes] = []
 
-    async def start(handler: Handler, *, upgrade: bool = True) -> Address:
+    async def start(handler: Handler, *, upgrade: bool = True, answer: bytes = UPGRADED) -> Address:
         async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 heads.append(await reader.readuntil(b"\r\n\r\n"))
                 if upgrade:
-                    writer.write(UPGRADED)
+                    writer.write(answer)
                 await handler(reader, writer)
             except (asyncio.IncompleteReadError, ConnectionError):
                 pass
@@ -106,6 +106,48 @@ async def test_answers_in_any_order_split_and_batched(serve) -> None:
         answer = await channel.call(fields, b"e")
         assert msgpack.unpackb(answer["error"]) == {"code": "overloaded"}
         assert channel._pending == {}
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize("offered", [True, False])
+async def test_a_caller_that_gives_up_cancels_its_request(serve, offered: bool) -> None:
+    """A cancelled call sends a cancel frame for its id, to a daemon that
+    offers them; to another, the next frame is the next request."""
+
+    frames: list[dict] = []
+    got_request = asyncio.Event()
+
+    async def handler(reader, writer):
+        frames.append(await read_frame(reader))
+        got_request.set()
+        request = await read_frame(reader)
+        frames.append(request)
+        if "payload" in request:
+            writer.write(frame({"id": request["id"], "payload": request["payload"]}))
+            await writer.drain()
+        else:
+            last = await read_frame(reader)
+            frames.append(last)
+            writer.write(frame({"id": last["id"], "payload": last["payload"]}))
+            await writer.drain()
+        await reader.read()
+
+    answer = UPGRADED[:-2] + b"Ociapp-Mux-Features: cancel\r\n\r\n" if offered else UPGRADED
+    channel = await MuxChannel.open(await serve(handler, answer=answer), None, None, 10.0)
+    try:
+        fields = encode_fields(FIELDS)
+        call = asyncio.ensure_future(channel.call(fields, b"blocks"))
+        await got_request.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (await channel.call(fields, b"next"))["payload"] == b"next"
+        sent = [{k: v for k, v in f.items() if k in ("id", "cancel", "payload")} for f in frames]
+        if offered:
+            assert sent == [{"id": 1, "payload": b"blocks"}, {"id": 1, "cancel": True}, {"id": 2, "payload": b"next"}]
+        else:
+            assert sent == [{"id": 1, "payload": b"blocks"}, {"id": 2, "payload": b"next"}]
     finally:
         await channel.close()
 

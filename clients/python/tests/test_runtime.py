@@ -367,3 +367,34 @@ async def test_default_state_is_per_user(binary: str, app: Path, monkeypatch: py
         assert again.state_dir == state
         assert await again.execute(app, {"value": "z"}) == {"value": "z"}
         assert await metric(again, "ociapp_daemon_uploads_total") == 0
+
+
+async def test_a_cancelled_execute_cancels_the_handler(binary: str, artifacts: dict[str, Path]) -> None:
+    """A task that gives up on an execute (cancelled, or under
+    asyncio.timeout) has its request cancelled in the container, for an
+    artifact that declares the cancel capability; the container then
+    answers the next request."""
+
+    capable = artifacts["capable"]
+    async with Runtime(binary=binary) as runtime:
+
+        async def cancelled() -> int:
+            return (await runtime.execute(capable, {"op": "cancelled"}))["n"]
+
+        assert await cancelled() == 0
+        task = asyncio.create_task(runtime.execute(capable, {"op": "block"}))
+        await asyncio.sleep(0.3)  # the request is in the handler, or will be
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await runtime.execute(capable, {"op": "block"})
+        deadline = asyncio.get_running_loop().time() + 30
+        while await cancelled() != 2:
+            assert asyncio.get_running_loop().time() < deadline, "the handlers were not cancelled"
+            await asyncio.sleep(0.01)
+        # The handler sees the request's deadline: the daemon's request
+        # timeout (30 s by default).
+        left = (await runtime.execute(capable, {"op": "deadline"}))["n"]
+        assert 0 < left <= 30_000

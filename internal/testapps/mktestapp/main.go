@@ -24,4 +24,5 @@ func main() {
 	}
 	fmt.Println(a.App)
 	fmt.Println(a.ExitStart)
+	fmt.Println(a.Capable)
 }

@@ -46,6 +46,10 @@ _PAYLOAD_BIN16 = struct.Struct(">8sBH")
 _PAYLOAD_BIN32 = struct.Struct(">8sBI")
 _PAYLOAD_KEY = b"\xa7payload"
 _FRAME_SIZE = struct.Struct(">I").unpack_from
+# A cancel frame: length 21, {"id": uint64, "cancel": true}, for a daemon
+# that offers cancel frames (its 101 names them in Ociapp-Mux-Features).
+_CANCEL_FRAME = struct.Struct(">IB3sBQ7sB")
+_CANCEL_KEY = b"\xa6cancel"
 
 
 def encode_fields(fields: dict[str, str]) -> tuple[int, bytes]:
@@ -100,6 +104,8 @@ class MuxChannel(asyncio.Protocol):
         # oldest first, while requests are in flight.
         self._marks: list[tuple[float, int]] = []
         self._ticker: asyncio.TimerHandle | None = None
+        # Whether the daemon takes cancel frames.
+        self._cancels = False
 
     @classmethod
     async def open(
@@ -173,10 +179,20 @@ class MuxChannel(asyncio.Protocol):
             if self._paused:
                 await self._drained()
             return await fut
-        except BaseException:
-            # Failed or given up: a late answer is dropped.
-            pending.pop(rid, None)
+        except BaseException as exc:
+            # Failed or given up: a late answer is dropped. A caller that
+            # gave up (its task cancelled, e.g. by asyncio.timeout) has
+            # the daemon cancel the request in its container.
+            if pending.pop(rid, None) is not None and isinstance(exc, asyncio.CancelledError):
+                self._cancel(rid)
             raise
+
+    def _cancel(self, rid: int) -> None:
+        if not self._cancels or self._error is not None or self._transport is None:
+            return
+        self._out.append(_CANCEL_FRAME.pack(21, 0x82, _ID_KEY, 0xCF, rid, _CANCEL_KEY, 0xC3))
+        if len(self._out) == 1:
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         out = self._out
@@ -272,6 +288,13 @@ class MuxChannel(asyncio.Protocol):
             self._answered_with(ValueError(f"the daemon answered the upgrade with {lines[0]!r}"))
             return
         if status == 101:
+            features = [
+                token.strip().lower()
+                for line in lines[1:]
+                if line.lower().startswith("ociapp-mux-features:")
+                for token in line.split(":", 1)[1].split(",")
+            ]
+            self._cancels = "cancel" in features
             del buf[: end + 4]
             self._upgraded = True
             if not self._answer.done():
