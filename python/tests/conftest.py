@@ -119,10 +119,17 @@ class RawClient:
         reader, writer = await asyncio.open_unix_connection(str(path))
         return cls(reader, writer)
 
-    def send(self, payload: Any, request_id: str | None = None, *, raw: bool = False) -> str:
+    def send(
+        self,
+        payload: Any,
+        request_id: str | None = None,
+        *,
+        raw: bool = False,
+        deadline_ms: int | None = None,
+    ) -> str:
         request_id = request_id or str(uuid.uuid4())
         body = payload if raw else msgpack.packb(payload, use_bin_type=True)
-        self.writer.write(pack_frame(encode_request(request_id, body)))
+        self.writer.write(pack_frame(encode_request(request_id, body, deadline_ms)))
         return request_id
 
     def send_bytes(self, data: bytes) -> None:
