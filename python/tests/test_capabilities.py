@@ -4,14 +4,13 @@ deadline accessor, and cancellation over real sockets."""
 
 import asyncio
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
-from conftest import REPO, RawClient, serving
+from conftest import VECTORS, RawClient, serving
 
 from apps import sample
 from ociapp import EnvelopeError, request_deadline
@@ -24,7 +23,6 @@ from ociapp.protocol import (
     pack_frame,
 )
 
-VECTORS = Path(os.environ.get("OCIAPP_VECTORS", REPO / "protocol" / "testdata" / "vectors.json"))
 REQUEST_ID = "5f0c6d7e-8a9b-4c1d-9e2f-3a4b5c6d7e8f"
 
 
@@ -262,15 +260,15 @@ async def test_each_request_has_its_own_deadline(short_tmp: Path) -> None:
     app = sample.DeadlineApplication()
     async with serving(app, short_tmp) as server:
         client = await RawClient.connect(server.socket_path)
-        # Both in one write: read at the same loop time, so the deadlines
-        # differ by exactly what was asked.
+        # Both in one write, read at (nearly) the same time: the deadlines
+        # differ by what was asked.
         first = pack_frame(encode_request(str(uuid.uuid4()), encode_payload({"value": "a"}), 1000))
         second = pack_frame(encode_request(str(uuid.uuid4()), encode_payload({"value": "b"}), 61000))
         client.send_bytes(first + second)
         values = {(await client.receive()).payload["value"] for _ in range(2)}
         assert values == {"a", "b"}
         await client.close()
-    assert app.seen["b"][0] - app.seen["a"][0] == pytest.approx(60.0)
+    assert app.seen["b"][0] - app.seen["a"][0] == pytest.approx(60.0, abs=0.05)
 
 
 async def test_deadline_bounds_work_with_timeout_at(short_tmp: Path) -> None:
