@@ -23,7 +23,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Generic
 
@@ -216,12 +216,13 @@ class _Connection(asyncio.Protocol):
                 except ProtocolError as exc:
                     self._fail(exc)
                     return
-                if payload is None:
+                if deadline_ms is None and payload is not None:
+                    self._start(request_id, self._run(request_id, payload))
+                elif payload is None:
                     self._cancel_request(request_id)
-                elif deadline_ms is None:
-                    self._start(request_id, payload, None)
                 else:
-                    self._start(request_id, payload, self._loop.time() + deadline_ms / 1000)
+                    deadline = self._loop.time() + deadline_ms / 1000
+                    self._start(request_id, self._run_until(deadline, request_id, payload))
         finally:
             self._in_read = False
         if self._out:
@@ -259,8 +260,7 @@ class _Connection(asyncio.Protocol):
 
     # Requests
 
-    def _start(self, request_id: str, payload: bytes, deadline: float | None) -> None:
-        coroutine = self._run(request_id, payload, deadline)
+    def _start(self, request_id: str, coroutine: Coroutine[Any, Any, None]) -> None:
         if _EAGER_TASKS:
             task = asyncio.Task(coroutine, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
         else:
@@ -271,10 +271,12 @@ class _Connection(asyncio.Protocol):
             self._running[request_id] = task
             task.add_done_callback(self._task_done)
 
-    async def _run(self, request_id: str, payload: bytes, deadline: float | None) -> None:
-        if deadline is not None:
-            # The task runs in its own copy of the context: this is its alone.
-            _request_deadline.set(deadline)
+    async def _run_until(self, deadline: float, request_id: str, payload: bytes) -> None:
+        # The task runs in its own copy of the context: this is its alone.
+        _request_deadline.set(deadline)
+        await self._run(request_id, payload)
+
+    async def _run(self, request_id: str, payload: bytes) -> None:
         try:
             body = await self._dispatcher.respond(request_id, payload)
         except asyncio.CancelledError:
