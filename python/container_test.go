@@ -258,6 +258,19 @@ func TestPythonEchoInContainer(t *testing.T) {
 		})
 	}
 
+	// The SDK declares the deadline capability, so the runtime's client
+	// sends each call's time left: the server reads the 3-key request.
+	t.Run("deadline", func(t *testing.T) {
+		timed := dial(t, c.socket, protocol.WithDeadlines())
+		resp, err := timed.Call(ctx, encode(t, map[string]any{"value": "timed"}))
+		if err != nil {
+			t.Fatalf("call with a deadline: %v", err)
+		}
+		if got, err := protocol.DecodePayload(resp); err != nil || got["value"] != "timed" {
+			t.Errorf("response %v, %v; want value=timed", got, err)
+		}
+	})
+
 	t.Run("concurrent calls", func(t *testing.T) {
 		const n = 500
 		var wg sync.WaitGroup

@@ -29,6 +29,8 @@ from ociapp.protocol import (
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parents[1]
 TIMEOUT = 5.0
+# The conformance vectors the Go protocol package generates.
+VECTORS = Path(os.environ.get("OCIAPP_VECTORS", REPO / "protocol" / "testdata" / "vectors.json"))
 
 # Subprocesses import the sample applications from here.
 if str(TESTS) not in sys.path:
@@ -75,10 +77,9 @@ def short_tmp() -> Iterator[Path]:
 def vectors() -> dict[str, Any]:
     """The conformance vectors the Go protocol package generates."""
 
-    path = Path(os.environ.get("OCIAPP_VECTORS", REPO / "protocol" / "testdata" / "vectors.json"))
-    if not path.is_file():
-        pytest.fail(f"conformance vectors not found at {path}; set OCIAPP_VECTORS")
-    return json.loads(path.read_text())
+    if not VECTORS.is_file():
+        pytest.fail(f"conformance vectors not found at {VECTORS}; set OCIAPP_VECTORS")
+    return json.loads(VECTORS.read_text())
 
 
 @contextlib.asynccontextmanager
@@ -119,10 +120,17 @@ class RawClient:
         reader, writer = await asyncio.open_unix_connection(str(path))
         return cls(reader, writer)
 
-    def send(self, payload: Any, request_id: str | None = None, *, raw: bool = False) -> str:
+    def send(
+        self,
+        payload: Any,
+        request_id: str | None = None,
+        *,
+        raw: bool = False,
+        deadline_ms: int | None = None,
+    ) -> str:
         request_id = request_id or str(uuid.uuid4())
         body = payload if raw else msgpack.packb(payload, use_bin_type=True)
-        self.writer.write(pack_frame(encode_request(request_id, body)))
+        self.writer.write(pack_frame(encode_request(request_id, body, deadline_ms)))
         return request_id
 
     def send_bytes(self, data: bytes) -> None:

@@ -296,7 +296,10 @@ def test_schema(ociapp: list[str]) -> None:
     result = run(ociapp, "schema", "--app", "apps.sample:rich_app")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document) == {"request", "response"}
+    assert set(document) == {"request", "response", "capabilities"}
+    # What ociapp-build records in the artifact: the runtime then sends
+    # deadlines and cancels to this app's servers.
+    assert document["capabilities"] == ["cancel", "deadline"]
     assert document["request"]["title"] == "EchoRequest"
     assert document["request"]["required"] == ["value"]
     response = document["response"]

@@ -8,7 +8,14 @@ import pytest
 
 from ociapp import EnvelopeError, FrameError, PayloadCodecError
 from ociapp.payloads import decode_payload
-from ociapp.protocol import FrameDecoder, _unpack_envelope, decode_request, encode_request
+from ociapp.protocol import (
+    FrameDecoder,
+    _unpack_envelope,
+    decode_client_envelope,
+    decode_request,
+    encode_cancel,
+    encode_request,
+)
 
 SEED_IDS = [
     "5f0c6d7e-8a9b-4c1d-9e2f-3a4b5c6d7e8f",
@@ -25,6 +32,11 @@ SEED_PAYLOADS = [
 def seeds() -> list[bytes]:
     bodies = [encode_request(i, p) for i in SEED_IDS for p in SEED_PAYLOADS]
     bodies.append(msgpack.packb({"payload": b"\x80", "request_id": SEED_IDS[0]}, use_bin_type=True))
+    # The capabilities' envelopes: deadlines in every integer width, cancels.
+    for deadline_ms in (0, 1, 30000, 2**32, 2**64 - 1):
+        bodies.append(encode_request(SEED_IDS[0], SEED_PAYLOADS[0], deadline_ms))
+    bodies.extend(encode_cancel(i) for i in SEED_IDS)
+    bodies.append(msgpack.packb({"cancel": True, "request_id": SEED_IDS[1]}))
     return bodies
 
 
@@ -45,16 +57,24 @@ def mutations(rng: random.Random, body: bytes, count: int) -> list[bytes]:
     return out
 
 
-def reference_decode(body: bytes) -> tuple[str, bytes]:
-    # The general path alone, for comparison with the fast path.
+def reference_decode(body: bytes) -> tuple[str, bytes | None, int | None]:
+    # The rules, written plainly, for comparison with the decoder's paths.
     import uuid
 
     envelope = _unpack_envelope(body, "request")
     request_id = envelope["request_id"]
-    payload = envelope["payload"]
-    if type(request_id) is not str or type(payload) is not bytes:
+    if type(request_id) is not str:
         raise EnvelopeError("bad types")
-    return str(uuid.UUID(request_id)), payload
+    if "cancel" in envelope:
+        assert envelope["cancel"] is True and "payload" not in envelope
+        return str(uuid.UUID(request_id)), None, None
+    payload = envelope["payload"]
+    deadline_ms = envelope.get("deadline_ms")
+    if type(payload) is not bytes:
+        raise EnvelopeError("bad types")
+    if "deadline_ms" in envelope:
+        assert type(deadline_ms) is int and deadline_ms >= 0
+    return str(uuid.UUID(request_id)), payload, deadline_ms
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -63,11 +83,17 @@ def test_mutated_requests(seed: int) -> None:
     for body in seeds():
         for candidate in mutations(rng, body, 300):
             try:
-                request_id, payload = decode_request(candidate)
+                request_id, payload, deadline_ms = decode_client_envelope(candidate)
             except EnvelopeError:
+                with pytest.raises(EnvelopeError):
+                    decode_request(candidate)
                 continue
-            # Whatever the fast path accepts, the general path reads the same way.
-            assert reference_decode(candidate) == (request_id, payload)
+            # Whatever the decoder accepts, on its fast path or not, the
+            # rules read the same way.
+            assert reference_decode(candidate) == (request_id, payload, deadline_ms)
+            if payload is None:
+                continue
+            assert decode_request(candidate) == (request_id, payload)
             try:
                 decode_payload(payload)
             except PayloadCodecError:
@@ -79,7 +105,11 @@ def test_random_bytes(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(3000):
         data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
-        for decode, error in ((decode_request, EnvelopeError), (decode_payload, PayloadCodecError)):
+        for decode, error in (
+            (decode_client_envelope, EnvelopeError),
+            (decode_request, EnvelopeError),
+            (decode_payload, PayloadCodecError),
+        ):
             try:
                 decode(data)
             except error:

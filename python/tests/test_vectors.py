@@ -35,9 +35,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # One test case per vector, named after it.
     import json
 
-    from conftest import REPO
-
-    path = REPO / "protocol" / "testdata" / "vectors.json"
+    from conftest import VECTORS as path
     data = json.loads(path.read_text()) if path.is_file() else {}
     names = ("valid", "malformed_frames", "malformed_envelopes", "bad_payloads")
     groups = {group: data.get(group) or [] for group in names}

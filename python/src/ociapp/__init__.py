@@ -29,7 +29,7 @@ from .protocol import (
     read_frame,
     write_frame,
 )
-from .server import OciAppServer, serve_application
+from .server import OciAppServer, request_deadline, serve_application
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -59,6 +59,7 @@ __all__ = [
     "load_application",
     "pack_frame",
     "read_frame",
+    "request_deadline",
     "serve_application",
     "write_frame",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import ApplicationLoadError, ServerLifecycleError
 from .loader import load_application
 from .protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_SOCKET_PATH, MAX_FRAME_LENGTH
-from .server import serve_application
+from .server import CAPABILITIES, serve_application
 
 __all__ = ["build_parser", "main"]
 
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     schema = commands.add_parser(
-        "schema", help="print the request and response JSON Schemas of an application"
+        "schema",
+        help="print the request and response JSON Schemas of an application, "
+        "and the protocol capabilities its server supports",
     )
     schema.add_argument("--app", required=True, help="import path, pkg.module:attribute")
     schema.add_argument("--indent", type=int, default=None, help="indent the JSON output")
@@ -105,6 +107,7 @@ def _schema(app: Any, indent: int | None) -> int:
         document = {
             "request": app.request_model.model_json_schema(mode="validation"),
             "response": app.response_model.model_json_schema(mode="serialization"),
+            "capabilities": list(CAPABILITIES),
         }
     except Exception as exc:
         sys.stderr.write(f"ociapp: error: cannot generate the JSON Schemas of {app!r}: {exc}\n")

@@ -2,7 +2,10 @@
 
 A frame is a 4-byte big-endian length N (0 < N <= the maximum frame size)
 followed by N bytes of body. A request body is the msgpack map
-``{"request_id": <uuid str>, "payload": <bin>}``; a response body is
+``{"request_id": <uuid str>, "payload": <bin>}``, with a third key
+``"deadline_ms": <uint>`` under the deadline capability; a cancel body (the
+cancel capability) is ``{"request_id": <uuid str>, "cancel": true}``; a
+response body is
 ``{"request_id": <uuid str>, "payload": <bin|nil>, "error": <bin|nil>}`` with
 exactly one of payload and error set; an error is the msgpack map
 ``{"error_type": <str>, "message": <str>, "details": <any>}``.
@@ -34,12 +37,14 @@ __all__ = [
     "ProtocolError",
     "RequestEnvelope",
     "ResponseEnvelope",
+    "decode_client_envelope",
     "decode_error",
     "decode_error_payload",
     "decode_request",
     "decode_request_envelope",
     "decode_response",
     "decode_response_envelope",
+    "encode_cancel",
     "encode_error",
     "encode_error_payload",
     "encode_request",
@@ -276,9 +281,11 @@ _CANONICAL_UUID_BYTES = re.compile(
 ).fullmatch
 
 
-def decode_request(body: bytes) -> tuple[str, bytes]:
-    """Decodes a request envelope into (request_id, payload).
+def decode_client_envelope(body: bytes) -> tuple[str, bytes | None, int | None]:
+    """Decodes what a client sends a server: a request or a cancel envelope.
 
+    A request gives (request_id, payload, deadline_ms), deadline_ms None when
+    the request has none; a cancel envelope gives (request_id, None, None).
     The request id comes back in canonical form. Unknown keys are ignored, as
     the original's envelope model ignored them; anything else out of shape
     raises EnvelopeError.
@@ -296,8 +303,10 @@ def decode_request(body: bytes) -> tuple[str, bytes]:
         else:
             start, size = 0, -1
         if size == len(body) - start and _CANONICAL_UUID_BYTES(body, 14, 50):
-            return body[14:50].decode("ascii"), body[start:]
+            return body[14:50].decode("ascii"), body[start:], None
     envelope = _unpack_envelope(body, "request")
+    if "cancel" in envelope:
+        return _decode_cancel(envelope), None, None
     if "request_id" not in envelope:
         raise EnvelopeError("request envelope is invalid: request_id is missing")
     if "payload" not in envelope:
@@ -308,6 +317,47 @@ def decode_request(body: bytes) -> tuple[str, bytes]:
         raise EnvelopeError(
             f"request envelope is invalid: payload must be bin, not {_type_name(payload)}"
         )
+    if "deadline_ms" not in envelope:
+        return request_id, payload, None
+    deadline_ms = envelope["deadline_ms"]
+    if type(deadline_ms) is not int:
+        raise EnvelopeError(
+            "request envelope is invalid: deadline_ms must be an integer, "
+            f"not {_type_name(deadline_ms)}"
+        )
+    if deadline_ms < 0:
+        raise EnvelopeError(
+            f"request envelope is invalid: deadline_ms must not be negative (got {deadline_ms})"
+        )
+    return request_id, payload, deadline_ms
+
+
+def _decode_cancel(envelope: dict[str, Any]) -> str:
+    if envelope["cancel"] is not True:
+        raise EnvelopeError(
+            "cancel envelope is invalid: cancel must be true, "
+            f"not {_type_name(envelope['cancel'])} {envelope['cancel']!r:.64}"
+        )
+    if "payload" in envelope:
+        raise EnvelopeError(
+            "cancel envelope is invalid: it has a payload (a body with a cancel key "
+            "is a cancel envelope, which names a request and carries no payload)"
+        )
+    if "request_id" not in envelope:
+        raise EnvelopeError("cancel envelope is invalid: request_id is missing")
+    return _canonical_request_id(envelope["request_id"], "cancel")
+
+
+def decode_request(body: bytes) -> tuple[str, bytes]:
+    """Decodes a request envelope into (request_id, payload).
+
+    As decode_client_envelope, but only for requests: a deadline_ms is
+    checked and dropped, and a cancel envelope raises EnvelopeError.
+    """
+
+    request_id, payload, _ = decode_client_envelope(body)
+    if payload is None:
+        raise EnvelopeError("request envelope is invalid: it is a cancel envelope")
     return request_id, payload
 
 
@@ -337,10 +387,21 @@ def decode_response(body: bytes) -> tuple[str, bytes | None, bytes | None]:
     return request_id, payload, error
 
 
-def encode_request(request_id: str, payload: bytes) -> bytes:
-    """Encodes a request envelope body."""
+def encode_request(request_id: str, payload: bytes, deadline_ms: int | None = None) -> bytes:
+    """Encodes a request envelope body, with deadline_ms when it is not None."""
 
-    return _packb({"request_id": request_id, "payload": payload}, use_bin_type=True)
+    if deadline_ms is None:
+        return _packb({"request_id": request_id, "payload": payload}, use_bin_type=True)
+    return _packb(
+        {"request_id": request_id, "payload": payload, "deadline_ms": deadline_ms},
+        use_bin_type=True,
+    )
+
+
+def encode_cancel(request_id: str) -> bytes:
+    """Encodes a cancel envelope body."""
+
+    return _packb({"request_id": request_id, "cancel": True}, use_bin_type=True)
 
 
 def encode_response(request_id: str, payload: bytes | None, error: bytes | None) -> bytes:

@@ -7,10 +7,15 @@ order. Responses that become ready in the same event-loop turn go out in one
 write. A malformed frame or envelope closes its connection and cancels that
 connection's outstanding requests; a clean end of stream lets them finish
 first.
+
+It supports the protocol's deadline and cancel capabilities: a request's
+deadline is readable during its handler through ``request_deadline()``, and
+a cancel envelope cancels the handler's task.
 """
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import os
@@ -18,7 +23,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Generic
 
@@ -32,11 +37,17 @@ from .protocol import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_SOCKET_PATH,
     FrameDecoder,
+    decode_client_envelope,
     decode_request,
     encode_error,
 )
 
-__all__ = ["OciAppServer", "serve_application"]
+__all__ = ["CAPABILITIES", "OciAppServer", "request_deadline", "serve_application"]
+
+# The protocol extensions this server supports (docs/protocol.md,
+# Capabilities), sorted; `ociapp schema` names them, and ociapp-build
+# records them in the artifact.
+CAPABILITIES = ("cancel", "deadline")
 
 logger = logging.getLogger("ociapp")
 
@@ -47,6 +58,29 @@ BACKLOG = 128
 # (most do not) runs to completion inside the read callback, without a trip
 # through the event loop's queue.
 _EAGER_TASKS = sys.version_info >= (3, 12)
+
+# The loop time at which the current request's time is up; set in the task
+# that runs a request with a deadline, so the handler, and the tasks and
+# threads it starts, see it.
+_request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "ociapp_request_deadline", default=None
+)
+
+
+def request_deadline() -> float | None:
+    """Returns when the current request's time is up, or None.
+
+    The value is on the event loop's clock (``loop.time()``): the time the
+    server read the request plus the request's ``deadline_ms``. It is None
+    outside a request, and for a request without a deadline (the runtime
+    sends one only to an artifact that declares the deadline capability).
+    Nothing is cancelled at the deadline; bound work with it::
+
+        async with asyncio.timeout_at(ociapp.request_deadline()):
+            ...
+    """
+
+    return _request_deadline.get()
 
 
 class _Dispatcher:
@@ -143,6 +177,13 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # The tasks a cancel envelope can name, by request id; only requests
+        # that did not finish when they started are entered.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        # Tasks cancelled already, each only once so that a handler's
+        # cleanup is not cut short; True for those the client gave up on,
+        # whose answers nobody reads.
+        self._cancelled: dict[asyncio.Task[None], bool] = {}
         self._out: list[bytes] = []
         self._in_read = False  # inside data_received: flush once at its end
         self._flush_scheduled = False
@@ -171,11 +212,17 @@ class _Connection(asyncio.Protocol):
         try:
             for body in frames:
                 try:
-                    request_id, payload = decode_request(body)
+                    request_id, payload, deadline_ms = decode_client_envelope(body)
                 except ProtocolError as exc:
                     self._fail(exc)
                     return
-                self._start(request_id, payload)
+                if deadline_ms is None and payload is not None:
+                    self._start(request_id, self._run(request_id, payload))
+                elif payload is None:
+                    self._cancel_request(request_id)
+                else:
+                    deadline = self._loop.time() + deadline_ms / 1000
+                    self._start(request_id, self._run_until(deadline, request_id, payload))
         finally:
             self._in_read = False
         if self._out:
@@ -213,15 +260,21 @@ class _Connection(asyncio.Protocol):
 
     # Requests
 
-    def _start(self, request_id: str, payload: bytes) -> None:
-        coroutine = self._run(request_id, payload)
+    def _start(self, request_id: str, coroutine: Coroutine[Any, Any, None]) -> None:
         if _EAGER_TASKS:
             task = asyncio.Task(coroutine, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
         else:
             task = self._loop.create_task(coroutine)
         if not task.done():
+            task.set_name(request_id)
             self._tasks.add(task)
+            self._running[request_id] = task
             task.add_done_callback(self._task_done)
+
+    async def _run_until(self, deadline: float, request_id: str, payload: bytes) -> None:
+        # The task runs in its own copy of the context: this is its alone.
+        _request_deadline.set(deadline)
+        await self._run(request_id, payload)
 
     async def _run(self, request_id: str, payload: bytes) -> None:
         try:
@@ -229,6 +282,8 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             if self._closing:
                 raise
+            if self._cancelled.get(asyncio.current_task()):  # type: ignore[arg-type]
+                return  # the client gave up on it: no one reads an answer
             # The application cancelled itself, or the server was told to
             # stop waiting for it: the caller still gets an answer.
             body = self._dispatcher.cancelled(request_id, self._cancel_message)
@@ -240,8 +295,22 @@ class _Connection(asyncio.Protocol):
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        request_id = task.get_name()
+        if self._running.get(request_id) is task:
+            del self._running[request_id]
+        if self._cancelled:
+            self._cancelled.pop(task, None)
         if self._eof and not self._tasks:
             self._finish()
+
+    def _cancel_request(self, request_id: str) -> None:
+        """Cancels the handler of a request the client gave up on; a request
+        that is not running (finished, or never sent) is ignored."""
+
+        task = self._running.pop(request_id, None)
+        if task is not None and task not in self._cancelled:
+            self._cancelled[task] = True
+            task.cancel()
 
     # Output
 
@@ -289,13 +358,17 @@ class _Connection(asyncio.Protocol):
         """Cancels the outstanding requests.
 
         While the connection is open, each gets a CancelledError response
-        carrying message.
+        carrying message. A request is cancelled once: a later call (the
+        connection is lost after a protocol error closed it, say) leaves its
+        handler's cleanup alone.
         """
 
         if message is not None:
             self._cancel_message = message
         for task in self._tasks:
-            task.cancel()
+            if task not in self._cancelled:
+                self._cancelled[task] = False
+                task.cancel()
 
     def drain(self) -> None:
         """Stops reading new requests; outstanding ones still complete."""

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, field_validator
 
-from ociapp import Application
+from ociapp import Application, request_deadline
 
 
 class EchoRequest(BaseModel):
@@ -223,6 +223,71 @@ class TaskAwareApplication(Application[EchoRequest, EchoResponse]):
 
 
 task_aware_app = TaskAwareApplication()
+
+
+class DeadlineApplication(Application[SleepRequest, EchoResponse]):
+    """Records, per value, what request_deadline() says at the handler's
+    start, the loop time then, and what a task the handler starts sees.
+
+    Values starting with "bounded" sleep under asyncio.timeout_at(deadline);
+    others sleep as asked, past any deadline.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[float | None, float, float | None]] = {}
+
+    async def execute(self, request: SleepRequest) -> EchoResponse:
+        now = asyncio.get_running_loop().time()
+        child = await asyncio.create_task(self._child())
+        self.seen[request.value] = (request_deadline(), now, child)
+        if request.value.startswith("bounded"):
+            async with asyncio.timeout_at(request_deadline()):
+                await asyncio.sleep(request.seconds)
+        else:
+            await asyncio.sleep(request.seconds)
+        return EchoResponse(value=request.value)
+
+    async def _child(self) -> float | None:
+        return request_deadline()
+
+
+class SyncDeadlineApplication(Application[EchoRequest, EchoResponse]):
+    """Plain def: records what request_deadline() says in its worker thread."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float | None] = {}
+
+    def execute(self, request: EchoRequest) -> EchoResponse:
+        self.seen[request.value] = request_deadline()
+        return EchoResponse(value=request.value)
+
+
+class CancellableApplication(Application[EchoRequest, EchoResponse]):
+    """Values starting with "sleep" wait an hour; others echo at once.
+
+    Records which requests saw CancelledError, and finished their cleanup.
+    """
+
+    def __init__(self) -> None:
+        self.started: dict[str, asyncio.Event] = {}
+        self.cancelled: dict[str, asyncio.Event] = {}
+
+    def started_event(self, value: str) -> asyncio.Event:
+        return self.started.setdefault(value, asyncio.Event())
+
+    def cancelled_event(self, value: str) -> asyncio.Event:
+        return self.cancelled.setdefault(value, asyncio.Event())
+
+    async def execute(self, request: EchoRequest) -> EchoResponse:
+        if request.value.startswith("sleep"):
+            self.started_event(request.value).set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0)  # cleanup may still await
+                self.cancelled_event(request.value).set()
+                raise
+        return EchoResponse(value=request.value)
 
 not_an_app = object()
 
