@@ -181,7 +181,8 @@ func DecodeRequest(body []byte) (Request, error) {
 			if err != nil {
 				return fmt.Errorf("deadline_ms: %w", err)
 			}
-			req.Deadline = time.Duration(min(ms, maxDeadlineMS)) * time.Millisecond
+			// Zero, which no client writes, is a deadline already passed.
+			req.Deadline = max(time.Duration(min(ms, maxDeadlineMS))*time.Millisecond, time.Nanosecond)
 			return nil
 		}
 		return r.skip(0)
