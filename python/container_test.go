@@ -8,15 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/ociapp/ociapp/internal/benchtest"
 	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/protocol"
@@ -350,48 +349,11 @@ func benchmarkCalls(b *testing.B, c *container, client *protocol.Client, payload
 	if err != nil {
 		b.Fatal(err)
 	}
-	cpu, err := cpustat.Start(server)
-	if err != nil {
-		b.Fatal(err)
-	}
-	latencies := make([]time.Duration, b.N)
-	var next atomic.Int64
-	var failure atomic.Pointer[error]
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) || failure.Load() != nil {
-					return
-				}
-				began := time.Now()
-				resp, err := client.Call(ctx, payload)
-				latencies[i] = time.Since(began)
-				if err == nil && !bytes.Equal(resp, payload) { // the echo of {"value": "hello"}
-					err = fmt.Errorf("unexpected response %x", resp)
-				}
-				if err != nil {
-					failure.CompareAndSwap(nil, &err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if err := failure.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	spent, err := cpu.Stop()
-	if err != nil {
-		b.Fatal(err)
-	}
-	slices.Sort(latencies)
-	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(spent.Nanoseconds())/1e3/float64(b.N), "cpu-µs")
+	benchtest.RunConcurrent(b, concurrency, func() error {
+		resp, err := client.Call(ctx, payload)
+		if err == nil && !bytes.Equal(resp, payload) { // the echo of {"value": "hello"}
+			err = fmt.Errorf("unexpected response %x", resp)
+		}
+		return err
+	}, server)
 }

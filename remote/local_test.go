@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/ociapp/ociapp/daemon"
@@ -17,26 +16,11 @@ import (
 	"github.com/ociapp/ociapp/runtime"
 )
 
-// pathRunner echoes and records the artifact paths it is asked to run.
-type pathRunner struct {
-	mu    sync.Mutex
-	paths []string
-}
-
-func (p *pathRunner) ExecutePayload(_ context.Context, path string, payload []byte) ([]byte, error) {
-	p.mu.Lock()
-	p.paths = append(p.paths, path)
-	p.mu.Unlock()
-	return payload, nil
-}
-
-func (p *pathRunner) Stats() runtime.Stats { return runtime.Stats{} }
-
 // TestExecuteByPath: a daemon on this host's Unix socket runs the caller's
 // file where it lies: nothing is uploaded, and the runtime gets the
 // caller's path.
 func TestExecuteByPath(t *testing.T) {
-	rt := &pathRunner{}
+	rt := &daemontest.Runner{}
 	dir := testenv.ShortTempDir(t)
 	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
 	if err != nil {
@@ -67,8 +51,8 @@ func TestExecuteByPath(t *testing.T) {
 			t.Fatalf("%v %v", resp, err)
 		}
 	}
-	if len(rt.paths) != 2 || rt.paths[0] != path || rt.paths[1] != path {
-		t.Fatalf("the runtime ran %q, want the caller's file twice", rt.paths)
+	if paths := rt.Paths(); len(paths) != 2 || paths[0] != path || paths[1] != path {
+		t.Fatalf("the runtime ran %q, want the caller's file twice", paths)
 	}
 	if list, err := ex.Artifacts(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("the daemon holds %v (%v) after executes by path", list, err)

@@ -5,6 +5,7 @@ package daemontest
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -35,6 +36,13 @@ func (f *Runner) ExecutePayload(ctx context.Context, path string, payload []byte
 
 // Stats returns f.Snapshot.
 func (f *Runner) Stats() runtime.Stats { return f.Snapshot }
+
+// Paths returns the paths of the requests so far, in order.
+func (f *Runner) Paths() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.paths)
+}
 
 // LastPath returns the path of the latest request, or "".
 func (f *Runner) LastPath() string {
