@@ -83,6 +83,18 @@ def request_deadline() -> float | None:
     return _request_deadline.get()
 
 
+# Where a response envelope body holds its payload's first byte: after the
+# map header, "request_id" and its 36-character str8 value, and "payload".
+_PAYLOAD_AT = 1 + 11 + 2 + 36 + 8
+
+
+def _is_error(body: bytes) -> bool:
+    """Whether a response envelope body the dispatcher packed is an error:
+    its payload is nil."""
+
+    return body[_PAYLOAD_AT] == 0xC0
+
+
 class _Dispatcher:
     """Turns request payloads into response envelopes for one application.
 
@@ -274,11 +286,16 @@ class _Connection(asyncio.Protocol):
     async def _run_until(self, deadline: float, request_id: str, payload: bytes) -> None:
         # The task runs in its own copy of the context: this is its alone.
         _request_deadline.set(deadline)
-        await self._run(request_id, payload)
+        await self._run(request_id, payload, deadline)
 
-    async def _run(self, request_id: str, payload: bytes) -> None:
+    async def _run(self, request_id: str, payload: bytes, deadline: float | None = None) -> None:
         try:
             body = await self._dispatcher.respond(request_id, payload)
+            if deadline is not None and _is_error(body) and self._loop.time() >= deadline:
+                # Past the deadline it came with, the client has given up:
+                # a failure (say asyncio.timeout_at's TimeoutError) is no
+                # answer, and must not beat the client's own timeout error.
+                return
         except asyncio.CancelledError:
             if self._closing:
                 raise
