@@ -124,6 +124,13 @@ type ImageRemover interface {
 	RemoveImage(ctx context.Context, ref string) error
 }
 
+// CgroupIDer is implemented by engines whose container IDs do not name
+// their containers' cgroups (the Kubernetes engine's are pod names):
+// CgroupID returns the ID that does, for reading a container's CPU time.
+type CgroupIDer interface {
+	CgroupID(ctx context.Context, id string) (string, error)
+}
+
 // Builder is implemented by engines that can build images from a
 // Containerfile and export them.
 type Builder interface {

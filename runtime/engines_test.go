@@ -18,6 +18,7 @@ import (
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/engine/docker"
 	"github.com/ociapp/ociapp/engine/kubernetes"
+	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/protocol"
@@ -154,6 +155,25 @@ func TestEngineEcho(t *testing.T) {
 		}
 		if n := containersOf(t, eng, rt); n != 1 {
 			t.Fatalf("%d containers, want 1", n)
+		}
+		// Its CPU time can be read from its cgroup, for bench's CPU per
+		// request: by its ID, or by the one the engine says names it.
+		list, err := eng.ListContainers(t.Context(), map[string]string{LabelInstance: rt.inst.id})
+		if err != nil || len(list) != 1 {
+			t.Fatalf("containers %v, %v", list, err)
+		}
+		cgroupID := list[0].ID
+		if ider, ok := eng.(engine.CgroupIDer); ok {
+			if cgroupID, err = ider.CgroupID(t.Context(), list[0].ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		path, err := cpustat.ContainerCgroup(cpustat.CgroupRoot, cgroupID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used, err := cpustat.ReadCgroup(path); err != nil || used <= 0 {
+			t.Fatalf("the container's cgroup says %v, %v", used, err)
 		}
 
 		// A second runtime finds the image the engine already has.

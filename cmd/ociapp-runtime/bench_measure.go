@@ -151,7 +151,7 @@ func (b *bencher) measureRun(ctx context.Context, containers *containerReport) (
 			return nil, err
 		}
 	}
-	cpu := startCPU(cgroupCPU(cpustat.CgroupRoot), created)
+	cpu := startCPU(cgroupCPU(ctx, cpustat.CgroupRoot, b.eng), created)
 	res, err := load("measuring", cfg.requests, cfg.duration)
 	if err != nil {
 		return nil, err

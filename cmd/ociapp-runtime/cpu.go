@@ -64,13 +64,22 @@ type cpuMeter struct {
 }
 
 // cgroupCPU reads containers' CPU time from their cgroups under root,
-// finding each container's cgroup once.
-func cgroupCPU(root string) func(id string) (time.Duration, error) {
+// finding each container's cgroup once; an engine whose container IDs do
+// not name their cgroups (engine.CgroupIDer) says which does.
+func cgroupCPU(ctx context.Context, root string, eng engine.Engine) func(id string) (time.Duration, error) {
 	paths := map[string]string{}
+	ider, _ := eng.(engine.CgroupIDer)
 	return func(id string) (time.Duration, error) {
 		path, ok := paths[id]
 		if !ok {
-			p, err := cpustat.ContainerCgroup(root, id)
+			cgroupID := id
+			if ider != nil {
+				var err error
+				if cgroupID, err = ider.CgroupID(ctx, id); err != nil {
+					return 0, err
+				}
+			}
+			p, err := cpustat.ContainerCgroup(root, cgroupID)
 			if err != nil {
 				return 0, err
 			}

@@ -432,6 +432,26 @@ func (e *Engine) ListContainers(ctx context.Context, labels map[string]string) (
 	return out, nil
 }
 
+// CgroupID returns the node runtime's ID of the pod's app container
+// ("containerd://ID" in the pod's status), which names its cgroup, or
+// until the kubelet reports it the pod's cgroup name.
+func (e *Engine) CgroupID(ctx context.Context, id string) (string, error) {
+	name := podName(id)
+	pod, err := e.pods.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", e.wrap(fmt.Sprintf("inspecting pod %s", name), err)
+	}
+	if cs := appStatus(pod); cs != nil && cs.ContainerID != "" {
+		_, cid, _ := strings.Cut(cs.ContainerID, "://")
+		return cid, nil
+	}
+	// The kubelet reports the container's ID at its next status update,
+	// up to a second after the container runs; until then, the pod's own
+	// cgroup (its pause process included), as the kubelet's cgroupfs
+	// driver names it.
+	return "pod" + string(pod.UID), nil
+}
+
 func appStatus(pod *corev1.Pod) *corev1.ContainerStatus {
 	for i := range pod.Status.ContainerStatuses {
 		if pod.Status.ContainerStatuses[i].Name == containerName {
