@@ -83,18 +83,6 @@ def request_deadline() -> float | None:
     return _request_deadline.get()
 
 
-# Where a response envelope body holds its payload's first byte: after the
-# map header, "request_id" and its 36-character str8 value, and "payload".
-_PAYLOAD_AT = 1 + 11 + 2 + 36 + 8
-
-
-def _is_error(body: bytes) -> bool:
-    """Whether a response envelope body the dispatcher packed is an error:
-    its payload is nil."""
-
-    return body[_PAYLOAD_AT] == 0xC0
-
-
 class _Dispatcher:
     """Turns request payloads into response envelopes for one application.
 
@@ -115,8 +103,11 @@ class _Dispatcher:
         self._pack = msgpack.Packer(use_bin_type=True, default=to_wire).pack
         self._pack_envelope = msgpack.Packer(use_bin_type=True).pack
 
-    async def respond(self, request_id: str, payload: bytes) -> bytes:
-        """Runs one request and returns its response envelope body."""
+    async def respond(self, request_id: str, payload: bytes, deadline: float | None = None) -> bytes | None:
+        """Runs one request and returns its response envelope body; None for
+        a handler that failed past the request's deadline (the loop's time
+        it came with): the client has given up, and reports its own timeout,
+        which the handler's error must not beat to it."""
 
         try:
             request = self._validate_request(decode_payload(payload))
@@ -138,11 +129,13 @@ class _Dispatcher:
                 body = self._pack(dumped)
             except Exception as exc:
                 raise PayloadCodecError(NOT_SERIALIZABLE) from exc
-        except ValidationError as exc:
-            return self._validation_error(request_id, exc, ())
-        except PayloadCodecError as exc:
-            return self._error(request_id, "PayloadCodecError", str(exc), None)
         except Exception as exc:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                return None
+            if isinstance(exc, ValidationError):
+                return self._validation_error(request_id, exc, ())
+            if isinstance(exc, PayloadCodecError):
+                return self._error(request_id, "PayloadCodecError", str(exc), None)
             return self._error(request_id, type(exc).__name__, _message(exc), None)
         return self._pack_envelope({"request_id": request_id, "payload": body, "error": None})
 
@@ -290,12 +283,9 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, request_id: str, payload: bytes, deadline: float | None = None) -> None:
         try:
-            body = await self._dispatcher.respond(request_id, payload)
-            if deadline is not None and _is_error(body) and self._loop.time() >= deadline:
-                # Past the deadline it came with, the client has given up:
-                # a failure (say asyncio.timeout_at's TimeoutError) is no
-                # answer, and must not beat the client's own timeout error.
-                return
+            body = await self._dispatcher.respond(request_id, payload, deadline)
+            if body is None:
+                return  # failed past its deadline: the client has given up
         except asyncio.CancelledError:
             if self._closing:
                 raise
@@ -533,7 +523,9 @@ class OciAppServer(Generic[RequestT, ResponseT]):
         """Serves one request envelope body and returns the response body."""
 
         request_id, payload = decode_request(frame_payload)
-        return await self._dispatcher.respond(request_id, payload)
+        body = await self._dispatcher.respond(request_id, payload)
+        assert body is not None  # None only for a request with a deadline
+        return body
 
 
 def _bind(path: Path, staging: Path) -> socket.socket:
