@@ -61,21 +61,42 @@ type Request struct {
 	// Cancel makes this a cancel envelope (the cancel capability): the
 	// client gave up on the request with this ID. It has no payload.
 	Cancel bool
+	// Stream, when positive, asks for the response as a stream of items
+	// (the stream capability): the server may send this many items before
+	// it waits for credit ("stream", the initial credit).
+	Stream int
+	// Credit, when positive, makes this a credit envelope (the stream
+	// capability): the server of the stream with this ID may send this
+	// many more items. It has no payload.
+	Credit int
 }
 
-// Response is a response envelope. Exactly one of Payload and Error is
-// non-nil: Payload holds the msgpack encoding of the response map, Error
-// the msgpack encoding of an error map (see DecodeError).
+// Response is an envelope from the server: a response, in which exactly
+// one of Payload and Error is non-nil (Payload holds the msgpack encoding
+// of the response map, Error the msgpack encoding of an error map, see
+// DecodeError), or, for a stream (the stream capability), an item or the
+// end of the stream.
 type Response struct {
 	ID      ID
 	Payload []byte
 	Error   []byte
+	// Item makes this an item envelope: Payload holds one item of the
+	// request's stream, the msgpack encoding of a map.
+	Item bool
+	// End makes this an end envelope: the request's stream ended after
+	// all its items. A stream that fails ends with a response holding
+	// Error instead.
+	End bool
 }
 
 // requestOverhead is the size of a request envelope around its payload: the
-// map header, the keys, the 36-byte id, the largest bin header and the
-// largest deadline.
-const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5 + 12 + 9
+// map header, the keys, the 36-byte id, the largest bin header, the
+// largest deadline and the largest initial credit.
+const requestOverhead = 1 + 11 + 2 + 36 + 8 + 5 + 12 + 9 + 7 + 5
+
+// maxCredit bounds the credit one envelope may carry, so that a sum of
+// credits stays far from overflowing.
+const maxCredit = 1 << 30
 
 // AppendRequestFrame appends req to dst as a complete frame: a request
 // envelope, or a cancel envelope when req.Cancel is set.
@@ -89,11 +110,22 @@ func AppendRequestFrame(dst []byte, req Request) []byte {
 		dst = append(dst, 0xc3) // true
 		return finishFrame(dst, start)
 	}
-	if req.Deadline > 0 {
-		dst = mpwire.AppendMapHeader(dst, 3)
-	} else {
+	if req.Credit > 0 {
 		dst = mpwire.AppendMapHeader(dst, 2)
+		dst = mpwire.AppendStr(dst, "request_id")
+		dst = appendIDStr(dst, req.ID)
+		dst = mpwire.AppendStr(dst, "credit")
+		dst = mpwire.AppendInt(dst, int64(req.Credit))
+		return finishFrame(dst, start)
 	}
+	keys := 2
+	if req.Deadline > 0 {
+		keys++
+	}
+	if req.Stream > 0 {
+		keys++
+	}
+	dst = mpwire.AppendMapHeader(dst, keys)
 	dst = mpwire.AppendStr(dst, "request_id")
 	dst = appendIDStr(dst, req.ID)
 	dst = mpwire.AppendStr(dst, "payload")
@@ -102,12 +134,33 @@ func AppendRequestFrame(dst []byte, req Request) []byte {
 		dst = mpwire.AppendStr(dst, "deadline_ms")
 		dst = mpwire.AppendInt(dst, int64((req.Deadline+time.Millisecond-1)/time.Millisecond))
 	}
+	if req.Stream > 0 {
+		dst = mpwire.AppendStr(dst, "stream")
+		dst = mpwire.AppendInt(dst, int64(req.Stream))
+	}
 	return finishFrame(dst, start)
 }
 
-// AppendResponseFrame appends resp to dst as a complete frame.
+// AppendResponseFrame appends resp to dst as a complete frame: a response,
+// item or end envelope.
 func AppendResponseFrame(dst []byte, resp Response) []byte {
 	dst, start := beginFrame(dst)
+	switch {
+	case resp.Item:
+		dst = mpwire.AppendMapHeader(dst, 2)
+		dst = mpwire.AppendStr(dst, "request_id")
+		dst = appendIDStr(dst, resp.ID)
+		dst = mpwire.AppendStr(dst, "item")
+		dst = appendBinOrNil(dst, nonNil(resp.Payload))
+		return finishFrame(dst, start)
+	case resp.End:
+		dst = mpwire.AppendMapHeader(dst, 2)
+		dst = mpwire.AppendStr(dst, "request_id")
+		dst = appendIDStr(dst, resp.ID)
+		dst = mpwire.AppendStr(dst, "end")
+		dst = append(dst, 0xc3) // true
+		return finishFrame(dst, start)
+	}
 	dst = mpwire.AppendMapHeader(dst, 3)
 	dst = mpwire.AppendStr(dst, "request_id")
 	dst = appendIDStr(dst, resp.ID)
@@ -147,12 +200,13 @@ func appendIDStr(dst []byte, id ID) []byte {
 // maxDeadlineMS bounds a decoded deadline to what a Duration holds.
 const maxDeadlineMS = uint64(math.MaxInt64 / int64(time.Millisecond))
 
-// DecodeRequest decodes a request envelope, or a cancel envelope (a body
-// with a cancel key: Request.Cancel), from a frame body. Unknown keys are
-// ignored, as the original's envelope model ignored them.
+// DecodeRequest decodes a request envelope, a cancel envelope (a body
+// with a cancel key: Request.Cancel) or a credit envelope (a body with a
+// credit key: Request.Credit) from a frame body. Unknown keys are ignored,
+// as the original's envelope model ignored them.
 func DecodeRequest(body []byte) (Request, error) {
 	var req Request
-	var haveID, havePayload, haveCancel bool
+	var haveID, havePayload, haveCancel, haveCredit bool
 	err := decodeEnvelope(body, func(key string, r *mpReader) error {
 		switch key {
 		case "request_id":
@@ -176,6 +230,14 @@ func DecodeRequest(body []byte) (Request, error) {
 			}
 			req.Cancel, haveCancel = true, true
 			return nil
+		case "stream":
+			n, err := readCredit(r)
+			req.Stream = n
+			return err
+		case "credit":
+			n, err := readCredit(r)
+			req.Credit, haveCredit = n, true
+			return err
 		case "deadline_ms":
 			ms, err := r.uintValue()
 			if err != nil {
@@ -194,19 +256,25 @@ func DecodeRequest(body []byte) (Request, error) {
 		return Request{}, &EnvelopeError{Kind: "request", Reason: "request_id is missing"}
 	case haveCancel && havePayload:
 		return Request{}, &EnvelopeError{Kind: "request", Reason: "a cancel envelope has no payload"}
+	case haveCredit && (havePayload || haveCancel):
+		return Request{}, &EnvelopeError{Kind: "request", Reason: "a credit envelope has no payload and no cancel"}
 	case haveCancel:
 		return Request{ID: req.ID, Cancel: true}, nil
+	case haveCredit:
+		return Request{ID: req.ID, Credit: req.Credit}, nil
 	case !havePayload:
 		return Request{}, &EnvelopeError{Kind: "request", Reason: "payload is missing"}
 	}
 	return req, nil
 }
 
-// DecodeResponse decodes a response envelope from a frame body. An absent
-// payload or error key counts as nil, as in the original's model.
+// DecodeResponse decodes a response envelope, an item envelope (a body
+// with an item key: Response.Item) or an end envelope (a body with an end
+// key: Response.End) from a frame body. In a response an absent payload or
+// error key counts as nil, as in the original's model.
 func DecodeResponse(body []byte) (Response, error) {
 	var resp Response
-	var haveID bool
+	var haveID, haveOther bool
 	err := decodeEnvelope(body, func(key string, r *mpReader) error {
 		var err error
 		switch key {
@@ -215,8 +283,21 @@ func DecodeResponse(body []byte) (Response, error) {
 			haveID = true
 		case "payload":
 			resp.Payload, err = r.binOrNil()
+			haveOther = true
 		case "error":
 			resp.Error, err = r.binOrNil()
+			haveOther = true
+		case "item":
+			resp.Item = true
+			if resp.Payload, err = r.binOrNil(); err == nil && resp.Payload == nil {
+				err = fmt.Errorf("item must be bin, found nil")
+			}
+		case "end":
+			var c byte
+			if c, err = r.byte(); err == nil && c != 0xc3 {
+				err = fmt.Errorf("end must be true, found %s", typeName(c))
+			}
+			resp.End = true
 		default:
 			err = r.skip(0)
 		}
@@ -227,6 +308,12 @@ func DecodeResponse(body []byte) (Response, error) {
 		return Response{}, &EnvelopeError{Kind: "response", Reason: err.Error()}
 	case !haveID:
 		return Response{}, &EnvelopeError{Kind: "response", Reason: "request_id is missing"}
+	case resp.Item && (resp.End || haveOther):
+		return Response{}, &EnvelopeError{Kind: "response", Reason: "an item envelope has no payload, error or end"}
+	case resp.End && haveOther:
+		return Response{}, &EnvelopeError{Kind: "response", Reason: "an end envelope has no payload or error"}
+	case resp.Item || resp.End:
+		return resp, nil
 	case (resp.Payload == nil) == (resp.Error == nil):
 		return Response{}, &EnvelopeError{Kind: "response", Reason: "exactly one of payload and error must be non-nil"}
 	}
@@ -261,6 +348,19 @@ func decodeEnvelope(body []byte, field func(key string, r *mpReader) error) erro
 		return fmt.Errorf("%d bytes after the envelope map", len(r.b)-r.off)
 	}
 	return nil
+}
+
+// readCredit reads an initial credit or a credit: an unsigned integer of
+// at least 1.
+func readCredit(r *mpReader) (int, error) {
+	n, err := r.uintValue()
+	switch {
+	case err != nil:
+		return 0, err
+	case n == 0:
+		return 0, fmt.Errorf("must be at least 1")
+	}
+	return int(min(n, maxCredit)), nil
 }
 
 func readID(r *mpReader) (ID, error) {

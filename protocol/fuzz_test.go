@@ -31,6 +31,9 @@ func seedFrames(f *testing.F, body bool) {
 	for _, x := range append(v.DeadlineRequests, v.CancelRequests...) {
 		add(x.Frame)
 	}
+	for _, x := range v.Stream {
+		add(x.Frame)
+	}
 }
 
 func FuzzReadFrame(f *testing.F) {
@@ -71,7 +74,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		frame := AppendRequestFrame(nil, req)
 		again, err := DecodeRequest(frame[HeaderSize:])
-		if err != nil || again.ID != req.ID || !bytes.Equal(again.Payload, req.Payload) || again.Deadline != (req.Deadline+time.Millisecond-1).Truncate(time.Millisecond) || again.Cancel != req.Cancel {
+		if err != nil || again.ID != req.ID || !bytes.Equal(again.Payload, req.Payload) || again.Deadline != (req.Deadline+time.Millisecond-1).Truncate(time.Millisecond) || again.Cancel != req.Cancel || again.Stream != req.Stream || again.Credit != req.Credit {
 			t.Fatalf("request does not round-trip: %v", err)
 		}
 	})
@@ -90,7 +93,7 @@ func FuzzDecodeResponse(f *testing.F) {
 		}
 		frame := AppendResponseFrame(nil, resp)
 		again, err := DecodeResponse(frame[HeaderSize:])
-		if err != nil || again.ID != resp.ID || !bytes.Equal(again.Payload, resp.Payload) || !bytes.Equal(again.Error, resp.Error) {
+		if err != nil || again.ID != resp.ID || !bytes.Equal(again.Payload, resp.Payload) || !bytes.Equal(again.Error, resp.Error) || again.Item != resp.Item || again.End != resp.End {
 			t.Fatalf("response does not round-trip: %v", err)
 		}
 		if resp.Error != nil {

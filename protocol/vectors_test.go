@@ -70,6 +70,23 @@ type vectorFile struct {
 	// set, an envelope error).
 	DeadlineRequests []extensionVector `json:"deadline_requests"`
 	CancelRequests   []extensionVector `json:"cancel_requests"`
+	// Stream holds the stream capability's envelopes, both ways: Kind
+	// "request" and "credit" are read by servers (DecodeRequest), "item"
+	// and "end" by clients (DecodeResponse); with Fault set, an envelope
+	// error.
+	Stream []streamVector `json:"stream"`
+}
+
+type streamVector struct {
+	Name      string `json:"name"`
+	Kind      string `json:"kind"`
+	Frame     string `json:"frame"`
+	RequestID string `json:"request_id,omitempty"`
+	// Payload is the request's payload, or the item.
+	Payload any    `json:"payload,omitempty"`
+	Stream  int    `json:"stream,omitempty"`
+	Credit  int    `json:"credit,omitempty"`
+	Fault   string `json:"fault,omitempty"`
 }
 
 type extensionVector struct {
@@ -192,6 +209,36 @@ func buildVectors(t testing.TB) vectorFile {
 			{Name: "cancel_without_id", Frame: envelope([]byte{0x81}, str("cancel"), []byte{0xc3}),
 				Fault: "request_id is missing"},
 		},
+		Stream: []streamVector{
+			{Name: "stream_request", Kind: "request", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Stream: 16})),
+				RequestID: vectorID, Payload: map[string]any{"value": "hi"}, Stream: 16},
+			{Name: "stream_request_with_deadline", Kind: "request", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Deadline: 30 * time.Second, Stream: 300})),
+				RequestID: vectorID, Payload: map[string]any{"value": "hi"}, Stream: 300},
+			{Name: "credit", Kind: "credit", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Credit: 8})),
+				RequestID: vectorID, Credit: 8},
+			{Name: "item", Kind: "item", Frame: hex.EncodeToString(AppendResponseFrame(nil, Response{ID: id, Payload: mustPayload(t, map[string]any{"n": 1}), Item: true})),
+				RequestID: vectorID, Payload: map[string]any{"n": 1}},
+			{Name: "end", Kind: "end", Frame: hex.EncodeToString(AppendResponseFrame(nil, Response{ID: id, End: true})),
+				RequestID: vectorID},
+			{Name: "stream_zero", Kind: "request", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("payload"), bin(echo), str("stream"), []byte{0x00}),
+				Fault: "stream: must be at least 1"},
+			{Name: "stream_str", Kind: "request", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("payload"), bin(echo), str("stream"), str("16")),
+				Fault: "stream: must be an integer"},
+			{Name: "credit_zero", Kind: "credit", Frame: envelope([]byte{0x82}, str("request_id"), str(vectorID), str("credit"), []byte{0x00}),
+				Fault: "credit: must be at least 1"},
+			{Name: "credit_negative", Kind: "credit", Frame: envelope([]byte{0x82}, str("request_id"), str(vectorID), str("credit"), []byte{0xff}),
+				Fault: "credit: must not be negative"},
+			{Name: "credit_with_payload", Kind: "credit", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("credit"), []byte{0x01}, str("payload"), bin(echo)),
+				Fault: "a credit envelope has no payload"},
+			{Name: "item_nil", Kind: "item", Frame: envelope([]byte{0x82}, str("request_id"), str(vectorID), str("item"), []byte{0xc0}),
+				Fault: "item must be bin, found nil"},
+			{Name: "item_with_error", Kind: "item", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("item"), bin(echo), str("error"), []byte{0xc0}),
+				Fault: "an item envelope has no payload, error or end"},
+			{Name: "end_false", Kind: "end", Frame: envelope([]byte{0x82}, str("request_id"), str(vectorID), str("end"), []byte{0xc2}),
+				Fault: "end must be true"},
+			{Name: "end_with_payload", Kind: "end", Frame: envelope([]byte{0x83}, str("request_id"), str(vectorID), str("end"), []byte{0xc3}, str("payload"), bin(echo)),
+				Fault: "an end envelope has no payload or error"},
+		},
 		DeadlineRequests: []extensionVector{
 			{Name: "deadline_30s", Frame: hex.EncodeToString(AppendRequestFrame(nil, Request{ID: id, Payload: echo, Deadline: 30 * time.Second})),
 				RequestID: vectorID, Payload: map[string]any{"value": "hi"}, DeadlineMS: 30000},
@@ -291,6 +338,71 @@ func TestExtensionVectors(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestStreamVectors(t *testing.T) {
+	for _, v := range loadVectors(t).Stream {
+		t.Run(v.Name, func(t *testing.T) {
+			frame := unhex(t, v.Frame)
+			body, err := ReadFrame(bytes.NewReader(frame), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			switch v.Kind {
+			case "request", "credit":
+				var req Request
+				req, err = DecodeRequest(body)
+				if err == nil {
+					if req.ID.String() != v.RequestID || req.Stream != v.Stream || req.Credit != v.Credit {
+						t.Fatalf("decoded %s with stream %d, credit %d", req.ID, req.Stream, req.Credit)
+					}
+					if v.Kind == "request" {
+						wantPayload(t, req.Payload, v.Payload)
+					}
+					got = AppendRequestFrame(nil, req)
+				}
+			case "item", "end":
+				var resp Response
+				resp, err = DecodeResponse(body)
+				if err == nil {
+					if resp.ID.String() != v.RequestID || resp.Item != (v.Kind == "item") || resp.End != (v.Kind == "end") {
+						t.Fatalf("decoded %s with item %v, end %v", resp.ID, resp.Item, resp.End)
+					}
+					if resp.Item {
+						wantPayload(t, resp.Payload, v.Payload)
+					}
+					got = AppendResponseFrame(nil, resp)
+				}
+			default:
+				t.Fatalf("unknown kind %q", v.Kind)
+			}
+			if v.Fault != "" {
+				var ee *EnvelopeError
+				if !errors.As(err, &ee) || !strings.Contains(err.Error(), v.Fault) {
+					t.Fatalf("got %v, want an envelope error saying %q", err, v.Fault)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, frame) {
+				t.Errorf("re-encoded envelope differs:\n got %x\nwant %x", got, frame)
+			}
+		})
+	}
+}
+
+func wantPayload(t *testing.T, payload []byte, want any) {
+	t.Helper()
+	v, err := DecodePayload(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := jsonValue(t, v); !reflect.DeepEqual(got, jsonValue(t, want)) {
+		t.Fatalf("payload %v, want %v", got, want)
 	}
 }
 
