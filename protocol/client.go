@@ -29,7 +29,8 @@ type Client struct {
 
 	mu       sync.Mutex
 	pending  map[ID]chan<- Response
-	awaiting atomic.Int32 // len(pending), for the poller to read without mu
+	streams  map[ID]*Stream
+	awaiting atomic.Int32 // len(pending) + len(streams), for the poller to read without mu
 	// ownGroup, when not nil, is the client's own poll group, which counts
 	// its pending calls.
 	ownGroup *PollGroup
@@ -131,6 +132,7 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		deadlines:  cfg.deadlines,
 		cancels:    cfg.cancels,
 		pending:    make(map[ID]chan<- Response),
+		streams:    make(map[ID]*Stream),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
@@ -225,21 +227,22 @@ func (c *Client) result(resp Response) ([]byte, error) {
 	return nil, appErr
 }
 
-// countPendingLocked publishes len(c.pending) to the poller, and to the
-// client's own poll group if it has one; c.mu is held.
+// countPendingLocked publishes the calls and streams in progress to the
+// poller, and to the client's own poll group if it has one; c.mu is held.
 func (c *Client) countPendingLocked() {
-	n := int32(len(c.pending))
+	n := int32(len(c.pending) + len(c.streams))
 	old := c.awaiting.Swap(n)
 	if c.ownGroup != nil {
 		c.ownGroup.inFlight.Add(n - old)
 	}
 }
 
-// InFlight returns the number of requests waiting for a response.
+// InFlight returns the number of requests waiting for a response, streams
+// included.
 func (c *Client) InFlight() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.pending)
+	return len(c.pending) + len(c.streams)
 }
 
 // Done is closed when the connection has ended.
@@ -273,17 +276,20 @@ func (c *Client) fail(cause error) {
 		return
 	}
 	c.err = &ConnectionError{Err: cause}
-	pending := c.pending
-	c.pending = nil
+	pending, streams := c.pending, c.streams
+	c.pending, c.streams = nil, nil
 	c.countPendingLocked()
 	c.mu.Unlock()
 
 	if !errors.Is(cause, errClientClosed) {
-		c.logger.Warn("application connection ended", "err", cause, "pending", len(pending))
+		c.logger.Warn("application connection ended", "err", cause, "pending", len(pending)+len(streams))
 	}
 	_ = c.conn.Close()
 	for _, ch := range pending {
 		ch <- Response{} // neither payload nor error: read c.err
+	}
+	for _, s := range streams {
+		s.finish(c.err)
 	}
 	close(c.done)
 }
@@ -311,9 +317,23 @@ func (c *Client) readLoop() {
 		}
 		c.mu.Lock()
 		ch, ok := c.pending[resp.ID]
+		if !ok && len(c.streams) > 0 {
+			if s := c.streams[resp.ID]; s != nil {
+				c.mu.Unlock()
+				if err := c.deliver(s, resp); err != nil {
+					c.fail(err)
+					return
+				}
+				continue
+			}
+		}
 		delete(c.pending, resp.ID)
 		c.countPendingLocked()
 		c.mu.Unlock()
+		if ok && (resp.Item || resp.End) {
+			c.fail(fmt.Errorf("the server sent a stream's %s for request %s, which asked for one response", streamEnvelopeName(resp), resp.ID))
+			return
+		}
 		if !ok {
 			c.logger.Debug("dropping response for an unknown or timed-out request", "request_id", resp.ID)
 			continue

@@ -67,9 +67,9 @@ func startServer(t *testing.T, handle func(conn net.Conn, w *Writer, reqs <-chan
 	return s
 }
 
-func dial(t *testing.T, path string) *Client {
+func dial(t *testing.T, path string, opts ...ClientOption) *Client {
 	t.Helper()
-	c, err := Dial(context.Background(), path)
+	c, err := Dial(context.Background(), path, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
