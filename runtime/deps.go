@@ -35,12 +35,17 @@ type dialFunc func(ctx context.Context, socketPath string, caps capabilities) (s
 type capabilities struct {
 	deadline bool // requests carry the time their handler has
 	cancel   bool // a request given up is cancelled in the container
+	stream   bool // a handler may answer with a stream of items
 }
 
 // capabilitiesOf reads an artifact's declared capabilities; names the
 // runtime does not use are ignored.
 func capabilitiesOf(names []string) capabilities {
-	return capabilities{deadline: slices.Contains(names, "deadline"), cancel: slices.Contains(names, "cancel")}
+	return capabilities{
+		deadline: slices.Contains(names, "deadline"),
+		cancel:   slices.Contains(names, "cancel"),
+		stream:   slices.Contains(names, "stream"),
+	}
 }
 
 // protocolDialer returns the real dialFunc: it checks for the socket file

@@ -81,6 +81,8 @@ type Runtime struct {
 	requests *protocol.PollGroup
 	// cancel ends env.life, at Close.
 	cancel context.CancelFunc
+	// streams are the streams in progress.
+	streams streamRegistry
 
 	mu     sync.RWMutex
 	closed bool
@@ -203,6 +205,12 @@ func (r *Runtime) ExecutePayload(ctx context.Context, artifactPath string, paylo
 	if err != nil {
 		return nil, r.countFailure(err)
 	}
+	return r.call(ctx, p, w, payload)
+}
+
+// call sends payload to the container of w, acquired from p, and releases
+// it.
+func (r *Runtime) call(ctx context.Context, p *pool, w *worker, payload []byte) ([]byte, error) {
 	callCtx, cancel := context.WithTimeoutCause(ctx, r.cfg.requestTimeout, errRequestTimeout)
 	out, err := w.sess.Call(callCtx, payload)
 	timedOut := context.Cause(callCtx) == errRequestTimeout

@@ -23,6 +23,11 @@ type Stats struct {
 	QueueWaits    uint64
 	QueueWaitTime time.Duration
 	Failures      FailureStats
+	// Streams counts the streams in progress (Stream), and
+	// StreamBufferedBytes the size of the items they hold: received from
+	// containers and not yet taken by their consumers.
+	Streams             int
+	StreamBufferedBytes int64
 	// Pools has one entry per artifact used, ordered by artifact name.
 	Pools []PoolStats
 }
@@ -84,6 +89,7 @@ func (r *Runtime) Stats() Stats {
 			ContainerCrashes: c.crashes.Load(),
 		},
 	}
+	s.Streams, s.StreamBufferedBytes = r.streams.buffered()
 	for _, p := range r.poolList() {
 		s.Pools = append(s.Pools, p.stats())
 	}

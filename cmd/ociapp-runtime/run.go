@@ -32,8 +32,10 @@ const (
 const runUsage = `usage: ociapp-runtime run [flags] ARTIFACT [JSON | -]
 
 Executes one request against the application in ARTIFACT and prints its
-response as JSON. The request is the JSON object given as an argument, read
-from standard input when it is "-", or {} when omitted.
+response as JSON. An application that streams its responses has its items
+printed as they arrive, one JSON line each (one JSON value each with
+--pretty). The request is the JSON object given as an argument, read from
+standard input when it is "-", or {} when omitted.
 
 Exit status: 0 success, 1 application error (its error is printed as JSON),
 2 bad usage or request, 3 request timeout, 4 container startup failure,
@@ -116,7 +118,18 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return fail(stderr, ef.kind, err)
 	}
-	resp, execErr := rt.ExecutePayload(ctx, artifactPath, request)
+	// Each item is printed as it arrives; a reader of standard output that
+	// stops reading holds the application.
+	var execErr, writeErr error
+	for item, err := range rt.StreamPayload(ctx, artifactPath, request) {
+		if err != nil {
+			execErr = err
+			break
+		}
+		if writeErr = writeJSON(stdout, item, *pretty); writeErr != nil {
+			break
+		}
+	}
 	// Stop the container even when interrupted, within the shutdown timeout.
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runtime.DefaultShutdownTimeout+5*time.Second)
 	defer cancel()
@@ -132,8 +145,8 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 		return fail(stderr, ef.kind, execErr)
 	}
-	if err := writeJSON(stdout, resp, *pretty); err != nil {
-		fmt.Fprintln(stderr, "ociapp-runtime: writing the response:", err)
+	if writeErr != nil {
+		fmt.Fprintln(stderr, "ociapp-runtime: writing the response:", writeErr)
 		return exitOther
 	}
 	return exitOK
