@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/cpustat"
 	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testenv/dockertest"
 	"github.com/ociapp/ociapp/loadgen"
@@ -227,5 +228,77 @@ func BenchmarkEngineCancel(b *testing.B) {
 				b.ReportMetric(float64(s.P99.Nanoseconds())/1e3, "p99-µs")
 			})
 		}
+	}
+}
+
+// BenchmarkEngineStream measures a stream's throughput from a warm
+// container, for each SDK's stream test app: one stream of b.N items of
+// the given pad size, taken as fast as they come. It reports items per
+// second and the CPU time per item of this process (the runtime and the
+// consumer) and of the container (from its cgroup).
+//
+//	go test ./runtime -run '^$' -bench EngineStream -benchtime 20000x
+func BenchmarkEngineStream(b *testing.B) {
+	for _, te := range testEngines {
+		for _, app := range []string{"streamer", "streamer-py"} {
+			for _, size := range []int{16, 4096} {
+				b.Run(fmt.Sprintf("%s/%s/%dB", te.name, app, size), func(b *testing.B) {
+					path := engineBenchArtifact(b, app)
+					eng := requireEngine(b, te)
+					rt := newRuntime(b, eng, WithMaxContainers(1))
+					if err := rt.Warm(b.Context(), path); err != nil {
+						b.Fatal(err)
+					}
+					container := containerCPU(b, rt, eng)
+					request, err := EncodeRequest(map[string]any{"count": b.N, "size": size})
+					if err != nil {
+						b.Fatal(err)
+					}
+					cpuBefore, containerBefore := cpustat.Process(), container()
+					b.ResetTimer()
+					start, n := time.Now(), 0
+					for _, err := range rt.StreamPayload(b.Context(), path, request) {
+						if err != nil {
+							b.Fatal(err)
+						}
+						n++
+					}
+					elapsed := time.Since(start)
+					b.StopTimer()
+					if n != b.N {
+						b.Fatalf("%d items, want %d", n, b.N)
+					}
+					b.ReportMetric(float64(n)/elapsed.Seconds(), "items/s")
+					b.ReportMetric(float64((cpustat.Process()-cpuBefore).Microseconds())/float64(n), "caller-cpu-µs/item")
+					b.ReportMetric(float64((container()-containerBefore).Microseconds())/float64(n), "container-cpu-µs/item")
+				})
+			}
+		}
+	}
+}
+
+// containerCPU returns a reader of the CPU time of rt's one container,
+// from its cgroup.
+func containerCPU(b *testing.B, rt *Runtime, eng engine.Engine) func() time.Duration {
+	list, err := eng.ListContainers(b.Context(), map[string]string{LabelInstance: rt.inst.id})
+	if err != nil || len(list) != 1 {
+		b.Fatalf("containers %v, %v", list, err)
+	}
+	id := list[0].ID
+	if ider, ok := eng.(engine.CgroupIDer); ok {
+		if id, err = ider.CgroupID(b.Context(), id); err != nil {
+			b.Fatal(err)
+		}
+	}
+	path, err := cpustat.ContainerCgroup(cpustat.CgroupRoot, id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func() time.Duration {
+		used, err := cpustat.ReadCgroup(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return used
 	}
 }
