@@ -1,6 +1,7 @@
 // Package ociapp is the Go SDK for OCIApp applications: implement
 // Application, call Main, and the binary serves wire protocol v1 on a Unix
-// socket inside its container.
+// socket inside its container (or StreamApplication and MainStream, for an
+// application that answers with a sequence of items).
 package ociapp
 
 import (
