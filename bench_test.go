@@ -2,6 +2,7 @@ package ociapp_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -214,4 +215,35 @@ func serveBench(b *testing.B, h ociapp.Handler) string {
 		<-done
 	})
 	return path
+}
+
+// BenchmarkStreamItems reads one stream of b.N small items: the cost of an
+// item, credit envelopes included, by the window the client grants.
+func BenchmarkStreamItems(b *testing.B) {
+	for _, window := range []int{1, protocol.DefaultStreamWindow, 256} {
+		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
+			path := serveBench(b, newStreamHandler(&streamRecord{ended: make(chan error, 1)}))
+			c, err := protocol.Dial(context.Background(), path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			payload, _ := protocol.EncodePayload(streamRequest{Count: b.N})
+			b.ReportAllocs()
+			b.ResetTimer()
+			s, err := c.Stream(context.Background(), payload, window)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			for range b.N {
+				if _, err := s.Next(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := s.Next(context.Background()); err != io.EOF {
+				b.Fatalf("after the items: %v", err)
+			}
+		})
+	}
 }

@@ -36,6 +36,12 @@ func Main[Req, Resp any](app Application[Req, Resp]) {
 	os.Exit(Run(context.Background(), NewHandler(app), os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// MainStream is Main for a StreamApplication; its schema command prints
+// the item's schema as the response's, and "stream": true.
+func MainStream[Req, Item any](app StreamApplication[Req, Item]) {
+	os.Exit(Run(context.Background(), NewStreamHandler(app), os.Args[1:], os.Stdout, os.Stderr))
+}
+
 // Run is Main without the exit, for tests and for binaries that add their
 // own commands. It returns the exit status.
 func Run(ctx context.Context, h Handler, args []string, stdout, stderr io.Writer) int {
@@ -50,7 +56,11 @@ func Run(ctx context.Context, h Handler, args []string, stdout, stderr io.Writer
 		req, resp := h.Schemas()
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"request": req, "response": resp, "capabilities": capabilities()}); err != nil {
+		doc := map[string]any{"request": req, "response": resp, "capabilities": capabilities()}
+		if _, ok := h.(StreamHandler); ok {
+			doc["stream"] = true
+		}
+		if err := enc.Encode(doc); err != nil {
 			fmt.Fprintln(stderr, "writing schema:", err)
 			return 1
 		}

@@ -26,7 +26,7 @@ const DefaultGracePeriod = 8 * time.Second
 // capabilities are the protocol extensions Server supports; ociapp-build
 // records them in the artifact (dev.ociapp.capabilities), and the runtime
 // uses only those (docs/protocol.md, Capabilities).
-func capabilities() []string { return []string{"cancel", "deadline"} }
+func capabilities() []string { return []string{"cancel", "deadline", "stream"} }
 
 // Server serves a Handler over wire protocol v1. The zero value is not
 // usable; Handler is required. Other fields have working zero values.
@@ -213,7 +213,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // requests. Should a request run longer than inlinewatch.CheckInterval,
 // the server's inlinewatch.Watch hands the reader role to an idle goroutine
 // (or a new one), so later requests on the connection are not held up
-// behind it for long, and requests that take long run in parallel.
+// behind it for long, and requests that take long run in parallel. A
+// request for a stream always runs on a goroutine of its own (startStream).
 //
 // inProgress counts the server's requests in progress, for busy polling.
 func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *protocol.PollGroup, watch *inlinewatch.Watch) {
@@ -230,8 +231,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 		promote:     make(chan struct{}),
 		readingDone: make(chan struct{}),
 		watch:       watch,
-		running:     make(map[protocol.ID]context.CancelFunc),
+		running:     make(map[protocol.ID]*inFlight),
 	}
+	c.streamer, _ = s.Handler.(StreamHandler)
 	c.inline.PassRole = c.passReaderRole
 	watch.Add(&c.inline)
 	c.goroutines.Add(1)
@@ -242,12 +244,13 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, inProgress *proto
 }
 
 type connServer struct {
-	srv    *Server
-	conn   net.Conn
-	r      *bufio.Reader // used only by the goroutine holding the reader role
-	w      *protocol.Writer
-	ctx    context.Context
-	cancel context.CancelFunc
+	srv      *Server
+	streamer StreamHandler // the Handler, when it streams
+	conn     net.Conn
+	r        *bufio.Reader // used only by the goroutine holding the reader role
+	w        *protocol.Writer
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	inProgress *protocol.PollGroup
 	watch      *inlinewatch.Watch
@@ -257,10 +260,16 @@ type connServer struct {
 	readingDone chan struct{} // closed when no more requests will be read
 	goroutines  sync.WaitGroup
 
-	// running holds the cancel functions of the requests in progress, for
-	// cancel envelopes (the cancel capability).
+	// running holds the requests in progress, for cancel envelopes (the
+	// cancel capability) and credit envelopes (the stream capability).
 	mu      sync.Mutex
-	running map[protocol.ID]context.CancelFunc
+	running map[protocol.ID]*inFlight
+}
+
+// inFlight is a request in progress.
+type inFlight struct {
+	cancel context.CancelFunc
+	stream *streamState // nil unless the request is answered as a stream
 }
 
 // loop is the life of a connection goroutine: it takes the reader role,
@@ -292,8 +301,20 @@ func (c *connServer) read() bool {
 			c.endReading(err)
 			return false
 		}
-		if req.Cancel {
-			c.cancelRequest(req.ID)
+		if req.Cancel || req.Credit > 0 || (req.Stream > 0 && c.streamer != nil) {
+			switch {
+			case req.Cancel:
+				c.cancelRequest(req.ID)
+			case req.Credit > 0:
+				c.addCredit(req.ID, req.Credit)
+			default:
+				c.startStream(req)
+			}
+			// A response queued for going out with the next request's
+			// must not wait while the reader blocks for one more.
+			if !protocol.FrameBuffered(c.r) {
+				_ = c.w.Flush()
+			}
 			continue
 		}
 		// Whichever of the watcher and the finished request claims the
@@ -343,20 +364,11 @@ func (c *connServer) run(req protocol.Request, more bool) {
 	defer c.inProgress.End()
 	// The runtime sends the time the request has when the artifact
 	// declares the deadline capability: the handler's context ends then.
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if req.Deadline > 0 {
-		ctx, cancel = context.WithTimeout(c.ctx, req.Deadline)
-	} else {
-		ctx, cancel = context.WithCancel(c.ctx)
-	}
-	c.mu.Lock()
-	c.running[req.ID] = cancel
-	c.mu.Unlock()
+	ctx, cancel := c.requestContext(req)
+	r := &inFlight{cancel: cancel}
+	c.begin(req.ID, r)
 	resp := c.srv.handle(ctx, req)
-	c.mu.Lock()
-	delete(c.running, req.ID)
-	c.mu.Unlock()
+	c.end(req.ID, r)
 	// A request cancelled by its client, or past the deadline it came
 	// with, is given up by the client: a failure then is no answer, and
 	// must not beat the client's own timeout error to it.
@@ -372,16 +384,158 @@ func (c *connServer) run(req protocol.Request, more bool) {
 	_ = c.w.WriteResponse(resp) // a failed write means the peer is gone
 }
 
+// requestContext is the context of req's handler: the connection's, ended
+// by a cancel envelope and by the deadline the request came with, if any.
+func (c *connServer) requestContext(req protocol.Request) (context.Context, context.CancelFunc) {
+	if req.Deadline > 0 {
+		return context.WithTimeout(c.ctx, req.Deadline)
+	}
+	return context.WithCancel(c.ctx)
+}
+
+// begin records r as the request id in progress; end forgets it.
+func (c *connServer) begin(id protocol.ID, r *inFlight) {
+	c.mu.Lock()
+	c.running[id] = r
+	c.mu.Unlock()
+}
+
+func (c *connServer) end(id protocol.ID, r *inFlight) {
+	c.mu.Lock()
+	if c.running[id] == r {
+		delete(c.running, id)
+	}
+	c.mu.Unlock()
+}
+
 // cancelRequest ends the context of the request id, if it is in progress:
 // the client gave up on it. Its response, if the handler still makes one,
-// is written and dropped by the client.
+// is written and dropped by the client (a stream's is not written).
 func (c *connServer) cancelRequest(id protocol.ID) {
 	c.mu.Lock()
-	cancel := c.running[id]
+	r := c.running[id]
 	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if r != nil {
+		r.cancel()
 	}
+}
+
+// addCredit lets the stream id send n more items; a credit for a request
+// that is not a stream in progress is ignored.
+func (c *connServer) addCredit(id protocol.ID, n int) {
+	c.mu.Lock()
+	r := c.running[id]
+	c.mu.Unlock()
+	if r != nil && r.stream != nil {
+		r.stream.add(n)
+	}
+}
+
+// streamState is the flow control of a stream in progress.
+type streamState struct {
+	mu     sync.Mutex
+	credit int           // items the stream may still send
+	more   chan struct{} // a token wakes a sender waiting for credit
+
+	// writeMu orders the stream's writes: no item goes out after the
+	// stream's last envelope.
+	writeMu sync.Mutex
+	ended   bool
+}
+
+func (st *streamState) add(n int) {
+	st.mu.Lock()
+	st.credit += n
+	st.mu.Unlock()
+	select {
+	case st.more <- struct{}{}:
+	default:
+	}
+}
+
+// take uses one unit of credit, waiting for it until ctx ends. Once the
+// connection's reading has ended (readingDone) no credit can come: a stream
+// waiting for some is cancelled.
+func (st *streamState) take(ctx context.Context, readingDone <-chan struct{}, cancel context.CancelFunc) error {
+	for {
+		st.mu.Lock()
+		if st.credit > 0 {
+			st.credit--
+			st.mu.Unlock()
+			return nil
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.more:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for credit to send an item: %w", ctx.Err())
+		case <-readingDone:
+			cancel()
+			return fmt.Errorf("waiting for credit to send an item on a connection that is no longer read: %w", ctx.Err())
+		}
+	}
+}
+
+// startStream answers req, a request for a stream, on a goroutine of its
+// own: the handler blocks in send until credit envelopes, which the reader
+// reads, let it go on, so the reader must never be the one running it (a
+// passed-on reader role would not be enough: the watcher passes it on only
+// after a while). req is in running before the reader reads on, so its
+// credit and cancel envelopes find it.
+func (c *connServer) startStream(req protocol.Request) {
+	ctx, cancel := c.requestContext(req)
+	r := &inFlight{cancel: cancel, stream: &streamState{credit: req.Stream, more: make(chan struct{}, 1)}}
+	c.begin(req.ID, r)
+	c.inProgress.Begin()
+	// The reader is counted in c.goroutines, so this cannot race the
+	// connection's final Wait.
+	c.goroutines.Add(1)
+	go func() {
+		defer c.goroutines.Done()
+		defer c.inProgress.End()
+		c.runStream(ctx, req, r)
+	}()
+}
+
+// runStream runs the stream handler for req and writes its last envelope:
+// the end, or its error. A stream cancelled, past its deadline or cut off
+// from its client gets nothing more written: the client has given up on
+// it, or can grant it no credit.
+func (c *connServer) runStream(ctx context.Context, req protocol.Request, r *inFlight) {
+	st := r.stream
+	send := func(item []byte) error {
+		if err := st.take(ctx, c.readingDone, r.cancel); err != nil {
+			return err
+		}
+		st.writeMu.Lock()
+		defer st.writeMu.Unlock()
+		if st.ended {
+			return fmt.Errorf("sending an item after the stream ended: %w", context.Canceled)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("sending an item: %w", err)
+		}
+		if err := c.w.WriteResponse(protocol.Response{ID: req.ID, Payload: item, Item: true}); err != nil {
+			r.cancel()
+			return fmt.Errorf("sending an item: %w: %w", context.Canceled, err)
+		}
+		return nil
+	}
+	appErr := c.srv.handleStream(ctx, c.streamer, req, send)
+	c.end(req.ID, r)
+	st.writeMu.Lock()
+	st.ended = true
+	st.writeMu.Unlock()
+	givenUp := ctx.Err() != nil
+	r.cancel()
+	if givenUp {
+		return
+	}
+	resp := protocol.Response{ID: req.ID, End: true}
+	if appErr != nil {
+		resp = protocol.Response{ID: req.ID, Error: protocol.EncodeError(appErr)}
+	}
+	_ = c.w.WriteResponse(resp) // a failed write means the peer is gone
 }
 
 // endReading stops the connection's reading for good. After a clean end of
@@ -396,6 +550,17 @@ func (c *connServer) endReading(err error) {
 		c.cancel()
 	}
 	close(c.readingDone)
+}
+
+// handleStream runs h for req, turning a panic into its error.
+func (s *Server) handleStream(ctx context.Context, h StreamHandler, req protocol.Request, send func([]byte) error) (appErr *protocol.AppError) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger().Error("panic in Stream", "request_id", req.ID, "panic", v, "stack", string(debug.Stack()))
+			appErr = panicError(v)
+		}
+	}()
+	return h.HandleStream(ctx, req.Payload, send)
 }
 
 func (s *Server) handle(ctx context.Context, req protocol.Request) (resp protocol.Response) {

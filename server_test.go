@@ -619,7 +619,7 @@ func TestSchemaCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	for _, want := range []string{`"request"`, `"response"`, `"title": "testRequest"`, `"required": [`, `"mode"`, `"additionalProperties": false`, "\"capabilities\": [\n    \"cancel\",\n    \"deadline\"\n  ]"} {
+	for _, want := range []string{`"request"`, `"response"`, `"title": "testRequest"`, `"required": [`, `"mode"`, `"additionalProperties": false`, "\"capabilities\": [\n    \"cancel\",\n    \"deadline\",\n    \"stream\"\n  ]"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("schema lacks %s:\n%s", want, out.String())
 		}

@@ -50,6 +50,7 @@ func FuzzParseSchemas(f *testing.F) {
 	f.Add([]byte(`{"request": null}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"request": {}, "response": {}, "capabilities": ["deadline"]}`))
+	f.Add([]byte(`{"request": {}, "response": {}, "capabilities": ["cancel", "deadline", "stream"], "stream": true}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		desc, err := parseSchemas(data)
 		if err == nil && (len(desc.Request) == 0 || len(desc.Response) == 0) {

@@ -123,7 +123,7 @@ func TestGoBuildEchoIsReproducible(t *testing.T) {
 	md := art.Metadata
 	if md.Ref != "ociapp.local/echo-go:0.1.0" || md.Entrypoint != "." || md.Protocol != "1" ||
 		!strings.Contains(string(md.RequestSchema), `"EchoRequest"`) || !strings.Contains(string(md.ResponseSchema), `"EchoResponse"`) ||
-		strings.Join(md.Capabilities, ",") != "cancel,deadline" {
+		strings.Join(md.Capabilities, ",") != "cancel,deadline,stream" {
 		t.Errorf("metadata %+v", md)
 	}
 	if len(art.Layers) != 1 {

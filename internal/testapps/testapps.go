@@ -75,6 +75,8 @@ func Lookup(name string) (App, bool) {
 		// The same app, declaring the capabilities its SDK has or none.
 		"capable":       {Package: pkgs + "capable", Args: serve, User: "65532", Capabilities: []string{"cancel", "deadline"}},
 		"capable-nocap": {Package: pkgs + "capable", Args: serve, User: "65532"},
+		// The stream capability's test app.
+		"streamer": {Package: pkgs + "streamer", Args: serve, User: "65532", Capabilities: []string{"cancel", "deadline", "stream"}},
 	}[name]
 	return app, ok
 }
