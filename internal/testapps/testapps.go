@@ -73,7 +73,7 @@ func Lookup(name string) (App, bool) {
 		"hostile":   {Package: pkgs + "hostile", Args: serve, User: "65532"},
 		"badentry":  {Package: pkgs + "sleeper", Entrypoint: []string{"/no/such/binary", "serve"}},
 		// The same app, declaring the capabilities its SDK has or none.
-		"capable":       {Package: pkgs + "capable", Args: serve, User: "65532", Capabilities: []string{"cancel", "deadline"}},
+		"capable":       {Package: pkgs + "capable", Args: serve, User: "65532", Capabilities: []string{"cancel", "deadline", "stream"}},
 		"capable-nocap": {Package: pkgs + "capable", Args: serve, User: "65532"},
 		// The stream capability's test app.
 		"streamer": {Package: pkgs + "streamer", Args: serve, User: "65532", Capabilities: []string{"cancel", "deadline", "stream"}},
