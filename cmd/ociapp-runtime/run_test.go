@@ -132,7 +132,7 @@ func testArtifact(t *testing.T, name string) string {
 		if testApps.err != nil {
 			return
 		}
-		names := []string{"echo-go", "sleeper", "exitstart", "crasher"}
+		names := []string{"echo-go", "sleeper", "exitstart", "crasher", "streamer"}
 		cmd := exec.Command("go", append([]string{"run", "github.com/ociapp/ociapp/internal/testapps/mkartifact", testApps.dir}, names...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -167,6 +167,10 @@ func TestRunEndToEnd(t *testing.T) {
 		{name: "timeout", args: []string{"--timeout", "300ms", "sleeper", `{"millis": 5000}`}, want: exitTimeout, stderr: "timed out after 300ms"},
 		{name: "startup", args: []string{"exitstart"}, want: exitStartup, stderr: "ImportError"},
 		{name: "crash", args: []string{"crasher", `{"crash": true}`}, want: exitCrash, stderr: "exit code 3"},
+		{name: "stream", args: []string{"streamer", `{"count": 3, "size": 1}`}, want: exitOK,
+			stdout: `{"i":0,"pad":"x"}` + "\n" + `{"i":1,"pad":"x"}` + "\n" + `{"i":2,"pad":"x"}` + "\n"},
+		{name: "stream error after items", args: []string{"streamer", `{"count": 5, "fail_at": 2}`}, want: exitAppError,
+			stdout: `{"i":0,"pad":""}` + "\n" + `{"i":1,"pad":""}` + "\n" + `{"details":null,"error_type":"StreamFailed","message":"failed at 2"}` + "\n", stderr: "StreamFailed"},
 		{name: "missing", args: []string{"/no/such.ociapp"}, want: exitUnavailable, stderr: "no such file"},
 		{name: "no engine", args: []string{"--docker-host", "unix:///no/such.sock", "echo-go"}, want: exitUnavailable, stderr: "cannot reach"},
 	}
@@ -185,8 +189,10 @@ func TestRunEndToEnd(t *testing.T) {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, %q, %q", got, stdout.String(), stderr.String(), tt.want, tt.stdout, tt.stderr)
 			}
 			if tt.want == exitAppError {
+				// The error is the last line, after the items of a stream.
+				lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 				var m map[string]any
-				if err := json.Unmarshal(stdout.Bytes(), &m); err != nil || m["details"] == nil {
+				if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil || m["error_type"] == nil {
 					t.Fatalf("app error output %q: %v", stdout.String(), err)
 				}
 			}
@@ -200,7 +206,7 @@ func TestRunEndToEnd(t *testing.T) {
 
 func testArtifactIfName(t *testing.T, arg string) string {
 	switch arg {
-	case "echo-go", "sleeper", "exitstart", "crasher":
+	case "echo-go", "sleeper", "exitstart", "crasher", "streamer":
 		return testArtifact(t, arg)
 	}
 	return ""
