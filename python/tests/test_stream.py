@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import TESTS, VECTORS, RawClient, Response, serving
+from conftest import REPO, TESTS, VECTORS, RawClient, Response, serving
 
 from apps import sample, streaming
 from ociapp import Application, ApplicationLoadError, EnvelopeError, load_application
@@ -589,4 +589,59 @@ async def test_failure_past_the_deadline_gets_no_answer(short_tmp: Path) -> None
         consumer = Consumer(client, client.send({"count": 5, "fail_at": 2}, deadline_ms=0, stream=16), 16)
         await consumer.take(2)
         await round_trip(client)  # and not the StreamFailed error first
+        await client.close()
+
+
+# The runtime's stream test app (runtime/testdata/streamer-app)
+
+
+def streamer_app() -> Application[Any, Any]:
+    source = str(REPO / "runtime" / "testdata" / "streamer-app" / "src")
+    if source not in sys.path:
+        sys.path.insert(0, source)
+    from streamer_app import main
+
+    return main.StreamerApplication()
+
+
+async def test_runtime_streamer_app(short_tmp: Path) -> None:
+    app = streamer_app()
+    assert app.streams
+    async with serving(app, short_tmp) as server:
+        client = await RawClient.connect(server.socket_path)
+
+        async def ask(payload: dict[str, Any], credit: int = 4) -> tuple[list[Any], Response]:
+            consumer = Consumer(client, client.send(payload, stream=credit), credit)
+            end = await consumer.rest(grant_every=credit)
+            return consumer.items, end
+
+        items, end = await ask({"count": 5, "size": 3})
+        assert end.end and items == [{"i": i, "pad": "xxx"} for i in range(5)]
+        assert (await ask({"op": "produced"}))[0] == [{"i": 5, "pad": ""}]
+
+        items, end = await ask({"count": 10, "fail_at": 3})
+        assert items == [{"i": i, "pad": ""} for i in range(3)]
+        assert (end.error.error_type, end.error.message) == ("StreamFailed", "failed at 3")
+        items, end = await ask({"count": 3, "fail_at": 3})
+        assert len(items) == 3 and end.error.message == "failed at 3"
+        items, end = await ask({"count": 2, "fail_at": 3})
+        assert len(items) == 2 and end.end
+
+        # Forever, held by its credit, then cancelled.
+        consumer = Consumer(client, client.send({"count": -1}, stream=4), 4)
+        await consumer.take(4)
+        assert (await ask({"op": "produced"}))[0] == [{"i": 4 + 1, "pad": ""}]
+        client.send_bytes(pack_frame(encode_cancel(consumer.request_id)))
+        # The cancel reaches the generator at the task's next step: a
+        # request read with it may be answered first.
+        for _ in range(500):
+            if (await ask({"op": "cancelled"}))[0] == [{"i": 1, "pad": ""}]:
+                break
+            await asyncio.sleep(0.01)
+        assert (await ask({"op": "cancelled"}))[0] == [{"i": 1, "pad": ""}]
+
+        response = await client.call({"count": 1})
+        assert response.error.error_type == "StreamRequired"
+        items, end = await ask({"op": "nope"})
+        assert items == [] and end.error.error_type == "ValueError"
         await client.close()
