@@ -31,6 +31,7 @@ from ociapp.protocol import (
     encode_request,
     pack_frame,
 )
+from ociapp import server as server_module
 from ociapp.server import STREAM_REQUIRED_MESSAGE, VALIDATION_MESSAGE
 
 REQUEST_ID = "5f0c6d7e-8a9b-4c1d-9e2f-3a4b5c6d7e8f"
@@ -446,6 +447,45 @@ async def test_cancel_in_the_same_write_as_the_stream_request(short_tmp: Path) -
         for _ in range(min(app.produced, 3)):
             assert (await client.receive()).request_id == request_id
         await round_trip(client)
+        await client.close()
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "lazy"])
+async def test_credit_and_cancel_in_the_same_write_as_the_stream_request(
+    eager: bool, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before Python 3.12 a request's task takes its first step a loop turn
+    # after its frame is read: a credit read with the request still counts,
+    # and a stream cancelled before its first step is forgotten.
+    monkeypatch.setattr(server_module, "_EAGER_TASKS", eager and server_module._EAGER_TASKS)
+    app = streaming.StreamingApplication()
+    async with serving(app, short_tmp) as server:
+        client = await RawClient.connect(server.socket_path)
+        request_id = str(uuid.uuid4())
+        client.send_bytes(
+            pack_frame(encode_request(request_id, encode_payload({"count": 3}), None, 1))
+            + pack_frame(encode_credit(request_id, 2))
+        )
+        consumer = Consumer(client, request_id, 3)
+        assert (await consumer.rest()).end and len(consumer.items) == 3
+
+        doomed = str(uuid.uuid4())
+        client.send_bytes(
+            pack_frame(encode_request(doomed, encode_payload({"count": -1}), None, 1))
+            + pack_frame(encode_cancel(doomed))
+        )
+        # Started eagerly, it sent its one credited item before the cancel
+        # was read; then nothing more.
+        probe = client.send({"count": 1})
+        envelopes = [await client.receive()]
+        while envelopes[-1].request_id != probe:
+            envelopes.append(await client.receive())
+        assert [e.item for e in envelopes[:-1]] == ([{"i": 0, "pad": ""}] if eager else [])
+        assert envelopes[-1].error.error_type == "StreamRequired"
+        (connection,) = server._connections
+        while connection.outstanding():
+            await asyncio.sleep(0.01)
+        assert not connection._streams and not connection._running
         await client.close()
 
 

@@ -222,10 +222,11 @@ def _message(exc: BaseException) -> str:
 class _Stream:
     """The flow control of one stream request: the items it may still send."""
 
-    __slots__ = ("cancelled", "credit", "waiter")
+    __slots__ = ("cancelled", "credit", "task", "waiter")
 
     def __init__(self, credit: int) -> None:
         self.credit = credit
+        self.task: asyncio.Task[None] | None = None  # while it has not finished
         self.waiter: asyncio.Future[None] | None = None  # set while out of credit
         self.cancelled = False  # the client gave up on it
 
@@ -314,12 +315,14 @@ class _Connection(asyncio.Protocol):
                     # Entered now, so that a credit read next finds it.
                     stream = self._streams[request_id] = _Stream(initial_credit)
                 if deadline_ms is None:
-                    self._start(request_id, self._run(request_id, payload, None, stream))
+                    task = self._start(request_id, self._run(request_id, payload, None, stream))
                 else:
                     deadline = self._loop.time() + deadline_ms / 1000
-                    self._start(
+                    task = self._start(
                         request_id, self._run_until(deadline, request_id, payload, stream)
                     )
+                if stream is not None:
+                    stream.task = task
         finally:
             self._in_read = False
         if self._out:
@@ -362,16 +365,23 @@ class _Connection(asyncio.Protocol):
 
     # Requests
 
-    def _start(self, request_id: str, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _start(
+        self, request_id: str, coroutine: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None] | None:
+        """Starts a request's task; returns it, or None when it finished at
+        once."""
+
         if _EAGER_TASKS:
             task = asyncio.Task(coroutine, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
         else:
             task = self._loop.create_task(coroutine)
-        if not task.done():
-            task.set_name(request_id)
-            self._tasks.add(task)
-            self._running[request_id] = task
-            task.add_done_callback(self._task_done)
+        if task.done():
+            return None
+        task.set_name(request_id)
+        self._tasks.add(task)
+        self._running[request_id] = task
+        task.add_done_callback(self._task_done)
+        return task
 
     async def _run_until(
         self, deadline: float, request_id: str, payload: bytes, stream: _Stream | None
@@ -487,6 +497,12 @@ class _Connection(asyncio.Protocol):
             del self._running[request_id]
         if self._cancelled:
             self._cancelled.pop(task, None)
+        # A stream cancelled before its task took its first step never ran
+        # the code that forgets it.
+        if self._streams:
+            stream = self._streams.get(request_id)
+            if stream is not None and stream.task is task:
+                del self._streams[request_id]
         if self._eof and not self._tasks:
             self._finish()
 
