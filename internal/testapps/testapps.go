@@ -134,6 +134,8 @@ func pythonApps(name string) (PythonApp, bool) {
 		"cpu-py":  {Name: "cpu-app", Version: "0.1.0", Dir: "runtime/testdata/cpu-app", Entrypoint: "cpu_app.main:app"},
 		// The protocol capabilities' test app, declaring those of the SDK.
 		"capable-py": {Name: "capable-app", Version: "0.1.0", Dir: "runtime/testdata/capable-app", Entrypoint: "capable_app.main:app", Capabilities: []string{"cancel", "deadline"}},
+		// The stream capability's test app: execute is an async generator.
+		"streamer-py": {Name: "streamer-app", Version: "0.1.0", Dir: "runtime/testdata/streamer-app", Entrypoint: "streamer_app.main:app", Capabilities: []string{"cancel", "deadline", "stream"}},
 		// An import error at start: the module does not exist.
 		"broken-py": {Name: "broken-app", Version: "0.1.0", Dir: "examples/echo-app", Entrypoint: "echo_app.missing:app"},
 	}[name]

@@ -21,7 +21,8 @@ from ociapp import Application, OciAppServer
 from ociapp.protocol import (
     FrameDecoder,
     decode_error,
-    decode_response,
+    decode_server_envelope,
+    encode_credit,
     encode_request,
     pack_frame,
 )
@@ -97,12 +98,27 @@ async def serving(
 
 
 class Response:
-    def __init__(self, request_id: str, payload: bytes | None, error: bytes | None) -> None:
+    """A response envelope, or a stream's item or end envelope."""
+
+    def __init__(
+        self,
+        request_id: str,
+        payload: bytes | None,
+        error: bytes | None,
+        item: bytes | None = None,
+        end: bool = False,
+    ) -> None:
         self.request_id = request_id
         self.payload = None if payload is None else msgpack.unpackb(payload, raw=False)
         self.error = None if error is None else decode_error(error)
+        self.item = None if item is None else msgpack.unpackb(item, raw=False)
+        self.end = end
 
     def __repr__(self) -> str:
+        if self.item is not None:
+            return f"Item({self.request_id}, {self.item!r})"
+        if self.end:
+            return f"End({self.request_id})"
         return f"Response({self.request_id}, {self.payload!r}, {self.error!r})"
 
 
@@ -127,11 +143,15 @@ class RawClient:
         *,
         raw: bool = False,
         deadline_ms: int | None = None,
+        stream: int | None = None,
     ) -> str:
         request_id = request_id or str(uuid.uuid4())
         body = payload if raw else msgpack.packb(payload, use_bin_type=True)
-        self.writer.write(pack_frame(encode_request(request_id, body, deadline_ms)))
+        self.writer.write(pack_frame(encode_request(request_id, body, deadline_ms, stream)))
         return request_id
+
+    def credit(self, request_id: str, credit: int) -> None:
+        self.writer.write(pack_frame(encode_credit(request_id, credit)))
 
     def send_bytes(self, data: bytes) -> None:
         self.writer.write(data)
@@ -140,7 +160,7 @@ class RawClient:
         body = await asyncio.wait_for(self._next_frame(), timeout)
         if body is None:
             raise ConnectionError("server closed the connection")
-        return Response(*decode_response(body))
+        return Response(*decode_server_envelope(body))
 
     async def _next_frame(self) -> bytes | None:
         while not self._frames:

@@ -74,8 +74,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_deadline_vector_decodes_and_reencodes(deadline_requests_valid: dict[str, Any]) -> None:
     case = deadline_requests_valid
     frame = bytes.fromhex(case["frame"])
-    request_id, payload, deadline_ms = decode_client_envelope(body_of(frame))
+    request_id, payload, deadline_ms, stream, credit = decode_client_envelope(body_of(frame))
     assert (request_id, deadline_ms) == (case["request_id"], case["deadline_ms"])
+    assert stream is None and credit is None
     assert decode_payload(payload) == case["payload"]
     assert pack_frame(encode_request(request_id, payload, deadline_ms)) == frame
     # The two-value decoder reads the request and drops the deadline.
@@ -131,17 +132,19 @@ def test_deadline_must_be_a_non_negative_integer(deadline_ms: object, message: s
 @pytest.mark.parametrize("deadline_ms", [0, 1, 127, 128, 65536, 2**32, 2**64 - 1])
 def test_deadline_integer_forms(deadline_ms: int) -> None:
     body = encode_request(REQUEST_ID, b"\x80", deadline_ms)
-    assert decode_client_envelope(body) == (REQUEST_ID, b"\x80", deadline_ms)
+    assert decode_client_envelope(body) == (REQUEST_ID, b"\x80", deadline_ms, None, None)
 
 
 def test_deadline_in_signed_integer_form_and_any_key_order() -> None:
     # int8 5, and the keys in another order: readers accept both.
     body = b"\x83\xabdeadline_ms\xd0\x05\xa7payload\xc4\x01\x80\xaarequest_id\xd9\x24" + REQUEST_ID.encode()
-    assert decode_client_envelope(body) == (REQUEST_ID, b"\x80", 5)
+    assert decode_client_envelope(body) == (REQUEST_ID, b"\x80", 5, None, None)
 
 
 def test_request_without_deadline() -> None:
-    assert decode_client_envelope(encode_request(REQUEST_ID, b"\x80")) == (REQUEST_ID, b"\x80", None)
+    assert decode_client_envelope(encode_request(REQUEST_ID, b"\x80")) == (
+        REQUEST_ID, b"\x80", None, None, None
+    )
 
 
 # cancel: envelopes
@@ -151,12 +154,12 @@ def test_cancel_frame_of_the_spec() -> None:
     frame = cancel_frame(REQUEST_ID)
     assert len(frame) == 4 + 58
     assert pack_frame(encode_cancel(REQUEST_ID)) == frame
-    assert decode_client_envelope(body_of(frame)) == (REQUEST_ID, None, None)
+    assert decode_client_envelope(body_of(frame)) == (REQUEST_ID, None, None, None, None)
 
 
 def test_cancel_request_id_comes_back_canonical() -> None:
     body = msgpack.packb({"cancel": True, "request_id": "{" + REQUEST_ID.upper() + "}"})
-    assert decode_client_envelope(body) == (REQUEST_ID, None, None)
+    assert decode_client_envelope(body) == (REQUEST_ID, None, None, None, None)
 
 
 MALFORMED_CANCELS = {
@@ -193,7 +196,7 @@ def test_decode_request_refuses_a_cancel() -> None:
 def test_cancel_vector_decodes_and_reencodes(cancel_requests_valid: dict[str, Any]) -> None:
     case = cancel_requests_valid
     frame = bytes.fromhex(case["frame"])
-    assert decode_client_envelope(body_of(frame)) == (case["request_id"], None, None)
+    assert decode_client_envelope(body_of(frame)) == (case["request_id"], None, None, None, None)
     assert pack_frame(encode_cancel(case["request_id"])) == frame
 
 

@@ -299,7 +299,7 @@ def test_schema(ociapp: list[str]) -> None:
     assert set(document) == {"request", "response", "capabilities"}
     # What ociapp-build records in the artifact: the runtime then sends
     # deadlines and cancels to this app's servers.
-    assert document["capabilities"] == ["cancel", "deadline"]
+    assert document["capabilities"] == ["cancel", "deadline", "stream"]
     assert document["request"]["title"] == "EchoRequest"
     assert document["request"]["required"] == ["value"]
     response = document["response"]

@@ -9,12 +9,20 @@ import pytest
 from ociapp import EnvelopeError, FrameError, PayloadCodecError
 from ociapp.payloads import decode_payload
 from ociapp.protocol import (
+    MAX_CREDIT,
     FrameDecoder,
     _unpack_envelope,
     decode_client_envelope,
     decode_request,
+    decode_response,
+    decode_server_envelope,
     encode_cancel,
+    encode_credit,
+    encode_end,
+    encode_error,
+    encode_item,
     encode_request,
+    encode_response,
 )
 
 SEED_IDS = [
@@ -37,7 +45,22 @@ def seeds() -> list[bytes]:
         bodies.append(encode_request(SEED_IDS[0], SEED_PAYLOADS[0], deadline_ms))
     bodies.extend(encode_cancel(i) for i in SEED_IDS)
     bodies.append(msgpack.packb({"cancel": True, "request_id": SEED_IDS[1]}))
+    # The stream capability's: initial credits (after a deadline, too),
+    # credits, and what a server sends, items and ends.
+    for credit in (1, 16, 300, 2**32, 2**64 - 1):
+        bodies.append(encode_request(SEED_IDS[0], SEED_PAYLOADS[0], None, credit))
+        bodies.append(encode_credit(SEED_IDS[1], credit))
+    bodies.append(encode_request(SEED_IDS[0], SEED_PAYLOADS[0], 30000, 16))
     return bodies
+
+
+def server_seeds() -> list[bytes]:
+    return [
+        encode_response(SEED_IDS[0], SEED_PAYLOADS[0], None),
+        encode_response(SEED_IDS[0], None, encode_error("Boom", "boom")),
+        encode_item(SEED_IDS[0], SEED_PAYLOADS[1]),
+        encode_end(SEED_IDS[1]),
+    ]
 
 
 def mutations(rng: random.Random, body: bytes, count: int) -> list[bytes]:
@@ -57,7 +80,9 @@ def mutations(rng: random.Random, body: bytes, count: int) -> list[bytes]:
     return out
 
 
-def reference_decode(body: bytes) -> tuple[str, bytes | None, int | None]:
+def reference_decode(
+    body: bytes,
+) -> tuple[str, bytes | None, int | None, int | None, int | None]:
     # The rules, written plainly, for comparison with the decoder's paths.
     import uuid
 
@@ -65,16 +90,25 @@ def reference_decode(body: bytes) -> tuple[str, bytes | None, int | None]:
     request_id = envelope["request_id"]
     if type(request_id) is not str:
         raise EnvelopeError("bad types")
+    if "credit" in envelope:
+        credit = envelope["credit"]
+        assert "payload" not in envelope and "cancel" not in envelope
+        assert type(credit) is int and credit >= 1
+        return str(uuid.UUID(request_id)), None, None, None, min(credit, MAX_CREDIT)
     if "cancel" in envelope:
         assert envelope["cancel"] is True and "payload" not in envelope
-        return str(uuid.UUID(request_id)), None, None
+        return str(uuid.UUID(request_id)), None, None, None, None
     payload = envelope["payload"]
     deadline_ms = envelope.get("deadline_ms")
     if type(payload) is not bytes:
         raise EnvelopeError("bad types")
     if "deadline_ms" in envelope:
         assert type(deadline_ms) is int and deadline_ms >= 0
-    return str(uuid.UUID(request_id)), payload, deadline_ms
+    stream = envelope.get("stream")
+    if "stream" in envelope:
+        assert type(stream) is int and stream >= 1
+        stream = min(stream, MAX_CREDIT)
+    return str(uuid.UUID(request_id)), payload, deadline_ms, stream, None
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -83,14 +117,15 @@ def test_mutated_requests(seed: int) -> None:
     for body in seeds():
         for candidate in mutations(rng, body, 300):
             try:
-                request_id, payload, deadline_ms = decode_client_envelope(candidate)
+                decoded = decode_client_envelope(candidate)
             except EnvelopeError:
                 with pytest.raises(EnvelopeError):
                     decode_request(candidate)
                 continue
             # Whatever the decoder accepts, on its fast path or not, the
             # rules read the same way.
-            assert reference_decode(candidate) == (request_id, payload, deadline_ms)
+            assert reference_decode(candidate) == decoded
+            request_id, payload = decoded[:2]
             if payload is None:
                 continue
             assert decode_request(candidate) == (request_id, payload)
@@ -98,6 +133,42 @@ def test_mutated_requests(seed: int) -> None:
                 decode_payload(payload)
             except PayloadCodecError:
                 pass
+
+
+def reference_decode_server(
+    body: bytes,
+) -> tuple[str, bytes | None, bytes | None, bytes | None, bool]:
+    import uuid
+
+    envelope = _unpack_envelope(body, "response")
+    request_id = str(uuid.UUID(envelope["request_id"]))
+    if "item" in envelope:
+        assert type(envelope["item"]) is bytes
+        assert not {"payload", "error", "end"} & set(envelope)
+        return request_id, None, None, envelope["item"], False
+    if "end" in envelope:
+        assert envelope["end"] is True and not {"payload", "error"} & set(envelope)
+        return request_id, None, None, None, True
+    payload, error = envelope.get("payload"), envelope.get("error")
+    assert (payload is None) != (error is None)
+    return request_id, payload, error, None, False
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_server_envelopes(seed: int) -> None:
+    rng = random.Random(seed)
+    for body in server_seeds():
+        for candidate in mutations(rng, body, 300):
+            try:
+                decoded = decode_server_envelope(candidate)
+            except EnvelopeError:
+                continue
+            assert reference_decode_server(candidate) == decoded
+            if decoded[3] is None and not decoded[4]:
+                assert decode_response(candidate) == decoded[:3]
+            else:
+                with pytest.raises(EnvelopeError):
+                    decode_response(candidate)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -108,6 +179,7 @@ def test_random_bytes(seed: int) -> None:
         for decode, error in (
             (decode_client_envelope, EnvelopeError),
             (decode_request, EnvelopeError),
+            (decode_server_envelope, EnvelopeError),
             (decode_payload, PayloadCodecError),
         ):
             try:

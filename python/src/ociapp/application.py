@@ -1,9 +1,12 @@
-"""The Application base class: one typed execute(request) -> response handler."""
+"""The Application base class: one typed execute(request) -> response handler,
+or a stream handler, whose execute is an async generator of items."""
 
+import collections.abc
+import functools
 import inspect
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, validate_call
@@ -28,6 +31,12 @@ class Application(ABC, Generic[RequestT, ResponseT]):
     thread. Called directly, ``execute`` validates its argument into the
     request model (so a dict works) and its return value as the response
     model, as pydantic's ``validate_call`` does.
+
+    An ``execute`` written as an async generator (``async def`` with
+    ``yield``), annotated ``-> AsyncIterator[Item]``, streams: each value it
+    yields is validated as Item and sent as one item of the response stream
+    (the protocol's stream capability). Called directly, it validates its
+    argument and each item it yields.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -35,7 +44,15 @@ class Application(ABC, Generic[RequestT, ResponseT]):
         execute = cls.__dict__.get("execute")
         if execute is None:
             return
-        validated = validate_call(validate_return=True)(execute)
+        if inspect.isasyncgenfunction(execute):
+            validated = _validate_stream(execute)
+        elif typing.get_origin(_type_hints(execute).get("return")) in _STREAM_ORIGINS:
+            raise TypeError(
+                f"{cls.__qualname__}.execute is annotated to return a stream of items, but is "
+                "not an async generator: a stream handler is written with async def and yield"
+            )
+        else:
+            validated = validate_call(validate_return=True)(execute)
         type.__setattr__(cls, "execute", validated)
         type.__setattr__(cls, _EXECUTE_ORIGIN, (validated, execute))
 
@@ -47,9 +64,16 @@ class Application(ABC, Generic[RequestT, ResponseT]):
 
     @property
     def response_model(self) -> type[ResponseT]:
-        """Returns the pydantic model that responses are validated as."""
+        """Returns the pydantic model that responses are validated as: for a
+        stream handler, the model of each item."""
 
         return self._resolve_model("response")  # type: ignore[return-value]
+
+    @property
+    def streams(self) -> bool:
+        """Whether execute is a stream handler (an async generator)."""
+
+        return inspect.isasyncgenfunction(execute_callable(self))
 
     @abstractmethod
     async def execute(self, request: RequestT) -> ResponseT:
@@ -66,11 +90,63 @@ class Application(ABC, Generic[RequestT, ResponseT]):
             annotation = hints.get(name, parameters[0].annotation)
         else:
             annotation = hints.get("return", signature.return_annotation)
+            if self.streams:
+                return _item_model(annotation)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise TypeError(
                 f"Application.execute must annotate its {kind} with a pydantic.BaseModel subtype"
             )
         return annotation
+
+
+# The return annotations of a stream handler: AsyncIterator[Item] and its kin.
+_STREAM_ORIGINS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+)
+
+
+def _item_model(annotation: Any) -> type[BaseModel]:
+    """Returns Item of a stream handler's return annotation AsyncIterator[Item]
+    (or AsyncIterable[Item], AsyncGenerator[Item, None])."""
+
+    arguments = typing.get_args(annotation)
+    item = arguments[0] if typing.get_origin(annotation) in _STREAM_ORIGINS and arguments else None
+    if not (isinstance(item, type) and issubclass(item, BaseModel)):
+        raise TypeError(
+            "Application.execute, an async generator, must annotate its return as "
+            "AsyncIterator[Item] with Item a pydantic.BaseModel subtype"
+        )
+    return item
+
+
+def _validate_stream(
+    execute: Callable[..., AsyncGenerator[Any, None]],
+) -> Callable[..., AsyncGenerator[Any, None]]:
+    """What validate_call(validate_return=True) does for a function, for an
+    async generator: the call validates the arguments, and each item
+    yielded is validated as the item model (pydantic validates no async
+    iterators itself)."""
+
+    call = validate_call(execute)
+
+    async def validate_items(
+        items: AsyncGenerator[Any, None], item_model: type[BaseModel]
+    ) -> AsyncGenerator[Any, None]:
+        try:
+            async for item in items:
+                yield item_model.model_validate(item)
+        finally:
+            await items.aclose()
+
+    @functools.wraps(execute)
+    def validated(
+        self: "Application[Any, Any]", *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        return validate_items(call(self, *args, **kwargs), self.response_model)
+
+    return validated
 
 
 def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -104,11 +104,14 @@ def _report_load_error(exc: ApplicationLoadError) -> None:
 
 def _schema(app: Any, indent: int | None) -> int:
     try:
+        # A stream handler's response schema is its items'.
         document = {
             "request": app.request_model.model_json_schema(mode="validation"),
             "response": app.response_model.model_json_schema(mode="serialization"),
             "capabilities": list(CAPABILITIES),
         }
+        if app.streams:
+            document["stream"] = True
     except Exception as exc:
         sys.stderr.write(f"ociapp: error: cannot generate the JSON Schemas of {app!r}: {exc}\n")
         return EXIT_SCHEMA_ERROR

@@ -3,12 +3,17 @@
 A frame is a 4-byte big-endian length N (0 < N <= the maximum frame size)
 followed by N bytes of body. A request body is the msgpack map
 ``{"request_id": <uuid str>, "payload": <bin>}``, with a third key
-``"deadline_ms": <uint>`` under the deadline capability; a cancel body (the
-cancel capability) is ``{"request_id": <uuid str>, "cancel": true}``; a
-response body is
+``"deadline_ms": <uint>`` under the deadline capability and a last key
+``"stream": <uint >= 1>`` (the initial credit) under the stream capability; a
+cancel body (the cancel capability) is
+``{"request_id": <uuid str>, "cancel": true}`` and a credit body (the stream
+capability) ``{"request_id": <uuid str>, "credit": <uint >= 1>}``. A response
+body is
 ``{"request_id": <uuid str>, "payload": <bin|nil>, "error": <bin|nil>}`` with
-exactly one of payload and error set; an error is the msgpack map
-``{"error_type": <str>, "message": <str>, "details": <any>}``.
+exactly one of payload and error set; a stream's items come in item bodies,
+``{"request_id": <uuid str>, "item": <bin>}``, and its successful end in an
+end body, ``{"request_id": <uuid str>, "end": true}``. An error is the
+msgpack map ``{"error_type": <str>, "message": <str>, "details": <any>}``.
 
 The model-based functions (``encode_request_envelope`` and friends) keep the
 original SDK's API; the server uses the tuple-based ones, which skip model
@@ -44,9 +49,13 @@ __all__ = [
     "decode_request_envelope",
     "decode_response",
     "decode_response_envelope",
+    "decode_server_envelope",
     "encode_cancel",
+    "encode_credit",
+    "encode_end",
     "encode_error",
     "encode_error_payload",
+    "encode_item",
     "encode_request",
     "encode_request_envelope",
     "encode_response",
@@ -61,6 +70,9 @@ SOCKET_PATH = DEFAULT_SOCKET_PATH  # the name a later original release used
 FRAME_HEADER_SIZE = 4
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 MAX_FRAME_LENGTH = 0xFFFFFFFF
+# The most credit one envelope is read as carrying (as the Go decoder
+# reads it): a larger value counts as this much.
+MAX_CREDIT = 1 << 30
 
 ZERO_LENGTH = "zero_length"
 TRUNCATED_HEADER = "truncated_header"
@@ -281,14 +293,19 @@ _CANONICAL_UUID_BYTES = re.compile(
 ).fullmatch
 
 
-def decode_client_envelope(body: bytes) -> tuple[str, bytes | None, int | None]:
-    """Decodes what a client sends a server: a request or a cancel envelope.
+def decode_client_envelope(
+    body: bytes,
+) -> tuple[str, bytes | None, int | None, int | None, int | None]:
+    """Decodes what a client sends a server: a request, cancel or credit
+    envelope, as (request_id, payload, deadline_ms, stream, credit).
 
-    A request gives (request_id, payload, deadline_ms), deadline_ms None when
-    the request has none; a cancel envelope gives (request_id, None, None).
-    The request id comes back in canonical form. Unknown keys are ignored, as
-    the original's envelope model ignored them; anything else out of shape
-    raises EnvelopeError.
+    A request has its payload, deadline_ms (None when the request has none)
+    and stream, its initial credit (None unless it asks for a stream); a
+    cancel envelope gives (request_id, None, None, None, None) and a credit
+    envelope (request_id, None, None, None, credit). Credits above
+    MAX_CREDIT are read as MAX_CREDIT. The request id comes back in
+    canonical form. Unknown keys are ignored, as the original's envelope
+    model ignored them; anything else out of shape raises EnvelopeError.
     """
 
     # Fast path: the usual layout is read in place, without building a dict.
@@ -303,10 +320,12 @@ def decode_client_envelope(body: bytes) -> tuple[str, bytes | None, int | None]:
         else:
             start, size = 0, -1
         if size == len(body) - start and _CANONICAL_UUID_BYTES(body, 14, 50):
-            return body[14:50].decode("ascii"), body[start:], None
+            return body[14:50].decode("ascii"), body[start:], None, None, None
     envelope = _unpack_envelope(body, "request")
+    if "credit" in envelope:
+        return _decode_credit(envelope)
     if "cancel" in envelope:
-        return _decode_cancel(envelope), None, None
+        return _decode_cancel(envelope), None, None, None, None
     if "request_id" not in envelope:
         raise EnvelopeError("request envelope is invalid: request_id is missing")
     if "payload" not in envelope:
@@ -317,19 +336,53 @@ def decode_client_envelope(body: bytes) -> tuple[str, bytes | None, int | None]:
         raise EnvelopeError(
             f"request envelope is invalid: payload must be bin, not {_type_name(payload)}"
         )
-    if "deadline_ms" not in envelope:
-        return request_id, payload, None
-    deadline_ms = envelope["deadline_ms"]
-    if type(deadline_ms) is not int:
+    deadline_ms = None
+    if "deadline_ms" in envelope:
+        deadline_ms = envelope["deadline_ms"]
+        if type(deadline_ms) is not int:
+            raise EnvelopeError(
+                "request envelope is invalid: deadline_ms must be an integer, "
+                f"not {_type_name(deadline_ms)}"
+            )
+        if deadline_ms < 0:
+            raise EnvelopeError(
+                "request envelope is invalid: deadline_ms must not be negative "
+                f"(got {deadline_ms})"
+            )
+    stream = None
+    if "stream" in envelope:
+        stream = _read_credit(envelope["stream"], "request", "stream")
+    return request_id, payload, deadline_ms, stream, None
+
+
+def _read_credit(value: object, kind: str, name: str) -> int:
+    # An initial credit or a credit: an unsigned integer of at least 1. The
+    # reasons are the Go decoder's faults ("credit: must be at least 1").
+    if type(value) is not int:
         raise EnvelopeError(
-            "request envelope is invalid: deadline_ms must be an integer, "
-            f"not {_type_name(deadline_ms)}"
+            f"{kind} envelope is invalid: {name}: must be an integer, not {_type_name(value)}"
         )
-    if deadline_ms < 0:
+    if value < 0:
         raise EnvelopeError(
-            f"request envelope is invalid: deadline_ms must not be negative (got {deadline_ms})"
+            f"{kind} envelope is invalid: {name}: must not be negative (got {value})"
         )
-    return request_id, payload, deadline_ms
+    if value == 0:
+        raise EnvelopeError(f"{kind} envelope is invalid: {name}: must be at least 1 (got 0)")
+    return min(value, MAX_CREDIT)
+
+
+def _decode_credit(
+    envelope: dict[str, Any],
+) -> tuple[str, None, None, None, int]:
+    if "payload" in envelope or "cancel" in envelope:
+        raise EnvelopeError(
+            "credit envelope is invalid: a credit envelope has no payload and no cancel "
+            "(it names a stream and how many more items it may send)"
+        )
+    credit = _read_credit(envelope["credit"], "credit", "credit")
+    if "request_id" not in envelope:
+        raise EnvelopeError("credit envelope is invalid: request_id is missing")
+    return _canonical_request_id(envelope["request_id"], "credit"), None, None, None, credit
 
 
 def _decode_cancel(envelope: dict[str, Any]) -> str:
@@ -351,13 +404,15 @@ def _decode_cancel(envelope: dict[str, Any]) -> str:
 def decode_request(body: bytes) -> tuple[str, bytes]:
     """Decodes a request envelope into (request_id, payload).
 
-    As decode_client_envelope, but only for requests: a deadline_ms is
-    checked and dropped, and a cancel envelope raises EnvelopeError.
+    As decode_client_envelope, but only for requests: deadline_ms and stream
+    are checked and dropped, and a cancel or credit envelope raises
+    EnvelopeError.
     """
 
-    request_id, payload, _ = decode_client_envelope(body)
+    request_id, payload, _, _, credit = decode_client_envelope(body)
     if payload is None:
-        raise EnvelopeError("request envelope is invalid: it is a cancel envelope")
+        kind = "cancel" if credit is None else "credit"
+        raise EnvelopeError(f"request envelope is invalid: it is a {kind} envelope")
     return request_id, payload
 
 
@@ -365,12 +420,53 @@ def decode_response(body: bytes) -> tuple[str, bytes | None, bytes | None]:
     """Decodes a response envelope into (request_id, payload, error).
 
     An absent payload or error key counts as nil; exactly one of them must be
-    non-nil.
+    non-nil. An item or end envelope raises EnvelopeError.
+    """
+
+    request_id, payload, error, item, end = decode_server_envelope(body)
+    if item is not None or end:
+        kind = "an item" if item is not None else "an end"
+        raise EnvelopeError(f"response envelope is invalid: it is {kind} envelope")
+    return request_id, payload, error
+
+
+def decode_server_envelope(
+    body: bytes,
+) -> tuple[str, bytes | None, bytes | None, bytes | None, bool]:
+    """Decodes what a server sends a client: a response, item or end
+    envelope, as (request_id, payload, error, item, end).
+
+    A response has exactly one of payload and error (an absent key counts as
+    nil), item None and end False; an item envelope gives
+    (request_id, None, None, item, False), an end envelope
+    (request_id, None, None, None, True).
     """
 
     envelope = _unpack_envelope(body, "response")
     if "request_id" not in envelope:
         raise EnvelopeError("response envelope is invalid: request_id is missing")
+    if "item" in envelope:
+        item = envelope["item"]
+        if type(item) is not bytes:
+            raise EnvelopeError(
+                f"item envelope is invalid: item must be bin, found {_type_name(item)}"
+            )
+        if "payload" in envelope or "error" in envelope or "end" in envelope:
+            raise EnvelopeError(
+                "item envelope is invalid: an item envelope has no payload, error or end"
+            )
+        return _canonical_request_id(envelope["request_id"], "item"), None, None, item, False
+    if "end" in envelope:
+        if envelope["end"] is not True:
+            raise EnvelopeError(
+                "end envelope is invalid: end must be true, "
+                f"not {_type_name(envelope['end'])} {envelope['end']!r:.64}"
+            )
+        if "payload" in envelope or "error" in envelope:
+            raise EnvelopeError(
+                "end envelope is invalid: an end envelope has no payload or error"
+            )
+        return _canonical_request_id(envelope["request_id"], "end"), None, None, None, True
     request_id = _canonical_request_id(envelope["request_id"], "response")
     payload = envelope.get("payload")
     error = envelope.get("error")
@@ -384,24 +480,45 @@ def decode_response(body: bytes) -> tuple[str, bytes | None, bytes | None]:
         raise EnvelopeError(
             "response envelope is invalid: exactly one of payload and error must be non-nil"
         )
-    return request_id, payload, error
+    return request_id, payload, error, None, False
 
 
-def encode_request(request_id: str, payload: bytes, deadline_ms: int | None = None) -> bytes:
-    """Encodes a request envelope body, with deadline_ms when it is not None."""
+def encode_request(
+    request_id: str, payload: bytes, deadline_ms: int | None = None, stream: int | None = None
+) -> bytes:
+    """Encodes a request envelope body, with deadline_ms and stream (the
+    initial credit) when they are not None."""
 
-    if deadline_ms is None:
-        return _packb({"request_id": request_id, "payload": payload}, use_bin_type=True)
-    return _packb(
-        {"request_id": request_id, "payload": payload, "deadline_ms": deadline_ms},
-        use_bin_type=True,
-    )
+    envelope: dict[str, object] = {"request_id": request_id, "payload": payload}
+    if deadline_ms is not None:
+        envelope["deadline_ms"] = deadline_ms
+    if stream is not None:
+        envelope["stream"] = stream
+    return _packb(envelope, use_bin_type=True)
 
 
 def encode_cancel(request_id: str) -> bytes:
     """Encodes a cancel envelope body."""
 
     return _packb({"request_id": request_id, "cancel": True}, use_bin_type=True)
+
+
+def encode_credit(request_id: str, credit: int) -> bytes:
+    """Encodes a credit envelope body."""
+
+    return _packb({"request_id": request_id, "credit": credit}, use_bin_type=True)
+
+
+def encode_item(request_id: str, item: bytes) -> bytes:
+    """Encodes an item envelope body; item is the msgpack map of one item."""
+
+    return _packb({"request_id": request_id, "item": item}, use_bin_type=True)
+
+
+def encode_end(request_id: str) -> bytes:
+    """Encodes an end envelope body."""
+
+    return _packb({"request_id": request_id, "end": True}, use_bin_type=True)
 
 
 def encode_response(request_id: str, payload: bytes | None, error: bytes | None) -> bytes:

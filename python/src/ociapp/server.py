@@ -8,9 +8,10 @@ write. A malformed frame or envelope closes its connection and cancels that
 connection's outstanding requests; a clean end of stream lets them finish
 first.
 
-It supports the protocol's deadline and cancel capabilities: a request's
-deadline is readable during its handler through ``request_deadline()``, and
-a cancel envelope cancels the handler's task.
+It supports the protocol's deadline, cancel and stream capabilities: a
+request's deadline is readable during its handler through
+``request_deadline()``, a cancel envelope cancels the handler's task, and a
+stream handler's items are sent as the client's credit allows.
 """
 
 import asyncio
@@ -23,7 +24,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Generic
 
@@ -47,12 +48,16 @@ __all__ = ["CAPABILITIES", "OciAppServer", "request_deadline", "serve_applicatio
 # The protocol extensions this server supports (docs/protocol.md,
 # Capabilities), sorted; `ociapp schema` names them, and ociapp-build
 # records them in the artifact.
-CAPABILITIES = ("cancel", "deadline")
+CAPABILITIES = ("cancel", "deadline", "stream")
 
 logger = logging.getLogger("ociapp")
 
 VALIDATION_MESSAGE = "application payload validation failed"
+STREAM_REQUIRED_MESSAGE = "this application streams its responses: call it as a stream"
 BACKLOG = 128
+# A stream whose handler never waits lets the event loop turn (reading
+# cancels and credits, writing what was sent) after this many items.
+STREAM_TURN = 64
 
 # Python 3.12 can start a task eagerly: a handler that never has to wait
 # (most do not) runs to completion inside the read callback, without a trip
@@ -99,6 +104,9 @@ class _Dispatcher:
         self._validate_response = response_model.__pydantic_validator__.validate_python
         self._execute = execute_callable(app)
         self._is_async = inspect.iscoroutinefunction(self._execute)
+        # A stream handler: execute is an async generator of items, and
+        # response_model is the items' model.
+        self.streams = inspect.isasyncgenfunction(self._execute)
         # Only ever used on the event loop's thread.
         self._pack = msgpack.Packer(use_bin_type=True, default=to_wire).pack
         self._pack_envelope = msgpack.Packer(use_bin_type=True).pack
@@ -107,14 +115,14 @@ class _Dispatcher:
         """Runs one request and returns its response envelope body; None for
         a handler that failed past the request's deadline (the loop's time
         it came with): the client has given up, and reports its own timeout,
-        which the handler's error must not beat to it."""
+        which the handler's error must not beat to it. A stream handler
+        answers StreamRequired: the request did not ask for a stream."""
 
-        try:
-            request = self._validate_request(decode_payload(payload))
-        except PayloadCodecError as exc:
-            return self._error(request_id, "PayloadCodecError", str(exc), None)
-        except ValidationError as exc:
-            return self._validation_error(request_id, exc, (1,))
+        if self.streams:
+            return self._error(request_id, "StreamRequired", STREAM_REQUIRED_MESSAGE, None)
+        request, error = self.request(request_id, payload)
+        if error is not None:
+            return error
         try:
             if self._is_async:
                 result = await self._execute(request)
@@ -122,22 +130,61 @@ class _Dispatcher:
                 result = await asyncio.to_thread(self._execute, request)
                 if inspect.isawaitable(result):
                     result = await result
-            response = self._validate_response(result)
-            # What model_dump() does, minus its keyword handling.
-            dumped = response.__pydantic_serializer__.to_python(response)
-            try:
-                body = self._pack(dumped)
-            except Exception as exc:
-                raise PayloadCodecError(NOT_SERIALIZABLE) from exc
+            body = self._dump(result)
         except Exception as exc:
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                return None
-            if isinstance(exc, ValidationError):
-                return self._validation_error(request_id, exc, ())
-            if isinstance(exc, PayloadCodecError):
-                return self._error(request_id, "PayloadCodecError", str(exc), None)
-            return self._error(request_id, type(exc).__name__, _message(exc), None)
+            return self.failure(request_id, exc, deadline)
         return self._pack_envelope({"request_id": request_id, "payload": body, "error": None})
+
+    def request(self, request_id: str, payload: bytes) -> tuple[Any, bytes | None]:
+        """Validates a request payload: (request, None), or (None, the error
+        response envelope body) when it is not a valid request."""
+
+        try:
+            return self._validate_request(decode_payload(payload)), None
+        except PayloadCodecError as exc:
+            return None, self._error(request_id, "PayloadCodecError", str(exc), None)
+        except ValidationError as exc:
+            return None, self._validation_error(request_id, exc, (1,))
+
+    def items(self, request: Any) -> AsyncGenerator[Any, None]:
+        """Starts a stream handler on a validated request."""
+
+        return self._execute(request)  # type: ignore[no-any-return]
+
+    def item(self, request_id: str, value: Any) -> bytes:
+        """Returns the item envelope body of one value a stream handler
+        yielded; raises ValidationError or PayloadCodecError as a response
+        that is not valid does."""
+
+        return self._pack_envelope({"request_id": request_id, "item": self._dump(value)})
+
+    def end(self, request_id: str) -> bytes:
+        """Returns the end envelope body of a stream that succeeded."""
+
+        return self._pack_envelope({"request_id": request_id, "end": True})
+
+    def failure(self, request_id: str, exc: Exception, deadline: float | None) -> bytes | None:
+        """Returns the error response envelope body of a handler that raised
+        exc; None past the request's deadline (see respond)."""
+
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            return None
+        if isinstance(exc, ValidationError):
+            return self._validation_error(request_id, exc, ())
+        if isinstance(exc, PayloadCodecError):
+            return self._error(request_id, "PayloadCodecError", str(exc), None)
+        return self._error(request_id, type(exc).__name__, _message(exc), None)
+
+    def _dump(self, result: Any) -> bytes:
+        """Validates a response (or item) and returns its msgpack map."""
+
+        response = self._validate_response(result)
+        # What model_dump() does, minus its keyword handling.
+        dumped = response.__pydantic_serializer__.to_python(response)
+        try:
+            return self._pack(dumped)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise PayloadCodecError(NOT_SERIALIZABLE) from exc
 
     def cancelled(self, request_id: str, message: str) -> bytes:
         """The response for a request whose handler was cancelled, yet whose
@@ -172,6 +219,32 @@ def _message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class _Stream:
+    """The flow control of one stream request: the items it may still send."""
+
+    __slots__ = ("cancelled", "credit", "task", "waiter")
+
+    def __init__(self, credit: int) -> None:
+        self.credit = credit
+        self.task: asyncio.Task[None] | None = None  # while it has not finished
+        self.waiter: asyncio.Future[None] | None = None  # set while out of credit
+        self.cancelled = False  # the client gave up on it
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def _close_items(items: AsyncGenerator[Any, None], request_id: str) -> None:
+    """Closes a stream handler's generator (it sees GeneratorExit where it
+    waits at a yield); a failure of its cleanup can no longer be answered."""
+
+    try:
+        await items.aclose()
+    except Exception:
+        logger.exception("stream handler of request %s failed while closing", request_id)
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: frames in, concurrent requests, responses out."""
 
@@ -189,6 +262,12 @@ class _Connection(asyncio.Protocol):
         # cleanup is not cut short; True for those the client gave up on,
         # whose answers nobody reads.
         self._cancelled: dict[asyncio.Task[None], bool] = {}
+        # The streams in progress, by request id: what credit names.
+        self._streams: dict[str, _Stream] = {}
+        # Clear while the transport's write buffer is full: streams wait.
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._draining = False
         self._out: list[bytes] = []
         self._in_read = False  # inside data_received: flush once at its end
         self._flush_scheduled = False
@@ -217,17 +296,33 @@ class _Connection(asyncio.Protocol):
         try:
             for body in frames:
                 try:
-                    request_id, payload, deadline_ms = decode_client_envelope(body)
+                    request_id, payload, deadline_ms, initial_credit, credit = (
+                        decode_client_envelope(body)
+                    )
                 except ProtocolError as exc:
                     self._fail(exc)
                     return
-                if deadline_ms is None and payload is not None:
-                    self._start(request_id, self._run(request_id, payload))
-                elif payload is None:
-                    self._cancel_request(request_id)
+                if payload is None:
+                    if credit is None:
+                        self._cancel_request(request_id)
+                    else:
+                        self._grant(request_id, credit)
+                    continue
+                # A stream request to a handler that does not stream is
+                # answered with its one response.
+                stream = None
+                if initial_credit is not None and self._dispatcher.streams:
+                    # Entered now, so that a credit read next finds it.
+                    stream = self._streams[request_id] = _Stream(initial_credit)
+                if deadline_ms is None:
+                    task = self._start(request_id, self._run(request_id, payload, None, stream))
                 else:
                     deadline = self._loop.time() + deadline_ms / 1000
-                    self._start(request_id, self._run_until(deadline, request_id, payload))
+                    task = self._start(
+                        request_id, self._run_until(deadline, request_id, payload, stream)
+                    )
+                if stream is not None:
+                    stream.task = task
         finally:
             self._in_read = False
         if self._out:
@@ -242,6 +337,9 @@ class _Connection(asyncio.Protocol):
         self._eof = True
         if not self._tasks:
             self._finish()
+        # Streams out of credit will get none now.
+        for stream in self._streams.values():
+            stream.wake()
         # Keep the write side open until outstanding responses are written.
         return True
 
@@ -256,34 +354,54 @@ class _Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The peer is not reading its responses: stop taking new requests
         # until it catches up.
+        self._writable.clear()
         if self._transport is not None and not self._closing:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writable.set()
         if self._transport is not None and not self._closing and not self._server._draining:
             self._transport.resume_reading()
 
     # Requests
 
-    def _start(self, request_id: str, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _start(
+        self, request_id: str, coroutine: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None] | None:
+        """Starts a request's task; returns it, or None when it finished at
+        once."""
+
         if _EAGER_TASKS:
             task = asyncio.Task(coroutine, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
         else:
             task = self._loop.create_task(coroutine)
-        if not task.done():
-            task.set_name(request_id)
-            self._tasks.add(task)
-            self._running[request_id] = task
-            task.add_done_callback(self._task_done)
+        if task.done():
+            return None
+        task.set_name(request_id)
+        self._tasks.add(task)
+        self._running[request_id] = task
+        task.add_done_callback(self._task_done)
+        return task
 
-    async def _run_until(self, deadline: float, request_id: str, payload: bytes) -> None:
+    async def _run_until(
+        self, deadline: float, request_id: str, payload: bytes, stream: _Stream | None
+    ) -> None:
         # The task runs in its own copy of the context: this is its alone.
         _request_deadline.set(deadline)
-        await self._run(request_id, payload, deadline)
+        await self._run(request_id, payload, deadline, stream)
 
-    async def _run(self, request_id: str, payload: bytes, deadline: float | None = None) -> None:
+    async def _run(
+        self,
+        request_id: str,
+        payload: bytes,
+        deadline: float | None = None,
+        stream: _Stream | None = None,
+    ) -> None:
         try:
-            body = await self._dispatcher.respond(request_id, payload, deadline)
+            if stream is None:
+                body = await self._dispatcher.respond(request_id, payload, deadline)
+            else:
+                body = await self._stream(request_id, payload, deadline, stream)
             if body is None:
                 return  # failed past its deadline: the client has given up
         except asyncio.CancelledError:
@@ -300,6 +418,78 @@ class _Connection(asyncio.Protocol):
             return
         self._send(body)
 
+    async def _stream(
+        self, request_id: str, payload: bytes, deadline: float | None, stream: _Stream
+    ) -> bytes | None:
+        """Runs a stream handler: sends an item envelope for each item as
+        the stream's credit allows, and returns the envelope body that ends
+        the stream (end, or the error response), or None for a failure past
+        the deadline. The generator is advanced only while the stream has
+        credit: at most one item it made waits for credit."""
+
+        dispatcher = self._dispatcher
+        request, error = dispatcher.request(request_id, payload)
+        if error is not None:
+            self._forget(request_id, stream)
+            return error
+        items = dispatcher.items(request)
+        sent = 0
+        try:
+            while True:
+                # The next item is made before there is credit for it (the
+                # end of the stream needs none), and waits for its credit.
+                try:
+                    value = await anext(items)
+                except StopAsyncIteration:
+                    break
+                if stream.cancelled:
+                    # The handler went on after its cancellation: nothing
+                    # more is sent for it.
+                    raise asyncio.CancelledError
+                body = dispatcher.item(request_id, value)
+                while not stream.credit:
+                    if self._eof:
+                        return dispatcher.cancelled(
+                            request_id,
+                            "the client ended its side of the connection "
+                            "while the stream waited for credit",
+                        )
+                    if self._draining:
+                        return dispatcher.cancelled(
+                            request_id, "the server stopped before the stream finished"
+                        )
+                    stream.waiter = self._loop.create_future()
+                    try:
+                        await stream.waiter
+                    finally:
+                        stream.waiter = None
+                self._send(body)
+                stream.credit -= 1
+                sent += 1
+                if not self._writable.is_set():
+                    await self._writable.wait()
+                elif not sent % STREAM_TURN:
+                    await asyncio.sleep(0)
+        except Exception as exc:
+            return dispatcher.failure(request_id, exc, deadline)
+        finally:
+            self._forget(request_id, stream)
+            await _close_items(items, request_id)
+        return dispatcher.end(request_id)
+
+    def _forget(self, request_id: str, stream: _Stream) -> None:
+        if self._streams.get(request_id) is stream:
+            del self._streams[request_id]
+
+    def _grant(self, request_id: str, credit: int) -> None:
+        """Adds credit to a stream; a credit for a request that is not
+        streaming (finished, not a stream, or never sent) is ignored."""
+
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            stream.credit += credit
+            stream.wake()
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         request_id = task.get_name()
@@ -307,6 +497,12 @@ class _Connection(asyncio.Protocol):
             del self._running[request_id]
         if self._cancelled:
             self._cancelled.pop(task, None)
+        # A stream cancelled before its task took its first step never ran
+        # the code that forgets it.
+        if self._streams:
+            stream = self._streams.get(request_id)
+            if stream is not None and stream.task is task:
+                del self._streams[request_id]
         if self._eof and not self._tasks:
             self._finish()
 
@@ -315,6 +511,9 @@ class _Connection(asyncio.Protocol):
         that is not running (finished, or never sent) is ignored."""
 
         task = self._running.pop(request_id, None)
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            stream.cancelled = True
         if task is not None and task not in self._cancelled:
             self._cancelled[task] = True
             task.cancel()
@@ -380,8 +579,12 @@ class _Connection(asyncio.Protocol):
     def drain(self) -> None:
         """Stops reading new requests; outstanding ones still complete."""
 
+        self._draining = True
         if self._transport is not None and not self._closing:
             self._transport.pause_reading()
+        # No credit can come now: streams out of it end.
+        for stream in self._streams.values():
+            stream.wake()
 
     def outstanding(self) -> Iterable["asyncio.Task[None]"]:
         return tuple(self._tasks)
