@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"mime"
 	"net"
@@ -37,6 +38,9 @@ import (
 // satisfies it.
 type Runner interface {
 	ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error)
+	// StreamPayload yields the items of a response asked for as a stream
+	// (runtime.Runtime.StreamPayload): breaking the iteration cancels it.
+	StreamPayload(ctx context.Context, artifactPath string, payload []byte) iter.Seq2[[]byte, error]
 	Stats() runtime.Stats
 }
 
@@ -243,6 +247,10 @@ type Server struct {
 	drain     chan struct{}
 	drainOnce sync.Once
 	muxConns  sync.WaitGroup
+	// drainCtx ends with errDraining when the drain starts: it ends the
+	// streams in progress.
+	drainCtx   context.Context
+	endStreams context.CancelCauseFunc
 
 	// localPaths remembers, per path, the identity last matched by a stat
 	// (localCheck); localCount counts its entries.
@@ -263,6 +271,7 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 func newServer(rt Runner, store *Store, cfg config) *Server {
 	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory), drain: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
+	s.drainCtx, s.endStreams = context.WithCancelCause(context.Background())
 	s.metrics.init()
 	s.route("GET "+api.HealthPath, "health", s.health, false)
 	s.route("GET "+api.MetricsPath, "metrics", s.serveMetrics, true)
@@ -367,7 +376,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.drainOnce.Do(func() {
+		close(s.drain)
+		s.endStreams(errDraining)
+	})
 	s.cfg.log.Info("daemon draining", "timeout", s.cfg.drainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
 	defer cancel()
@@ -1005,3 +1017,38 @@ func (r *statusRecorder) status() int {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// errDraining ends the streams in progress when the daemon drains: a
+// stream may last indefinitely, and its client learns why it ended.
+var errDraining = errors.New("the daemon is shutting down")
+
+// streamContext returns a stream's context: parent's, also ended with
+// errDraining by the drain.
+func (s *Server) streamContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	stop := context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })
+	return ctx, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+// streamEnd says how to end a stream on the artifact at path whose
+// iteration ended with err (nil: it ended, or was broken off) under ctx:
+// answer is false when its client gave up on it (nobody reads an answer);
+// else e is its error, or nil for its end.
+func (s *Server) streamEnd(ctx context.Context, err error, path string) (e *api.Error, answer bool) {
+	switch {
+	case context.Cause(ctx) == errDraining:
+		return &api.Error{Code: api.CodeClosed, Message: "the daemon is shutting down: the stream was ended; run it again on another daemon or once this one is back"}, true
+	case ctx.Err() != nil:
+		return nil, false
+	case err != nil:
+		e := api.FromError(err)
+		if e.Code == api.CodeInternal {
+			s.cfg.log.Error("stream failed", "artifact", path, "err", boundedErr(err))
+		}
+		return e, true
+	}
+	return nil, true
+}
