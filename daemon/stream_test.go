@@ -7,6 +7,8 @@ import (
 	"iter"
 	"net"
 	"net/http"
+	neturl "net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -359,4 +361,118 @@ func startServerStop(t *testing.T, rt daemon.Runner) (*testDaemon, func() error)
 	d := &testDaemon{srv: srv, sock: sock, client: unixClient(sock)}
 	t.Cleanup(d.client.CloseIdleConnections)
 	return d, stop
+}
+
+// streamLines posts a stream request and returns the response and its
+// lines.
+func (d *testDaemon) streamLines(t *testing.T, path, body string, headers ...string) (*http.Response, []string) {
+	t.Helper()
+	resp, b := d.do(t, http.MethodPost, path, strings.NewReader(body), headers...)
+	return resp, strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+// TestHTTPStream: items as NDJSON lines then the end, in JSON and from a
+// msgpack body, by digest and by path; an error after items as its line;
+// an error before the first as an ordinary error response.
+func TestHTTPStream(t *testing.T) {
+	p := newProducer(3, 0, nil)
+	d, digest := streamDaemon(t, p)
+	resp, lines := d.streamLines(t, api.StreamPath(digest), `{"n": 3}`, "Content-Type", api.MediaJSON)
+	want := []string{`{"item": {"i":0,"pad":""}}`, `{"item": {"i":1,"pad":""}}`, `{"item": {"i":2,"pad":""}}`, `{"end": true}`}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != api.MediaNDJSON || strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("%s %q:\n%s\nwant\n%s", resp.Status, resp.Header.Get("Content-Type"), strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if got := d.metricValue(t, `ociapp_daemon_http_requests_total{route="stream",code="200"}`); got != 1 {
+		t.Fatalf("stream 200 counted %d times", got)
+	}
+
+	failing := newProducer(2, 0, &runtime.AppError{Type: "Boom", Message: "it broke"})
+	d2, digest2 := streamDaemon(t, failing)
+	_, lines = d2.streamLines(t, api.StreamPath(digest2), "\x80", "Content-Type", api.MediaMsgpack)
+	if len(lines) != 3 || !strings.HasPrefix(lines[2], `{"error": {`) || !strings.Contains(lines[2], `"code":"app_error"`) || !strings.Contains(lines[2], `"error_type":"Boom"`) {
+		t.Fatalf("a failing stream: %q", lines)
+	}
+
+	before := newProducer(0, 0, &runtime.AppError{Type: "Early", Message: "no items"})
+	d3, digest3 := streamDaemon(t, before)
+	resp, body := d3.do(t, http.MethodPost, api.StreamPath(digest3), strings.NewReader("{}"))
+	if e := wantError(t, resp, body, api.CodeAppError); e.ErrorType != "Early" {
+		t.Fatalf("error %+v", e)
+	}
+
+	// Refusals are those of execute.
+	resp, body = d.do(t, http.MethodPost, api.StreamPath("sha256:"+strings.Repeat("0", 64)), strings.NewReader("{}"))
+	wantError(t, resp, body, api.CodeArtifactNotFound)
+	resp, body = d.do(t, http.MethodPost, api.StreamPath(digest), strings.NewReader("[1]"))
+	wantError(t, resp, body, api.CodeBadRequest)
+	resp, body = d.do(t, http.MethodPost, api.StreamPath(digest), strings.NewReader("{}"), "Content-Type", "text/plain")
+	wantError(t, resp, body, api.CodeUnsupportedMedia)
+	resp, body = d.do(t, http.MethodGet, api.StreamPath(digest), nil)
+	wantError(t, resp, body, api.CodeMethodNotAllowed)
+	if allow := resp.Header.Get("Allow"); allow != "POST" {
+		t.Fatalf("Allow: %q", allow)
+	}
+}
+
+// TestHTTPStreamLocal: the local stream route runs the caller's file where
+// it lies, with the local execute route's checks.
+func TestHTTPStreamLocal(t *testing.T) {
+	p := newProducer(1, 0, nil)
+	rt := newStreamRunner(p)
+	d := startServer(t, rt)
+	path, _, _ := smallArtifact(t, t.TempDir())
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := api.LocalStreamPath + "?" + neturl.Values{"path": {path}, "file": {api.FileIdentity(fi)}}.Encode()
+	resp, lines := d.streamLines(t, url, "{}")
+	if resp.StatusCode != http.StatusOK || len(lines) != 2 || lines[1] != `{"end": true}` || rt.LastPath() != path {
+		t.Fatalf("%s %q, ran %q", resp.Status, lines, rt.LastPath())
+	}
+	resp, body := d.do(t, http.MethodPost, api.LocalStreamPath+"?"+neturl.Values{"path": {path}, "file": {"1:2:3:4"}}.Encode(), strings.NewReader("{}"))
+	wantError(t, resp, body, api.CodeArtifactNotFound)
+}
+
+// TestHTTPStreamStalledReader: a client that stops reading holds the
+// producer within the connection's buffers, and one that disconnects
+// cancels it.
+func TestHTTPStreamStalledReader(t *testing.T) {
+	const size = 1 << 20
+	p := newProducer(-1, size, nil)
+	d, digest := streamDaemon(t, p)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://d"+api.StreamPath(digest), strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	for range 2 {
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, `{"item": {"i":`) {
+			t.Fatalf("%.40q %v", line, err)
+		}
+	}
+	// The producer settles once the buffers are full: poll until its
+	// count stays put.
+	last, still := p.pulled.Load(), 0
+	for deadline := time.Now().Add(20 * time.Second); still < 100 && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+		if n := p.pulled.Load(); n != last {
+			last, still = n, 0
+		} else {
+			still++
+		}
+	}
+	if held := last * size; still < 100 || held > 16<<20 {
+		t.Fatalf("a stalled reader let the producer yield %d items of %d bytes", last, size)
+	}
+	t.Logf("a stalled reader held the producer at %d items of 1 MiB", last)
+	cancel()
+	p.waitStopped(t)
 }
