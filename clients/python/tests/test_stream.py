@@ -3,7 +3,6 @@ accounting, the bounded buffer, cancellation, protocol errors, and the
 fallback to one execute for a daemon without streams."""
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -49,11 +48,17 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 @pytest.fixture
 async def daemon(tmp_path: Path):
     """Starts a scripted daemon on a Unix socket: it answers health checks,
-    and upgrades /v1/mux (offering ``features``) to run ``handler``."""
+    upgrades /v1/mux (offering ``features``; None: no channel, 404) to run
+    ``handler``, and answers HTTP executes by path with ``handler_http``."""
 
     servers = []
 
-    async def start(handler: Handler, *, features: str = "cancel, stream") -> Address:
+    async def start(
+        handler: Handler,
+        *,
+        features: str | None = "cancel, stream",
+        handler_http: Callable[[bytes], Awaitable[bytes]] | None = None,
+    ) -> Address:
         async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while True:
@@ -63,7 +68,16 @@ async def daemon(tmp_path: Path):
                             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                             b"Content-Length: %d\r\n\r\n%s" % (len(HEALTH), HEALTH)
                         )
-                    elif head.startswith(b"GET /v1/mux "):
+                    elif head.startswith(b"POST /v1/local/execute?"):
+                        # An HTTP execute (a daemon without the channel): the
+                        # handler answers its body.
+                        size = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                        body = await handler_http(await reader.readexactly(size))
+                        writer.write(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/msgpack\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                        )
+                    elif head.startswith(b"GET /v1/mux ") and features is not None:
                         offer = f"Ociapp-Mux-Features: {features}\r\n".encode() if features else b""
                         writer.write(
                             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
@@ -394,21 +408,20 @@ async def test_leaving_a_stream_early_cancels_it(daemon, artifact: Path, how: st
 
     address = await daemon(streaming(script, frames))
     async with Runtime(url=f"unix://{address.unix_path}") as runtime:
-        stream = runtime.stream(artifact, {"op": "forever"})
         if how == "break":
-            async for value in stream:
+            # The iterator, dropped when the loop ends, is closed then.
+            async for value in runtime.stream(artifact, {"op": "forever"}):
                 assert value == {"i": 0}
                 break
-            del stream, value
-            gc.collect()  # not needed in CPython, where the loop's end drops it
         elif how == "aclose":
+            stream = runtime.stream(artifact, {"op": "forever"})
             assert await anext(stream) == {"i": 0}
             await stream.aclose()
         elif how == "cancel":
             got = asyncio.Event()
 
             async def consume():
-                async for _ in stream:
+                async for _ in runtime.stream(artifact, {"op": "forever"}):
                     got.set()
 
             task = asyncio.create_task(consume())
@@ -420,12 +433,12 @@ async def test_leaving_a_stream_early_cancels_it(daemon, artifact: Path, how: st
         elif how == "timeout":
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.2):
-                    async for _ in stream:
+                    async for _ in runtime.stream(artifact, {"op": "forever"}):
                         pass
         else:
             runtime._execute_timeout = 0.2
             with pytest.raises(RequestTimeoutError, match="sent no item"):
-                async for _ in stream:
+                async for _ in runtime.stream(artifact, {"op": "forever"}):
                     pass
         await until(lambda: any("cancel" in f for f in frames), "a cancel frame")
         assert [f for f in frames if "payload" not in f] == [{"id": 1, "cancel": True}]
@@ -433,21 +446,35 @@ async def test_leaving_a_stream_early_cancels_it(daemon, artifact: Path, how: st
         assert [value async for value in runtime.stream(artifact, {"op": "once"})] == [{"i": 0}]
 
 
-async def test_without_the_stream_feature_one_execute_is_the_only_item(daemon, artifact: Path) -> None:
-    """A daemon that does not offer streams gets one ordinary execute, whose
-    response is the stream's only item."""
+@pytest.mark.parametrize("features", ["cancel", "", None])
+async def test_without_the_stream_feature_one_execute_is_the_only_item(
+    daemon, artifact: Path, features: str | None
+) -> None:
+    """A daemon that does not offer streams gets one ordinary execute, on
+    its execute channel or, without one, over HTTP; its response is the
+    stream's only item."""
 
     frames: list[dict] = []
+    bodies: list[bytes] = []
 
     def script(rid, msg):
         return frame({"id": rid, "payload": msgpack.packb({"answer": 42})})
 
-    address = await daemon(streaming(script, frames), features="cancel")
+    async def http(body: bytes) -> bytes:
+        bodies.append(body)
+        return msgpack.packb({"answer": 43})
+
+    address = await daemon(streaming(script, frames), features=features, handler_http=http)
     async with Runtime(url=f"unix://{address.unix_path}") as runtime:
-        assert [value async for value in runtime.stream(artifact, {"q": 1})] == [{"answer": 42}]
-    (request,) = frames
-    assert "stream" not in request
-    assert msgpack.unpackb(request["payload"]) == {"q": 1}
+        items = [value async for value in runtime.stream(artifact, {"q": 1})]
+    if features is None:
+        assert (items, frames) == ([{"answer": 43}], [])
+        assert [msgpack.unpackb(b) for b in bodies] == [{"q": 1}]
+    else:
+        assert (items, bodies) == ([{"answer": 42}], [])
+        (request,) = frames
+        assert "stream" not in request
+        assert msgpack.unpackb(request["payload"]) == {"q": 1}
 
 
 async def test_stream_requires_start(artifact: Path) -> None:
