@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -46,7 +47,7 @@ func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
 	defer s.muxConns.Done()
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n" + api.MuxFeaturesHeader + ": " + api.MuxFeatureCancel + "\r\n\r\n"); err != nil {
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n" + api.MuxFeaturesHeader + ": " + api.MuxFeatureCancel + ", " + api.MuxFeatureStream + "\r\n\r\n"); err != nil {
 		return
 	}
 	if err := brw.Flush(); err != nil {
@@ -92,9 +93,11 @@ type muxConn struct {
 	inFlight atomic.Int32 // requests read and not yet answered
 
 	// running holds the cancel functions of the requests read and not yet
-	// answered, for cancel frames.
+	// answered, for cancel frames; streams, the credit of the streams
+	// among them, for credit frames.
 	mu      sync.Mutex
 	running map[uint64]context.CancelFunc
+	streams map[uint64]*muxStream
 }
 
 func (m *muxConn) serve(ctx context.Context) {
@@ -104,6 +107,7 @@ func (m *muxConn) serve(ctx context.Context) {
 	defer cancel()
 	m.ctx = ctx
 	m.running = make(map[uint64]context.CancelFunc)
+	m.streams = make(map[uint64]*muxStream)
 	m.readingDone = make(chan struct{})
 	m.watch = inlinewatch.New()
 	// The watcher passes the role on only while a request the reader runs
@@ -140,17 +144,25 @@ func (m *muxConn) read() {
 			return
 		}
 		// Registered before the next frame is read, so that a cancel
-		// frame behind it finds it.
-		ctx, cancel := context.WithCancel(m.ctx)
+		// or credit frame behind it finds it.
+		var st *muxStream
+		var ctx context.Context
+		var cancel context.CancelFunc
+		if req.Stream > 0 {
+			st, ctx, cancel = m.openStream(req)
+		} else {
+			ctx, cancel = context.WithCancel(m.ctx)
+		}
 		m.mu.Lock()
 		m.running[req.ID] = cancel
 		m.mu.Unlock()
-		if m.inFlight.Add(1) > 1 || m.r.Buffered() > 0 {
-			m.goroutines.Go(func() { m.run(ctx, req, size) })
+		// A stream runs on a goroutine of its own: it waits for credit.
+		if m.inFlight.Add(1) > 1 || st != nil || m.r.Buffered() > 0 {
+			m.goroutines.Go(func() { m.run(ctx, req, st, size) })
 			continue
 		}
 		run := m.watch.Begin(&m.inline)
-		m.run(ctx, req, size)
+		m.run(ctx, req, nil, size)
 		if !m.inline.End(run) {
 			return // another goroutine reads now
 		}
@@ -158,14 +170,17 @@ func (m *muxConn) read() {
 }
 
 // run executes req, whose body holds size bytes of the body memory, under
-// its own ctx, which a cancel frame ends.
-func (m *muxConn) run(ctx context.Context, req api.MuxRequest, size int64) {
+// its own ctx, which a cancel frame ends; st is its credit when it is a
+// stream.
+func (m *muxConn) run(ctx context.Context, req api.MuxRequest, st *muxStream, size int64) {
 	defer m.inFlight.Add(-1)
-	defer m.release(size)
-	m.execute(ctx, req)
+	m.release(m.execute(ctx, req, st, size))
 	m.mu.Lock()
 	cancel := m.running[req.ID]
 	delete(m.running, req.ID)
+	if st != nil && m.streams[req.ID] == st {
+		delete(m.streams, req.ID)
+	}
 	m.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -238,6 +253,11 @@ func (m *muxConn) next() (api.MuxRequest, int64, bool) {
 			m.cancel(req.ID)
 			continue
 		}
+		if err == nil && req.Credit > 0 {
+			m.release(size)
+			m.credit(req.ID, req.Credit)
+			continue
+		}
 		if err != nil {
 			m.release(size)
 			if id, ok := api.MuxFrameID(body); ok {
@@ -263,35 +283,48 @@ func (m *muxConn) release(size int64) {
 	m.s.bodies.Release(size)
 }
 
-func (m *muxConn) execute(ctx context.Context, req api.MuxRequest) {
+// execute runs req, or streams it when st is not nil, and returns how much
+// of its size bytes of body memory it still holds.
+func (m *muxConn) execute(ctx context.Context, req api.MuxRequest, st *muxStream, size int64) int64 {
+	route := routeMuxExecute
+	if st != nil {
+		route = routeMuxStream
+	}
+	fail := func(e *api.Error) int64 {
+		m.answer(route, api.MuxResponse{ID: req.ID}, e)
+		return size
+	}
 	if int64(len(req.Payload)) > m.s.cfg.maxRequestSize {
-		m.reply(req.ID, nil, m.s.tooLarge("request", m.s.cfg.maxRequestSize, "request size limit"))
-		return
+		return fail(m.s.tooLarge("request", m.s.cfg.maxRequestSize, "request size limit"))
 	}
 	var path string
 	if req.Digest != "" {
 		if !api.ValidDigest(req.Digest) {
-			m.reply(req.ID, nil, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("invalid digest %q: expected sha256: and 64 lowercase hex digits", req.Digest)})
-			return
+			return fail(&api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("invalid digest %q: expected sha256: and 64 lowercase hex digits", req.Digest)})
 		}
 		_, stored, release, ok := m.s.store.Acquire(req.Digest)
 		if !ok {
-			m.reply(req.ID, nil, notStored(req.Digest))
-			return
+			return fail(notStored(req.Digest))
 		}
 		defer release()
 		path = stored
 	} else {
 		if !m.unix {
-			m.reply(req.ID, nil, localRefused())
-			return
+			return fail(localRefused())
 		}
 		if e := m.s.localFile(req.Path, req.File); e != nil {
-			m.reply(req.ID, nil, e)
-			return
+			return fail(e)
 		}
 		path = req.Path
 	}
+	if st != nil {
+		return m.stream(ctx, req, path, st, size)
+	}
+	m.executeAt(ctx, req, path)
+	return size
+}
+
+func (m *muxConn) executeAt(ctx context.Context, req api.MuxRequest, path string) {
 	start := time.Now()
 	out, err := m.s.rt.ExecutePayload(ctx, path, req.Payload)
 	m.s.metrics.executeDuration.observe(time.Since(start))
@@ -310,23 +343,40 @@ func (m *muxConn) execute(ctx context.Context, req api.MuxRequest) {
 	m.reply(req.ID, out, nil)
 }
 
-// reply queues a response frame for the writer.
+// Routes of the metrics for the channel's requests.
+const (
+	routeMuxExecute = "mux_execute"
+	routeMuxStream  = "mux_stream"
+)
+
+// reply answers an execute.
 func (m *muxConn) reply(id uint64, payload []byte, e *api.Error) {
-	resp := api.MuxResponse{ID: id, Payload: payload}
+	m.answer(routeMuxExecute, api.MuxResponse{ID: id, Payload: payload}, e)
+}
+
+// answer writes the last frame of a request, resp or the error e, and
+// counts it under route.
+func (m *muxConn) answer(route string, resp api.MuxResponse, e *api.Error) {
 	status := http.StatusOK
 	if e != nil {
 		e = boundedError(e)
-		resp.Error, status = e.Encode(api.MediaMsgpack), e.Code.Status()
+		resp.Payload, resp.Error, status = nil, e.Encode(api.MediaMsgpack), e.Code.Status()
 	}
-	m.s.metrics.count("mux_execute", status)
-	// Responses that complete together leave in one write: a response
-	// is flushed only when no other waits to be written after it.
+	m.s.metrics.count(route, status)
+	m.write(resp)
+}
+
+// write queues a frame for the writer; it reports false when the channel
+// is broken.
+func (m *muxConn) write(resp api.MuxResponse) bool {
+	// Frames that are ready together leave in one write: a frame is
+	// flushed only when no other waits to be written after it.
 	m.writers.Add(1)
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	last := m.writers.Add(-1) == 0
 	if m.broken {
-		return
+		return false
 	}
 	m.buf = api.AppendMuxResponse(m.buf[:0], resp)
 	_, err := m.w.Write(m.buf)
@@ -340,4 +390,90 @@ func (m *muxConn) reply(id uint64, payload []byte, e *api.Error) {
 		m.broken = true
 		_ = m.conn.Close()
 	}
+	return !m.broken
+}
+
+// muxStream is the credit of a stream on the channel: how many items its
+// client lets the daemon send.
+type muxStream struct {
+	mu     sync.Mutex
+	credit uint64
+	wake   chan struct{} // credit arrived
+}
+
+// openStream registers the stream req asks for and returns its credit and
+// context, which its client's cancel frame or the channel's end cancels,
+// and the daemon's drain ends with errDraining.
+func (m *muxConn) openStream(req api.MuxRequest) (*muxStream, context.Context, context.CancelFunc) {
+	st := &muxStream{credit: req.Stream, wake: make(chan struct{}, 1)}
+	ctx, cancel := m.s.streamContext(m.ctx)
+	m.mu.Lock()
+	m.streams[req.ID] = st
+	m.mu.Unlock()
+	return st, ctx, cancel
+}
+
+// credit adds n to the credit of the stream id, if it is in flight.
+func (m *muxConn) credit(id, n uint64) {
+	m.mu.Lock()
+	st := m.streams[id]
+	m.mu.Unlock()
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	st.credit += n
+	if st.credit < n {
+		st.credit = math.MaxUint64 // credits add up; they do not wrap
+	}
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take uses one unit of credit, waiting for it until ctx ends.
+func (st *muxStream) take(ctx context.Context) bool {
+	for {
+		st.mu.Lock()
+		if st.credit > 0 {
+			st.credit--
+			st.mu.Unlock()
+			return true
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.wake:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// stream sends the items of req's response as item frames, each under a
+// unit of credit, then its end or error. The next item is taken from the
+// runtime only once the last one is sent, so a stream holds at most one
+// item here, and a client that grants no more credit stops the handler.
+// It releases the request's size bytes of body memory once the runtime
+// has the request (at its first item or end) and returns 0.
+func (m *muxConn) stream(ctx context.Context, req api.MuxRequest, path string, st *muxStream, size int64) int64 {
+	var failed error
+	for item, err := range m.s.rt.StreamPayload(ctx, path, req.Payload) {
+		if size > 0 {
+			m.release(size)
+			size = 0
+		}
+		if err != nil {
+			failed = err
+			break
+		}
+		if !st.take(ctx) || !m.write(api.MuxResponse{ID: req.ID, Item: item}) {
+			break
+		}
+	}
+	if e, answer := m.s.streamEnd(ctx, failed, path); answer {
+		m.answer(routeMuxStream, api.MuxResponse{ID: req.ID, End: e == nil}, e)
+	}
+	return size
 }

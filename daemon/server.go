@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"mime"
 	"net"
@@ -37,6 +38,9 @@ import (
 // satisfies it.
 type Runner interface {
 	ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error)
+	// StreamPayload yields the items of a response asked for as a stream
+	// (runtime.Runtime.StreamPayload): breaking the iteration cancels it.
+	StreamPayload(ctx context.Context, artifactPath string, payload []byte) iter.Seq2[[]byte, error]
 	Stats() runtime.Stats
 }
 
@@ -243,6 +247,10 @@ type Server struct {
 	drain     chan struct{}
 	drainOnce sync.Once
 	muxConns  sync.WaitGroup
+	// drainCtx ends with errDraining when the drain starts: it ends the
+	// streams in progress.
+	drainCtx   context.Context
+	endStreams context.CancelCauseFunc
 
 	// localPaths remembers, per path, the identity last matched by a stat
 	// (localCheck); localCount counts its entries.
@@ -263,14 +271,17 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 func newServer(rt Runner, store *Store, cfg config) *Server {
 	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory), drain: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
+	s.drainCtx, s.endStreams = context.WithCancelCause(context.Background())
 	s.metrics.init()
 	s.route("GET "+api.HealthPath, "health", s.health, false)
 	s.route("GET "+api.MetricsPath, "metrics", s.serveMetrics, true)
 	s.route("GET "+api.ArtifactsPath, "artifacts", s.listArtifacts, true)
 	s.route("GET "+api.ArtifactPath("{digest}"), "artifact", s.getArtifact, true)
 	s.route("PUT "+api.ArtifactPath("{digest}"), "upload", s.upload, true)
-	s.route("POST "+api.ExecutePath("{digest}"), "execute", s.execute, true)
-	s.route("POST "+api.LocalExecutePath, "execute_local", s.executeLocal, true)
+	s.route("POST "+api.ExecutePath("{digest}"), "execute", s.byDigest(s.executeAt), true)
+	s.route("POST "+api.LocalExecutePath, "execute_local", s.byPath(s.executeAt), true)
+	s.route("POST "+api.StreamPath("{digest}"), "stream", s.byDigest(s.streamAt), true)
+	s.route("POST "+api.LocalStreamPath, "stream_local", s.byPath(s.streamAt), true)
 	s.route("GET "+api.MuxPath, "mux", s.serveMux, true)
 	s.route("GET "+api.PoolsPath, "pools", s.pools, true)
 	s.route("GET "+api.ContainersPath, "containers", s.listContainers, true)
@@ -367,7 +378,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.drainOnce.Do(func() {
+		close(s.drain)
+		s.endStreams(errDraining)
+	})
 	s.cfg.log.Info("daemon draining", "timeout", s.cfg.drainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.drainTimeout)
 	defer cancel()
@@ -657,23 +671,34 @@ func requestMedia(r *http.Request) (string, bool) {
 	return "", false
 }
 
-func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
-	media, ok := requestMedia(r)
-	if !ok {
-		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeUnsupportedMedia, Message: fmt.Sprintf("unsupported Content-Type %q; send %s or %s", r.Header.Get("Content-Type"), api.MediaJSON, api.MediaMsgpack)})
-		return
+// artifactHandler serves a request for the artifact at path, named what
+// in log lines, with its body in media.
+type artifactHandler func(w http.ResponseWriter, r *http.Request, media, path, what string)
+
+// byDigest serves h for the uploaded artifact the path's digest names.
+func (s *Server) byDigest(h artifactHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		media, ok := requestMedia(r)
+		if !ok {
+			writeError(w, api.MediaJSON, unsupportedMedia(r))
+			return
+		}
+		d, ok := digest(w, r, media)
+		if !ok {
+			return
+		}
+		_, path, release, ok := s.store.Acquire(d)
+		if !ok {
+			writeError(w, media, notStored(d))
+			return
+		}
+		defer release()
+		h(w, r, media, path, d)
 	}
-	d, ok := digest(w, r, media)
-	if !ok {
-		return
-	}
-	_, path, release, ok := s.store.Acquire(d)
-	if !ok {
-		writeError(w, media, notStored(d))
-		return
-	}
-	defer release()
-	s.executeAt(w, r, media, path, d)
+}
+
+func unsupportedMedia(r *http.Request) *api.Error {
+	return &api.Error{Code: api.CodeUnsupportedMedia, Message: fmt.Sprintf("unsupported Content-Type %q; send %s or %s", r.Header.Get("Content-Type"), api.MediaJSON, api.MediaMsgpack)}
 }
 
 // unixListenerKey marks the context of a connection accepted on a Unix
@@ -686,28 +711,30 @@ type unixListenerKey struct{}
 // stops tracking a hijacked connection).
 type baseContextKey struct{}
 
-// executeLocal executes a request against the artifact at a path on this
-// host, which the runtime opens and verifies as any artifact (and
-// remembers by device, inode, size and modification time). Only callers on
-// the Unix socket may name paths: they are this host's users the socket
-// admits, who can run containers through the daemon anyway.
-func (s *Server) executeLocal(w http.ResponseWriter, r *http.Request) {
-	media, ok := requestMedia(r)
-	if !ok {
-		writeError(w, api.MediaJSON, &api.Error{Code: api.CodeUnsupportedMedia, Message: fmt.Sprintf("unsupported Content-Type %q; send %s or %s", r.Header.Get("Content-Type"), api.MediaJSON, api.MediaMsgpack)})
-		return
+// byPath serves h for the artifact at a path on this host (the query's
+// path and file), which the runtime opens and verifies as any artifact
+// (and remembers by device, inode, size and modification time). Only
+// callers on the Unix socket may name paths: they are this host's users
+// the socket admits, who can run containers through the daemon anyway.
+func (s *Server) byPath(h artifactHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		media, ok := requestMedia(r)
+		if !ok {
+			writeError(w, api.MediaJSON, unsupportedMedia(r))
+			return
+		}
+		if unix, _ := r.Context().Value(unixListenerKey{}).(bool); !unix {
+			writeError(w, media, localRefused())
+			return
+		}
+		q := r.URL.Query()
+		path := q.Get("path")
+		if e := s.localFile(path, q.Get("file")); e != nil {
+			writeError(w, media, e)
+			return
+		}
+		h(w, r, media, path, path)
 	}
-	if unix, _ := r.Context().Value(unixListenerKey{}).(bool); !unix {
-		writeError(w, media, localRefused())
-		return
-	}
-	q := r.URL.Query()
-	path := q.Get("path")
-	if e := s.localFile(path, q.Get("file")); e != nil {
-		writeError(w, media, e)
-		return
-	}
-	s.executeAt(w, r, media, path, path)
 }
 
 func localRefused() *api.Error {
@@ -770,55 +797,11 @@ func localFile(path, identity string) *api.Error {
 // artifact at path; what names the artifact in log lines.
 func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
 	d := what
-	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "request size limit") {
+	payload, release, ok := s.readPayload(w, r, media)
+	if !ok {
 		return
 	}
-	// The body, its conversion and the answer are held in memory: the
-	// body's bytes wait for room in the body memory before any is read.
-	weight := r.ContentLength
-	if weight < 0 {
-		weight = s.cfg.maxRequestSize
-	}
-	waitCtx, cancel := context.WithTimeout(r.Context(), bodyMemoryWait)
-	err := s.bodies.Acquire(waitCtx, weight)
-	cancel()
-	if err != nil {
-		if r.Context().Err() == nil {
-			writeError(w, media, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly", s.cfg.maxBodyMemory)})
-		}
-		return
-	}
-	s.metrics.bodyBytes.Add(weight)
-	defer func() {
-		s.metrics.bodyBytes.Add(-weight)
-		s.bodies.Release(weight)
-	}()
-
-	br := s.newBodyReader(w, r, s.cfg.maxRequestSize)
-	body, err := readBody(br, r.ContentLength)
-	br.finish()
-	if err != nil {
-		if e := s.bodyError(err, "request", s.cfg.maxRequestSize, "request size limit"); e != nil {
-			writeError(w, media, e)
-		} else {
-			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("reading the request body: %v", err)})
-		}
-		return
-	}
-	payload := body
-	if media == api.MediaJSON {
-		if payload, err = jsonpayload.FromJSON(body, int(s.cfg.maxRequestSize)); err != nil {
-			if errors.Is(err, jsonpayload.ErrTooLarge) {
-				// msgpack can be larger than the JSON it came from (a
-				// float takes 9 bytes), and the limit protects the frame
-				// to the container.
-				writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "request size limit"))
-				return
-			}
-			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: err.Error()})
-			return
-		}
-	}
+	defer release()
 
 	start := time.Now()
 	out, err := s.rt.ExecutePayload(r.Context(), path, payload)
@@ -852,6 +835,146 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 	if _, err := jsonpayload.Write(w, out); err != nil {
 		s.cfg.log.Debug("writing a response", "digest", d, "err", boundedErr(err))
 	}
+}
+
+// readPayload reads an execute request's body, in media, as a request
+// payload. The body, its conversion and the answer are held in memory, so
+// the body's bytes wait for room in the body memory before any is read;
+// release gives the room back (later calls do nothing). When ok is false
+// the request has been answered.
+func (s *Server) readPayload(w http.ResponseWriter, r *http.Request, media string) (payload []byte, release func(), ok bool) {
+	if !s.bodyFits(w, r, s.cfg.maxRequestSize, "request", "request size limit") {
+		return nil, nil, false
+	}
+	weight := r.ContentLength
+	if weight < 0 {
+		weight = s.cfg.maxRequestSize
+	}
+	waitCtx, cancel := context.WithTimeout(r.Context(), bodyMemoryWait)
+	err := s.bodies.Acquire(waitCtx, weight)
+	cancel()
+	if err != nil {
+		if r.Context().Err() == nil {
+			writeError(w, media, &api.Error{Code: api.CodeOverloaded, Message: fmt.Sprintf("the daemon holds as many request bodies as its body memory allows (%d bytes); retry shortly", s.cfg.maxBodyMemory)})
+		}
+		return nil, nil, false
+	}
+	s.metrics.bodyBytes.Add(weight)
+	release = sync.OnceFunc(func() {
+		s.metrics.bodyBytes.Add(-weight)
+		s.bodies.Release(weight)
+	})
+
+	br := s.newBodyReader(w, r, s.cfg.maxRequestSize)
+	body, err := readBody(br, r.ContentLength)
+	br.finish()
+	if err != nil {
+		release()
+		if e := s.bodyError(err, "request", s.cfg.maxRequestSize, "request size limit"); e != nil {
+			writeError(w, media, e)
+		} else {
+			writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("reading the request body: %v", err)})
+		}
+		return nil, nil, false
+	}
+	if media != api.MediaJSON {
+		return body, release, true
+	}
+	if payload, err = jsonpayload.FromJSON(body, int(s.cfg.maxRequestSize)); err != nil {
+		release()
+		if errors.Is(err, jsonpayload.ErrTooLarge) {
+			// msgpack can be larger than the JSON it came from (a float
+			// takes 9 bytes), and the limit protects the frame to the
+			// container.
+			writeError(w, media, s.tooLarge("request, as msgpack,", s.cfg.maxRequestSize, "request size limit"))
+			return nil, nil, false
+		}
+		writeError(w, media, &api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return nil, nil, false
+	}
+	return payload, release, true
+}
+
+// streamAt reads a stream request's body and streams the items of its
+// response from the artifact at path as NDJSON lines, each flushed as it
+// is written: {"item": ...}, then {"end": true} or {"error": {...}}. An
+// error before the first item is an ordinary error response. The next
+// item is taken from the runtime once the last one is written, so a
+// client that stops reading stops the handler (TCP's flow control); one
+// that disconnects cancels it.
+func (s *Server) streamAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
+	payload, release, ok := s.readPayload(w, r, media)
+	if !ok {
+		return
+	}
+	defer release()
+	ctx, cancel := s.streamContext(r.Context())
+	defer cancel()
+	rc := http.NewResponseController(w)
+	started := false
+	var failed error
+	for item, err := range s.rt.StreamPayload(ctx, path, payload) {
+		// The runtime has the request.
+		release()
+		if err != nil {
+			failed = err
+			break
+		}
+		// Converted twice, to learn whether it converts, then to the
+		// client: never held whole.
+		if _, err := jsonpayload.Write(io.Discard, item); err != nil {
+			failed = &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("an item of the application's stream cannot be written as JSON (%v); ask for it on the execute channel", err)}
+			break
+		}
+		if !started {
+			startNDJSON(w)
+			started = true
+		}
+		_, err = io.WriteString(w, `{"item": `)
+		if err == nil {
+			_, err = jsonpayload.Write(w, item)
+		}
+		if err == nil {
+			_, err = io.WriteString(w, "}\n")
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			s.cfg.log.Debug("writing a stream", "artifact", what, "err", boundedErr(err))
+			return // the client is gone: breaking off cancels the handler
+		}
+	}
+	var e *api.Error
+	if !errors.As(failed, &e) {
+		var answer bool
+		if e, answer = s.streamEnd(ctx, failed, what); !answer {
+			s.cfg.log.Debug("stream abandoned", "artifact", what, "err", boundedErr(failed))
+			return
+		}
+	}
+	if e != nil && !started {
+		writeError(w, media, e)
+		return
+	}
+	if !started {
+		startNDJSON(w)
+	}
+	line := []byte(`{"end": true}` + "\n")
+	if e != nil {
+		line = append(append([]byte(`{"error": `), bytes.TrimSpace(boundedError(e).Encode(api.MediaJSON))...), "}\n"...)
+	}
+	if _, err := w.Write(line); err == nil {
+		_ = rc.Flush()
+	}
+}
+
+// startNDJSON writes the headers of a stream's answer.
+func startNDJSON(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", api.MediaNDJSON)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
 }
 
 func (s *Server) pools(w http.ResponseWriter, r *http.Request) {
@@ -1005,3 +1128,38 @@ func (r *statusRecorder) status() int {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// errDraining ends the streams in progress when the daemon drains: a
+// stream may last indefinitely, and its client learns why it ended.
+var errDraining = errors.New("the daemon is shutting down")
+
+// streamContext returns a stream's context: parent's, also ended with
+// errDraining by the drain.
+func (s *Server) streamContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	stop := context.AfterFunc(s.drainCtx, func() { cancel(errDraining) })
+	return ctx, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+// streamEnd says how to end a stream on the artifact at path whose
+// iteration ended with err (nil: it ended, or was broken off) under ctx:
+// answer is false when its client gave up on it (nobody reads an answer);
+// else e is its error, or nil for its end.
+func (s *Server) streamEnd(ctx context.Context, err error, path string) (e *api.Error, answer bool) {
+	switch {
+	case context.Cause(ctx) == errDraining:
+		return &api.Error{Code: api.CodeClosed, Message: "the daemon is shutting down: the stream was ended; run it again on another daemon or once this one is back"}, true
+	case ctx.Err() != nil:
+		return nil, false
+	case err != nil:
+		e := api.FromError(err)
+		if e.Code == api.CodeInternal {
+			s.cfg.log.Error("stream failed", "artifact", path, "err", boundedErr(err))
+		}
+		return e, true
+	}
+	return nil, true
+}

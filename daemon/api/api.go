@@ -63,6 +63,17 @@ func ArtifactPath(digest string) string { return Version + "/artifacts/" + diges
 // ExecutePath is the route that executes a request against an artifact.
 func ExecutePath(digest string) string { return ArtifactPath(digest) + "/execute" }
 
+// StreamPath is the route that executes a request against an artifact and
+// streams its items as NDJSON.
+func StreamPath(digest string) string { return ArtifactPath(digest) + "/stream" }
+
+// LocalStreamPath is StreamPath for an artifact named by its path, with
+// the query of LocalExecutePath.
+const LocalStreamPath = Version + "/local/stream"
+
+// MediaNDJSON is the type of a stream's answer: one JSON object a line.
+const MediaNDJSON = "application/x-ndjson"
+
 // LocalExecutePath is the route that executes a request against an
 // artifact the daemon opens by its path on the daemon's host: only on a
 // Unix-socket listener (docs/daemon.md, "Artifacts on the daemon's host").

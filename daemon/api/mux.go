@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -39,21 +40,33 @@ type MuxRequest struct {
 	// client gave up on the request with this ID (daemons that answer the
 	// upgrade with MuxFeaturesHeader listing MuxFeatureCancel).
 	Cancel bool
+	// Stream, at least 1, asks for the response as a stream of items
+	// (daemons listing MuxFeatureStream): the initial credit, how many
+	// item frames the daemon may send before it waits for more.
+	Stream uint64
+	// Credit, at least 1, makes this a credit frame, {"id", "credit"}:
+	// the stream with this ID may send that many more items.
+	Credit uint64
 }
 
 // MuxFeaturesHeader, on the upgrade's 101 response, lists the frames the
-// daemon takes beyond requests; MuxFeatureCancel is cancel frames.
+// daemon takes beyond requests; MuxFeatureCancel is cancel frames,
+// MuxFeatureStream stream requests and credit frames.
 const (
 	MuxFeaturesHeader = "Ociapp-Mux-Features"
 	MuxFeatureCancel  = "cancel"
+	MuxFeatureStream  = "stream"
 )
 
 // MuxResponse answers the request with its ID: the response payload, or
-// Error, an error body in msgpack (as an HTTP error response's).
+// Error, an error body in msgpack (as an HTTP error response's). A stream
+// is answered with Item frames, then End or Error.
 type MuxResponse struct {
 	ID      uint64
 	Payload []byte
 	Error   []byte
+	Item    []byte
+	End     bool
 }
 
 // AppendMuxRequest appends req as a frame: length, then the map with "id"
@@ -61,15 +74,22 @@ type MuxResponse struct {
 func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0)
-	if req.Cancel {
+	if req.Cancel || req.Credit > 0 {
 		dst = append(dst, 0x82)
 		dst = mpwire.AppendUint64(mpwire.AppendStr(dst, "id"), req.ID)
-		dst = append(mpwire.AppendStr(dst, "cancel"), 0xc3)
+		if req.Cancel {
+			dst = append(mpwire.AppendStr(dst, "cancel"), 0xc3)
+		} else {
+			dst = appendUint(mpwire.AppendStr(dst, "credit"), req.Credit)
+		}
 		binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 		return dst
 	}
 	n := 2
 	if req.Digest != "" {
+		n++
+	}
+	if req.Stream > 0 {
 		n++
 	}
 	if req.Path != "" {
@@ -86,19 +106,36 @@ func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 		dst = mpwire.AppendStr(mpwire.AppendStr(dst, "file"), req.File)
 	}
 	dst = mpwire.AppendBin(mpwire.AppendStr(dst, "payload"), req.Payload)
+	if req.Stream > 0 {
+		dst = appendUint(mpwire.AppendStr(dst, "stream"), req.Stream)
+	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
 }
 
+// appendUint appends u as the smallest msgpack unsigned integer that holds
+// it.
+func appendUint(dst []byte, u uint64) []byte {
+	if u > math.MaxInt64 {
+		return mpwire.AppendUint64(dst, u)
+	}
+	return mpwire.AppendInt(dst, int64(u))
+}
+
 // AppendMuxResponse appends resp as a frame: length, then the map with
-// "id" first and "payload" or "error".
+// "id" first and "payload", "error", "item" or "end".
 func AppendMuxResponse(dst []byte, resp MuxResponse) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, 0x82)
 	dst = mpwire.AppendUint64(mpwire.AppendStr(dst, "id"), resp.ID)
-	if resp.Error != nil {
+	switch {
+	case resp.Error != nil:
 		dst = mpwire.AppendBin(mpwire.AppendStr(dst, "error"), resp.Error)
-	} else {
+	case resp.Item != nil:
+		dst = mpwire.AppendBin(mpwire.AppendStr(dst, "item"), resp.Item)
+	case resp.End:
+		dst = append(mpwire.AppendStr(dst, "end"), 0xc3)
+	default:
 		dst = mpwire.AppendBin(mpwire.AppendStr(dst, "payload"), resp.Payload)
 	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
@@ -118,10 +155,11 @@ func MuxFrameID(prefix []byte) (uint64, bool) {
 // MuxIDPrefix is how many bytes of a frame MuxFrameID needs at most.
 const MuxIDPrefix = muxIDPrefix
 
-// DecodeMuxRequest decodes a request frame's body, or a cancel frame's.
+// DecodeMuxRequest decodes a request frame's body, or a cancel or credit
+// frame's.
 func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	var req MuxRequest
-	var seenID, seenPayload, seenCancel bool
+	var seenID, seenPayload, seenCancel, seenCredit bool
 	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
 		var err error
 		switch key {
@@ -143,6 +181,17 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 				err = errors.New("must be true")
 			}
 			seenCancel = true
+		case "stream":
+			req.Stream, err = decodeUint(dec)
+			if err == nil && req.Stream == 0 {
+				err = errors.New("must be at least 1 (the initial credit)")
+			}
+		case "credit":
+			req.Credit, err = decodeUint(dec)
+			if err == nil && req.Credit == 0 {
+				err = errors.New("must be at least 1")
+			}
+			seenCredit = true
 		default:
 			err = dec.Skip()
 		}
@@ -151,10 +200,16 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	switch {
 	case err != nil:
 		return req, err
-	case seenCancel && (seenPayload || !seenID):
+	case seenCancel && seenCredit:
+		return req, errors.New("a frame is a cancel or a credit, not both")
+	case seenCancel && (seenPayload || !seenID || req.Stream > 0):
 		return req, errors.New("a cancel frame holds id and cancel alone")
 	case seenCancel:
 		return MuxRequest{ID: req.ID, Cancel: true}, nil
+	case seenCredit && (seenPayload || !seenID || req.Stream > 0):
+		return req, errors.New("a credit frame holds id and credit alone")
+	case seenCredit:
+		return MuxRequest{ID: req.ID, Credit: req.Credit}, nil
 	case !seenID || !seenPayload:
 		return req, errors.New("a request needs id and payload (bin)")
 	case (req.Digest == "") == (req.Path == ""):
@@ -177,15 +232,44 @@ func DecodeMuxResponse(body []byte) (MuxResponse, error) {
 			resp.Payload, err = dec.DecodeBytes()
 		case "error":
 			resp.Error, err = dec.DecodeBytes()
+		case "item":
+			resp.Item, err = dec.DecodeBytes()
+		case "end":
+			resp.End, err = dec.DecodeBool()
+			if err == nil && !resp.End {
+				err = errors.New("must be true")
+			}
 		default:
 			err = dec.Skip()
 		}
 		return err
 	})
-	if err == nil && (!seenID || (resp.Payload == nil) == (resp.Error == nil)) {
-		err = errors.New("a response needs id and one of payload and error")
+	if err != nil {
+		return resp, err
 	}
-	return resp, err
+	kinds := 0
+	for _, set := range []bool{resp.Payload != nil, resp.Error != nil, resp.Item != nil, resp.End} {
+		if set {
+			kinds++
+		}
+	}
+	if !seenID || kinds != 1 {
+		return resp, errors.New("a response needs id and one of payload, error, item and end")
+	}
+	return resp, nil
+}
+
+// decodeUint decodes an unsigned integer, refusing negative ones (which
+// DecodeUint64 would wrap around).
+func decodeUint(dec *msgpack.Decoder) (uint64, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return 0, err
+	}
+	if c > 0x7f && c != 0xcc && c != 0xcd && c != 0xce && c != 0xcf {
+		return 0, fmt.Errorf("not an unsigned integer (msgpack code 0x%02x)", c)
+	}
+	return dec.DecodeUint64()
 }
 
 func decodeMuxMap(body []byte, field func(string, *msgpack.Decoder) error) error {

@@ -398,3 +398,54 @@ async def test_a_cancelled_execute_cancels_the_handler(binary: str, artifacts: d
         # timeout (30 s by default).
         left = (await runtime.execute(capable, {"op": "deadline"}))["n"]
         assert 0 < left <= 30_000
+
+
+@pytest.mark.parametrize("uploads", [False, True])
+async def test_stream_of_handlers_that_do_not_stream(
+    binary: str, app: Path, artifacts: dict[str, Path], uploads: bool
+) -> None:
+    """A handler that does not stream gives its one response as the only
+    item of a stream, and its error as the stream's error; the requests
+    travel as stream requests, by path or by digest."""
+
+    # A state of its own, so that the store is empty to begin with.
+    root = Path(os.environ.get("TMPDIR", "/tmp")) / f"root-{secrets.token_hex(3)}"
+    async with Runtime(binary=binary, runtime_root=root, uploads=uploads) as runtime:
+        assert [item async for item in runtime.stream(app, {"value": "hi"})] == [{"value": "hi"}]
+        (deadline,) = [item async for item in runtime.stream(artifacts["capable"], {"op": "deadline"})]
+        assert 0 < deadline["n"] <= 30_000
+        items = []
+        with pytest.raises(RemoteExecutionError) as info:
+            async for item in runtime.stream(app, {"op": "fail", "value": "it broke", "millis": 7}):
+                items.append(item)
+        assert items == []
+        assert (info.value.error_type, info.value.details) == ("Boom", {"reason": "asked", "millis": 7})
+        with pytest.raises(WorkerCrashError):
+            async for _ in runtime.stream(app, {"op": "crash"}):
+                pass
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_stream",code="200"}') == 2
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_execute",code="200"}') == 0
+        assert await metric(runtime, "ociapp_daemon_uploads_total") == (2 if uploads else 0)
+
+
+async def test_a_cancelled_stream_cancels_the_handler(binary: str, artifacts: dict[str, Path]) -> None:
+    """A task that gives up on a stream has its handler cancelled in the
+    container (a cancel frame), as for an execute."""
+
+    capable = artifacts["capable"]
+    async with Runtime(binary=binary) as runtime:
+
+        async def cancelled() -> int:
+            return (await runtime.execute(capable, {"op": "cancelled"}))["n"]
+
+        assert await cancelled() == 0
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    async for _ in runtime.stream(capable, {"op": "block"}):
+                        pytest.fail("a blocked handler sent an item")
+        deadline = asyncio.get_running_loop().time() + 30
+        while await cancelled() != 2:
+            assert asyncio.get_running_loop().time() < deadline, "the handlers were not cancelled"
+            await asyncio.sleep(0.01)
+        assert runtime._mux is not None and runtime._mux._streams == {}

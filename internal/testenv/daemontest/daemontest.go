@@ -4,6 +4,7 @@ package daemontest
 
 import (
 	"context"
+	"iter"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -14,9 +15,11 @@ import (
 )
 
 // Runner is a daemon.Runner that echoes payloads unless Fn says otherwise,
-// reports Snapshot as its stats, and records the paths it was asked to run.
+// streams with StreamFn (else one item from ExecutePayload), reports
+// Snapshot as its stats, and records the paths it was asked to run.
 type Runner struct {
 	Fn       func(ctx context.Context, payload []byte) ([]byte, error)
+	StreamFn func(ctx context.Context, payload []byte) iter.Seq2[[]byte, error]
 	Snapshot runtime.Stats // what Stats returns
 
 	mu    sync.Mutex
@@ -32,6 +35,21 @@ func (f *Runner) ExecutePayload(ctx context.Context, path string, payload []byte
 		return f.Fn(ctx, payload)
 	}
 	return payload, nil
+}
+
+// StreamPayload records path and yields StreamFn's items, or
+// ExecutePayload's answer as the only item, as the runtime does for a
+// handler that does not stream.
+func (f *Runner) StreamPayload(ctx context.Context, path string, payload []byte) iter.Seq2[[]byte, error] {
+	if f.StreamFn == nil {
+		return func(yield func([]byte, error) bool) {
+			yield(f.ExecutePayload(ctx, path, payload))
+		}
+	}
+	f.mu.Lock()
+	f.paths = append(f.paths, path)
+	f.mu.Unlock()
+	return f.StreamFn(ctx, payload)
 }
 
 // Stats returns f.Snapshot.

@@ -17,13 +17,22 @@ import contextlib
 import json
 import ssl
 import struct
+from collections import deque
 from typing import Any
 
 import msgpack
 
 from ._http import Address
 
-__all__ = ["MuxChannel", "MuxRefused", "MuxUnsupported", "encode_fields"]
+__all__ = [
+    "DEFAULT_STREAM_WINDOW",
+    "MuxAnswerError",
+    "MuxChannel",
+    "MuxRefused",
+    "MuxStream",
+    "MuxUnsupported",
+    "encode_fields",
+]
 
 _PROTOCOL = "ociapp-mux/1"
 _MAX_HEADER_BYTES = 64 << 10
@@ -50,6 +59,16 @@ _FRAME_SIZE = struct.Struct(">I").unpack_from
 # that offers cancel frames (its 101 names them in Ociapp-Mux-Features).
 _CANCEL_FRAME = struct.Struct(">IB3sBQ7sB")
 _CANCEL_KEY = b"\xa6cancel"
+# A credit frame's head, {"id": uint64, "credit": ...}, the credit's uint
+# following it.
+_CREDIT_HEAD = struct.Struct(">IB3sBQ7s")
+_CREDIT_KEY = b"\xa6credit"
+_STREAM_KEY = b"\xa6stream"
+
+# How many items a stream holds received and not yet taken unless asked
+# otherwise: the initial credit, and the most buffered (protocol/stream.go's
+# DefaultStreamWindow).
+DEFAULT_STREAM_WINDOW = 16
 
 
 def encode_fields(fields: dict[str, str]) -> tuple[int, bytes]:
@@ -57,8 +76,10 @@ def encode_fields(fields: dict[str, str]) -> tuple[int, bytes]:
     request that names it: the map header of the whole request and the
     fields' msgpack keys and values."""
 
-    if len(fields) > 13:
-        raise ValueError("a request names its artifact with at most 13 fields")
+    # A request's map is a fixmap: id, payload and, for a stream, stream
+    # beside the fields.
+    if len(fields) > 12:
+        raise ValueError("a request names its artifact with at most 12 fields")
     packer = msgpack.Packer(use_bin_type=True)
     pairs = b"".join(packer.pack(key) + packer.pack(value) for key, value in fields.items())
     return 0x80 | (len(fields) + 2), pairs
@@ -75,6 +96,15 @@ class MuxRefused(Exception):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.body = body
+
+
+class MuxAnswerError(Exception):
+    """A stream ended with the daemon's error answer: ``error`` is the
+    error body (msgpack), as an execute's error answer holds it."""
+
+    def __init__(self, error: bytes) -> None:
+        super().__init__("the stream ended with an error answer")
+        self.error = error
 
 
 class MuxChannel(asyncio.Protocol):
@@ -104,8 +134,11 @@ class MuxChannel(asyncio.Protocol):
         # oldest first, while requests are in flight.
         self._marks: list[tuple[float, int]] = []
         self._ticker: asyncio.TimerHandle | None = None
-        # Whether the daemon takes cancel frames.
+        # Whether the daemon takes cancel frames, and stream requests.
         self._cancels = False
+        self._streams_offered = False
+        # The streams running, by id: answered with items, not one frame.
+        self._streams: dict[int, MuxStream] = {}
 
     @classmethod
     async def open(
@@ -141,6 +174,70 @@ class MuxChannel(asyncio.Protocol):
     @property
     def broken(self) -> BaseException | None:
         return self._error
+
+    @property
+    def streams(self) -> bool:
+        """Whether the daemon takes stream requests (its 101 names
+        ``stream`` in Ociapp-Mux-Features)."""
+
+        return self._streams_offered
+
+    async def stream(
+        self, fields: tuple[int, bytes], payload: bytes, window: int = DEFAULT_STREAM_WINDOW
+    ) -> "MuxStream":
+        """Sends one request asking for its response as a stream, with
+        ``window`` items of initial credit, and returns the stream. Only
+        for a daemon that offers streams (``streams``)."""
+
+        if self._error is not None:
+            raise self._error
+        if not self._streams_offered:
+            raise ValueError("the daemon does not take stream requests on its execute channel")
+        if window < 1:
+            raise ValueError(f"a stream's window must be at least 1, got {window}")
+        self._next = rid = self._next + 1
+        size = len(payload)
+        if size < 0x100:
+            tail = _PAYLOAD_BIN8.pack(_PAYLOAD_KEY, 0xC4, size)
+        elif size < 0x10000:
+            tail = _PAYLOAD_BIN16.pack(_PAYLOAD_KEY, 0xC5, size)
+        else:
+            tail = _PAYLOAD_BIN32.pack(_PAYLOAD_KEY, 0xC6, size)
+        credit = _STREAM_KEY + msgpack.packb(window)
+        head, pairs = fields
+        length = 13 + len(pairs) + len(tail) + size + len(credit)
+        frame = (_FRAME_HEAD.pack(length, head + 1, _ID_KEY, 0xCF, rid), pairs, tail, payload, credit)
+        stream = MuxStream(self, rid, window)
+        self._streams[rid] = stream
+        self._write(frame)
+        if self._paused:
+            try:
+                await self._drained()
+            except BaseException:
+                stream.close()
+                raise
+        return stream
+
+    def _write(self, parts: tuple[bytes, ...]) -> None:
+        """Writes a frame now when nothing else waits to be written, else
+        with the others at the end of this event-loop iteration."""
+
+        out = self._out
+        if not out:
+            if not self._pending:
+                assert self._transport is not None
+                self._transport.write(b"".join(parts))
+                return
+            self._loop.call_soon(self._flush)
+        out.extend(parts)
+
+    def _credit(self, rid: int, credit: int) -> None:
+        if self._error is not None or self._transport is None:
+            return
+        value = msgpack.packb(credit)
+        self._out.append(_CREDIT_HEAD.pack(20 + len(value), 0x82, _ID_KEY, 0xCF, rid, _CREDIT_KEY) + value)
+        if len(self._out) == 1:
+            self._loop.call_soon(self._flush)
 
     async def call(self, fields: tuple[int, bytes], payload: bytes) -> dict[str, Any]:
         """Sends one request (``fields``, from encode_fields, name its
@@ -259,8 +356,13 @@ class MuxChannel(asyncio.Protocol):
                     break
                 msg = msgpack.unpackb(data[pos + 4 : stop], raw=False, strict_map_key=False)
                 fut = pending.pop(msg["id"], None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_result(msg)
+                elif self._streams:
+                    stream = self._streams.get(msg["id"])
+                    if stream is not None:
+                        stream._deliver(msg)
                 pos = stop
         except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             self._fail(exc)
@@ -295,6 +397,7 @@ class MuxChannel(asyncio.Protocol):
                 for token in line.split(":", 1)[1].split(",")
             ]
             self._cancels = "cancel" in features
+            self._streams_offered = "stream" in features
             del buf[: end + 4]
             self._upgraded = True
             if not self._answer.done():
@@ -354,9 +457,152 @@ class MuxChannel(asyncio.Protocol):
         for fut in pending:
             if not fut.done():
                 fut.set_exception(self._error)
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            stream._finish(self._error)
 
     async def close(self) -> None:
         self._fail(ConnectionError("the execute channel was closed"))
         if self._transport is not None:
             self._transport.close()
             await self._lost
+
+
+# The end of a stream that ended with its last item.
+_DONE = object()
+
+
+class MuxStream:
+    """A stream request's answer: its items in order, as the daemon sends
+    them under the credit this side grants. At most ``window`` items are
+    held received and not yet taken; credit goes back in half windows as
+    ``next`` takes them, so a consumer that stops calling ``next`` stops
+    the handler. ``close`` cancels a stream still running."""
+
+    def __init__(self, channel: MuxChannel, rid: int, window: int) -> None:
+        self._channel = channel
+        self.id = rid
+        self.window = window
+        self._items: deque[bytes] = deque()
+        self._bytes = 0
+        # Items the daemon may still send, and items taken and not yet
+        # granted back.
+        self._credit = window
+        self._taken = 0
+        # _DONE, the error that ended the stream, or None while it runs.
+        self._end: object = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def buffered(self) -> tuple[int, int]:
+        """The items received and not yet taken, and their total size in bytes."""
+
+        return len(self._items), self._bytes
+
+    @property
+    def credit(self) -> int:
+        """How many more items the daemon may send before it gets credit."""
+
+        return self._credit
+
+    async def next(self, timeout: float | None = None) -> bytes | None:
+        """Returns the next item, or None after the last. A stream that
+        failed raises, after its items: MuxAnswerError for the daemon's
+        error answer, the channel's error when it broke. Waiting longer
+        than ``timeout`` seconds cancels the stream and raises
+        TimeoutError; so does a task cancelled while it waits."""
+
+        while True:
+            items = self._items
+            if items:
+                item = items.popleft()
+                self._bytes -= len(item)
+                if self._end is None:
+                    self._taken += 1
+                    # Credit goes back in half windows, so a steady stream
+                    # costs one credit frame per half window.
+                    if self._taken >= max(self.window // 2, 1):
+                        grant, self._taken = self._taken, 0
+                        self._credit += grant
+                        self._channel._credit(self.id, grant)
+                return item
+            end = self._end
+            if end is _DONE:
+                return None
+            if isinstance(end, BaseException):
+                raise end
+            self._waiter = waiter = self._channel._loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except BaseException:
+                self.close()
+                raise
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        """Ends the stream: one still running is cancelled in the daemon (a
+        cancel frame, for a daemon that takes them) and its items dropped.
+        A no-op after the end."""
+
+        channel = self._channel
+        if channel._streams.get(self.id) is not self:
+            return
+        del channel._streams[self.id]
+        self._items.clear()
+        self._bytes = 0
+        self._finish(ConnectionError(f"stream {self.id} was closed"))
+        channel._cancel(self.id)
+
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        """Takes a frame the daemon answered this stream with. An item
+        beyond the credit granted, or a frame that is none of a stream's,
+        is a protocol error: it raises ValueError, which breaks the channel."""
+
+        if "item" in msg:
+            item = msg["item"]
+            if not isinstance(item, bytes):
+                raise ValueError(f"the daemon sent stream {self.id} an item that is not bin: {type(item).__name__}")
+            if self._credit == 0:
+                raise ValueError(
+                    f"the daemon sent stream {self.id} an item beyond the credit it was granted "
+                    f"(a window of {self.window})"
+                )
+            self._credit -= 1
+            self._items.append(item)
+            self._bytes += len(item)
+            self._wake()
+            return
+        if "end" in msg:
+            if msg["end"] is not True:
+                raise ValueError(f"the daemon ended stream {self.id} with end={msg['end']!r}")
+            end: object = _DONE
+        elif "error" in msg:
+            error = msg["error"]
+            if not isinstance(error, bytes):
+                raise ValueError(f"the daemon sent stream {self.id} an error that is not bin: {type(error).__name__}")
+            end = MuxAnswerError(error)
+        elif "payload" in msg:
+            # A daemon that answered with one response: the only item.
+            payload = msg["payload"]
+            if not isinstance(payload, bytes):
+                raise ValueError(f"the daemon answered stream {self.id} with a payload that is not bin")
+            self._items.append(payload)
+            self._bytes += len(payload)
+            end = _DONE
+        else:
+            raise ValueError(f"the daemon sent stream {self.id} a frame with none of item, end, error: {list(msg)}")
+        del self._channel._streams[self.id]
+        self._finish(end)
+
+    def _finish(self, end: object) -> None:
+        if self._end is None:
+            self._end = end
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -20,6 +20,7 @@ import ssl
 import stat
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,7 +28,15 @@ from urllib.parse import urlencode
 import msgpack
 
 from ._http import Address, Client, Response, parse_url
-from ._mux import MuxChannel, MuxRefused, MuxUnsupported, encode_fields
+from ._mux import (
+    DEFAULT_STREAM_WINDOW,
+    MuxAnswerError,
+    MuxChannel,
+    MuxRefused,
+    MuxStream,
+    MuxUnsupported,
+    encode_fields,
+)
 from .engine import DockerAdapter, EngineAdapter
 from .errors import (
     STATUS_BY_CODE,
@@ -279,12 +288,7 @@ class Runtime:
                 # else the daemon sees another file at that path (it runs
                 # in another mount namespace): upload this one.
         digest = await self._digest(path, st)
-        encoded = self._digest_fields.get(digest)
-        if encoded is None:
-            if len(self._digest_fields) >= 1024:
-                self._digest_fields.clear()
-            encoded = self._digest_fields[digest] = encode_fields({"digest": digest})
-
+        encoded = self._encoded_digest(digest)
         retried = False
         while True:
             await self._ensure_uploaded(path, digest)
@@ -300,6 +304,136 @@ class Runtime:
                     retried = True
                     continue
                 raise
+
+    def stream(
+        self, image_path: Path | str, request: dict[str, object], *, window: int = DEFAULT_STREAM_WINDOW
+    ) -> AsyncIterator[dict[str, object]]:
+        """Executes one request and yields its response's items as they
+        arrive: ``async for item in runtime.stream(path, request)``.
+
+        A handler that streams (the stream capability) gives its items; any
+        other handler its one response as the only item, and so does every
+        handler when the daemon does not offer streams on its execute
+        channel (one execute is sent instead). Items come under credit: at
+        most ``window`` of them are held here not yet taken, and the daemon
+        is granted more, in half windows, as the loop takes them, so a loop
+        that stops taking items stops the handler. Leaving the loop early
+        (``break``, ``aclose()``, the task cancelled) cancels the handler.
+        The exceptions are execute's, raised after the items that came
+        before them. The daemon's request timeout bounds each wait for the
+        next item, not the whole stream; each wait is also bounded, as
+        every execute is, by ``startup_timeout + request_timeout + 120 s``
+        (``RequestTimeoutError``).
+        """
+
+        if not self._started or self._client is None:
+            raise OCIAppRuntimeError("runtime must be started before executing requests")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int of at least 1, got {window!r}")
+        return self._stream(image_path, request, window)
+
+    async def _stream(
+        self, image_path: Path | str, request: dict[str, object], window: int
+    ) -> AsyncIterator[dict[str, object]]:
+        path, st, fields, encoded = self._resolve(image_path)
+        try:
+            payload = self._packer.pack(request)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
+        channel = await self._stream_channel()
+        if channel is None:
+            # No streams on this daemon: its one response is the only item.
+            yield await self.execute(image_path, request)
+            return
+        stream: MuxStream | None = None
+        item: dict[str, object] | None = None
+        try:
+            if self._local:
+                stream = await self._open_stream(encoded, payload, window)
+                try:
+                    item = await self._next_item(stream, path)
+                except OCIAppRuntimeError as err:
+                    if err.code == "not_found":
+                        # The daemon does not open files by path: upload them.
+                        self._local = False
+                    elif err.code != "artifact_not_found":
+                        raise
+                    # else the daemon sees another file at that path.
+                    stream = None
+            if stream is None:
+                digest = await self._digest(path, st)
+                encoded = self._encoded_digest(digest)
+                retried = False
+                while True:
+                    await self._ensure_uploaded(path, digest)
+                    stream = await self._open_stream(encoded, payload, window)
+                    try:
+                        item = await self._next_item(stream, path)
+                        break
+                    except OCIAppRuntimeError as err:
+                        if err.code == "artifact_not_found" and not retried:
+                            # The daemon lost it: send it again, once.
+                            self._uploaded.discard(digest)
+                            retried = True
+                            continue
+                        raise
+            while item is not None:
+                yield item
+                item = await self._next_item(stream, path)
+        finally:
+            if stream is not None:
+                stream.close()
+
+    async def _stream_channel(self) -> MuxChannel | None:
+        """Returns the execute channel when the daemon takes stream requests on it."""
+
+        channel = self._mux
+        if channel is None or channel.broken is not None:
+            channel = await self._channel()
+        return channel if channel is not None and channel.streams else None
+
+    async def _open_stream(self, encoded: tuple[int, bytes], payload: bytes, window: int) -> MuxStream:
+        channel = await self._stream_channel()
+        if channel is None:
+            raise DaemonUnavailableError(
+                f"the runtime daemon at {self.url} no longer takes stream requests on its execute channel"
+            )
+        try:
+            return await channel.stream(encoded, payload, window)
+        except (OSError, ValueError) as exc:
+            raise DaemonUnavailableError(
+                f"the runtime daemon at {self.url} is unreachable: {exc!r}; "
+                "check that ociapp-runtime serve runs there"
+            ) from exc
+
+    async def _next_item(self, stream: MuxStream, path: Path) -> dict[str, object] | None:
+        """The stream's next item, decoded; None after the last."""
+
+        timeout = self._execute_timeout
+        try:
+            item = await stream.next(timeout)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the runtime daemon at {self.url} sent no item of the stream within {timeout:g}s"
+            ) from None
+        except MuxAnswerError as exc:
+            raise _answer_error({"error": exc.error}, path) from None
+        except (OSError, ValueError) as exc:
+            raise DaemonUnavailableError(
+                f"the runtime daemon at {self.url} is unreachable: {exc!r}; "
+                "check that ociapp-runtime serve runs there"
+            ) from exc
+        return None if item is None else _decode_response(item)
+
+    def _encoded_digest(self, digest: str) -> tuple[int, bytes]:
+        """The execute channel's encoding of {"digest": digest}."""
+
+        encoded = self._digest_fields.get(digest)
+        if encoded is None:
+            if len(self._digest_fields) >= 1024:
+                self._digest_fields.clear()
+            encoded = self._digest_fields[digest] = encode_fields({"digest": digest})
+        return encoded
 
     def _resolve(
         self, image_path: Path | str
@@ -365,12 +499,7 @@ class Runtime:
                 ) from exc
             if "payload" in msg:
                 return _decode_response(msg["payload"])
-            try:
-                body: Any = msgpack.unpackb(msg["error"], raw=False, strict_map_key=False)
-            except (ValueError, KeyError, msgpack.UnpackException):
-                body = msg
-            code = body.get("code") if isinstance(body, dict) else None
-            raise _with_path(error_from_body(STATUS_BY_CODE.get(str(code), 500), body), path)
+            raise _answer_error(msg, path)
         if route is None:
             route = "/v1/local/execute?" + urlencode(fields)
         resp = await self._send(
@@ -765,6 +894,17 @@ def _error(resp: Response, path: Path | None) -> OCIAppRuntimeError:
         # HEAD answers carry the code in a header only.
         body = {"code": resp.headers["ociapp-error-code"], "message": f"HTTP {resp.status} {resp.reason}"}
     return _with_path(error_from_body(resp.status, body), path)
+
+
+def _answer_error(msg: dict[str, Any], path: Path) -> OCIAppRuntimeError:
+    """The exception for an error answer on the execute channel."""
+
+    try:
+        body: Any = msgpack.unpackb(msg["error"], raw=False, strict_map_key=False)
+    except (ValueError, KeyError, msgpack.UnpackException):
+        body = msg
+    code = body.get("code") if isinstance(body, dict) else None
+    return _with_path(error_from_body(STATUS_BY_CODE.get(str(code), 500), body), path)
 
 
 def _with_path(err: OCIAppRuntimeError, path: Path | None) -> OCIAppRuntimeError:
