@@ -272,14 +272,17 @@ type TestAppArtifacts struct {
 	App string
 	// ExitStart exits at start without listening.
 	ExitStart string
-	// Capable is the capable command, declaring cancel and deadline.
-	Capable string
+	// Capable is the capable command, declaring cancel, deadline and
+	// stream; Streamer the streamer command, which streams its answers.
+	Capable  string
+	Streamer string
 }
 
 // BuildTestApp compiles the testapp program once and writes its two
 // artifacts into dir, which it creates if needed: testapp-0.1.0.ociapp
 // (run with "serve") and exitstart-0.1.0.ociapp (run with "exitstart"),
-// both run as user 65532; and capable-0.1.0.ociapp, the "capable" app.
+// both run as user 65532; capable-0.1.0.ociapp, the "capable" app; and
+// streamer-0.1.0.ociapp, the "streamer" app.
 func BuildTestApp(ctx context.Context, dir string) (TestAppArtifacts, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return TestAppArtifacts{}, err
@@ -302,6 +305,11 @@ func BuildTestApp(ctx context.Context, dir string) (TestAppArtifacts, error) {
 	a.Capable = filepath.Join(dir, "capable-0.1.0.ociapp")
 	capable, _ := Lookup("capable")
 	if err := Build(ctx, "capable", capable, a.Capable); err != nil {
+		return TestAppArtifacts{}, err
+	}
+	a.Streamer = filepath.Join(dir, "streamer-0.1.0.ociapp")
+	streamer, _ := Lookup("streamer")
+	if err := Build(ctx, "streamer", streamer, a.Streamer); err != nil {
 		return TestAppArtifacts{}, err
 	}
 	return a, nil

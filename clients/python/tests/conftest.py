@@ -5,7 +5,8 @@ scripts/test-python-client.sh arranges: OCIAPP_RUNTIME_BINARY names the
 ociapp-runtime binary, OCIAPP_TEST_ARTIFACTS a directory holding the test
 application's artifacts (testapp-0.1.0.ociapp echoes, sleeps, crashes or
 fails as asked; exitstart-0.1.0.ociapp exits at start; capable-0.1.0.ociapp
-declares the cancel and deadline capabilities) and the Python
+declares the cancel, deadline and stream capabilities; streamer-0.1.0.ociapp
+streams its answers) and the Python
 echo-app example (echo-app-0.1.0.ociapp), and the Docker socket is at
 /var/run/docker.sock.
 """
@@ -24,7 +25,10 @@ def artifacts() -> dict[str, Path]:
     root = os.environ.get("OCIAPP_TEST_ARTIFACTS")
     if not root:
         pytest.fail("OCIAPP_TEST_ARTIFACTS is not set; run scripts/test-python-client.sh")
-    paths = {name: Path(root) / f"{name}-0.1.0.ociapp" for name in ("testapp", "exitstart", "echo-app", "capable")}
+    paths = {
+        name: Path(root) / f"{name}-0.1.0.ociapp"
+        for name in ("testapp", "exitstart", "echo-app", "capable", "streamer")
+    }
     for path in paths.values():
         if not path.is_file():
             pytest.fail(f"missing test artifact {path}")

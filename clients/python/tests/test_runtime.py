@@ -449,3 +449,56 @@ async def test_a_cancelled_stream_cancels_the_handler(binary: str, artifacts: di
             assert asyncio.get_running_loop().time() < deadline, "the handlers were not cancelled"
             await asyncio.sleep(0.01)
         assert runtime._mux is not None and runtime._mux._streams == {}
+
+
+async def test_a_stream_of_items(binary: str, artifacts: dict[str, Path]) -> None:
+    """A handler's 10,000 items arrive complete and in order; one that fails
+    gives its items, then its error; a loop that stops taking items holds
+    the handler, with at most a window held here, and leaving it cancels
+    the handler."""
+
+    streamer = artifacts["streamer"]
+    async with Runtime(binary=binary) as runtime:
+
+        async def counter(op: str) -> int:
+            (item,) = [item async for item in runtime.stream(streamer, {"op": op})]
+            return item["i"]
+
+        n = 0
+        async for item in runtime.stream(streamer, {"count": 10_000, "size": 8}):
+            assert item == {"i": n, "pad": "x" * 8}
+            n += 1
+        assert n == 10_000
+
+        items = []
+        with pytest.raises(RemoteExecutionError) as info:
+            async for item in runtime.stream(streamer, {"count": 10, "fail_at": 3}):
+                items.append(item["i"])
+        assert items == [0, 1, 2]
+        assert (info.value.error_type, info.value.message) == ("StreamFailed", "failed at 3")
+
+        # The loop holds its first item: the window fills here, the
+        # daemon's and the container's fill behind it, and the handler
+        # waits for credit.
+        size = 64 << 10
+        stream = runtime.stream(streamer, {"count": -1, "size": size})
+        first = await anext(stream)
+        assert first["i"] == 0
+        assert runtime._mux is not None
+        (held,) = runtime._mux._streams.values()
+        deadline = asyncio.get_running_loop().time() + 30
+        while held.buffered[0] < held.window - 1:
+            assert asyncio.get_running_loop().time() < deadline, f"{held.buffered} buffered"
+            await asyncio.sleep(0.01)
+        for _ in range(3):
+            items_held, bytes_held = held.buffered
+            assert items_held <= held.window and bytes_held <= held.window * (size + 64)
+            # This window, the daemon's one item, the runtime's window and
+            # the one waiting in the handler.
+            assert await counter("produced") <= 2 * held.window + 2
+            await asyncio.sleep(0.1)
+        await stream.aclose()
+        deadline = asyncio.get_running_loop().time() + 30
+        while await counter("cancelled") != 1:
+            assert asyncio.get_running_loop().time() < deadline, "the handler was not cancelled"
+            await asyncio.sleep(0.01)

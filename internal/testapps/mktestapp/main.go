@@ -25,4 +25,5 @@ func main() {
 	fmt.Println(a.App)
 	fmt.Println(a.ExitStart)
 	fmt.Println(a.Capable)
+	fmt.Println(a.Streamer)
 }
