@@ -114,10 +114,19 @@ func (r *Runtime) StreamPayload(ctx context.Context, artifactPath string, payloa
 		r.streams.add(s)
 		defer r.streams.remove(s)
 		for {
-			nextCtx, cancel := context.WithTimeoutCause(ctx, r.cfg.requestTimeout, errRequestTimeout)
-			item, err := s.Next(nextCtx)
-			timedOut := context.Cause(nextCtx) == errRequestTimeout
-			cancel()
+			var item []byte
+			var err error
+			timedOut := false
+			if items, _ := s.Buffered(); items > 0 {
+				// An item is here: no wait for the timeout to bound, and
+				// no timer to arm for it.
+				item, err = s.Next(ctx)
+			} else {
+				nextCtx, cancel := context.WithTimeoutCause(ctx, r.cfg.requestTimeout, errRequestTimeout)
+				item, err = s.Next(nextCtx)
+				timedOut = context.Cause(nextCtx) == errRequestTimeout
+				cancel()
+			}
 			if errors.Is(err, io.EOF) {
 				return
 			}
