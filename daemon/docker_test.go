@@ -625,6 +625,33 @@ func runSuite(t *testing.T, tg target) {
 			t.Fatal("metrics count no cold starts")
 		}
 	})
+	// After "pools and containers", which counts the artifacts.
+	t.Run("stream", func(t *testing.T) {
+		// A handler that does not stream gives its one response as the
+		// only item, and its error as the stream's error.
+		ex := tg.authed(t)
+		var items []map[string]any
+		for item, err := range ex.Stream(ctx, a.Capable, map[string]any{"op": "deadline"}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			items = append(items, item)
+		}
+		if len(items) != 1 || items[0]["n"] == nil {
+			t.Fatalf("items %v, want the one response", items)
+		}
+		n := 0
+		for item, err := range ex.Stream(ctx, a.Capable, map[string]any{"op": "unknown"}) {
+			n++
+			var appErr *runtime.AppError
+			if !errors.As(err, &appErr) || appErr.Type != "UnknownOp" || item != nil {
+				t.Fatalf("%v %v, want the app error", item, err)
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d results for a failing request", n)
+		}
+	})
 }
 
 // TestDaemonUnixSocket runs the suite against a daemon in this process,

@@ -476,3 +476,39 @@ func TestHTTPStreamStalledReader(t *testing.T) {
 	cancel()
 	p.waitStopped(t)
 }
+
+// TestHTTPStreamDrain: an HTTP stream in progress when the daemon drains
+// ends with a closed error line, and its producer stops.
+func TestHTTPStreamDrain(t *testing.T) {
+	p := newProducer(-1, 0, nil)
+	d, stop := startServerStop(t, newStreamRunner(p))
+	path, _, _ := smallArtifact(t, t.TempDir())
+	digest := d.upload(t, path)
+	resp, err := d.client.Post("http://d"+api.StreamPath(digest), api.MediaJSON, strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, `{"item": `) {
+		t.Fatalf("%q %v", line, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
+	// The reader takes items until the last line, the error.
+	var last string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			break
+		}
+		last = line
+	}
+	if !strings.HasPrefix(last, `{"error": {`) || !strings.Contains(last, `"code":"closed"`) {
+		t.Fatalf("the last line %q", last)
+	}
+	p.waitStopped(t)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

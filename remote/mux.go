@@ -30,6 +30,7 @@ type muxClient struct {
 	conn    net.Conn
 	done    chan struct{} // closed when the reader has stopped
 	cancels bool          // the daemon takes cancel frames
+	streams bool          // the daemon takes stream requests
 
 	wmu     sync.Mutex
 	bw      *bufio.Writer
@@ -39,7 +40,8 @@ type muxClient struct {
 	mu      sync.Mutex
 	next    uint64
 	pending map[uint64]chan api.MuxResponse
-	err     error // why the channel ended
+	open    map[uint64]*muxStream // streams in progress
+	err     error                 // why the channel ended
 }
 
 // dialMux opens an execute channel: it connects as the HTTP client does,
@@ -103,7 +105,9 @@ func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
 	return &muxClient{
 		conn: conn, done: make(chan struct{}), bw: bufio.NewWriterSize(conn, 64<<10),
 		pending: make(map[uint64]chan api.MuxResponse),
+		open:    make(map[uint64]*muxStream),
 		cancels: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
+		streams: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureStream),
 	}, nil
 }
 
@@ -123,6 +127,13 @@ func (m *muxClient) read() {
 			break
 		}
 		m.mu.Lock()
+		if st := m.open[resp.ID]; st != nil {
+			m.mu.Unlock()
+			if err = m.deliver(st, resp); err != nil {
+				break
+			}
+			continue
+		}
 		ch := m.pending[resp.ID]
 		delete(m.pending, resp.ID)
 		m.mu.Unlock()
@@ -139,7 +150,12 @@ func (m *muxClient) read() {
 		delete(m.pending, id)
 		close(ch)
 	}
+	open := m.open
+	m.open = make(map[uint64]*muxStream)
 	m.mu.Unlock()
+	for _, st := range open {
+		st.finish(err)
+	}
 	m.conn.Close()
 }
 
@@ -220,6 +236,24 @@ func (m *muxClient) close() {
 // executeMux runs req on the execute channel, opening it when needed. It
 // returns errMuxUnsupported when the daemon has none.
 func (e *Executor) executeMux(ctx context.Context, path string, req api.MuxRequest) ([]byte, error) {
+	m, err := e.openMux(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := m.call(ctx, req)
+	if err != nil {
+		return nil, e.transportError(ctx, path, err)
+	}
+	if resp.Error != nil {
+		return nil, decodeMuxError(resp.Error).Err(path)
+	}
+	return resp.Payload, nil
+}
+
+// openMux returns the execute channel, opening it when needed, or
+// errMuxUnsupported when the daemon has none; path is the caller's
+// artifact, for errors.
+func (e *Executor) openMux(ctx context.Context, path string) (*muxClient, error) {
 	m, err := e.muxChannel(ctx)
 	if err != nil {
 		if errors.Is(err, errMuxUnsupported) {
@@ -231,19 +265,17 @@ func (e *Executor) executeMux(ctx context.Context, path string, req api.MuxReque
 		}
 		return nil, e.transportError(ctx, path, err)
 	}
-	resp, err := m.call(ctx, req)
+	return m, nil
+}
+
+// decodeMuxError decodes the error body of an error frame.
+func decodeMuxError(body []byte) *api.Error {
+	apiErr, err := api.DecodeError(api.MediaMsgpack, body)
 	if err != nil {
-		return nil, e.transportError(ctx, path, err)
+		return &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the daemon sent an undecodable error: %v", err)}
 	}
-	if resp.Error != nil {
-		apiErr, err := api.DecodeError(api.MediaMsgpack, resp.Error)
-		if err != nil {
-			return nil, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the daemon sent an undecodable error: %v", err)}
-		}
-		apiErr.Status = apiErr.Code.Status()
-		return nil, apiErr.Err(path)
-	}
-	return resp.Payload, nil
+	apiErr.Status = apiErr.Code.Status()
+	return apiErr
 }
 
 // muxChannel returns the open execute channel, opening one if there is

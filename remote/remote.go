@@ -298,20 +298,35 @@ func (e *Executor) Execute(ctx context.Context, artifactPath string, request any
 // ExecutePayload is Execute on an encoded payload (a msgpack map); it
 // returns the encoded response payload.
 func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
+	var out []byte
+	err := e.locate(ctx, artifactPath, func(route func() string, mreq api.MuxRequest) error {
+		var err error
+		out, err = e.post(ctx, route, mreq, artifactPath, payload)
+		return err
+	})
+	return out, err
+}
+
+// locate calls run with the ways to name the artifact at artifactPath to
+// the daemon (an execute route, made only when needed, and the execute
+// channel's request): by path for a daemon on this host, else by digest
+// after an upload. It tries the next way when run fails because the
+// daemon cannot use one, and returns run's last error.
+func (e *Executor) locate(ctx context.Context, artifactPath string, run func(route func() string, mreq api.MuxRequest) error) error {
 	if e.local.Load() {
-		if out, err, done := e.executeLocal(ctx, artifactPath, payload); done {
-			return out, err
+		if err, done := e.runLocal(artifactPath, run); done {
+			return err
 		}
 	}
 	d, err := e.files.digest(ctx, artifactPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for attempt := 0; ; attempt++ {
 		if err := e.ensureUploaded(ctx, artifactPath, d); err != nil {
-			return nil, err
+			return err
 		}
-		out, err := e.execute(ctx, artifactPath, d, payload)
+		err := run(func() string { return api.ExecutePath(d) }, api.MuxRequest{Digest: d})
 		var apiErr *api.Error
 		if attempt == 0 && errors.As(err, &apiErr) && apiErr.Code == api.CodeArtifactNotFound {
 			// The daemon lost the artifact (a new state directory): send it
@@ -319,12 +334,8 @@ func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payl
 			e.forget(d)
 			continue
 		}
-		return out, err
+		return err
 	}
-}
-
-func (e *Executor) execute(ctx context.Context, path, digest string, payload []byte) ([]byte, error) {
-	return e.post(ctx, func() string { return api.ExecutePath(digest) }, api.MuxRequest{Digest: digest}, path, payload)
 }
 
 // post sends an execute request on the execute channel, as mreq, or when
@@ -359,28 +370,29 @@ func (e *Executor) post(ctx context.Context, route func() string, mreq api.MuxRe
 	return body, nil
 }
 
-// executeLocal asks a daemon on this host to run the artifact where it
-// lies: nothing is hashed or sent. It reports done false when the daemon
-// cannot (it does not offer it, or finds another file at the path, as a
-// daemon in another mount namespace would): the caller uploads instead.
-func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payload []byte) (out []byte, err error, done bool) {
+// runLocal asks a daemon on this host, through run, to run the artifact
+// where it lies: nothing is hashed or sent. It reports done false when the
+// daemon cannot (it does not offer it, or finds another file at the path,
+// as a daemon in another mount namespace would): the caller uploads
+// instead.
+func (e *Executor) runLocal(artifactPath string, run func(route func() string, mreq api.MuxRequest) error) (err error, done bool) {
 	abs, id, ok := e.localFileOf(artifactPath)
 	if !ok {
-		return nil, nil, false // the upload path reports it
+		return nil, false // the upload path reports it
 	}
 	e.mu.Lock()
 	unseen := e.unseen[id]
 	e.mu.Unlock()
 	if unseen {
-		return nil, nil, false
+		return nil, false
 	}
-	out, err = e.post(ctx, func() string { return api.LocalExecuteURL(abs, id) }, api.MuxRequest{Path: abs, File: id}, artifactPath, payload)
+	err = run(func() string { return api.LocalExecuteURL(abs, id) }, api.MuxRequest{Path: abs, File: id})
 	var apiErr *api.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:
 		e.log.Debug("the daemon does not open artifacts by path; uploading them", "daemon", e.url)
 		e.local.Store(false)
-		return nil, nil, false
+		return nil, false
 	case errors.As(err, &apiErr) && apiErr.Code == api.CodeArtifactNotFound:
 		e.log.Debug("the daemon cannot see the artifact at its path; uploading it", "path", abs)
 		e.mu.Lock()
@@ -389,9 +401,9 @@ func (e *Executor) executeLocal(ctx context.Context, artifactPath string, payloa
 		}
 		e.unseen[id] = true
 		e.mu.Unlock()
-		return nil, nil, false
+		return nil, false
 	}
-	return out, err, true
+	return err, true
 }
 
 // localRecheck is how long a path's absolute form and identity are trusted
