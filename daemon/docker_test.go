@@ -651,6 +651,48 @@ func runSuite(t *testing.T, tg target) {
 		if n != 1 {
 			t.Fatalf("%d results for a failing request", n)
 		}
+
+		// A handler that streams: its items complete and in order, and its
+		// error after its items.
+		next := int64(0)
+		for item, err := range ex.Stream(ctx, a.Streamer, map[string]any{"count": 10_000, "size": 4}) {
+			if err != nil {
+				t.Fatalf("after %d items: %v", next, err)
+			}
+			if item["i"] != next || item["pad"] != "xxxx" {
+				t.Fatalf("item %d is %v", next, item)
+			}
+			next++
+		}
+		if next != 10_000 {
+			t.Fatalf("%d items, want 10000", next)
+		}
+		var last error
+		n = 0
+		for _, err := range ex.Stream(ctx, a.Streamer, map[string]any{"count": 10, "fail_at": 3}) {
+			if err != nil {
+				last = err
+				continue
+			}
+			n++
+		}
+		var appErr *runtime.AppError
+		if n != 3 || !errors.As(last, &appErr) || appErr.Type != "StreamFailed" {
+			t.Fatalf("%d items, then %v; want 3, then StreamFailed", n, last)
+		}
+
+		// Over HTTP, the items are NDJSON lines; the artifact was uploaded
+		// above.
+		resp, body := tg.send(t, http.MethodPost, api.StreamPath(fileDigest(t, a.Streamer)), api.MediaJSON, strings.NewReader(`{"count": 2, "size": 1}`))
+		want := `{"item": {"i":0,"pad":"x"}}` + "\n" + `{"item": {"i":1,"pad":"x"}}` + "\n" + `{"end": true}` + "\n"
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != api.MediaNDJSON || string(body) != want {
+			t.Fatalf("NDJSON stream: %s %s %q", resp.Status, resp.Header.Get("Content-Type"), body)
+		}
+		resp, body = tg.send(t, http.MethodPost, api.StreamPath(fileDigest(t, a.Streamer)), api.MediaJSON, strings.NewReader(`{"count": 5, "fail_at": 1}`))
+		lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+		if resp.StatusCode != http.StatusOK || len(lines) != 2 || lines[0] != `{"item": {"i":0,"pad":""}}` || !strings.Contains(lines[1], `"error": {`) || !strings.Contains(lines[1], "StreamFailed") {
+			t.Fatalf("NDJSON stream failing after an item: %s %q", resp.Status, body)
+		}
 	})
 }
 
