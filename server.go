@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ociapp/ociapp/internal/flow"
 	"github.com/ociapp/ociapp/internal/inlinewatch"
 	"github.com/ociapp/ociapp/protocol"
 )
@@ -427,53 +428,18 @@ func (c *connServer) addCredit(id protocol.ID, n int) {
 	r := c.running[id]
 	c.mu.Unlock()
 	if r != nil && r.stream != nil {
-		r.stream.add(n)
+		r.stream.credit.Add(uint64(n))
 	}
 }
 
 // streamState is the flow control of a stream in progress.
 type streamState struct {
-	mu     sync.Mutex
-	credit int           // items the stream may still send
-	more   chan struct{} // a token wakes a sender waiting for credit
+	credit *flow.Credit
 
 	// writeMu orders the stream's writes: no item goes out after the
 	// stream's last envelope.
 	writeMu sync.Mutex
 	ended   bool
-}
-
-func (st *streamState) add(n int) {
-	st.mu.Lock()
-	st.credit += n
-	st.mu.Unlock()
-	select {
-	case st.more <- struct{}{}:
-	default:
-	}
-}
-
-// take uses one unit of credit, waiting for it until ctx ends. Once the
-// connection's reading has ended (readingDone) no credit can come: a stream
-// waiting for some is cancelled.
-func (st *streamState) take(ctx context.Context, readingDone <-chan struct{}, cancel context.CancelFunc) error {
-	for {
-		st.mu.Lock()
-		if st.credit > 0 {
-			st.credit--
-			st.mu.Unlock()
-			return nil
-		}
-		st.mu.Unlock()
-		select {
-		case <-st.more:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for credit to send an item: %w", ctx.Err())
-		case <-readingDone:
-			cancel()
-			return fmt.Errorf("waiting for credit to send an item on a connection that is no longer read: %w", ctx.Err())
-		}
-	}
 }
 
 // startStream answers req, a request for a stream, on a goroutine of its
@@ -484,7 +450,7 @@ func (st *streamState) take(ctx context.Context, readingDone <-chan struct{}, ca
 // credit and cancel envelopes find it.
 func (c *connServer) startStream(req protocol.Request) {
 	ctx, cancel := c.requestContext(req)
-	r := &inFlight{cancel: cancel, stream: &streamState{credit: req.Stream, more: make(chan struct{}, 1)}}
+	r := &inFlight{cancel: cancel, stream: &streamState{credit: flow.NewCredit(uint64(req.Stream))}}
 	c.begin(req.ID, r)
 	c.inProgress.Begin()
 	// The reader is counted in c.goroutines, so this cannot race the
@@ -504,8 +470,13 @@ func (c *connServer) startStream(req protocol.Request) {
 func (c *connServer) runStream(ctx context.Context, req protocol.Request, r *inFlight) {
 	st := r.stream
 	send := func(item []byte) error {
-		if err := st.take(ctx, c.readingDone, r.cancel); err != nil {
-			return err
+		// Once the connection's reading has ended no credit can come: a
+		// stream waiting for some is cancelled.
+		if err := st.credit.Take(ctx, c.readingDone); errors.Is(err, flow.ErrStopped) {
+			r.cancel()
+			return fmt.Errorf("waiting for credit to send an item on a connection that is no longer read: %w", context.Canceled)
+		} else if err != nil {
+			return fmt.Errorf("waiting for credit to send an item: %w", err)
 		}
 		st.writeMu.Lock()
 		defer st.writeMu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/internal/flow"
 	"github.com/ociapp/ociapp/internal/inlinewatch"
 )
 
@@ -97,7 +97,7 @@ type muxConn struct {
 	// among them, for credit frames.
 	mu      sync.Mutex
 	running map[uint64]context.CancelFunc
-	streams map[uint64]*muxStream
+	streams map[uint64]*flow.Credit
 }
 
 func (m *muxConn) serve(ctx context.Context) {
@@ -107,7 +107,7 @@ func (m *muxConn) serve(ctx context.Context) {
 	defer cancel()
 	m.ctx = ctx
 	m.running = make(map[uint64]context.CancelFunc)
-	m.streams = make(map[uint64]*muxStream)
+	m.streams = make(map[uint64]*flow.Credit)
 	m.readingDone = make(chan struct{})
 	m.watch = inlinewatch.New()
 	// The watcher passes the role on only while a request the reader runs
@@ -145,7 +145,7 @@ func (m *muxConn) read() {
 		}
 		// Registered before the next frame is read, so that a cancel
 		// or credit frame behind it finds it.
-		var st *muxStream
+		var st *flow.Credit
 		var ctx context.Context
 		var cancel context.CancelFunc
 		if req.Stream > 0 {
@@ -172,7 +172,7 @@ func (m *muxConn) read() {
 // run executes req, whose body holds size bytes of the body memory, under
 // its own ctx, which a cancel frame ends; st is its credit when it is a
 // stream.
-func (m *muxConn) run(ctx context.Context, req api.MuxRequest, st *muxStream, size int64) {
+func (m *muxConn) run(ctx context.Context, req api.MuxRequest, st *flow.Credit, size int64) {
 	defer m.inFlight.Add(-1)
 	m.release(m.execute(ctx, req, st, size))
 	m.mu.Lock()
@@ -285,7 +285,7 @@ func (m *muxConn) release(size int64) {
 
 // execute runs req, or streams it when st is not nil, and returns how much
 // of its size bytes of body memory it still holds.
-func (m *muxConn) execute(ctx context.Context, req api.MuxRequest, st *muxStream, size int64) int64 {
+func (m *muxConn) execute(ctx context.Context, req api.MuxRequest, st *flow.Credit, size int64) int64 {
 	route := routeMuxExecute
 	if st != nil {
 		route = routeMuxStream
@@ -393,19 +393,11 @@ func (m *muxConn) write(resp api.MuxResponse) bool {
 	return !m.broken
 }
 
-// muxStream is the credit of a stream on the channel: how many items its
-// client lets the daemon send.
-type muxStream struct {
-	mu     sync.Mutex
-	credit uint64
-	wake   chan struct{} // credit arrived
-}
-
 // openStream registers the stream req asks for and returns its credit and
 // context, which its client's cancel frame or the channel's end cancels,
 // and the daemon's drain ends with errDraining.
-func (m *muxConn) openStream(req api.MuxRequest) (*muxStream, context.Context, context.CancelFunc) {
-	st := &muxStream{credit: req.Stream, wake: make(chan struct{}, 1)}
+func (m *muxConn) openStream(req api.MuxRequest) (*flow.Credit, context.Context, context.CancelFunc) {
+	st := flow.NewCredit(req.Stream)
 	ctx, cancel := m.s.streamContext(m.ctx)
 	m.mu.Lock()
 	m.streams[req.ID] = st
@@ -418,36 +410,8 @@ func (m *muxConn) credit(id, n uint64) {
 	m.mu.Lock()
 	st := m.streams[id]
 	m.mu.Unlock()
-	if st == nil {
-		return
-	}
-	st.mu.Lock()
-	st.credit += n
-	if st.credit < n {
-		st.credit = math.MaxUint64 // credits add up; they do not wrap
-	}
-	st.mu.Unlock()
-	select {
-	case st.wake <- struct{}{}:
-	default:
-	}
-}
-
-// take uses one unit of credit, waiting for it until ctx ends.
-func (st *muxStream) take(ctx context.Context) bool {
-	for {
-		st.mu.Lock()
-		if st.credit > 0 {
-			st.credit--
-			st.mu.Unlock()
-			return true
-		}
-		st.mu.Unlock()
-		select {
-		case <-st.wake:
-		case <-ctx.Done():
-			return false
-		}
+	if st != nil {
+		st.Add(n)
 	}
 }
 
@@ -457,7 +421,7 @@ func (st *muxStream) take(ctx context.Context) bool {
 // item here, and a client that grants no more credit stops the handler.
 // It releases the request's size bytes of body memory once the runtime
 // has the request (at its first item or end) and returns 0.
-func (m *muxConn) stream(ctx context.Context, req api.MuxRequest, path string, st *muxStream, size int64) int64 {
+func (m *muxConn) stream(ctx context.Context, req api.MuxRequest, path string, st *flow.Credit, size int64) int64 {
 	var failed error
 	for item, err := range m.s.rt.StreamPayload(ctx, path, req.Payload) {
 		if size > 0 {
@@ -468,7 +432,7 @@ func (m *muxConn) stream(ctx context.Context, req api.MuxRequest, path string, s
 			failed = err
 			break
 		}
-		if !st.take(ctx) || !m.write(api.MuxResponse{ID: req.ID, Item: item}) {
+		if st.Take(ctx, nil) != nil || !m.write(api.MuxResponse{ID: req.ID, Item: item}) {
 			break
 		}
 	}

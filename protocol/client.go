@@ -293,7 +293,7 @@ func (c *Client) fail(cause error) {
 		ch <- Response{} // neither payload nor error: read c.err
 	}
 	for _, s := range streams {
-		s.finish(c.err)
+		s.fail(c.err)
 	}
 	close(c.done)
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/ociapp/ociapp/internal/flow"
 )
 
 // DefaultStreamWindow is how many items a stream holds received and not
@@ -20,19 +22,14 @@ const DefaultStreamWindow = 16
 // holds at most its window of items; a consumer that stops calling Next
 // stops the producer.
 type Stream struct {
-	c      *Client
-	id     ID
-	window int
+	c   *Client
+	id  ID
+	win *flow.Window
 
-	mu     sync.Mutex
-	items  [][]byte // received and not yet taken
-	bytes  int      // their total size
-	credit int      // items the server may still send
-	taken  int      // items taken and not yet granted back as credit
-	end    error    // io.EOF, the stream's error, or nil while it runs
-	ready  chan struct{}
-	// stopWatch releases the watch on the request's context.
-	stopWatch func()
+	mu sync.Mutex
+	// stopWatch releases the watch on the request's context, once the
+	// stream is over.
+	stopWatch func() bool
 }
 
 // Stream sends one request payload asking for its response as a stream of
@@ -51,7 +48,7 @@ func (c *Client) Stream(ctx context.Context, payload []byte, window int) (*Strea
 	if window < 1 {
 		window = DefaultStreamWindow
 	}
-	s := &Stream{c: c, id: c.ids.id(), window: window, credit: window, ready: make(chan struct{}, 1)}
+	s := &Stream{c: c, id: c.ids.id(), win: flow.NewWindow(window)}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -73,13 +70,11 @@ func (c *Client) Stream(ctx context.Context, payload []byte, window int) (*Strea
 		c.poller.wake()
 	}
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { s.cancel(ctx.Err()) })
 		s.mu.Lock()
-		s.stopWatch = func() { stop() }
-		ended := s.end != nil
+		s.stopWatch = context.AfterFunc(ctx, func() { s.cancel(ctx.Err()) })
 		s.mu.Unlock()
-		if ended {
-			stop()
+		if !s.running() {
+			s.over()
 		}
 	}
 	return s, nil
@@ -94,53 +89,22 @@ func (s *Stream) ID() ID { return s.id }
 // ErrConnectionClosed. When ctx ends first, the stream is cancelled and
 // Next returns an error wrapping ctx.Err().
 func (s *Stream) Next(ctx context.Context) ([]byte, error) {
-	for {
-		s.mu.Lock()
-		if len(s.items) > 0 {
-			item := s.items[0]
-			s.items[0] = nil
-			s.items = s.items[1:]
-			s.bytes -= len(item)
-			grant := 0
-			if s.end == nil {
-				s.taken++
-				// Credit goes back in batches of half the window, so a
-				// steady stream costs one credit envelope per half window.
-				if s.taken >= max(s.window/2, 1) {
-					grant, s.taken = s.taken, 0
-					s.credit += grant
-				}
-			}
-			s.mu.Unlock()
-			if grant > 0 {
-				if err := s.c.writer.WriteRequest(Request{ID: s.id, Credit: grant}); err != nil {
-					s.c.fail(fmt.Errorf("writing a credit: %w", err))
-				}
-			}
-			return item, nil
-		}
-		if s.end != nil {
-			err := s.end
-			s.mu.Unlock()
-			return nil, err
-		}
-		s.mu.Unlock()
-		select {
-		case <-s.ready:
-		case <-ctx.Done():
-			s.cancel(ctx.Err())
-			return nil, fmt.Errorf("request %s: %w", s.id, ctx.Err())
+	item, grant, err := s.win.Next(ctx)
+	if grant > 0 {
+		if err := s.c.writer.WriteRequest(Request{ID: s.id, Credit: grant}); err != nil {
+			s.c.fail(fmt.Errorf("writing a credit: %w", err))
 		}
 	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		s.cancel(ctx.Err())
+		return nil, fmt.Errorf("request %s: %w", s.id, ctx.Err())
+	}
+	return item, err
 }
 
 // Buffered returns the items received and not yet taken, and their total
 // size in bytes.
-func (s *Stream) Buffered() (items, bytes int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.items), s.bytes
-}
+func (s *Stream) Buffered() (items, bytes int) { return s.win.Buffered() }
 
 // errStreamClosed ends a stream its consumer closed.
 var errStreamClosed = errors.New("stream closed")
@@ -149,50 +113,55 @@ var errStreamClosed = errors.New("stream closed")
 // (a cancel envelope) and its items dropped. Close after the end is a no-op.
 func (s *Stream) Close() { s.cancel(errStreamClosed) }
 
+func (s *Stream) running() bool {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.c.streams[s.id] == s
+}
+
+// forget removes the stream from the client's, reporting whether it was
+// running.
+func (s *Stream) forget() bool {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams[s.id] != s {
+		return false
+	}
+	delete(c.streams, s.id)
+	c.countPendingLocked()
+	return true
+}
+
+// over releases what watches a stream that has ended.
+func (s *Stream) over() {
+	s.mu.Lock()
+	stop := s.stopWatch
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
 // cancel ends a running stream with cause, tells the server, and drops
 // what it buffered.
 func (s *Stream) cancel(cause error) {
-	c := s.c
-	c.mu.Lock()
-	running := c.streams[s.id] == s
-	if running {
-		delete(c.streams, s.id)
-		c.countPendingLocked()
-	}
-	c.mu.Unlock()
-	if !running {
+	if !s.forget() {
 		return
 	}
-	s.mu.Lock()
-	s.items, s.bytes = nil, 0
-	s.mu.Unlock()
-	s.finish(fmt.Errorf("request %s: %w", s.id, cause))
+	s.win.Abort(fmt.Errorf("request %s: %w", s.id, cause))
+	s.over()
 	// Best effort: a connection that fails here fails every call on it.
-	if err := c.writer.WriteRequest(Request{ID: s.id, Cancel: true}); err != nil {
-		c.fail(fmt.Errorf("writing a cancel: %w", err))
+	if err := s.c.writer.WriteRequest(Request{ID: s.id, Cancel: true}); err != nil {
+		s.c.fail(fmt.Errorf("writing a cancel: %w", err))
 	}
 }
 
-// finish records the end of the stream, unless it has one, and wakes Next.
-func (s *Stream) finish(end error) {
-	s.mu.Lock()
-	first := s.end == nil
-	if first {
-		s.end = end
-	}
-	stop := s.stopWatch
-	s.mu.Unlock()
-	if first && stop != nil {
-		stop()
-	}
-	s.signal()
-}
-
-func (s *Stream) signal() {
-	select {
-	case s.ready <- struct{}{}:
-	default:
-	}
+// fail ends the stream with the connection's failure, keeping the items
+// received before it.
+func (s *Stream) fail(err error) {
+	s.win.Finish(err)
+	s.over()
 }
 
 // deliver hands resp, read by the reader goroutine, to its stream s. An
@@ -200,40 +169,27 @@ func (s *Stream) signal() {
 // connection.
 func (c *Client) deliver(s *Stream, resp Response) error {
 	if resp.Item {
-		s.mu.Lock()
-		if s.credit == 0 {
-			s.mu.Unlock()
-			return fmt.Errorf("the server sent an item for request %s beyond the credit it was granted", s.id)
+		if err := s.win.Receive(resp.Payload); err != nil {
+			return fmt.Errorf("the server sent request %s %w", s.id, err)
 		}
-		s.credit--
-		s.items = append(s.items, resp.Payload)
-		s.bytes += len(resp.Payload)
-		s.mu.Unlock()
-		s.signal()
 		return nil
 	}
 	// The stream's last envelope: its end, its error, or the one response
 	// of a handler that does not stream, which is then the only item.
-	c.mu.Lock()
-	delete(c.streams, s.id)
-	c.countPendingLocked()
-	c.mu.Unlock()
+	s.forget()
+	defer s.over()
 	switch {
 	case resp.End:
-		s.finish(io.EOF)
+		s.win.Finish(io.EOF)
 	case resp.Payload != nil:
-		s.mu.Lock()
-		s.items = append(s.items, resp.Payload)
-		s.bytes += len(resp.Payload)
-		s.mu.Unlock()
-		s.finish(io.EOF)
+		s.win.Last(resp.Payload)
 	default:
 		appErr, err := DecodeError(resp.Error)
 		if err != nil {
-			s.finish(err)
+			s.win.Finish(err)
 			return err
 		}
-		s.finish(appErr)
+		s.win.Finish(appErr)
 	}
 	return nil
 }

@@ -154,7 +154,7 @@ func (m *muxClient) read() {
 	m.open = make(map[uint64]*muxStream)
 	m.mu.Unlock()
 	for _, st := range open {
-		st.finish(err)
+		st.win.Finish(err)
 	}
 	m.conn.Close()
 }

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"sync"
 
 	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/internal/flow"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
@@ -118,23 +118,17 @@ func (e *Executor) streamError(ctx context.Context, path string, err error) erro
 }
 
 // muxStream is a stream in progress on the execute channel: the items
-// received and not yet taken, at most its window, and the credit granted.
+// received and not yet taken, at most its window, under the credit
+// granted.
 type muxStream struct {
-	m      *muxClient
-	id     uint64
-	window uint64
-
-	mu     sync.Mutex
-	items  [][]byte
-	credit uint64 // items the daemon may still send
-	taken  uint64 // items taken and not yet granted back
-	end    error  // io.EOF, an *api.Error, the channel's failure; nil while it runs
-	ready  chan struct{}
+	m   *muxClient
+	id  uint64
+	win *flow.Window
 }
 
 // startStream registers a stream and sends its request.
 func (m *muxClient) startStream(req api.MuxRequest) (*muxStream, error) {
-	st := &muxStream{m: m, window: req.Stream, credit: req.Stream, ready: make(chan struct{}, 1)}
+	st := &muxStream{m: m, win: flow.NewWindow(int(req.Stream))}
 	m.mu.Lock()
 	if m.err != nil {
 		m.mu.Unlock()
@@ -155,15 +149,9 @@ func (m *muxClient) startStream(req api.MuxRequest) (*muxStream, error) {
 // the credit granted is a protocol error, returned to end the channel.
 func (m *muxClient) deliver(st *muxStream, resp api.MuxResponse) error {
 	if resp.Item != nil {
-		st.mu.Lock()
-		if st.credit == 0 {
-			st.mu.Unlock()
-			return fmt.Errorf("the daemon sent an item for stream %d beyond the credit it was granted", st.id)
+		if err := st.win.Receive(resp.Item); err != nil {
+			return fmt.Errorf("the daemon sent stream %d %w", st.id, err)
 		}
-		st.credit--
-		st.items = append(st.items, resp.Item)
-		st.mu.Unlock()
-		st.signal()
 		return nil
 	}
 	m.mu.Lock()
@@ -171,15 +159,12 @@ func (m *muxClient) deliver(st *muxStream, resp api.MuxResponse) error {
 	m.mu.Unlock()
 	switch {
 	case resp.End:
-		st.finish(io.EOF)
+		st.win.Finish(io.EOF)
 	case resp.Error != nil:
-		st.finish(decodeMuxError(resp.Error))
+		st.win.Finish(decodeMuxError(resp.Error))
 	default:
 		// One response for the whole stream: its only item.
-		st.mu.Lock()
-		st.items = append(st.items, resp.Payload)
-		st.mu.Unlock()
-		st.finish(io.EOF)
+		st.win.Last(resp.Payload)
 	}
 	return nil
 }
@@ -187,63 +172,24 @@ func (m *muxClient) deliver(st *muxStream, resp api.MuxResponse) error {
 // wait waits until the stream has an item or has ended, and returns its
 // error if it ended with one before any item.
 func (st *muxStream) wait(ctx context.Context) error {
-	for {
-		st.mu.Lock()
-		has, end := len(st.items) > 0, st.end
-		st.mu.Unlock()
-		switch {
-		case has || errors.Is(end, io.EOF):
-			return nil
-		case end != nil:
-			return end
-		}
-		select {
-		case <-st.ready:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return st.win.Wait(ctx)
 }
 
 // next returns the next item, granting the daemon credit back in half
 // windows; io.EOF after the last. When ctx ends first, the stream is
 // cancelled.
 func (st *muxStream) next(ctx context.Context) ([]byte, error) {
-	for {
-		st.mu.Lock()
-		if len(st.items) > 0 {
-			item := st.items[0]
-			st.items[0] = nil
-			st.items = st.items[1:]
-			var grant uint64
-			if st.end == nil {
-				st.taken++
-				if st.taken >= max(st.window/2, 1) {
-					grant, st.taken = st.taken, 0
-					st.credit += grant
-				}
-			}
-			st.mu.Unlock()
-			if grant > 0 {
-				if err := st.m.write(api.MuxRequest{ID: st.id, Credit: grant}); err != nil {
-					st.m.conn.Close() // the reader fails the stream
-				}
-			}
-			return item, nil
-		}
-		if st.end != nil {
-			err := st.end
-			st.mu.Unlock()
-			return nil, err
-		}
-		st.mu.Unlock()
-		select {
-		case <-st.ready:
-		case <-ctx.Done():
-			st.close()
-			return nil, ctx.Err()
+	item, grant, err := st.win.Next(ctx)
+	if grant > 0 {
+		if err := st.m.write(api.MuxRequest{ID: st.id, Credit: uint64(grant)}); err != nil {
+			st.m.conn.Close() // the reader fails the stream
 		}
 	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		st.close()
+		return nil, ctx.Err()
+	}
+	return item, err
 }
 
 // close ends the stream: one still running is cancelled in the daemon (a
@@ -254,7 +200,7 @@ func (st *muxStream) close() {
 	running := m.open[st.id] == st
 	delete(m.open, st.id)
 	m.mu.Unlock()
-	st.finish(errStreamClosed)
+	st.win.Abort(errStreamClosed)
 	if running && m.cancels {
 		if err := m.write(api.MuxRequest{ID: st.id, Cancel: true}); err != nil {
 			m.conn.Close()
@@ -263,24 +209,3 @@ func (st *muxStream) close() {
 }
 
 var errStreamClosed = errors.New("stream closed")
-
-// finish records the stream's end, unless it has one, and wakes its
-// reader.
-func (st *muxStream) finish(end error) {
-	st.mu.Lock()
-	if st.end == nil {
-		st.end = end
-		if end == errStreamClosed {
-			st.items = nil
-		}
-	}
-	st.mu.Unlock()
-	st.signal()
-}
-
-func (st *muxStream) signal() {
-	select {
-	case st.ready <- struct{}{}:
-	default:
-	}
-}
