@@ -412,8 +412,10 @@ async def test_stream_of_handlers_that_do_not_stream(
     root = Path(os.environ.get("TMPDIR", "/tmp")) / f"root-{secrets.token_hex(3)}"
     async with Runtime(binary=binary, runtime_root=root, uploads=uploads) as runtime:
         assert [item async for item in runtime.stream(app, {"value": "hi"})] == [{"value": "hi"}]
+        # A stream's handler has its caller's deadline, not the request
+        # timeout (which bounds each wait for an item): none here.
         (deadline,) = [item async for item in runtime.stream(artifacts["capable"], {"op": "deadline"})]
-        assert 0 < deadline["n"] <= 30_000
+        assert deadline["n"] == -1
         items = []
         with pytest.raises(RemoteExecutionError) as info:
             async for item in runtime.stream(app, {"op": "fail", "value": "it broke", "millis": 7}):

@@ -197,12 +197,7 @@ class MuxChannel(asyncio.Protocol):
             raise ValueError(f"a stream's window must be at least 1, got {window}")
         self._next = rid = self._next + 1
         size = len(payload)
-        if size < 0x100:
-            tail = _PAYLOAD_BIN8.pack(_PAYLOAD_KEY, 0xC4, size)
-        elif size < 0x10000:
-            tail = _PAYLOAD_BIN16.pack(_PAYLOAD_KEY, 0xC5, size)
-        else:
-            tail = _PAYLOAD_BIN32.pack(_PAYLOAD_KEY, 0xC6, size)
+        tail = _payload_head(size)
         credit = _STREAM_KEY + msgpack.packb(window)
         head, pairs = fields
         length = 13 + len(pairs) + len(tail) + size + len(credit)
@@ -248,12 +243,7 @@ class MuxChannel(asyncio.Protocol):
             raise self._error
         self._next = rid = self._next + 1
         size = len(payload)
-        if size < 0x100:
-            tail = _PAYLOAD_BIN8.pack(_PAYLOAD_KEY, 0xC4, size)
-        elif size < 0x10000:
-            tail = _PAYLOAD_BIN16.pack(_PAYLOAD_KEY, 0xC5, size)
-        else:
-            tail = _PAYLOAD_BIN32.pack(_PAYLOAD_KEY, 0xC6, size)
+        tail = _payload_head(size)
         head, pairs = fields
         length = 13 + len(pairs) + len(tail) + size
         frame = (_FRAME_HEAD.pack(length, head, _ID_KEY, 0xCF, rid), pairs, tail, payload)
@@ -606,3 +596,14 @@ class MuxStream:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _payload_head(size: int) -> bytes:
+    """The "payload" key and the header of a bin of size bytes, in its
+    smallest form."""
+
+    if size < 0x100:
+        return _PAYLOAD_BIN8.pack(_PAYLOAD_KEY, 0xC4, size)
+    if size < 0x10000:
+        return _PAYLOAD_BIN16.pack(_PAYLOAD_KEY, 0xC5, size)
+    return _PAYLOAD_BIN32.pack(_PAYLOAD_KEY, 0xC6, size)
