@@ -33,6 +33,10 @@ func main() {
 	// The first signal cancels ctx and lets the command clean up; a second
 	// one ends the process at once.
 	context.AfterFunc(ctx, stop)
+	// A reader of standard output that goes away (run ... | head) makes
+	// writes fail with EPIPE rather than kill the process before it has
+	// stopped its containers.
+	signal.Ignore(syscall.SIGPIPE)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

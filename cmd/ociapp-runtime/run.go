@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/ociapp/ociapp/jsonpayload"
@@ -145,7 +146,12 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		}
 		return fail(stderr, ef.kind, execErr)
 	}
-	if writeErr != nil {
+	switch {
+	case errors.Is(writeErr, syscall.EPIPE):
+		// The reader took what it wanted (run ... | head): the handler
+		// was cancelled and the container stopped.
+		return exitOK
+	case writeErr != nil:
 		fmt.Fprintln(stderr, "ociapp-runtime: writing the response:", writeErr)
 		return exitOther
 	}

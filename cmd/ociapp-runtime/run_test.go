@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -210,4 +211,32 @@ func testArtifactIfName(t *testing.T, arg string) string {
 		return testArtifact(t, arg)
 	}
 	return ""
+}
+
+// closingReader is standard output whose reader goes away after n writes,
+// as `head -n` does.
+type closingReader struct{ n int }
+
+func (w *closingReader) Write(p []byte) (int, error) {
+	if w.n == 0 {
+		return 0, syscall.EPIPE
+	}
+	w.n--
+	return len(p), nil
+}
+
+// TestRunStreamToAReaderThatGoesAway: run ... | head ends an endless
+// stream: the handler is cancelled, the container stopped, and run exits 0.
+func TestRunStreamToAReaderThatGoesAway(t *testing.T) {
+	eng := dockertest.Engine(t)
+	stateDir := testenv.ShortTempDir(t)
+	var stderr bytes.Buffer
+	args := []string{"run", "--state-dir", stateDir, testArtifact(t, "streamer"), `{"count": -1}`}
+	if got := run(t.Context(), args, strings.NewReader(""), &closingReader{n: 2}, &stderr); got != exitOK {
+		t.Fatalf("exit %d, stderr %q", got, stderr.String())
+	}
+	list, err := eng.ListContainers(t.Context(), map[string]string{runtime.LabelStateDir: stateDir})
+	if err != nil || len(list) != 0 {
+		t.Fatalf("containers left: %v, %v", list, err)
+	}
 }
