@@ -60,9 +60,11 @@ func TestCapabilitiesOf(t *testing.T) {
 		want  capabilities
 	}{
 		{nil, capabilities{}},
-		{[]string{"stream", "ping"}, capabilities{}},
+		{[]string{"ping", "pong"}, capabilities{}},
 		{[]string{"cancel"}, capabilities{cancel: true}},
 		{[]string{"cancel", "deadline"}, capabilities{deadline: true, cancel: true}},
+		{[]string{"stream", "ping"}, capabilities{stream: true}},
+		{[]string{"cancel", "deadline", "stream"}, capabilities{deadline: true, cancel: true, stream: true}},
 	} {
 		if got := capabilitiesOf(tt.names); got != tt.want {
 			t.Errorf("capabilitiesOf(%q) = %+v, want %+v", tt.names, got, tt.want)
