@@ -1,6 +1,7 @@
 package ociapp_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -124,6 +126,91 @@ func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
 		}
 		return nil
 	}, cpustat.Proc(echo))
+}
+
+// BenchmarkRoundTripCrossProcess is the protocol round trip at c1 with the
+// Go SDK's echo server in a second process, served as a container serves
+// it (serve, one thread): with the protocol client as it is, with the
+// client process on one thread, and with the calling goroutine reading its
+// own response from the socket (raw frames, no reader goroutine). The
+// difference between the first and the last is the cost of handing each
+// response from the client's reader goroutine to its caller, which on a
+// virtual machine often wakes a second thread.
+func BenchmarkRoundTripCrossProcess(b *testing.B) {
+	payload, _ := protocol.EncodePayload(echoRequest{Value: "hello"})
+	b.Run("client", func(b *testing.B) {
+		path, echo := startEchoProcess(b)
+		c, err := protocol.Dial(context.Background(), path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		benchtest.RunConcurrent(b, 1, func() error {
+			_, err := c.Call(context.Background(), payload)
+			return err
+		}, cpustat.Proc(echo))
+	})
+	b.Run("client,GOMAXPROCS=1", func(b *testing.B) {
+		path, echo := startEchoProcess(b)
+		c, err := protocol.Dial(context.Background(), path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(1))
+		benchtest.RunConcurrent(b, 1, func() error {
+			_, err := c.Call(context.Background(), payload)
+			return err
+		}, cpustat.Proc(echo))
+	})
+	b.Run("caller-reads", func(b *testing.B) {
+		path, echo := startEchoProcess(b)
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		var id protocol.ID
+		var frame []byte
+		benchtest.RunConcurrent(b, 1, func() error {
+			id[15]++
+			frame = protocol.AppendRequestFrame(frame[:0], protocol.Request{ID: id, Payload: payload})
+			if _, err := conn.Write(frame); err != nil {
+				return err
+			}
+			body, err := protocol.ReadFrame(r, protocol.DefaultMaxFrameSize)
+			if err != nil {
+				return err
+			}
+			_, err = protocol.DecodeResponse(body)
+			return err
+		}, cpustat.Proc(echo))
+	})
+}
+
+// startEchoProcess runs the echo server in a second process and returns
+// its socket and process id, once it listens.
+func startEchoProcess(b *testing.B) (string, int) {
+	path := filepath.Join(b.TempDir(), "echo.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "OCIAPP_TEST_ECHO_SOCKET="+path)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return path, cmd.Process.Pid
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the echo process never listened")
+		}
+	}
 }
 
 // pingPong returns one blocking 4-byte round trip on conn.
