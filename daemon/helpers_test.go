@@ -31,6 +31,14 @@ type testDaemon struct {
 
 func startServer(t *testing.T, rt daemon.Runner, opts ...daemon.Option) *testDaemon {
 	t.Helper()
+	d, _ := startServerStop(t, rt, opts...)
+	return d
+}
+
+// startServerStop is startServer, also returning stop, which drains the
+// daemon.
+func startServerStop(t *testing.T, rt daemon.Runner, opts ...daemon.Option) (*testDaemon, func() error) {
+	t.Helper()
 	dir := testenv.ShortTempDir(t)
 	storeDir := filepath.Join(dir, "store")
 	store, err := daemon.OpenStore(storeDir, nil)
@@ -41,10 +49,10 @@ func startServer(t *testing.T, rt daemon.Runner, opts ...daemon.Option) *testDae
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock, _ := daemontest.Serve(t, srv, dir)
+	sock, stop := daemontest.Serve(t, srv, dir)
 	d := &testDaemon{srv: srv, storeDir: storeDir, sock: sock, client: unixClient(sock)}
 	t.Cleanup(d.client.CloseIdleConnections)
-	return d
+	return d, stop
 }
 
 func unixClient(sock string) *http.Client {

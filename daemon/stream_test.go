@@ -9,16 +9,13 @@ import (
 	"net/http"
 	neturl "net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/internal/mpwire"
-	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testenv/daemontest"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
@@ -343,25 +340,6 @@ func TestMuxStreamRefused(t *testing.T) {
 
 // newStreamRunner is a fake runner that streams with p.
 func newStreamRunner(p *producer) *daemontest.Runner { return &daemontest.Runner{StreamFn: p.stream} }
-
-// startServerStop is startServer, also returning stop, which drains the
-// daemon.
-func startServerStop(t *testing.T, rt daemon.Runner) (*testDaemon, func() error) {
-	t.Helper()
-	dir := testenv.ShortTempDir(t)
-	store, err := daemon.OpenStore(filepath.Join(dir, "store"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := daemon.New(rt, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock, stop := daemontest.Serve(t, srv, dir)
-	d := &testDaemon{srv: srv, sock: sock, client: unixClient(sock)}
-	t.Cleanup(d.client.CloseIdleConnections)
-	return d, stop
-}
 
 // streamLines posts a stream request and returns the response and its
 // lines.
