@@ -231,8 +231,7 @@ func (c *Client) result(resp Response) ([]byte, error) {
 // the client's own poll group if it has one; c.mu is held. Streams are not
 // counted: the poller waits for their items without polling, as their
 // items come in a flow that polling between them only costs processor
-// time for (BenchmarkEngineStream: about 5 µs of the caller's CPU per
-// item, at a lower rate of items).
+// time for (docs/protocol.md, Busy polling).
 func (c *Client) countPendingLocked() {
 	n := int32(len(c.pending))
 	old := c.awaiting.Swap(n)
