@@ -13,6 +13,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -209,33 +210,56 @@ func (e *Engine) WaitContainer(ctx context.Context, id string) (engine.Container
 		}
 		return engine.ContainerState{}, fmt.Errorf("%s: %w", op, err)
 	}
-	// A SIGKILL without the OOM flag may be an OOM kill whose event has not
-	// landed yet: the daemon handles containerd's exit and OOM events
-	// separately, and on a loaded cgroup v1 host the exit can come first.
-	// Look again briefly before reporting a plain kill.
-	for range oomSettleChecks {
-		if st.ExitCode != 137 || st.OOMKilled || st.Running {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return st, nil
-		case <-time.After(oomSettleInterval):
-		}
-		again, err := e.InspectContainer(ctx, id)
-		if err != nil {
-			break
-		}
-		st = again
+	if st.ExitCode == 137 && !st.OOMKilled && !st.Running && !st.StartedAt.IsZero() {
+		st.OOMKilled = e.oomEventLogged(ctx, id, st.StartedAt)
 	}
 	return st, nil
 }
 
-// How long WaitContainer waits for a late OOM event: 5 × 40 ms.
-const (
-	oomSettleChecks   = 5
-	oomSettleInterval = 40 * time.Millisecond
-)
+// oomEventLogged reports whether the daemon logged an "oom" event for the
+// container since it started, waiting up to oomEventGrace for one still on
+// its way.
+//
+// A SIGKILL without the OOM flag may still be an OOM kill: containerd's
+// shim watches for OOM and for the exit on separate paths, and when the
+// exit reaches the daemon first, Docker 20.10 records OOMKilled false for
+// good and only logs the "oom" event it gets next. Newer daemons set the
+// flag on the late event. The event log is right on both.
+func (e *Engine) oomEventLogged(ctx context.Context, id string, startedAt time.Time) bool {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, errs := e.cli.Events(ctx, events.ListOptions{
+		Since: unixTimestamp(startedAt.Add(-time.Second)),
+		Until: unixTimestamp(time.Now().Add(oomEventGrace)),
+		Filters: filters.NewArgs(
+			filters.Arg("type", string(events.ContainerEventType)),
+			filters.Arg("container", id),
+			filters.Arg("event", string(events.ActionOOM)),
+		),
+	})
+	for {
+		select {
+		case <-msgs:
+			return true
+		case err := <-errs:
+			// io.EOF once the log up to Until is read; anything else
+			// (ctx ended, daemon gone) leaves the state as inspected.
+			if err != nil && !errors.Is(err, io.EOF) {
+				e.log.Debug("reading the event log for an OOM kill", "container", id, "error", err)
+			}
+			return false
+		}
+	}
+}
+
+// oomEventGrace is how long after a SIGKILL exit WaitContainer waits for
+// the daemon to log a late OOM event.
+const oomEventGrace = 250 * time.Millisecond
+
+// unixTimestamp formats t as the events API's "seconds.nanoseconds".
+func unixTimestamp(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
+}
 
 // ContainerLogs returns the container's stdout and stderr, interleaved in
 // the order they were written, limited to the last tailLines lines
