@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -40,15 +39,38 @@ const busyPollMaxInFlight = 2
 type PollGroup struct {
 	inFlight atomic.Int32
 	// hostLooked is when the group last looked at the host's runnable
-	// tasks (Unix nanoseconds, 0 never), hostBusy what it saw.
-	hostLooked atomic.Int64
-	hostBusy   atomic.Bool
+	// tasks (Unix nanoseconds, 0 never); hostCrowdedLooks counts the looks
+	// in a row that found it crowded, and hostBusy is what the group
+	// concludes.
+	hostLooked       atomic.Int64
+	hostCrowdedLooks atomic.Int32
+	hostBusy         atomic.Bool
 }
 
 // hostLookInterval is how long what a group saw of the host's runnable
 // tasks stands, so that a process looks at most a thousand times a
 // second, whatever its request rate.
 const hostLookInterval = time.Millisecond
+
+// hostCrowdedSlack is how many runnable tasks beyond one per CPU a host
+// may show without being crowded. A request's path has a poller at each end
+// (this process's and its server's), and the Go runtime of each process
+// wakes a thread of its own now and then (its monitor, the network poller
+// for a response's arrival), which on a host whose CPUs the two pollers
+// fill has to wait for one. Counting that as crowding stopped most polls
+// on a 2-CPU host with a caller and its server alone on it: the Go echo's
+// c1 p50 was 40-47 µs; with this slack, 18-21 µs (docs/protocol.md, Busy
+// polling).
+const hostCrowdedSlack = 1
+
+// hostCrowdedAfter is how many looks in a row must find the host crowded
+// for a group to take it as crowded. One look finds a task waiting for a
+// CPU at a moment; a host on which pollers at both ends of a connection
+// already fill the CPUs shows one at many moments, if only the thread the
+// network poller wakes for each response, which needs the CPU for a few
+// microseconds. Two looks a millisecond apart both finding one mean a task
+// that keeps wanting the CPU.
+const hostCrowdedAfter = 2
 
 // hostCrowded is hostCrowded as the group last saw it, looking again when
 // that is older than hostLookInterval.
@@ -58,7 +80,13 @@ func (g *PollGroup) hostCrowded() bool {
 	if (last != 0 && now-last < int64(hostLookInterval)) || !g.hostLooked.CompareAndSwap(last, now) {
 		return g.hostBusy.Load()
 	}
-	busy := hostCrowded()
+	looks := int32(0)
+	if hostCrowded() {
+		looks = g.hostCrowdedLooks.Add(1)
+	} else {
+		g.hostCrowdedLooks.Store(0)
+	}
+	busy := looks >= hostCrowdedAfter
 	g.hostBusy.Store(busy)
 	return busy
 }
@@ -84,17 +112,18 @@ const busyPollCrowded = 50 * time.Microsecond
 const busyPollHostCheckEvery = 32
 
 // hostCrowded reports whether the host has more runnable tasks than this
-// process has CPUs, counting the caller itself: then a task is waiting for
-// a CPU, and polling would take the CPU from it. The count is the fourth
-// field of /proc/loadavg ("runnable/total"), which containers see too;
-// where it cannot be read, the host is taken as not crowded.
+// process has CPUs, plus hostCrowdedSlack, counting the caller itself: then
+// a task is waiting for a CPU, and polling would take the CPU from it. The
+// count is the fourth field of /proc/loadavg ("runnable/total"), which
+// containers see too; where it cannot be read, the host is taken as not
+// crowded.
 func hostCrowded() bool {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return false
 	}
 	runnable, ok := parseRunnable(string(data))
-	return ok && runnable > runtime.NumCPU()
+	return ok && runnable > runtime.NumCPU()+hostCrowdedSlack
 }
 
 // parseRunnable reads the runnable tasks from a /proc/loadavg line.
@@ -118,40 +147,26 @@ func parseRunnable(loadavg string) (int, bool) {
 // client sleeps) spends one budget per this many reads.
 const busyPollMaxBackoff = 64
 
-// pollingReader reads a Unix socket for a client's reader goroutine, or for
-// a server's (see NewPollingReader). While data is awaited it polls the
-// socket without blocking for up to its budget, yielding to other
-// goroutines between attempts; otherwise, and once the budget is spent, it
-// waits in the network poller. On a client, a call sent while the reader
-// waits there interrupts the wait (with an expired read deadline), so the
-// reader polls for that call's response too.
+// pollPolicy is when to poll and when to stop: the budget, the signs of a
+// crowded CPU, and the back-off after polls that came back empty-handed.
+// A server's pollingReader and a Client's callers share it.
 //
 // Polling adapts: a poll that ends without data, or that finds the CPU
-// crowded (busyPollCrowded), makes the reader skip polling for a number of
-// reads that doubles with each such miss, up to busyPollMaxBackoff, and
+// crowded (busyPollCrowded), makes the next polls be skipped for a number
+// of reads that doubles with each such miss, up to busyPollMaxBackoff, and
 // halves with each poll that finds its data.
-type pollingReader struct {
-	conn   net.Conn
-	raw    syscall.RawConn
+type pollPolicy struct {
 	budget time.Duration
 	// crowdedAfter is busyPollCrowded, or what a test sets.
 	crowdedAfter time.Duration
 	// hostBusy is the group's hostCrowded; nil (in tests) never finds the
 	// host busy.
 	hostBusy func() bool
-	// wakeable: calls interrupt the reader's sleep with an expired read
-	// deadline (wake), so a deadline error means a call, not the end of
-	// reading. A server's reader is not woken, and its owner's deadlines
-	// pass through.
-	wakeable bool
-	awaiting *atomic.Int32 // calls waiting for a response on this connection
 	inFlight *atomic.Int32 // requests in progress, as the PollGroup counts them
 
-	sent     atomic.Uint64 // calls sent so far: each one restarts the budget
-	sleeping atomic.Bool   // in a blocking read that a new call should interrupt
-	resting  atomic.Bool   // skipping polls after misses; see backoff
+	resting atomic.Bool // skipping polls after misses; see backoff
 
-	// Owned by the reading goroutine.
+	// Owned by the poller (a Client serialises its callers' updates).
 	backoff int    // reads to skip after the next miss, before doubling
 	skip    int    // reads left to make without polling
 	hits    uint64 // polls that found data, for tests
@@ -159,115 +174,140 @@ type pollingReader struct {
 	crowded uint64 // polls that found the CPU crowded, for tests
 }
 
-// newPollingReader returns a reader for conn that polls for up to budget,
-// or nil when conn is not a socket it can poll or budget is not positive.
-func newPollingReader(conn net.Conn, budget time.Duration, wakeable bool, awaiting *atomic.Int32, group *PollGroup) *pollingReader {
+func newPollPolicy(budget time.Duration, group *PollGroup) *pollPolicy {
+	if budget <= 0 {
+		return nil
+	}
+	return &pollPolicy{budget: budget, crowdedAfter: busyPollCrowded, hostBusy: group.hostCrowded, inFlight: &group.inFlight}
+}
+
+// wantPoll reports whether polling has been paying off and the group is
+// lightly loaded.
+func (p *pollPolicy) wantPoll() bool {
+	return p.inFlight.Load() <= busyPollMaxInFlight && !p.resting.Load()
+}
+
+// A pollRound is one wait polled for: it says when to stop.
+type pollRound struct {
+	began, last time.Time
+	polls       int
+}
+
+// goOn reports whether the round should poll once more, after a yield;
+// when it should not, it has accounted for the miss.
+func (p *pollPolicy) goOn(round *pollRound) bool {
+	now := time.Now()
+	if round.began.IsZero() {
+		round.began, round.last = now, now
+	}
+	crowded := now.Sub(round.last) > p.crowdedAfter
+	if !crowded && round.polls%busyPollHostCheckEvery == 0 && p.hostBusy != nil {
+		crowded = p.hostBusy()
+	}
+	round.polls++
+	if !crowded && now.Sub(round.began) < p.budget {
+		round.last = now
+		return true
+	}
+	if crowded {
+		p.crowded++
+	}
+	p.miss()
+	return false
+}
+
+// hit accounts for a wait that polled and found its data.
+func (p *pollPolicy) hit() {
+	p.hits++
+	p.backoff /= 2
+}
+
+// miss accounts for a poll that spent its budget without data.
+func (p *pollPolicy) miss() {
+	p.misses++
+	p.backoff = min(max(2*p.backoff, 1), busyPollMaxBackoff)
+	p.skip = p.backoff
+	p.resting.Store(true)
+}
+
+// rest accounts for a wait made without polling: one fewer to skip.
+func (p *pollPolicy) rest() {
+	if p.skip > 0 {
+		p.skip--
+		if p.skip == 0 {
+			p.resting.Store(false)
+		}
+	}
+}
+
+// pollingReader reads a server's Unix socket (see NewPollingReader). When
+// the socket has nothing to read, it polls it without blocking for up to
+// its budget, yielding to other goroutines between attempts; otherwise, and
+// once the budget is spent, it waits in the network poller.
+type pollingReader struct {
+	*pollPolicy
+	conn net.Conn
+	raw  syscall.RawConn
+}
+
+// NewPollingReader returns a reader of conn for a server's connection: when
+// conn has nothing to read, it polls conn for up to budget before it sleeps
+// in the network poller, as long as g counts at most two requests in
+// progress, and it backs off as a Client's callers do when polls come back
+// empty-handed. A server that polls for the next request after answering
+// one spares that request the wake-up of its sleeping thread. It returns
+// conn itself when budget is not positive or conn is not a socket that can
+// be polled.
+func NewPollingReader(conn net.Conn, budget time.Duration, g *PollGroup) io.Reader {
+	raw := rawConn(conn)
+	policy := newPollPolicy(budget, g)
+	if raw == nil || policy == nil {
+		return conn
+	}
+	return &pollingReader{pollPolicy: policy, conn: conn, raw: raw}
+}
+
+// rawConn returns conn's file descriptor access, or nil when it has none.
+func rawConn(conn net.Conn) syscall.RawConn {
 	sc, ok := conn.(syscall.Conn)
-	if !ok || budget <= 0 {
+	if !ok {
 		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	return &pollingReader{conn: conn, raw: raw, budget: budget, crowdedAfter: busyPollCrowded, hostBusy: group.hostCrowded, wakeable: wakeable, awaiting: awaiting, inFlight: &group.inFlight}
-}
-
-// NewPollingReader returns a reader of conn for a server's connection: when
-// conn has nothing to read, it polls conn for up to budget before it sleeps
-// in the network poller, as long as g counts at most two requests in
-// progress, and it backs off as a Client's reader does when polls come back
-// empty-handed. A server that polls for the next request after answering
-// one spares that request the wake-up of its sleeping thread. It returns
-// conn itself when budget is not positive or conn is not a socket that can
-// be polled.
-func NewPollingReader(conn net.Conn, budget time.Duration, g *PollGroup) io.Reader {
-	always := new(atomic.Int32) // a server always awaits its next request
-	always.Store(1)
-	if r := newPollingReader(conn, budget, false, always, g); r != nil {
-		return r
-	}
-	return conn
-}
-
-// wantPoll reports whether a response is awaited on a connection that
-// polling has been paying off for, in a lightly loaded group.
-func (r *pollingReader) wantPoll() bool {
-	return r.awaiting.Load() > 0 && r.inFlight.Load() <= busyPollMaxInFlight && !r.resting.Load()
+	return raw
 }
 
 // Read reads what the socket holds, polling or waiting for it.
 func (r *pollingReader) Read(p []byte) (int, error) {
-	var began, last time.Time // when polling began and last yielded; zero while not polling
-	polls := 0
-	missed := false
-	seen := r.sent.Load()
+	var round pollRound
+	polled, missed := false, false
 	for {
 		n, err, empty := r.tryRead(p)
 		if !empty {
 			switch {
-			case !began.IsZero():
+			case polled:
 				r.hit()
 			case !missed:
 				r.rest()
 			}
 			return n, err
 		}
-		if sent := r.sent.Load(); sent != seen {
-			seen, began = sent, time.Time{} // a new call: a new budget
-		}
-		if r.wantPoll() {
-			now := time.Now()
-			if began.IsZero() {
-				began, last = now, now
-			}
-			crowded := now.Sub(last) > r.crowdedAfter
-			if !crowded && polls%busyPollHostCheckEvery == 0 && r.hostBusy != nil {
-				crowded = r.hostBusy()
-			}
-			polls++
-			if !crowded && now.Sub(began) < r.budget {
-				last = now
+		if !missed && r.wantPoll() {
+			if r.goOn(&round) {
+				polled = true
 				runtime.Gosched()
 				continue
 			}
-			if crowded {
-				r.crowded++
-			}
-			r.miss()
-			began, missed = time.Time{}, true
+			missed = true
 		}
-		n, err, interrupted := r.sleep(p, seen)
-		if !interrupted {
-			if !missed {
-				r.rest()
-			}
-			return n, err
+		n, err = r.conn.Read(p)
+		if !missed {
+			r.rest()
 		}
-	}
-}
-
-// hit accounts for a read that polled and found its data.
-func (r *pollingReader) hit() {
-	r.hits++
-	r.backoff /= 2
-}
-
-// miss accounts for a poll that spent its budget without data.
-func (r *pollingReader) miss() {
-	r.misses++
-	r.backoff = min(max(2*r.backoff, 1), busyPollMaxBackoff)
-	r.skip = r.backoff
-	r.resting.Store(true)
-}
-
-// rest accounts for a read made without polling: one fewer to skip.
-func (r *pollingReader) rest() {
-	if r.skip > 0 {
-		r.skip--
-		if r.skip == 0 {
-			r.resting.Store(false)
-		}
+		return n, err
 	}
 }
 
@@ -276,21 +316,10 @@ func (r *pollingReader) rest() {
 func (r *pollingReader) tryRead(p []byte) (n int, err error, empty bool) {
 	var readErr error
 	err = r.raw.Read(func(fd uintptr) bool {
-		for {
-			n, readErr = syscall.Read(int(fd), p)
-			if readErr != syscall.EINTR {
-				return true
-			}
-		}
+		n, readErr = readNonblocking(fd, p)
+		return true
 	})
 	switch {
-	case r.wakeable && errors.Is(err, os.ErrDeadlineExceeded):
-		// A call's interruption that arrived after the wait it was meant
-		// for had already ended: it has nothing left to interrupt.
-		if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
-			return 0, err, false
-		}
-		return 0, nil, true
 	case err != nil:
 		return 0, err, false
 	case readErr == syscall.EAGAIN:
@@ -303,33 +332,13 @@ func (r *pollingReader) tryRead(p []byte) (n int, err error, empty bool) {
 	return n, nil, false
 }
 
-// sleep reads through the network poller, blocking until there is data, the
-// connection ends, or a new call interrupts it. seen is the number of calls
-// sent that the reader has accounted for.
-func (r *pollingReader) sleep(p []byte, seen uint64) (n int, err error, interrupted bool) {
-	r.sleeping.Store(true)
-	if r.sent.Load() != seen && r.wantPoll() && r.sleeping.CompareAndSwap(true, false) {
-		// A call arrived while the reader was deciding to sleep, perhaps
-		// too early to see the flag: poll for it instead.
-		return 0, nil, true
-	}
-	n, err = r.conn.Read(p)
-	r.sleeping.Store(false)
-	if r.wakeable && errors.Is(err, os.ErrDeadlineExceeded) {
-		// The client sets no deadlines of its own: this is wake's.
-		if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
-			return 0, err, false
+// readNonblocking reads the non-blocking socket fd once, retrying when a
+// signal interrupts it; syscall.EAGAIN means there was nothing to read.
+func readNonblocking(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(fd), p)
+		if err != syscall.EINTR {
+			return n, err
 		}
-		return 0, nil, true
-	}
-	return n, err, false
-}
-
-// wake records a call just sent and, when the reader should poll for its
-// response, interrupts the reader's blocking read.
-func (r *pollingReader) wake() {
-	r.sent.Add(1)
-	if r.wantPoll() && r.sleeping.Load() && r.sleeping.CompareAndSwap(true, false) {
-		_ = r.conn.SetReadDeadline(time.Unix(1, 0))
 	}
 }

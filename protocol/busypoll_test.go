@@ -14,24 +14,23 @@ import (
 	"time"
 )
 
-// dialPolling connects with the given busy-poll budget and returns the
-// client and its poller, whose counters may be read once the client is
-// closed (Close waits for the reader).
 // neverCrowded keeps a client's polls going however busy the machine, for
 // tests that count what polls find.
 func neverCrowded(c *clientConfig) { c.crowded = time.Hour }
 
-func dialPolling(t *testing.T, path string, budget time.Duration) (*Client, *pollingReader) {
+// dialPolling connects with the given busy-poll budget and returns the
+// client and its poll policy, whose counters may be read between calls.
+func dialPolling(t *testing.T, path string, budget time.Duration) (*Client, *pollPolicy) {
 	t.Helper()
 	c, err := Dial(context.Background(), path, WithBusyPoll(budget), neverCrowded)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if c.poller == nil {
+	if c.poll == nil {
 		t.Fatal("a Unix socket client with a positive budget does not poll")
 	}
-	return c, c.poller
+	return c, c.poll
 }
 
 func callEcho(t *testing.T, c *Client, i int) {
@@ -59,21 +58,42 @@ func slowEcho(delay time.Duration) func(net.Conn, *Writer, <-chan Request) {
 	}
 }
 
-func TestBusyPollWakesTheSleepingReader(t *testing.T) {
+func TestBusyPollCallerFindsItsResponse(t *testing.T) {
 	s := startServer(t, slowEcho(5*time.Millisecond))
 	// A budget no response here outlasts: every call's poll must find its
-	// response, although the reader was asleep when the call was sent.
-	c, poller := dialPolling(t, s.path, 10*time.Second)
+	// response, whether the caller or the reader goroutine read it.
+	c, poll := dialPolling(t, s.path, 10*time.Second)
 	const calls = 5
 	for i := range calls {
-		for !poller.sleeping.Load() {
-			time.Sleep(100 * time.Microsecond)
-		}
 		callEcho(t, c, i)
 	}
-	c.Close()
-	if poller.hits != calls || poller.misses != 0 {
-		t.Errorf("hits %d, misses %d over %d calls: want every call polled for and found", poller.hits, poller.misses, calls)
+	if poll.hits != calls || poll.misses != 0 {
+		t.Errorf("hits %d, misses %d over %d calls: want every call polled for and found", poll.hits, poll.misses, calls)
+	}
+}
+
+func TestBusyPollStopsWhenTheCallersContextEnds(t *testing.T) {
+	// A server that never answers, and a budget no call outlasts: the
+	// caller's context, not the budget, ends the poll.
+	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+		for range reqs {
+		}
+	})
+	c, _ := dialPolling(t, s.path, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx, mustPayload(t, map[string]any{"i": 0}))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call polled on after its context ended")
 	}
 }
 
@@ -85,7 +105,7 @@ func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	poller := c.poller
+	poll := c.poll
 	for range busyPollMaxInFlight + 1 {
 		group.Begin() // requests of the group's owner, elsewhere
 	}
@@ -99,10 +119,9 @@ func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
 	for i := 3; i < 6; i++ {
 		callEcho(t, c, i)
 	}
-	c.Close()
-	if poller.hits != 3 || poller.misses != 0 {
+	if poll.hits != 3 || poll.misses != 0 {
 		t.Errorf("hits %d, misses %d: want no polling while the group counted %d requests, then a poll per call",
-			poller.hits, poller.misses, busyPollMaxInFlight+1)
+			poll.hits, poll.misses, busyPollMaxInFlight+1)
 	}
 }
 
@@ -146,15 +165,14 @@ func TestOwnPollGroupCountsPendingCalls(t *testing.T) {
 
 func TestBusyPollBacksOffWhenResponsesAreSlow(t *testing.T) {
 	s := startServer(t, slowEcho(2*time.Millisecond))
-	c, poller := dialPolling(t, s.path, 50*time.Microsecond)
+	c, poll := dialPolling(t, s.path, 50*time.Microsecond)
 	const calls = 12
 	for i := range calls {
 		callEcho(t, c, i)
 	}
-	c.Close()
 	// Polls for calls 1, 3, 6 and 11 miss; the others are skipped.
-	if poller.hits != 0 || poller.misses == 0 || poller.misses >= calls/2 {
-		t.Errorf("hits %d, misses %d over %d calls: want a few misses and the rest skipped", poller.hits, poller.misses, calls)
+	if poll.hits != 0 || poll.misses == 0 || poll.misses >= calls/2 {
+		t.Errorf("hits %d, misses %d over %d calls: want a few misses and the rest skipped", poll.hits, poll.misses, calls)
 	}
 }
 
@@ -179,7 +197,7 @@ func TestBusyPollBackoff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.steps, func(t *testing.T) {
-			var r pollingReader
+			var r pollPolicy
 			for _, step := range tt.steps {
 				switch step {
 				case 'm':
@@ -199,8 +217,9 @@ func TestBusyPollBackoff(t *testing.T) {
 }
 
 func TestBusyPollConcurrentCalls(t *testing.T) {
-	// Two callers keep the reader polling, sleeping and being woken in every
-	// order; run with the race detector.
+	// Two callers poll and the reader goroutine reads, taking the
+	// connection from each other in every order; run with the race
+	// detector.
 	s := startServer(t, echoHandler)
 	c, _ := dialPolling(t, s.path, 20*time.Microsecond)
 	var wg sync.WaitGroup
@@ -222,24 +241,6 @@ func TestBusyPollConcurrentCalls(t *testing.T) {
 		})
 	}
 	wg.Wait()
-}
-
-func TestBusyPollClearsAStrayDeadline(t *testing.T) {
-	// A wake that lands after the read it meant to interrupt has returned
-	// leaves an expired deadline behind: the next read must clear it, not
-	// fail the connection.
-	s := startServer(t, echoHandler)
-	c, _ := dialPolling(t, s.path, DefaultBusyPoll)
-	callEcho(t, c, 0)
-	if err := c.conn.SetReadDeadline(time.Unix(1, 0)); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i < 5; i++ {
-		callEcho(t, c, i)
-	}
-	if err := c.Err(); err != nil {
-		t.Fatalf("connection ended: %v", err)
-	}
 }
 
 func TestBusyPollIdleConnectionStillSeesTheServerLeave(t *testing.T) {
@@ -269,7 +270,7 @@ func TestBusyPollOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.poller != nil {
+	if c.poll != nil {
 		t.Fatal("WithBusyPoll(0) still polls")
 	}
 	callEcho(t, c, 0)
@@ -278,7 +279,7 @@ func TestBusyPollOff(t *testing.T) {
 	defer server.Close()
 	pc := NewClient(client)
 	defer pc.Close()
-	if pc.poller != nil {
+	if pc.poll != nil {
 		t.Fatal("a connection without a file descriptor polls")
 	}
 }

@@ -66,9 +66,6 @@ func (c *Client) Stream(ctx context.Context, payload []byte, window int) (*Strea
 	if err := c.writer.WriteRequest(req); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
-	if c.poller != nil {
-		c.poller.wake()
-	}
 	if ctx.Done() != nil {
 		s.mu.Lock()
 		s.stopWatch = context.AfterFunc(ctx, func() { s.cancel(ctx.Err()) })
