@@ -80,8 +80,14 @@ func (g *PollGroup) hostCrowded() bool {
 	if (last != 0 && now-last < int64(hostLookInterval)) || !g.hostLooked.CompareAndSwap(last, now) {
 		return g.hostBusy.Load()
 	}
+	return g.noteLook(hostCrowded())
+}
+
+// noteLook records what a look at the host found, and returns what the
+// group concludes.
+func (g *PollGroup) noteLook(crowded bool) bool {
 	looks := int32(0)
-	if hostCrowded() {
+	if crowded {
 		looks = g.hostCrowdedLooks.Add(1)
 	} else {
 		g.hostCrowdedLooks.Store(0)

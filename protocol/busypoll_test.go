@@ -27,10 +27,10 @@ func dialPolling(t *testing.T, path string, budget time.Duration) (*Client, *pol
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if c.poll == nil {
+	if c.reader.poll == nil {
 		t.Fatal("a Unix socket client with a positive budget does not poll")
 	}
-	return c, c.poll
+	return c, c.reader.poll
 }
 
 func callEcho(t *testing.T, c *Client, i int) {
@@ -105,7 +105,7 @@ func TestBusyPollOnlyWhileTheGroupIsLightlyLoaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	poll := c.poll
+	poll := c.reader.poll
 	for range busyPollMaxInFlight + 1 {
 		group.Begin() // requests of the group's owner, elsewhere
 	}
@@ -270,7 +270,7 @@ func TestBusyPollOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.poll != nil {
+	if c.reader.poll != nil {
 		t.Fatal("WithBusyPoll(0) still polls")
 	}
 	callEcho(t, c, 0)
@@ -279,7 +279,7 @@ func TestBusyPollOff(t *testing.T) {
 	defer server.Close()
 	pc := NewClient(client)
 	defer pc.Close()
-	if pc.poll != nil {
+	if pc.reader.poll != nil {
 		t.Fatal("a connection without a file descriptor polls")
 	}
 }
@@ -461,14 +461,38 @@ func TestPollGroupLooksAtTheHostOnceAMillisecond(t *testing.T) {
 	if !g.hostCrowded() {
 		t.Error("the group looked again within the interval")
 	}
-	// Older than the interval: it looks again and keeps what it sees.
+	// Older than the interval: it looks again and counts what it sees.
 	old := time.Now().Add(-2 * hostLookInterval).UnixNano()
 	g.hostLooked.Store(old)
-	want := hostCrowded()
-	if got := g.hostCrowded(); got != want && hostCrowded() == want {
-		t.Errorf("after the interval the group saw %v, the host says %v", got, want)
-	}
+	g.hostCrowdedLooks.Store(0)
+	g.hostCrowded()
 	if g.hostLooked.Load() == old {
 		t.Error("the group did not note when it looked")
+	}
+	if n := g.hostCrowdedLooks.Load(); n != 0 && n != 1 {
+		t.Errorf("after one look the group counts %d crowded looks in a row", n)
+	}
+}
+
+func TestPollGroupTakesTheHostAsCrowdedAfterTwoLooksInARow(t *testing.T) {
+	for _, tt := range []struct {
+		looks string // c: a look found the host crowded; q: quiet
+		want  bool
+	}{
+		{"c", false},
+		{"cc", true},
+		{"ccc", true},
+		{"cqc", false},
+		{"ccq", false},
+		{"qcc", true},
+	} {
+		var g PollGroup
+		var got bool
+		for _, l := range tt.looks {
+			got = g.noteLook(l == 'c')
+		}
+		if got != tt.want || g.hostBusy.Load() != tt.want {
+			t.Errorf("looks %s: crowded %v, want %v", tt.looks, got, tt.want)
+		}
 	}
 }

@@ -7,11 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"runtime"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -20,26 +16,13 @@ import (
 // their responses are matched by request id, in whatever order they come.
 type Client struct {
 	conn      net.Conn
-	raw       syscall.RawConn // nil when conn has no file descriptor
+	reader    *FrameReader
 	writer    *Writer
 	ids       *idSource
 	maxFrame  int
 	logger    *slog.Logger
 	deadlines bool // send each call's time left (the deadline capability)
 	cancels   bool // tell the server when a call is given up (the cancel capability)
-
-	// poll is nil when busy polling is off, or conn cannot be polled;
-	// pollMu serialises the callers' updates of its accounting.
-	poll   *pollPolicy
-	pollMu sync.Mutex
-
-	// rmu is held by whichever goroutine reads the connection: the reader
-	// goroutine, or a caller polling for its response. in is what they
-	// read; again asks the holder to read once more (see pump).
-	rmu    sync.Mutex
-	in     inbox
-	broken error // the inbox's first fault, after which nothing is read
-	again  atomic.Bool
 
 	mu      sync.Mutex
 	pending map[ID]chan<- Response
@@ -139,14 +122,12 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 	}
 	c := &Client{
 		conn:       conn,
-		raw:        rawConn(conn),
 		writer:     NewWriter(conn),
 		ids:        newIDSource(),
 		maxFrame:   cfg.maxFrame,
 		logger:     cfg.logger,
 		deadlines:  cfg.deadlines,
 		cancels:    cfg.cancels,
-		in:         newInbox(cfg.maxFrame, inboxSize),
 		pending:    make(map[ID]chan<- Response),
 		streams:    make(map[ID]*Stream),
 		done:       make(chan struct{}),
@@ -157,12 +138,9 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		c.ownGroup = new(PollGroup)
 		group = c.ownGroup
 	}
-	if c.raw != nil {
-		c.poll = newPollPolicy(cfg.busyPoll, group)
-	}
-	if c.poll != nil && cfg.crowded > 0 {
-		c.poll.crowdedAfter, c.poll.hostBusy = cfg.crowded, nil
-	}
+	c.reader = NewFrameReader(conn, c.deliverFrame, c.failReading, FrameReaderOptions{
+		MaxFrame: cfg.maxFrame, BusyPoll: cfg.busyPoll, PollGroup: group, crowded: cfg.crowded,
+	})
 	go c.readLoop()
 	return c
 }
@@ -203,7 +181,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	if err := c.writer.WriteRequest(req); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
-	if resp, ok := c.pollFor(ctx, ch); ok {
+	if resp, _, polled := PollFor(ctx, c.reader, ch); polled {
 		return c.result(resp)
 	}
 	select {
@@ -315,173 +293,28 @@ func (c *Client) fail(cause error) {
 	close(c.done)
 }
 
-// pollFor polls the connection for the response to come on ch, while the
-// poll policy lets it, and reports whether it came. Reading the response in
-// the calling goroutine spares it the hand-off from the reader goroutine,
-// which wakes a second thread on an otherwise idle machine.
-func (c *Client) pollFor(ctx context.Context, ch <-chan Response) (Response, bool) {
-	p := c.poll
-	if p == nil {
-		return Response{}, false
-	}
-	c.pollMu.Lock()
-	if !p.wantPoll() {
-		p.rest()
-		c.pollMu.Unlock()
-		return Response{}, false
-	}
-	c.pollMu.Unlock()
-	var round pollRound
-	done := ctx.Done()
-	for {
-		var failure error
-		if err := c.raw.Control(func(fd uintptr) { failure = c.pump(fd) }); err != nil {
-			failure = err
-		}
-		select {
-		case resp := <-ch:
-			c.pollMu.Lock()
-			p.hit()
-			c.pollMu.Unlock()
-			return resp, true
-		case <-done:
-			return Response{}, false
-		default:
-		}
-		if failure != nil {
-			c.fail(failure)
-			continue // the failure is on ch now
-		}
-		if p.inFlight.Load() > busyPollMaxInFlight {
-			return Response{}, false // the process has better use for the CPU
-		}
-		c.pollMu.Lock()
-		goOn := p.goOn(&round)
-		c.pollMu.Unlock()
-		if !goOn {
-			return Response{}, false
-		}
-		runtime.Gosched()
-	}
-}
-
-// readLoop reads the connection whenever no caller polls it: it waits in
-// the network poller, which wakes it when there is something to read, and
-// reads it unless a polling caller is already at it. It is what sees a
-// server leave an idle connection.
+// readLoop runs the client's FrameReader, which reads whatever no caller
+// polls for, and fails the connection when it ends.
 func (c *Client) readLoop() {
 	defer close(c.readerDone)
-	if c.raw == nil {
-		c.readBlocking()
-		return
-	}
-	var failure error
-	err := c.raw.Read(func(fd uintptr) bool {
-		failure = c.pump(fd)
-		return failure != nil
-	})
-	// Failing inside the callback would deadlock: closing the connection
-	// waits for the callback to return.
-	if failure == nil {
-		failure = err
-	}
-	c.fail(failure)
+	c.failReading(c.reader.Run())
 }
 
-// readBlocking is readLoop for a connection without a file descriptor (a
-// net.Pipe, for one): nothing polls it, so the reader alone reads it.
-func (c *Client) readBlocking() {
-	for {
-		n, err := c.conn.Read(c.in.space())
-		c.rmu.Lock()
-		c.in.filled(n)
-		ferr := c.takeFramesLocked()
-		if ferr == nil && err != nil {
-			ferr = c.endOfInput(err)
-		}
-		c.rmu.Unlock()
-		if ferr != nil {
-			c.fail(ferr)
-			return
-		}
+// failReading fails the connection with the error that ended reading it.
+func (c *Client) failReading(err error) {
+	if errors.Is(err, io.EOF) {
+		err = errors.New("server closed the connection")
 	}
+	c.fail(err)
 }
 
-// pump reads what the socket fd holds and delivers the frames it makes,
-// unless another goroutine is reading: then it asks that one to read once
-// more before it stops, so that nothing that arrived meanwhile is left
-// unread with no reader awake to see it. It returns the error that ends
-// the connection, for the caller to fail it with.
-func (c *Client) pump(fd uintptr) error {
-	for {
-		if !c.rmu.TryLock() {
-			c.again.Store(true)
-			if !c.rmu.TryLock() {
-				return nil
-			}
-		}
-		c.again.Store(false)
-		err := c.drainLocked(fd)
-		c.rmu.Unlock()
-		if err != nil || !c.again.Load() {
-			return err
-		}
-	}
-}
-
-// drainLocked reads fd until it has nothing more to give, delivering each
-// whole frame; c.rmu is held. Reading to the end matters: the network
-// poller wakes the reader goroutine only for bytes that arrive later.
-func (c *Client) drainLocked(fd uintptr) error {
-	if c.broken != nil {
-		return c.broken
-	}
-	for {
-		n, err := readNonblocking(fd, c.in.space())
-		switch {
-		case err == syscall.EAGAIN:
-			return nil
-		case err != nil:
-			c.broken = os.NewSyscallError("read", err)
-		case n == 0:
-			c.broken = c.endOfInput(io.EOF)
-		default:
-			c.in.filled(n)
-			c.broken = c.takeFramesLocked()
-		}
-		if c.broken != nil {
-			return c.broken
-		}
-	}
-}
-
-// endOfInput is the connection's end as a reader reports it.
-func (c *Client) endOfInput(err error) error {
-	if !errors.Is(err, io.EOF) {
+// deliverFrame hands a response frame to the call or stream it answers.
+func (c *Client) deliverFrame(body []byte) error {
+	resp, err := DecodeResponse(body)
+	if err != nil {
 		return err
 	}
-	if err := c.in.eof(); err != io.EOF {
-		return err
-	}
-	return errors.New("server closed the connection")
-}
-
-// takeFramesLocked delivers every whole frame the inbox holds; c.rmu is
-// held.
-func (c *Client) takeFramesLocked() error {
-	for {
-		body, err := c.in.next()
-		if err != nil || body == nil {
-			return err
-		}
-		resp, err := DecodeResponse(body)
-		if err != nil {
-			return err
-		}
-		if err := c.dispatch(resp); err != nil {
-			return err
-		}
-	}
+	return c.dispatch(resp)
 }
 
 // dispatch hands resp to the call or stream that awaits it.
