@@ -496,3 +496,57 @@ func TestPollGroupTakesTheHostAsCrowdedAfterTwoLooksInARow(t *testing.T) {
 		}
 	}
 }
+
+func TestBusyPollResponsesInPieces(t *testing.T) {
+	// The server writes each response, and the next one's start, in pieces
+	// at odd boundaries while two callers poll and the reader goroutine
+	// waits: every byte must reach the inbox, whichever goroutine reads
+	// it, and no response may be left unread. Run with the race detector.
+	s := startServer(t, func(conn net.Conn, _ *Writer, reqs <-chan Request) {
+		var out []byte
+		for req := range reqs {
+			frame := AppendResponseFrame(nil, Response{ID: req.ID, Payload: req.Payload})
+			out = append(out, frame...)
+			// Send all but a few bytes, in pieces; the rest goes with the
+			// next response, or when no request follows soon.
+			keep := len(frame) % 3
+			for len(out) > keep {
+				n := min(len(out)-keep, 1+len(out)%7)
+				if _, err := conn.Write(out[:n]); err != nil {
+					return
+				}
+				out = out[n:]
+				time.Sleep(time.Duration(n) * time.Microsecond)
+			}
+			if len(reqs) == 0 && len(out) > 0 {
+				time.Sleep(50 * time.Microsecond)
+				if len(reqs) == 0 {
+					if _, err := conn.Write(out); err != nil {
+						return
+					}
+					out = out[:0]
+				}
+			}
+		}
+	})
+	// A budget about as long as the pieces take: callers often stop
+	// polling halfway through a response and leave the rest to the reader
+	// goroutine.
+	c, _ := dialPolling(t, s.path, 30*time.Microsecond)
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for i := range 200 {
+				payload := mustPayload(t, map[string]any{"g": g, "i": i, "pad": bytes.Repeat([]byte{'x'}, i%37)})
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				got, err := c.Call(ctx, payload)
+				cancel()
+				if err != nil || !bytes.Equal(got, payload) {
+					t.Errorf("caller %d, call %d: %x, %v", g, i, got, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
