@@ -40,11 +40,9 @@ type PollGroup struct {
 	inFlight atomic.Int32
 	// hostLooked is when the group last looked at the host's runnable
 	// tasks (Unix nanoseconds, 0 never); hostCrowdedLooks counts the looks
-	// in a row that found it crowded, and hostBusy is what the group
-	// concludes.
+	// in a row that found it crowded.
 	hostLooked       atomic.Int64
 	hostCrowdedLooks atomic.Int32
-	hostBusy         atomic.Bool
 }
 
 // hostLookInterval is how long what a group saw of the host's runnable
@@ -78,7 +76,7 @@ func (g *PollGroup) hostCrowded() bool {
 	now := time.Now().UnixNano()
 	last := g.hostLooked.Load()
 	if (last != 0 && now-last < int64(hostLookInterval)) || !g.hostLooked.CompareAndSwap(last, now) {
-		return g.hostBusy.Load()
+		return g.hostCrowdedLooks.Load() >= hostCrowdedAfter
 	}
 	return g.noteLook(hostCrowded())
 }
@@ -86,15 +84,11 @@ func (g *PollGroup) hostCrowded() bool {
 // noteLook records what a look at the host found, and returns what the
 // group concludes.
 func (g *PollGroup) noteLook(crowded bool) bool {
-	looks := int32(0)
-	if crowded {
-		looks = g.hostCrowdedLooks.Add(1)
-	} else {
+	if !crowded {
 		g.hostCrowdedLooks.Store(0)
+		return false
 	}
-	busy := looks >= hostCrowdedAfter
-	g.hostBusy.Store(busy)
-	return busy
+	return g.hostCrowdedLooks.Add(1) >= hostCrowdedAfter
 }
 
 // Begin counts a request that has started.
@@ -155,7 +149,8 @@ const busyPollMaxBackoff = 64
 
 // pollPolicy is when to poll and when to stop: the budget, the signs of a
 // crowded CPU, and the back-off after polls that came back empty-handed.
-// A server's pollingReader and a Client's callers share it.
+// A server's pollingReader and a Client's callers (FrameReader.pollFor)
+// share it.
 //
 // Polling adapts: a poll that ends without data, or that finds the CPU
 // crowded (busyPollCrowded), makes the next polls be skipped for a number
@@ -172,7 +167,7 @@ type pollPolicy struct {
 
 	resting atomic.Bool // skipping polls after misses; see backoff
 
-	// Owned by the poller (a Client serialises its callers' updates).
+	// Owned by the poller (a FrameReader serialises its callers' updates).
 	backoff int    // reads to skip after the next miss, before doubling
 	skip    int    // reads left to make without polling
 	hits    uint64 // polls that found data, for tests
@@ -289,31 +284,24 @@ func rawConn(conn net.Conn) syscall.RawConn {
 // Read reads what the socket holds, polling or waiting for it.
 func (r *pollingReader) Read(p []byte) (int, error) {
 	var round pollRound
-	polled, missed := false, false
+	polled := false
 	for {
 		n, err, empty := r.tryRead(p)
-		if !empty {
-			switch {
-			case polled:
-				r.hit()
-			case !missed:
-				r.rest()
-			}
+		switch {
+		case !empty && polled:
+			r.hit()
 			return n, err
-		}
-		if !missed && r.wantPoll() {
-			if r.goOn(&round) {
-				polled = true
-				runtime.Gosched()
-				continue
-			}
-			missed = true
-		}
-		n, err = r.conn.Read(p)
-		if !missed {
+		case !empty:
 			r.rest()
+			return n, err
+		case !r.wantPoll():
+			r.rest()
+			return r.conn.Read(p)
+		case !r.goOn(&round): // the miss is accounted for
+			return r.conn.Read(p)
 		}
-		return n, err
+		polled = true
+		runtime.Gosched()
 	}
 }
 

@@ -138,9 +138,11 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 		c.ownGroup = new(PollGroup)
 		group = c.ownGroup
 	}
-	c.reader = NewFrameReader(conn, c.deliverFrame, c.failReading, FrameReaderOptions{
-		MaxFrame: cfg.maxFrame, BusyPoll: cfg.busyPoll, PollGroup: group, crowded: cfg.crowded,
-	})
+	c.reader = NewFrameReader(conn, cfg.maxFrame, c.deliverFrame, c.failReading)
+	c.reader.pollWith(cfg.busyPoll, group)
+	if c.reader.poll != nil && cfg.crowded > 0 {
+		c.reader.poll.crowdedAfter, c.reader.poll.hostBusy = cfg.crowded, nil
+	}
 	go c.readLoop()
 	return c
 }
@@ -181,7 +183,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	if err := c.writer.WriteRequest(req); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
-	if resp, _, polled := PollFor(ctx, c.reader, ch); polled {
+	if resp, polled := c.reader.pollFor(ctx, ch); polled {
 		return c.result(resp)
 	}
 	select {

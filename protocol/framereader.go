@@ -15,20 +15,19 @@ import (
 
 // A FrameReader reads the frames of a connection on which goroutines await
 // answers, and hands each frame to its deliver function. Its own goroutine
-// (Run) waits in the network poller and reads whatever arrives; a
-// goroutine awaiting an answer may read in its place for a while (PollFor),
-// which spares the answer a hand-off from the reading goroutine to the
-// waiting one: across processes that hand-off often wakes a second thread.
-// Client reads its connection with one; so does the daemon's execute
-// channel in package remote.
+// (Run) waits in the network poller and reads whatever arrives. A Client's
+// callers may also read in its place for a while (pollFor), which spares
+// their answers a hand-off from the reading goroutine to the waiting one:
+// across processes that hand-off often wakes a second thread. The Go
+// remote executor reads the daemon's execute channel with one too.
 type FrameReader struct {
 	conn    net.Conn
 	raw     syscall.RawConn // nil when conn has no file descriptor
 	deliver func(body []byte) error
 	fail    func(error)
 
-	// poll is nil when callers do not poll; pollMu serialises their
-	// updates of its accounting.
+	// poll is nil when callers do not poll (see pollWith); pollMu
+	// serialises their updates of its accounting.
 	poll   *pollPolicy
 	pollMu sync.Mutex
 
@@ -41,48 +40,27 @@ type FrameReader struct {
 	again  atomic.Bool
 }
 
-// FrameReaderOptions configures a FrameReader. The zero value is valid:
-// frames of up to DefaultMaxFrameSize, and no polling.
-type FrameReaderOptions struct {
-	// MaxFrame bounds a frame's body (DefaultMaxFrameSize when zero): a
-	// larger one ends the connection.
-	MaxFrame int
-	// BusyPoll is how long PollFor polls before it gives up; zero (or a
-	// connection without a file descriptor) means it never polls.
-	BusyPoll time.Duration
-	// PollGroup counts the requests in progress in the process; PollFor
-	// polls only while it counts at most two. Nil: a group nobody counts.
-	PollGroup *PollGroup
-
-	// crowded overrides busyPollCrowded when positive, and stops the
-	// looks at the host (tests on busy machines, which must see polls
-	// succeed).
-	crowded time.Duration
-}
-
-// NewFrameReader returns a reader of conn's frames that hands each one to
-// deliver, in the order they arrive, never two at once. deliver must not
-// block; an error from it ends the connection. fail is called, outside any
-// of the reader's locks and perhaps more than once, with the error that
-// ends the connection, by whichever goroutine finds it; it should close
-// conn, which ends Run.
-func NewFrameReader(conn net.Conn, deliver func(body []byte) error, fail func(error), opts FrameReaderOptions) *FrameReader {
-	maxFrame := opts.MaxFrame
+// NewFrameReader returns a reader of conn's frames, of up to maxFrame bytes
+// (DefaultMaxFrameSize when not positive; a larger one ends the
+// connection), that hands each one to deliver, in the order they arrive,
+// never two at once. deliver must not block; an error from it ends the
+// connection. fail is called, outside any of the reader's locks and
+// perhaps more than once, with the error that ends the connection, by
+// whichever goroutine finds it; it should close conn, which ends Run.
+func NewFrameReader(conn net.Conn, maxFrame int, deliver func(body []byte) error, fail func(error)) *FrameReader {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrameSize
 	}
-	r := &FrameReader{conn: conn, raw: rawConn(conn), deliver: deliver, fail: fail, in: newInbox(maxFrame, inboxSize)}
-	group := opts.PollGroup
-	if group == nil {
-		group = new(PollGroup)
-	}
+	return &FrameReader{conn: conn, raw: rawConn(conn), deliver: deliver, fail: fail, in: newInbox(maxFrame, inboxSize)}
+}
+
+// pollWith lets callers poll (pollFor) for up to budget while group counts
+// at most two requests in progress. A zero budget, or a connection without
+// a file descriptor, leaves polling off. Call it before Run.
+func (r *FrameReader) pollWith(budget time.Duration, group *PollGroup) {
 	if r.raw != nil {
-		r.poll = newPollPolicy(opts.BusyPoll, group)
+		r.poll = newPollPolicy(budget, group)
 	}
-	if r.poll != nil && opts.crowded > 0 {
-		r.poll.crowdedAfter, r.poll.hostBusy = opts.crowded, nil
-	}
-	return r
 }
 
 // Run reads the connection until it ends, and returns why: an error
@@ -129,24 +107,25 @@ func (r *FrameReader) runBlocking() error {
 	}
 }
 
-// PollFor polls r's connection in the calling goroutine for what ch
-// awaits, while r's poll policy lets it: for up to the budget, only while
-// the process is lightly loaded, never while the CPU is wanted elsewhere
-// (docs/protocol.md, Busy polling). It returns what it received from ch,
-// as `v, ok := <-ch` would, and polled true; or polled false, and then the
-// caller waits for ch the usual way.
-func PollFor[T any](ctx context.Context, r *FrameReader, ch <-chan T) (v T, ok, polled bool) {
+// pollFor polls r's connection in the calling goroutine for the response
+// ch awaits, while r's poll policy lets it: for up to the budget, only
+// while the process is lightly loaded, never while the CPU is wanted
+// elsewhere (docs/protocol.md, Busy polling). It returns the response and
+// true, or false, and then the caller waits for ch the usual way.
+func (r *FrameReader) pollFor(ctx context.Context, ch <-chan Response) (Response, bool) {
 	p := r.poll
 	if p == nil {
-		return v, false, false
+		return Response{}, false
 	}
 	r.pollMu.Lock()
-	if !p.wantPoll() {
+	want := p.wantPoll()
+	if !want {
 		p.rest()
-		r.pollMu.Unlock()
-		return v, false, false
 	}
 	r.pollMu.Unlock()
+	if !want {
+		return Response{}, false
+	}
 	var round pollRound
 	done := ctx.Done()
 	for {
@@ -155,28 +134,28 @@ func PollFor[T any](ctx context.Context, r *FrameReader, ch <-chan T) (v T, ok, 
 			failure = err
 		}
 		select {
-		case v, ok = <-ch:
+		case resp := <-ch:
 			r.pollMu.Lock()
 			p.hit()
 			r.pollMu.Unlock()
-			return v, ok, true
+			return resp, true
 		case <-done:
-			return v, false, false
+			return Response{}, false
 		default:
 		}
 		if failure != nil {
 			// The owner fails every waiter; this one waits for its share.
 			r.fail(failure)
-			return v, false, false
+			return Response{}, false
 		}
 		if p.inFlight.Load() > busyPollMaxInFlight {
-			return v, false, false // the process has better use for the CPU
+			return Response{}, false // the process has better use for the CPU
 		}
 		r.pollMu.Lock()
 		goOn := p.goOn(&round)
 		r.pollMu.Unlock()
 		if !goOn {
-			return v, false, false
+			return Response{}, false
 		}
 		runtime.Gosched()
 	}

@@ -110,14 +110,12 @@ func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
 		cancels: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
 		streams: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureStream),
 	}
-	// Callers do not poll for their answers (FrameReaderOptions.BusyPoll
-	// zero): the daemon already polls its container for the same request,
-	// and a second poller on the path leaves the container waiting for a
-	// CPU. BenchmarkRemoteOverhead/daemon/c1 on 2 CPUs on 2026-11-29:
-	// 61-77 µs p50 with the caller polling, 25-34 µs without.
-	m.reader = protocol.NewFrameReader(conn, m.deliverFrame, func(error) { conn.Close() }, protocol.FrameReaderOptions{
-		MaxFrame: maxMuxResponse,
-	})
+	// Callers do not poll for their answers, as a protocol.Client's do:
+	// the daemon already polls its container for the same request, and a
+	// second poller on the path leaves the container waiting for a CPU.
+	// BenchmarkRemoteOverhead/daemon/c1 on 2 CPUs on 2026-11-29: 61-77 µs
+	// p50 with the caller polling, 25-34 µs without.
+	m.reader = protocol.NewFrameReader(conn, maxMuxResponse, m.deliverFrame, func(error) { conn.Close() })
 	return m, nil
 }
 
