@@ -237,18 +237,16 @@ func (e *Engine) oomEventLogged(ctx context.Context, id string, startedAt time.T
 			filters.Arg("event", string(events.ActionOOM)),
 		),
 	})
-	for {
-		select {
-		case <-msgs:
-			return true
-		case err := <-errs:
-			// io.EOF once the log up to Until is read; anything else
-			// (ctx ended, daemon gone) leaves the state as inspected.
-			if err != nil && !errors.Is(err, io.EOF) {
-				e.log.Debug("reading the event log for an OOM kill", "container", id, "error", err)
-			}
-			return false
+	select {
+	case <-msgs:
+		return true
+	case err := <-errs:
+		// io.EOF once the log up to Until is read; anything else (ctx
+		// ended, daemon gone) leaves the state as inspected.
+		if err != nil && !errors.Is(err, io.EOF) {
+			e.log.Debug("reading the event log for an OOM kill", "container", id, "error", err)
 		}
+		return false
 	}
 }
 
