@@ -88,7 +88,7 @@ func builtImage(t *testing.T, schemas string) v1.Image {
 
 func TestPythonBuildThroughEngine(t *testing.T) {
 	root := writeProject(t, map[string]string{"pyproject.toml": validPyproject, "src/demo/main.py": "app = 1\n"})
-	img := builtImage(t, `{"request": {"title": "Req"}, "response": {"title": "Resp"}}`)
+	img := builtImage(t, `{"request": {"title": "Req"}, "response": {"title": "Resp"}, "capabilities": ["cancel", "deadline", "stream"]}`)
 	eng := &fakeEngine{t: t, image: img}
 	var events []Event
 	res, err := buildProject(t, root, Options{Engine: eng, Progress: func(e Event) { events = append(events, e) }})
@@ -117,7 +117,8 @@ func TestPythonBuildThroughEngine(t *testing.T) {
 	}
 	md := a.Metadata
 	if md.Name != "demo-app" || md.Version != "1.2.3" || md.Entrypoint != "demo.main:app" ||
-		string(md.RequestSchema) != `{"title":"Req"}` || string(md.ResponseSchema) != `{"title":"Resp"}` {
+		string(md.RequestSchema) != `{"title":"Req"}` || string(md.ResponseSchema) != `{"title":"Resp"}` ||
+		strings.Join(md.Capabilities, ",") != "cancel,deadline,stream" {
 		t.Errorf("metadata %+v", md)
 	}
 	if res.Path != filepath.Join(filepath.Dir(res.Path), "demo-app-1.2.3.ociapp") {

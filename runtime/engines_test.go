@@ -652,6 +652,7 @@ func TestEngineCancel(t *testing.T) {
 					done <- err
 				}()
 				time.Sleep(100 * time.Millisecond) // the request is in the handler, or will be
+				cancelledAt := time.Now()
 				cancel()
 				if err := <-done; !errors.Is(err, context.Canceled) {
 					t.Fatalf("Execute returned %v, want context.Canceled", err)
@@ -661,6 +662,18 @@ func TestEngineCancel(t *testing.T) {
 					want++
 				}
 				awaitCount(want)
+				// A handler with a deadline would end at the request
+				// timeout anyway, 1.9 s after the cancel: it must have
+				// ended well before, through the cancel.
+				if app.caps {
+					resp, err := rt.Execute(t.Context(), app.path, map[string]any{"op": "cancelled_at"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if seen := time.Unix(0, resp["n"].(int64)).Sub(cancelledAt); seen > time.Second {
+						t.Fatalf("the handler ended %v after its caller cancelled: by its deadline, not the cancel", seen)
+					}
+				}
 
 				// The request timeout.
 				_, err := rt.Execute(t.Context(), app.path, map[string]any{"op": "block"})

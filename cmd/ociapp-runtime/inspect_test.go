@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -19,8 +20,9 @@ import (
 	"github.com/ociapp/ociapp/artifact"
 )
 
-// inspectArtifact writes a small artifact and returns its path.
-func inspectArtifact(t *testing.T) (string, *artifact.Artifact) {
+// inspectArtifact writes a small artifact declaring caps and returns its
+// path.
+func inspectArtifact(t *testing.T, caps ...string) (string, *artifact.Artifact) {
 	t.Helper()
 	var layer bytes.Buffer
 	tw := tar.NewWriter(&layer)
@@ -44,6 +46,7 @@ func inspectArtifact(t *testing.T) (string, *artifact.Artifact) {
 		Name: "echo-go", Version: "0.1.0", Entrypoint: ".",
 		RequestSchema:  json.RawMessage(`{"title":"EchoRequest","type":"object"}`),
 		ResponseSchema: json.RawMessage(`{"title":"EchoResponse","type":"object"}`),
+		Capabilities:   caps,
 	}
 	if err := artifact.WriteFile(context.Background(), path, img, md); err != nil {
 		t.Fatal(err)
@@ -78,8 +81,30 @@ func TestInspectJSON(t *testing.T) {
 	if compact(t, got.RequestSchema) != `{"title":"EchoRequest","type":"object"}` || compact(t, got.ResponseSchema) != `{"title":"EchoResponse","type":"object"}` {
 		t.Errorf("schemas %s %s", got.RequestSchema, got.ResponseSchema)
 	}
-	if got.Capabilities == nil {
-		t.Error("capabilities is null; scripts expect a list")
+	if got.Capabilities == nil || len(got.Capabilities) != 0 {
+		t.Errorf("capabilities %#v; scripts expect an empty list", got.Capabilities)
+	}
+}
+
+func TestInspectCapabilities(t *testing.T) {
+	path, _ := inspectArtifact(t, "cancel", "deadline", "stream")
+	var stdout, stderr bytes.Buffer
+	if code := runInspect(context.Background(), []string{"--json", path}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var got inspectJSON
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.Capabilities, ",") != "cancel,deadline,stream" {
+		t.Errorf("capabilities %q", got.Capabilities)
+	}
+	stdout.Reset()
+	if code := runInspect(context.Background(), []string{path}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !regexp.MustCompile(`(?m)^capabilities:\s+cancel, deadline, stream$`).MatchString(stdout.String()) {
+		t.Errorf("text output lacks the capabilities line:\n%s", stdout.String())
 	}
 }
 
