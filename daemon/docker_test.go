@@ -694,6 +694,77 @@ func runSuite(t *testing.T, tg target) {
 			t.Fatalf("NDJSON stream failing after an item: %s %q", resp.Status, body)
 		}
 	})
+
+	t.Run("caller deadline", func(t *testing.T) {
+		// The capable app's handler sees the caller's deadline through
+		// the daemon, on the channel and over HTTP, for executes and
+		// streams; without one, an execute's is the request timeout and
+		// a stream's none.
+		left := func(item map[string]any, err error) int64 {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, ok := item["n"].(int64)
+			if !ok {
+				t.Fatalf("answer %v", item)
+			}
+			return n
+		}
+		for name, ex := range map[string]*remote.Executor{
+			"channel": tg.authed(t),
+			"http":    tg.client(t, remote.WithToken(suiteToken), remote.WithUploads(), remote.WithHTTPExecute()),
+		} {
+			// Warm, so that the deadline is not spent starting a container.
+			if n := left(ex.Execute(ctx, a.Capable, map[string]any{"op": "deadline"})); n <= 0 || n > suiteRequestTimeout.Milliseconds() {
+				t.Fatalf("%s: the handler had %d ms without a caller's deadline, want the request timeout", name, n)
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			if n := left(ex.Execute(cctx, a.Capable, map[string]any{"op": "deadline"})); n <= 0 || n > 1000 {
+				t.Fatalf("%s: the handler had %d ms of its caller's 1 s", name, n)
+			}
+			for item, err := range ex.Stream(cctx, a.Capable, map[string]any{"op": "deadline"}) {
+				if n := left(item, err); n <= 0 || n > 1000 {
+					t.Fatalf("%s: the stream's handler had %d ms of its caller's 1 s", name, n)
+				}
+			}
+			cancel()
+			for item, err := range ex.Stream(ctx, a.Capable, map[string]any{"op": "deadline"}) {
+				if n := left(item, err); name == "channel" && n != -1 {
+					t.Fatalf("the stream's handler had %d ms without a caller's deadline", n)
+				}
+			}
+
+			// A handler that outlives its caller's deadline ends there,
+			// before the request timeout, with the context's error.
+			start := time.Now()
+			cctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+			_, err := ex.Execute(cctx, a.Capable, map[string]any{"op": "block"})
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, new(*runtime.RequestTimeoutError)) || time.Since(start) > 1500*time.Millisecond {
+				t.Fatalf("%s: %#v after %v, want the caller's deadline", name, err, time.Since(start))
+			}
+		}
+
+		// A request whose time is up is answered without running.
+		req, err := http.NewRequest(http.MethodPost, tg.base+api.ExecutePath(fileDigest(t, a.Capable)), strings.NewReader(`{"op": "block"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+suiteToken)
+		req.Header.Set("Content-Type", api.MediaJSON)
+		req.Header.Set(api.HeaderDeadline, "0")
+		resp, err := tg.raw.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		e, err := api.DecodeError(api.MediaJSON, body)
+		if resp.StatusCode != http.StatusGatewayTimeout || err != nil || e.Code != api.CodeRequestTimeout || !e.CallerDeadline {
+			t.Fatalf("%s %s", resp.Status, body)
+		}
+	})
 }
 
 // TestDaemonUnixSocket runs the suite against a daemon in this process,

@@ -47,7 +47,7 @@ func (s *Server) serveMux(w http.ResponseWriter, r *http.Request) {
 	defer s.muxConns.Done()
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n" + api.MuxFeaturesHeader + ": " + api.MuxFeatureCancel + ", " + api.MuxFeatureStream + "\r\n\r\n"); err != nil {
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + api.MuxProtocol + "\r\n" + api.MuxFeaturesHeader + ": " + api.MuxFeatureCancel + ", " + api.MuxFeatureStream + ", " + api.MuxFeatureDeadline + "\r\n\r\n"); err != nil {
 		return
 	}
 	if err := brw.Flush(); err != nil {
@@ -153,6 +153,8 @@ func (m *muxConn) read() {
 		} else {
 			ctx, cancel = context.WithCancel(m.ctx)
 		}
+		// The caller's time counts from here, where the frame was read.
+		ctx, cancel = withCallerDeadline(ctx, cancel, req.Deadline)
 		m.mu.Lock()
 		m.running[req.ID] = cancel
 		m.mu.Unlock()
@@ -317,6 +319,10 @@ func (m *muxConn) execute(ctx context.Context, req api.MuxRequest, st *flow.Cred
 		}
 		path = req.Path
 	}
+	if req.Deadline < 0 {
+		// The caller's time was up before it sent the request.
+		return fail(deadlineError(req.Deadline))
+	}
 	if st != nil {
 		return m.stream(ctx, req, path, st, size)
 	}
@@ -328,16 +334,12 @@ func (m *muxConn) executeAt(ctx context.Context, req api.MuxRequest, path string
 	start := time.Now()
 	out, err := m.s.rt.ExecutePayload(ctx, path, req.Payload)
 	m.s.metrics.executeDuration.observe(time.Since(start))
-	if err != nil && ctx.Err() != nil && m.ctx.Err() == nil {
+	if err != nil && ctx.Err() != nil && m.ctx.Err() == nil && deadlinePassed(ctx) == nil {
 		// Cancelled by the client, who waits for no answer.
 		return
 	}
 	if err != nil {
-		e := api.FromError(err)
-		if e.Code == api.CodeInternal {
-			m.s.cfg.log.Error("execute failed", "artifact", path, "err", boundedErr(err))
-		}
-		m.reply(req.ID, nil, e)
+		m.reply(req.ID, nil, m.s.runError(ctx, err, path))
 		return
 	}
 	m.reply(req.ID, out, nil)

@@ -797,6 +797,11 @@ func localFile(path, identity string) *api.Error {
 // artifact at path; what names the artifact in log lines.
 func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
 	d := what
+	ctx, cancel, ok := s.callerContext(w, r, media)
+	if !ok {
+		return
+	}
+	defer cancel()
 	payload, release, ok := s.readPayload(w, r, media)
 	if !ok {
 		return
@@ -804,7 +809,7 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 	defer release()
 
 	start := time.Now()
-	out, err := s.rt.ExecutePayload(r.Context(), path, payload)
+	out, err := s.rt.ExecutePayload(ctx, path, payload)
 	s.metrics.executeDuration.observe(time.Since(start))
 	if err != nil {
 		if r.Context().Err() != nil {
@@ -812,11 +817,7 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 			s.cfg.log.Debug("request abandoned", "digest", d, "err", boundedErr(err))
 			return
 		}
-		e := api.FromError(err)
-		if e.Code == api.CodeInternal {
-			s.cfg.log.Error("execute failed", "digest", d, "err", boundedErr(err))
-		}
-		writeError(w, media, e)
+		writeError(w, media, s.runError(ctx, err, d))
 		return
 	}
 	if media == api.MediaMsgpack {
@@ -903,12 +904,17 @@ func (s *Server) readPayload(w http.ResponseWriter, r *http.Request, media strin
 // client that stops reading stops the handler (TCP's flow control); one
 // that disconnects cancels it.
 func (s *Server) streamAt(w http.ResponseWriter, r *http.Request, media, path, what string) {
+	callerCtx, cancelCaller, ok := s.callerContext(w, r, media)
+	if !ok {
+		return
+	}
+	defer cancelCaller()
 	payload, release, ok := s.readPayload(w, r, media)
 	if !ok {
 		return
 	}
 	defer release()
-	ctx, cancel := s.streamContext(r.Context())
+	ctx, cancel := s.streamContext(callerCtx)
 	defer cancel()
 	rc := http.NewResponseController(w)
 	started := false
@@ -1149,17 +1155,17 @@ func (s *Server) streamContext(parent context.Context) (context.Context, context
 // answer is false when its client gave up on it (nobody reads an answer);
 // else e is its error, or nil for its end.
 func (s *Server) streamEnd(ctx context.Context, err error, path string) (e *api.Error, answer bool) {
+	cd := deadlinePassed(ctx)
 	switch {
 	case context.Cause(ctx) == errDraining:
 		return &api.Error{Code: api.CodeClosed, Message: "the daemon is shutting down: the stream was ended; run it again on another daemon or once this one is back"}, true
-	case ctx.Err() != nil:
+	case cd != nil && err == nil:
+		// Broken off while it waited for credit.
+		return deadlineError(cd.left), true
+	case ctx.Err() != nil && cd == nil:
 		return nil, false
 	case err != nil:
-		e := api.FromError(err)
-		if e.Code == api.CodeInternal {
-			s.cfg.log.Error("stream failed", "artifact", path, "err", boundedErr(err))
-		}
-		return e, true
+		return s.runError(ctx, err, path), true
 	}
 	return nil, true
 }

@@ -27,11 +27,12 @@ var errMuxUnsupported = errors.New("the daemon has no execute channel")
 // muxClient is one execute channel to the daemon: requests written as they
 // come, answers matched by id as they complete.
 type muxClient struct {
-	conn    net.Conn
-	reader  *protocol.FrameReader
-	done    chan struct{} // closed when the reader has stopped
-	cancels bool          // the daemon takes cancel frames
-	streams bool          // the daemon takes stream requests
+	conn      net.Conn
+	reader    *protocol.FrameReader
+	done      chan struct{} // closed when the reader has stopped
+	cancels   bool          // the daemon takes cancel frames
+	streams   bool          // the daemon takes stream requests
+	deadlines bool          // the daemon applies a request's deadline_ms
 
 	wmu     sync.Mutex
 	bw      *bufio.Writer
@@ -109,6 +110,9 @@ func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
 		open:    make(map[uint64]*muxStream),
 		cancels: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
 		streams: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureStream),
+		// A daemon from before deadlines would ignore the key; it is
+		// sent only to one that says it applies it.
+		deadlines: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureDeadline),
 	}
 	// Callers do not poll for their answers, as a protocol.Client's do:
 	// the daemon already polls its container for the same request, and a
@@ -183,6 +187,9 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.pending[req.ID] = ch
 	m.mu.Unlock()
 
+	if m.deadlines {
+		req.Deadline = api.TimeLeft(ctx)
+	}
 	if err := m.write(req); err != nil {
 		m.conn.Close() // the reader fails the others
 		m.forget(req.ID)

@@ -355,6 +355,10 @@ func (e *Executor) post(ctx context.Context, route func() string, mreq api.MuxRe
 	}
 	req.Header.Set("Content-Type", api.MediaMsgpack)
 	req.Header.Set("Accept", api.MediaMsgpack)
+	if left := api.TimeLeft(ctx); left != 0 {
+		// A daemon from before deadlines ignores the header.
+		req.Header.Set(api.HeaderDeadline, api.FormatDeadlineHeader(left))
+	}
 	resp, err := e.do(ctx, req, path)
 	if err != nil {
 		return nil, err

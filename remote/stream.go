@@ -90,6 +90,10 @@ func (e *Executor) openStream(ctx context.Context, path string, route func() str
 		switch {
 		case err == nil && m.streams:
 			mreq.Payload, mreq.Stream = payload, protocol.DefaultStreamWindow
+			if m.deadlines {
+				// The whole stream is bounded by ctx, as in process.
+				mreq.Deadline = api.TimeLeft(ctx)
+			}
 			st, err := m.startStream(mreq)
 			if err != nil {
 				return nil, nil, e.transportError(ctx, path, err)

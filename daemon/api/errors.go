@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -110,6 +111,12 @@ type Error struct {
 	Timeout     time.Duration // timeout_ms
 	Queued      int
 
+	// CallerDeadline (caller_deadline) marks a request_timeout whose
+	// time was the caller's (HeaderDeadline, a request frame's
+	// "deadline_ms"), not the daemon's request timeout: Timeout is then
+	// the time the caller had left when the daemon received the request.
+	CallerDeadline bool
+
 	// artifact_invalid: the artifact.Fault, in words of faultNames.
 	Fault  string
 	Detail string
@@ -198,6 +205,11 @@ func (e *Error) Err(artifactPath string) error {
 	case CodeAppError:
 		return &runtime.AppError{Type: e.ErrorType, Message: e.Message, Details: e.Details}
 	case CodeRequestTimeout:
+		if e.CallerDeadline {
+			// What the in-process runtime returns when the caller's
+			// context ends first: the context's error.
+			return fmt.Errorf("executing %s: %s: %w", artifactPath, e.Message, context.DeadlineExceeded)
+		}
 		return &runtime.RequestTimeoutError{Artifact: e.Artifact, Timeout: e.Timeout}
 	case CodeStartupFailed:
 		return &runtime.StartupError{
@@ -289,6 +301,7 @@ func (e *Error) fields() map[string]any {
 	put("logs", e.Logs, e.Logs != "")
 	put("retry_in_ms", e.RetryIn.Milliseconds(), e.RetryIn > 0)
 	put("timeout_ms", e.Timeout.Milliseconds(), e.Timeout > 0)
+	put("caller_deadline", true, e.CallerDeadline)
 	put("queued", e.Queued, e.Code == CodeOverloaded)
 	put("fault", e.Fault, e.Fault != "")
 	put("detail", e.Detail, e.Detail != "")
@@ -322,7 +335,7 @@ func DecodeError(media string, body []byte) (*Error, error) {
 	flag := func(k string) bool { b, _ := m[k].(bool); return b }
 	e.ErrorType, e.Artifact, e.ContainerID, e.Reason = str("error_type"), str("artifact"), str("container_id"), str("reason")
 	e.Logs, e.Fault, e.Detail, e.Engine, e.Host, e.Cause = str("logs"), str("fault"), str("detail"), str("engine"), str("host"), str("cause")
-	e.Exited, e.OOMKilled = flag("exited"), flag("oom_killed")
+	e.Exited, e.OOMKilled, e.CallerDeadline = flag("exited"), flag("oom_killed"), flag("caller_deadline")
 	e.ExitCode = int(number(m["exit_code"]))
 	e.Queued = int(number(m["queued"]))
 	e.Limit = number(m["limit"])

@@ -1,11 +1,13 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +107,34 @@ func TestErrorRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCallerDeadlineError: a request_timeout marked as the caller's
+// deadline comes back as the in-process runtime reports a caller's
+// deadline, the context's error, not as the daemon's request timeout.
+func TestCallerDeadlineError(t *testing.T) {
+	e := &Error{Code: CodeRequestTimeout, Message: "the caller's deadline passed: the request had 250ms left when the daemon received it", Timeout: 250 * time.Millisecond, CallerDeadline: true}
+	if b := e.Encode(MediaJSON); !strings.Contains(string(b), `"caller_deadline":true`) || !strings.Contains(string(b), `"timeout_ms":250`) {
+		t.Fatalf("encoded as %s", b)
+	}
+	for _, media := range []string{MediaJSON, MediaMsgpack} {
+		got, err := DecodeError(media, e.Encode(media))
+		if err != nil || !got.CallerDeadline || got.Timeout != e.Timeout {
+			t.Fatalf("%s: %#v %v", media, got, err)
+		}
+		back := got.Err(localPath)
+		if !errors.Is(back, context.DeadlineExceeded) || runtime.Classify(back) != runtime.KindDeadline || errors.As(back, new(*runtime.RequestTimeoutError)) {
+			t.Fatalf("%s: got %#v, want the context's error", media, back)
+		}
+		if want := "executing " + localPath + ": " + e.Message + ": context deadline exceeded"; back.Error() != want {
+			t.Fatalf("%s: %q, want %q", media, back, want)
+		}
+	}
+	// Without the mark it is the daemon's request timeout.
+	plain, err := DecodeError(MediaJSON, []byte(`{"code":"request_timeout","message":"m","timeout_ms":30000}`))
+	if err != nil || plain.CallerDeadline || !errors.As(plain.Err(localPath), new(*runtime.RequestTimeoutError)) {
+		t.Fatalf("%#v %v", plain, err)
+	}
+}
+
 func TestErrorFieldsOmitted(t *testing.T) {
 	b := (&Error{Code: CodeUnauthorized, Message: "no"}).Encode(MediaJSON)
 	if string(b) != `{"code":"unauthorized","message":"no"}` {
@@ -184,6 +214,7 @@ func FuzzDecodeError(f *testing.F) {
 		FromError(&runtime.StartupError{Artifact: "a", Exited: true, ExitCode: 1, Logs: "l", RetryIn: time.Second}),
 		FromError(&runtime.AppError{Type: "T", Message: "m", Details: map[string]any{"k": []any{int64(1)}}}),
 		{Code: CodeBodyTooLarge, Message: "m", Limit: 5},
+		{Code: CodeRequestTimeout, Message: "m", Timeout: time.Second, CallerDeadline: true},
 	} {
 		f.Add(true, e.Encode(MediaMsgpack))
 		f.Add(false, e.Encode(MediaJSON))

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/ociapp/ociapp/internal/mpwire"
 	"github.com/vmihailenco/msgpack/v5"
@@ -47,11 +48,18 @@ type MuxRequest struct {
 	// Credit, at least 1, makes this a credit frame, {"id", "credit"}:
 	// the stream with this ID may send that many more items.
 	Credit uint64
+	// Deadline, unless zero, is the time the request's caller has left
+	// ("deadline_ms", for daemons listing MuxFeatureDeadline), counted
+	// from when the daemon reads the frame. It is sent in whole
+	// milliseconds, rounded up; a negative one (DeadlinePassed) as 0, a
+	// time already up.
+	Deadline time.Duration
 }
 
 // MuxFeaturesHeader, on the upgrade's 101 response, lists the frames the
 // daemon takes beyond requests; MuxFeatureCancel is cancel frames,
-// MuxFeatureStream stream requests and credit frames.
+// MuxFeatureStream stream requests and credit frames (and
+// MuxFeatureDeadline, in deadline.go, a request's "deadline_ms").
 const (
 	MuxFeaturesHeader = "Ociapp-Mux-Features"
 	MuxFeatureCancel  = "cancel"
@@ -92,6 +100,9 @@ func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 	if req.Stream > 0 {
 		n++
 	}
+	if req.Deadline != 0 {
+		n++
+	}
 	if req.Path != "" {
 		n += 2
 	}
@@ -108,6 +119,9 @@ func AppendMuxRequest(dst []byte, req MuxRequest) []byte {
 	dst = mpwire.AppendBin(mpwire.AppendStr(dst, "payload"), req.Payload)
 	if req.Stream > 0 {
 		dst = appendUint(mpwire.AppendStr(dst, "stream"), req.Stream)
+	}
+	if req.Deadline != 0 {
+		dst = mpwire.AppendInt(mpwire.AppendStr(dst, "deadline_ms"), DeadlineMillis(req.Deadline))
 	}
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
@@ -159,7 +173,7 @@ const MuxIDPrefix = muxIDPrefix
 // frame's.
 func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	var req MuxRequest
-	var seenID, seenPayload, seenCancel, seenCredit bool
+	var seenID, seenPayload, seenCancel, seenCredit, seenDeadline bool
 	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
 		var err error
 		switch key {
@@ -192,6 +206,9 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 				err = errors.New("must be at least 1")
 			}
 			seenCredit = true
+		case "deadline_ms":
+			req.Deadline, err = decodeDeadline(dec)
+			seenDeadline = true
 		default:
 			err = dec.Skip()
 		}
@@ -202,11 +219,11 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 		return req, err
 	case seenCancel && seenCredit:
 		return req, errors.New("a frame is a cancel or a credit, not both")
-	case seenCancel && (seenPayload || !seenID || req.Stream > 0):
+	case seenCancel && (seenPayload || !seenID || req.Stream > 0 || seenDeadline):
 		return req, errors.New("a cancel frame holds id and cancel alone")
 	case seenCancel:
 		return MuxRequest{ID: req.ID, Cancel: true}, nil
-	case seenCredit && (seenPayload || !seenID || req.Stream > 0):
+	case seenCredit && (seenPayload || !seenID || req.Stream > 0 || seenDeadline):
 		return req, errors.New("a credit frame holds id and credit alone")
 	case seenCredit:
 		return MuxRequest{ID: req.ID, Credit: req.Credit}, nil
@@ -270,6 +287,26 @@ func decodeUint(dec *msgpack.Decoder) (uint64, error) {
 		return 0, fmt.Errorf("not an unsigned integer (msgpack code 0x%02x)", c)
 	}
 	return dec.DecodeUint64()
+}
+
+// decodeDeadline decodes "deadline_ms", an integer: the milliseconds left,
+// clamped to what a Duration holds, or DeadlinePassed for 0 or less (which
+// a client sends once its time is up; negative ones are taken as well, as
+// HeaderDeadline takes them).
+func decodeDeadline(dec *msgpack.Decoder) (time.Duration, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case c <= 0x7f || c == 0xcc || c == 0xcd || c == 0xce || c == 0xcf:
+		ms, err := dec.DecodeUint64()
+		return deadlineOfMillis(int64(min(ms, math.MaxInt64))), err
+	case c >= 0xe0 || c == 0xd0 || c == 0xd1 || c == 0xd2 || c == 0xd3:
+		ms, err := dec.DecodeInt64()
+		return deadlineOfMillis(ms), err
+	}
+	return 0, fmt.Errorf("not an integer (msgpack code 0x%02x)", c)
 }
 
 func decodeMuxMap(body []byte, field func(string, *msgpack.Decoder) error) error {

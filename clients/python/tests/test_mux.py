@@ -80,6 +80,85 @@ def test_request_frames_are_the_protocols_maps(size: int) -> None:
     assert msg == {"id": 1, **FIELDS, "payload": b"x" * size}
 
 
+@pytest.mark.parametrize(
+    ("left", "sent"),
+    [(0.25, 250), (0.0004, 1), (0.0, 0), (-3.0, 0), (2.0005, 2001), (1e300, (2**63 - 1) // 1_000_000)],
+)
+def test_deadline_millis(left: float, sent: int) -> None:
+    """The time left is sent in whole milliseconds rounded up, 0 once it
+    is up, and at most what the daemon holds."""
+
+    assert _mux.deadline_millis(left) == sent
+
+
+@pytest.mark.parametrize("deadlines", [True, False])
+def test_request_frames_carry_the_time_left(deadlines: bool) -> None:
+    """A request's deadline_ms comes last, after payload (and stream), to a
+    daemon that applies it; to another the frame is as before."""
+
+    async def build() -> list[dict]:
+        channel = MuxChannel(timeout=10.0)
+        channel._deadlines = deadlines
+        channel._streams_offered = True
+        written: list[bytes] = []
+
+        class Transport:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+
+        channel._transport = Transport()  # type: ignore[assignment]
+        deadline = asyncio.get_running_loop().time() + 0.25
+        call = asyncio.ensure_future(channel.call(encode_fields(FIELDS), b"x", deadline))
+        await asyncio.sleep(0)
+        call.cancel()
+        stream = await channel.stream(encode_fields(FIELDS), b"y", 4, deadline)
+        channel._flush()
+        stream.close()
+        data = b"".join(written)
+        frames = []
+        while data:
+            size = int.from_bytes(data[:4], "big")
+            frames.append(msgpack.unpackb(data[4 : 4 + size], raw=False))
+            data = data[4 + size :]
+        return frames
+
+    call, stream = asyncio.run(build())
+    if deadlines:
+        assert list(call) == ["id", "path", "file", "payload", "deadline_ms"]
+        assert list(stream) == ["id", "path", "file", "payload", "stream", "deadline_ms"]
+        assert 240 <= call["deadline_ms"] <= 250 and 240 <= stream["deadline_ms"] <= 250
+    else:
+        assert list(call) == ["id", "path", "file", "payload"]
+        assert list(stream) == ["id", "path", "file", "payload", "stream"]
+
+
+@pytest.mark.parametrize("features", ["cancel, stream, deadline", "cancel, stream"])
+async def test_deadlines_go_to_a_daemon_that_lists_them(serve, features: str) -> None:
+    """The upgrade's Ociapp-Mux-Features says whether requests carry their
+    time left; an older daemon is sent no key it may not know."""
+
+    requests: list[dict] = []
+
+    async def handler(reader, writer):
+        request = await read_frame(reader)
+        requests.append(request)
+        writer.write(frame({"id": request["id"], "payload": b"ok"}))
+        await reader.read()
+
+    answer = UPGRADED[:-2] + f"Ociapp-Mux-Features: {features}\r\n\r\n".encode()
+    channel = await MuxChannel.open(await serve(handler, answer=answer), None, None, 10.0)
+    try:
+        assert channel.deadlines == ("deadline" in features)
+        deadline = asyncio.get_running_loop().time() + 5
+        assert (await channel.call(encode_fields(FIELDS), b"x", deadline))["payload"] == b"ok"
+    finally:
+        await channel.close()
+    if "deadline" in features:
+        assert 4900 <= requests[0]["deadline_ms"] <= 5000
+    else:
+        assert "deadline_ms" not in requests[0]
+
+
 async def test_answers_in_any_order_split_and_batched(serve) -> None:
     async def handler(reader, writer):
         requests = [await read_frame(reader) for _ in range(3)]

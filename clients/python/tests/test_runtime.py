@@ -400,6 +400,58 @@ async def test_a_cancelled_execute_cancels_the_handler(binary: str, artifacts: d
         assert 0 < left <= 30_000
 
 
+@pytest.mark.parametrize("channel", [True, False])
+async def test_the_callers_timeout_reaches_the_handler(
+    binary: str, artifacts: dict[str, Path], channel: bool
+) -> None:
+    """execute(..., timeout=) and stream(..., timeout=) give the handler the
+    caller's time left as its deadline, on the execute channel and over
+    HTTP; a handler that outlives it is cancelled and the call raises
+    RequestTimeoutError; a time already up never runs the handler."""
+
+    capable = artifacts["capable"]
+    async with Runtime(binary=binary) as runtime:
+        if not channel:
+            runtime._mux_off = True  # as with a daemon without the channel
+
+        async def cancelled() -> int:
+            return (await runtime.execute(capable, {"op": "cancelled"}))["n"]
+
+        assert await cancelled() == 0  # warm: no deadline spent starting it
+        left = (await runtime.execute(capable, {"op": "deadline"}, timeout=2.0))["n"]
+        assert 1000 < left <= 2000
+        (item,) = [item async for item in runtime.stream(capable, {"op": "deadline"}, timeout=2.0)]
+        assert 1000 < item["n"] <= 2000
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RequestTimeoutError, match="caller's"):
+            await runtime.execute(capable, {"op": "block"}, timeout=0.3)
+        assert loop.time() - start < 5
+        with pytest.raises(RequestTimeoutError, match="caller's"):
+            async for _ in runtime.stream(capable, {"op": "block"}, timeout=0.3):
+                pytest.fail("a blocked handler sent an item")
+        want = 2
+        deadline = loop.time() + 30
+        while await cancelled() != want:
+            assert loop.time() < deadline, "the handlers were not cancelled"
+            await asyncio.sleep(0.01)
+
+        # Sent with no time left, the request is answered without running.
+        with pytest.raises(RequestTimeoutError):
+            await runtime.execute(capable, {"op": "block"}, timeout=0)
+        if channel:
+            series = 'ociapp_daemon_http_requests_total{route="mux_execute",code="504"}'
+            while await metric(runtime, series) != 1:
+                assert loop.time() < deadline, "the daemon did not answer the late request"
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert await cancelled() == want
+
+        with pytest.raises(ValueError, match="timeout"):
+            await runtime.execute(capable, {"op": "deadline"}, timeout=-1)
+
+
 @pytest.mark.parametrize("uploads", [False, True])
 async def test_stream_of_handlers_that_do_not_stream(
     binary: str, app: Path, artifacts: dict[str, Path], uploads: bool
@@ -413,9 +465,12 @@ async def test_stream_of_handlers_that_do_not_stream(
     async with Runtime(binary=binary, runtime_root=root, uploads=uploads) as runtime:
         assert [item async for item in runtime.stream(app, {"value": "hi"})] == [{"value": "hi"}]
         # A stream's handler has its caller's deadline, not the request
-        # timeout (which bounds each wait for an item): none here.
+        # timeout (which bounds each wait for an item): none without a
+        # timeout=, the time left of the caller's with one.
         (deadline,) = [item async for item in runtime.stream(artifacts["capable"], {"op": "deadline"})]
         assert deadline["n"] == -1
+        (deadline,) = [item async for item in runtime.stream(artifacts["capable"], {"op": "deadline"}, timeout=5.0)]
+        assert 0 < deadline["n"] <= 5000
         items = []
         with pytest.raises(RemoteExecutionError) as info:
             async for item in runtime.stream(app, {"op": "fail", "value": "it broke", "millis": 7}):
@@ -425,7 +480,7 @@ async def test_stream_of_handlers_that_do_not_stream(
         with pytest.raises(WorkerCrashError):
             async for _ in runtime.stream(app, {"op": "crash"}):
                 pass
-        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_stream",code="200"}') == 2
+        assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_stream",code="200"}') == 3
         assert await metric(runtime, 'ociapp_daemon_http_requests_total{route="mux_execute",code="200"}') == 0
         assert await metric(runtime, "ociapp_daemon_uploads_total") == (2 if uploads else 0)
 

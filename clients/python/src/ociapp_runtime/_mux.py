@@ -15,6 +15,7 @@ in flight are sent together, once per event-loop iteration.
 import asyncio
 import contextlib
 import json
+import math
 import ssl
 import struct
 from collections import deque
@@ -31,6 +32,7 @@ __all__ = [
     "MuxRefused",
     "MuxStream",
     "MuxUnsupported",
+    "deadline_millis",
     "encode_fields",
 ]
 
@@ -64,6 +66,11 @@ _CANCEL_KEY = b"\xa6cancel"
 _CREDIT_HEAD = struct.Struct(">IB3sBQ7s")
 _CREDIT_KEY = b"\xa6credit"
 _STREAM_KEY = b"\xa6stream"
+# A request's time left, for a daemon that applies it (its 101 names
+# "deadline" in Ociapp-Mux-Features): docs/daemon.md, "Deadlines".
+_DEADLINE_KEY = b"\xabdeadline_ms"
+# The most milliseconds sent: what the daemon's Go Duration holds.
+_MAX_DEADLINE_MS = (2**63 - 1) // 1_000_000
 
 # How many items a stream holds received and not yet taken unless asked
 # otherwise: the initial credit, and the most buffered (protocol/stream.go's
@@ -71,15 +78,25 @@ _STREAM_KEY = b"\xa6stream"
 DEFAULT_STREAM_WINDOW = 16
 
 
+def deadline_millis(left: float) -> int:
+    """The milliseconds a request with ``left`` seconds left is sent with:
+    rounded up, so that 0.4 ms left is not sent as a time already up, 0
+    once none is left, and at most what the daemon holds."""
+
+    if not left > 0:
+        return 0
+    return min(math.ceil(left * 1000), _MAX_DEADLINE_MS)
+
+
 def encode_fields(fields: dict[str, str]) -> tuple[int, bytes]:
     """Encodes the fields that name a request's artifact once, for every
     request that names it: the map header of the whole request and the
     fields' msgpack keys and values."""
 
-    # A request's map is a fixmap: id, payload and, for a stream, stream
-    # beside the fields.
-    if len(fields) > 12:
-        raise ValueError("a request names its artifact with at most 12 fields")
+    # A request's map is a fixmap: id, payload and, for a stream, stream,
+    # and deadline_ms beside the fields.
+    if len(fields) > 11:
+        raise ValueError("a request names its artifact with at most 11 fields")
     packer = msgpack.Packer(use_bin_type=True)
     pairs = b"".join(packer.pack(key) + packer.pack(value) for key, value in fields.items())
     return 0x80 | (len(fields) + 2), pairs
@@ -137,6 +154,7 @@ class MuxChannel(asyncio.Protocol):
         # Whether the daemon takes cancel frames, and stream requests.
         self._cancels = False
         self._streams_offered = False
+        self._deadlines = False
         # The streams running, by id: answered with items, not one frame.
         self._streams: dict[int, MuxStream] = {}
 
@@ -182,12 +200,35 @@ class MuxChannel(asyncio.Protocol):
 
         return self._streams_offered
 
+    @property
+    def deadlines(self) -> bool:
+        """Whether the daemon applies a request's time left (its 101 names
+        ``deadline`` in Ociapp-Mux-Features)."""
+
+        return self._deadlines
+
+    def _deadline_part(self, deadline: float | None) -> bytes:
+        """The "deadline_ms" key and value of a request whose caller's time
+        is up at ``deadline`` (the event loop's time), for a daemon that
+        applies it; else nothing, so an older daemon gets no key it may not
+        know."""
+
+        if deadline is None or not self._deadlines:
+            return b""
+        return _DEADLINE_KEY + msgpack.packb(deadline_millis(deadline - self._loop.time()))
+
     async def stream(
-        self, fields: tuple[int, bytes], payload: bytes, window: int = DEFAULT_STREAM_WINDOW
+        self,
+        fields: tuple[int, bytes],
+        payload: bytes,
+        window: int = DEFAULT_STREAM_WINDOW,
+        deadline: float | None = None,
     ) -> "MuxStream":
         """Sends one request asking for its response as a stream, with
         ``window`` items of initial credit, and returns the stream. Only
-        for a daemon that offers streams (``streams``)."""
+        for a daemon that offers streams (``streams``). ``deadline``, the
+        event loop's time at which the caller's time is up, is sent as the
+        time left to a daemon that applies it."""
 
         if self._error is not None:
             raise self._error
@@ -199,9 +240,11 @@ class MuxChannel(asyncio.Protocol):
         size = len(payload)
         tail = _payload_head(size)
         credit = _STREAM_KEY + msgpack.packb(window)
+        late = self._deadline_part(deadline)
         head, pairs = fields
-        length = 13 + len(pairs) + len(tail) + size + len(credit)
-        frame = (_FRAME_HEAD.pack(length, head + 1, _ID_KEY, 0xCF, rid), pairs, tail, payload, credit)
+        length = 13 + len(pairs) + len(tail) + size + len(credit) + len(late)
+        head += 2 if late else 1
+        frame = (_FRAME_HEAD.pack(length, head, _ID_KEY, 0xCF, rid), pairs, tail, payload, credit, late)
         stream = MuxStream(self, rid, window)
         self._streams[rid] = stream
         self._write(frame)
@@ -234,10 +277,14 @@ class MuxChannel(asyncio.Protocol):
         if len(self._out) == 1:
             self._loop.call_soon(self._flush)
 
-    async def call(self, fields: tuple[int, bytes], payload: bytes) -> dict[str, Any]:
+    async def call(
+        self, fields: tuple[int, bytes], payload: bytes, deadline: float | None = None
+    ) -> dict[str, Any]:
         """Sends one request (``fields``, from encode_fields, name its
         artifact) and returns the response map: ``payload`` or ``error``
-        (an error body, msgpack)."""
+        (an error body, msgpack). ``deadline``, the event loop's time at
+        which the caller's time is up, is sent as the time left to a
+        daemon that applies it."""
 
         if self._error is not None:
             raise self._error
@@ -246,7 +293,14 @@ class MuxChannel(asyncio.Protocol):
         tail = _payload_head(size)
         head, pairs = fields
         length = 13 + len(pairs) + len(tail) + size
-        frame = (_FRAME_HEAD.pack(length, head, _ID_KEY, 0xCF, rid), pairs, tail, payload)
+        if deadline is not None and self._deadlines:
+            late = self._deadline_part(deadline)
+            length += len(late)
+            frame: tuple[bytes, ...] = (
+                _FRAME_HEAD.pack(length, head + 1, _ID_KEY, 0xCF, rid), pairs, tail, payload, late
+            )
+        else:
+            frame = (_FRAME_HEAD.pack(length, head, _ID_KEY, 0xCF, rid), pairs, tail, payload)
         pending = self._pending
         fut = self._loop.create_future()
         out = self._out
@@ -388,6 +442,7 @@ class MuxChannel(asyncio.Protocol):
             ]
             self._cancels = "cancel" in features
             self._streams_offered = "stream" in features
+            self._deadlines = "deadline" in features
             del buf[: end + 4]
             self._upgraded = True
             if not self._answer.done():

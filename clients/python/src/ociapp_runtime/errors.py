@@ -75,7 +75,8 @@ class InstanceShutdownError(OCIAppRuntimeError):
 
 
 class RequestTimeoutError(OCIAppRuntimeError):
-    """Raised when a request exceeds the request timeout."""
+    """Raised when a request exceeds the request timeout, or the caller's
+    ``timeout=``."""
 
 
 class ResponseProtocolError(OCIAppRuntimeError):

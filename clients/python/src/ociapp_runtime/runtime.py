@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,9 +21,9 @@ import ssl
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import msgpack
@@ -35,6 +36,7 @@ from ._mux import (
     MuxRefused,
     MuxStream,
     MuxUnsupported,
+    deadline_millis,
     encode_fields,
 )
 from .engine import DockerAdapter, EngineAdapter
@@ -51,6 +53,8 @@ from .errors import (
 )
 
 __all__ = ["Runtime"]
+
+T = TypeVar("T")
 
 ENV_URL = "OCIAPP_RUNTIME_URL"
 ENV_TOKEN = "OCIAPP_RUNTIME_TOKEN"
@@ -69,6 +73,8 @@ _RECHECK_AFTER = 0.1
 # Beyond its own timeouts, how long an execute may wait for the daemon
 # (loading a large image, queueing) before the daemon counts as hung.
 _EXECUTE_GRACE = 120.0
+# The header carrying an HTTP execute's time left (docs/daemon.md, "Deadlines").
+_DEADLINE_HEADER = "Ociapp-Deadline-Ms"
 
 
 def user_state_dir() -> Path:
@@ -265,12 +271,31 @@ class Runtime:
             self._proc = None
             self._release()
 
-    async def execute(self, image_path: Path | str, request: dict[str, object]) -> dict[str, object]:
+    async def execute(
+        self, image_path: Path | str, request: dict[str, object], *, timeout: float | None = None
+    ) -> dict[str, object]:
         """Executes one request against the application in an artifact and
-        returns its response."""
+        returns its response.
+
+        ``timeout``, in seconds, bounds the whole call; its handler gets
+        the time left as its deadline (for an artifact that declares the
+        deadline capability: ``ctx.Deadline()`` in Go,
+        ``ociapp.request_deadline()`` in Python). When it passes the
+        request is cancelled and ``RequestTimeoutError`` raised. An
+        enclosing ``asyncio.timeout()`` cancels the call too, but cannot be
+        read from the task: pass ``timeout=`` for the handler to know it.
+        """
 
         if not self._started or self._client is None:
             raise OCIAppRuntimeError("runtime must be started before executing requests")
+        deadline = _deadline(timeout)
+        if deadline is None:
+            return await self._execute(image_path, request, None)
+        return await _within(self._execute(image_path, request, deadline), deadline, timeout)
+
+    async def _execute(
+        self, image_path: Path | str, request: dict[str, object], deadline: float | None
+    ) -> dict[str, object]:
         path, st, fields, encoded = self._resolve(image_path)
         try:
             payload = self._packer.pack(request)
@@ -278,7 +303,7 @@ class Runtime:
             raise OCIAppRuntimeError(f"the request cannot be encoded as msgpack: {exc}") from exc
         if self._local:
             try:
-                return await self._execute_on(fields, encoded, None, payload, path)
+                return await self._execute_on(fields, encoded, None, payload, path, deadline)
             except OCIAppRuntimeError as err:
                 if err.code == "not_found":
                     # The daemon does not open files by path: upload them.
@@ -294,7 +319,7 @@ class Runtime:
             await self._ensure_uploaded(path, digest)
             try:
                 return await self._execute_on(
-                    {"digest": digest}, encoded, f"/v1/artifacts/{digest}/execute", payload, path
+                    {"digest": digest}, encoded, f"/v1/artifacts/{digest}/execute", payload, path, deadline
                 )
             except OCIAppRuntimeError as err:
                 if err.code == "artifact_not_found" and not retried:
@@ -306,7 +331,12 @@ class Runtime:
                 raise
 
     def stream(
-        self, image_path: Path | str, request: dict[str, object], *, window: int = DEFAULT_STREAM_WINDOW
+        self,
+        image_path: Path | str,
+        request: dict[str, object],
+        *,
+        window: int = DEFAULT_STREAM_WINDOW,
+        timeout: float | None = None,
     ) -> AsyncIterator[dict[str, object]]:
         """Executes one request and yields its response's items as they
         arrive: ``async for item in runtime.stream(path, request)``.
@@ -323,18 +353,24 @@ class Runtime:
         before them. The daemon's request timeout bounds each wait for the
         next item, not the whole stream; each wait is also bounded, as
         every execute is, by ``startup_timeout + request_timeout + 120 s``
-        (``RequestTimeoutError``).
+        (``RequestTimeoutError``). ``timeout``, in seconds from the start of
+        the iteration, bounds the whole stream, as it bounds an
+        ``execute``: the handler gets the time left as its deadline, and
+        when it passes the stream is cancelled and raises
+        ``RequestTimeoutError``.
         """
 
         if not self._started or self._client is None:
             raise OCIAppRuntimeError("runtime must be started before executing requests")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be an int of at least 1, got {window!r}")
-        return self._stream(image_path, request, window)
+        # Checked now; counted from the start of the iteration.
+        return self._stream(image_path, request, window, _check_timeout(timeout))
 
     async def _stream(
-        self, image_path: Path | str, request: dict[str, object], window: int
+        self, image_path: Path | str, request: dict[str, object], window: int, timeout: float | None
     ) -> AsyncIterator[dict[str, object]]:
+        deadline = _deadline(timeout)
         path, st, fields, encoded = self._resolve(image_path)
         try:
             payload = self._packer.pack(request)
@@ -343,15 +379,16 @@ class Runtime:
         channel = await self._stream_channel()
         if channel is None:
             # No streams on this daemon: its one response is the only item.
-            yield await self.execute(image_path, request)
+            left = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+            yield await self.execute(image_path, request, timeout=left)
             return
         stream: MuxStream | None = None
         item: dict[str, object] | None = None
         try:
             if self._local:
-                stream = await self._open_stream(encoded, payload, window)
+                stream = await self._open_stream(encoded, payload, window, deadline)
                 try:
-                    item = await self._next_item(stream, path)
+                    item = await self._next_item(stream, path, deadline, timeout)
                 except OCIAppRuntimeError as err:
                     if err.code == "not_found":
                         # The daemon does not open files by path: upload them.
@@ -361,14 +398,14 @@ class Runtime:
                     # else the daemon sees another file at that path.
                     stream = None
             if stream is None:
-                digest = await self._digest(path, st)
+                digest = await _within(self._digest(path, st), deadline, timeout)
                 encoded = self._encoded_digest(digest)
                 retried = False
                 while True:
-                    await self._ensure_uploaded(path, digest)
-                    stream = await self._open_stream(encoded, payload, window)
+                    await _within(self._ensure_uploaded(path, digest), deadline, timeout)
+                    stream = await self._open_stream(encoded, payload, window, deadline)
                     try:
-                        item = await self._next_item(stream, path)
+                        item = await self._next_item(stream, path, deadline, timeout)
                         break
                     except OCIAppRuntimeError as err:
                         if err.code == "artifact_not_found" and not retried:
@@ -379,7 +416,7 @@ class Runtime:
                         raise
             while item is not None:
                 yield item
-                item = await self._next_item(stream, path)
+                item = await self._next_item(stream, path, deadline, timeout)
         finally:
             if stream is not None:
                 stream.close()
@@ -392,27 +429,38 @@ class Runtime:
             channel = await self._channel()
         return channel if channel is not None and channel.streams else None
 
-    async def _open_stream(self, encoded: tuple[int, bytes], payload: bytes, window: int) -> MuxStream:
+    async def _open_stream(
+        self, encoded: tuple[int, bytes], payload: bytes, window: int, deadline: float | None
+    ) -> MuxStream:
         channel = await self._stream_channel()
         if channel is None:
             raise DaemonUnavailableError(
                 f"the runtime daemon at {self.url} no longer takes stream requests on its execute channel"
             )
         try:
-            return await channel.stream(encoded, payload, window)
+            return await channel.stream(encoded, payload, window, deadline)
         except (OSError, ValueError) as exc:
             raise DaemonUnavailableError(
                 f"the runtime daemon at {self.url} is unreachable: {exc!r}; "
                 "check that ociapp-runtime serve runs there"
             ) from exc
 
-    async def _next_item(self, stream: MuxStream, path: Path) -> dict[str, object] | None:
-        """The stream's next item, decoded; None after the last."""
+    async def _next_item(
+        self, stream: MuxStream, path: Path, deadline: float | None, caller_timeout: float | None
+    ) -> dict[str, object] | None:
+        """The stream's next item, decoded; None after the last. The wait
+        ends at the caller's deadline, when there is one, and cancels the
+        stream then. (Not with asyncio.timeout: between items the task runs
+        the caller's loop body, which an expiring timeout would cancel.)"""
 
         timeout = self._execute_timeout
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - asyncio.get_running_loop().time()))
         try:
             item = await stream.next(timeout)
         except TimeoutError:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                raise _caller_timeout(caller_timeout) from None
             raise RequestTimeoutError(
                 f"the runtime daemon at {self.url} sent no item of the stream within {timeout:g}s"
             ) from None
@@ -476,10 +524,12 @@ class Runtime:
         route: str | None,
         payload: bytes,
         path: Path,
+        deadline: float | None,
     ) -> dict[str, object]:
         """Executes on the execute channel (fields encoded as encoded),
         or with an HTTP request to route (None: the route by path) when the
-        daemon has no channel."""
+        daemon has no channel; with the time left until deadline (the
+        event loop's time), if any."""
 
         timeout = self._execute_timeout
         channel = self._mux
@@ -487,7 +537,7 @@ class Runtime:
             channel = await self._channel()
         if channel is not None:
             try:
-                msg = await channel.call(encoded, payload)
+                msg = await channel.call(encoded, payload, deadline)
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"the runtime daemon at {self.url} did not answer within {timeout:g}s"
@@ -502,11 +552,16 @@ class Runtime:
             raise _answer_error(msg, path)
         if route is None:
             route = "/v1/local/execute?" + urlencode(fields)
+        headers = {"Content-Type": _MSGPACK, "Accept": _MSGPACK}
+        if deadline is not None:
+            # A daemon from before deadlines ignores the header.
+            left = deadline - asyncio.get_running_loop().time()
+            headers[_DEADLINE_HEADER] = str(deadline_millis(left))
         resp = await self._send(
             "POST",
             route,
             body=payload,
-            headers={"Content-Type": _MSGPACK, "Accept": _MSGPACK},
+            headers=headers,
             # A large body the daemon refuses (too large, unauthorized)
             # is then never sent, and the refusal is read, not lost to a
             # broken pipe.
@@ -826,6 +881,45 @@ class Runtime:
         )
         if resp.status not in (200, 201):
             raise _error(resp, path)
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    """Checks a call's ``timeout=``: seconds, or None (as is infinity)."""
+
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, or None, got {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """The event loop's time at which a call given ``timeout`` seconds
+    ends; None without one."""
+
+    seconds = _check_timeout(timeout)
+    return None if seconds is None else asyncio.get_running_loop().time() + seconds
+
+
+def _caller_timeout(timeout: float | None) -> RequestTimeoutError:
+    return RequestTimeoutError(f"the caller's timeout of {timeout:g}s passed before the request completed")
+
+
+async def _within(aw: Awaitable[T], deadline: float | None, timeout: float | None) -> T:
+    """Awaits aw until deadline (the event loop's time; None: no bound),
+    then cancels it and raises RequestTimeoutError; a timeout of an
+    enclosing scope stays that scope's."""
+
+    if deadline is None:
+        return await aw
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            return await aw
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise _caller_timeout(timeout) from None
 
 
 def _sandbox_args(**settings: object) -> list[str]:

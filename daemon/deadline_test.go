@@ -1,0 +1,207 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ociapp/ociapp/daemon/api"
+	"github.com/ociapp/ociapp/internal/testenv/daemontest"
+	"github.com/ociapp/ociapp/protocol"
+	"github.com/ociapp/ociapp/runtime"
+)
+
+// deadlineRunner is a fake runtime whose requests report the deadline of
+// the context they run under, {"left_ms": ms} (-1 without one), or, asked
+// {"op": "wait"}, wait for their context to end and return its error as
+// the runtime does; calls counts the requests it ran.
+func deadlineRunner() (*daemontest.Runner, *atomic.Int64) {
+	var calls atomic.Int64
+	return &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
+		calls.Add(1)
+		m, err := protocol.DecodePayload(p)
+		if err != nil {
+			return nil, err
+		}
+		switch m["op"] {
+		case "wait":
+			<-ctx.Done()
+			return nil, fmt.Errorf("executing fake: %w", ctx.Err())
+		case "own timeout":
+			// The runtime's request timeout, sooner than the caller's.
+			return nil, &runtime.RequestTimeoutError{Artifact: "fake 1.0", Timeout: time.Millisecond}
+		}
+		left := int64(-1)
+		if dl, ok := ctx.Deadline(); ok {
+			left = time.Until(dl).Milliseconds()
+		}
+		return protocol.EncodePayload(map[string]any{"left_ms": left})
+	}}, &calls
+}
+
+func payload(t *testing.T, m map[string]any) []byte {
+	t.Helper()
+	b, err := protocol.EncodePayload(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// leftMS decodes a deadlineRunner answer.
+func leftMS(t *testing.T, out []byte) int64 {
+	t.Helper()
+	m, err := protocol.DecodePayload(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch v := m["left_ms"].(type) {
+	case int8:
+		return int64(v)
+	case int16:
+		return int64(v)
+	case int32:
+		return int64(v)
+	case int64:
+		return v
+	case uint8:
+		return int64(v)
+	case uint16:
+		return int64(v)
+	case uint32:
+		return int64(v)
+	}
+	t.Fatalf("answer %v", m)
+	return 0
+}
+
+// wantCallerDeadline checks an error body: request_timeout, marked as the
+// caller's deadline, with the time it had.
+func wantCallerDeadline(t *testing.T, e *api.Error, left time.Duration) {
+	t.Helper()
+	if e.Code != api.CodeRequestTimeout || !e.CallerDeadline || e.Timeout != left || !strings.Contains(e.Message, "caller's deadline") {
+		t.Fatalf("got %+v, want the caller's deadline with %v left", e, left)
+	}
+}
+
+// TestMuxCallerDeadline: a request frame's deadline_ms is the deadline of
+// the context the runtime runs it under; a time already up is answered
+// request_timeout without running it, and a deadline that passes while
+// it runs is answered request_timeout, not dropped as a cancelled
+// request's answer. The daemon's own request timeout stays its own.
+func TestMuxCallerDeadline(t *testing.T) {
+	rt, calls := deadlineRunner()
+	d := startServer(t, rt)
+	path, _, _ := smallArtifact(t, t.TempDir())
+	digest := d.upload(t, path)
+	c := dialMux(t, d.sock)
+	if !strings.Contains(c.features, api.MuxFeatureDeadline) {
+		t.Fatalf("features %q", c.features)
+	}
+	ask := payload(t, map[string]any{"op": "left"})
+
+	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: ask, Deadline: 2 * time.Second})
+	resp := c.recv(t)
+	if left := leftMS(t, resp.Payload); left <= 1000 || left > 2000 {
+		t.Fatalf("the runtime had %d ms of a caller's 2 s", left)
+	}
+	c.send(t, api.MuxRequest{ID: 2, Digest: digest, Payload: ask})
+	if left := leftMS(t, c.recv(t).Payload); left != -1 {
+		t.Fatalf("a request without a deadline ran with %d ms left", left)
+	}
+
+	ran := calls.Load()
+	c.send(t, api.MuxRequest{ID: 3, Digest: digest, Payload: ask, Deadline: api.DeadlinePassed})
+	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 3, api.CodeRequestTimeout), 0)
+	c.send(t, api.MuxRequest{ID: 4, Digest: digest, Payload: ask, Stream: 4, Deadline: api.DeadlinePassed})
+	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 4, api.CodeRequestTimeout), 0)
+	if got := calls.Load(); got != ran {
+		t.Fatalf("%d requests whose time was up ran", got-ran)
+	}
+
+	start := time.Now()
+	c.send(t, api.MuxRequest{ID: 5, Digest: digest, Payload: payload(t, map[string]any{"op": "wait"}), Deadline: 150 * time.Millisecond})
+	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 5, api.CodeRequestTimeout), 150*time.Millisecond)
+	if took := time.Since(start); took < 150*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("answered after %v", took)
+	}
+
+	c.send(t, api.MuxRequest{ID: 6, Digest: digest, Payload: payload(t, map[string]any{"op": "own timeout"}), Deadline: time.Minute})
+	if e := wantMuxError(t, c.recv(t), 6, api.CodeRequestTimeout); e.CallerDeadline || e.Timeout != time.Millisecond {
+		t.Fatalf("the runtime's own timeout came back as %+v", e)
+	}
+	if got := d.metricValue(t, `ociapp_daemon_http_requests_total{route="mux_execute",code="504"}`); got != 3 {
+		t.Fatalf("mux_execute 504 counted %d times, want 3", got)
+	}
+}
+
+// TestMuxStreamCallerDeadline: a stream's deadline bounds the whole
+// stream: one held for credit past it ends with request_timeout.
+func TestMuxStreamCallerDeadline(t *testing.T) {
+	p := newProducer(-1, 0, nil)
+	d, digest := streamDaemon(t, p)
+	c := dialMux(t, d.sock)
+	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: []byte{0x80}, Stream: 2, Deadline: 200 * time.Millisecond})
+	for i := range 2 {
+		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
+			t.Fatalf("item %d: %+v", i, resp)
+		}
+	}
+	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 1, api.CodeRequestTimeout), 200*time.Millisecond)
+	p.waitStopped(t)
+}
+
+// TestHTTPCallerDeadline: the Ociapp-Deadline-Ms header is to the HTTP
+// routes what deadline_ms is to the channel.
+func TestHTTPCallerDeadline(t *testing.T) {
+	rt, calls := deadlineRunner()
+	d := startServer(t, rt)
+	path, _, _ := smallArtifact(t, t.TempDir())
+	digest := d.upload(t, path)
+	execute := func(body string, headers ...string) (*http.Response, []byte) {
+		return d.do(t, http.MethodPost, api.ExecutePath(digest), strings.NewReader(body), append([]string{"Content-Type", api.MediaJSON}, headers...)...)
+	}
+
+	resp, body := execute(`{"op": "left"}`, api.HeaderDeadline, "2000")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s", resp.Status, body)
+	}
+	var left int64
+	if _, err := fmt.Sscanf(string(body), `{"left_ms":%d}`, &left); err != nil || left <= 1000 || left > 2000 {
+		t.Fatalf("the runtime had %s of a caller's 2 s (%v)", body, err)
+	}
+	if _, body := execute(`{"op": "left"}`); string(body) != `{"left_ms":-1}` {
+		t.Fatalf("without the header: %s", body)
+	}
+
+	ran := calls.Load()
+	for _, v := range []string{"0", "-5"} {
+		resp, body := execute(`{"op": "left"}`, api.HeaderDeadline, v)
+		wantCallerDeadline(t, wantError(t, resp, body, api.CodeRequestTimeout), 0)
+	}
+	resp, body = d.do(t, http.MethodPost, api.StreamPath(digest), strings.NewReader(`{}`), "Content-Type", api.MediaJSON, api.HeaderDeadline, "0")
+	wantCallerDeadline(t, wantError(t, resp, body, api.CodeRequestTimeout), 0)
+	resp, body = execute(`{"op": "left"}`, api.HeaderDeadline, "soon")
+	if e := wantError(t, resp, body, api.CodeBadRequest); !strings.Contains(e.Message, api.HeaderDeadline) {
+		t.Fatalf("got %+v", e)
+	}
+	if got := calls.Load(); got != ran {
+		t.Fatalf("%d refused requests ran", got-ran)
+	}
+
+	resp, body = execute(`{"op": "wait"}`, api.HeaderDeadline, "100")
+	wantCallerDeadline(t, wantError(t, resp, body, api.CodeRequestTimeout), 100*time.Millisecond)
+
+	// A stream's handler runs under the caller's deadline too; one that
+	// outlives it ends with request_timeout.
+	_, lines := d.streamLines(t, api.StreamPath(digest), `{"op": "left"}`, "Content-Type", api.MediaJSON, api.HeaderDeadline, "3000")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], `{"item": {"left_ms":`) || lines[0] == `{"item": {"left_ms":-1}}` {
+		t.Fatalf("stream lines %q", lines)
+	}
+	resp, body = d.do(t, http.MethodPost, api.StreamPath(digest), strings.NewReader(`{"op": "wait"}`), "Content-Type", api.MediaJSON, api.HeaderDeadline, "100")
+	wantCallerDeadline(t, wantError(t, resp, body, api.CodeRequestTimeout), 100*time.Millisecond)
+}
