@@ -21,7 +21,15 @@ type engineFlags struct {
 	node       string
 	containerd string
 	cpuRequest float64
+	cgroup     string
 }
+
+// Values of --cgroup-parent beside a path: the engine's choice, or the
+// daemon's parent.
+const (
+	cgroupParentAuto   = "auto"
+	cgroupParentDaemon = "daemon"
+)
 
 // Engine kinds of --engine.
 const (
@@ -34,6 +42,7 @@ const (
 func (f *engineFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&f.kind, "engine", engineDocker, `container engine: "docker", or "kubernetes" (pods on this node; see docs/kubernetes.md)`)
 	fs.StringVar(&f.dockerHost, "docker-host", "", "Docker daemon address (default: $DOCKER_HOST or the local socket)")
+	fs.StringVar(&f.cgroup, "cgroup-parent", cgroupParentAuto, `docker: the cgroup under which each container's is created: "auto" gives each container a process's CPU weight (with the cgroupfs driver, "/"; with systemd, the daemon's), "daemon" keeps the daemon's parent for all, or a parent path or slice (see docs/engine.md)`)
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubernetes: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
 	fs.StringVar(&f.namespace, "namespace", "", "kubernetes: namespace of the pods (default: the kubeconfig's, or the pod's own)")
 	fs.StringVar(&f.node, "node", firstOf(getenv("NODE_NAME"), getenv("OCIAPP_K8S_NODE")), "kubernetes: this node's name (default: $NODE_NAME, $OCIAPP_K8S_NODE, else the host name)")
@@ -89,6 +98,13 @@ func (f *engineFlags) open(ctx context.Context, log *slog.Logger) (closingEngine
 		return eng, nil
 	}
 	opts := []docker.Option{docker.WithLogger(log)}
+	switch f.cgroup {
+	case cgroupParentAuto:
+	case cgroupParentDaemon:
+		opts = append(opts, docker.WithCgroupParent(docker.DaemonCgroupParent))
+	default:
+		opts = append(opts, docker.WithCgroupParent(f.cgroup))
+	}
 	if f.dockerHost != "" {
 		opts = append(opts, docker.WithHost(f.dockerHost))
 	}

@@ -21,8 +21,9 @@ import (
 // Engine talks to one Docker daemon. It is safe for concurrent use; Close it
 // to release the client's idle connections.
 type Engine struct {
-	cli *client.Client
-	log *slog.Logger
+	cli          *client.Client
+	log          *slog.Logger
+	cgroupParent string
 }
 
 var (
@@ -32,8 +33,10 @@ var (
 )
 
 type config struct {
-	host string
-	log  *slog.Logger
+	host            string
+	log             *slog.Logger
+	cgroupParent    string
+	cgroupParentSet bool
 }
 
 // Option configures New.
@@ -62,6 +65,30 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// WithCgroupParent sets the cgroup under which every container's own is
+// created (HostConfig.CgroupParent); DaemonCgroupParent ("") keeps the
+// daemon's (dockerd --cgroup-parent: /docker, or system.slice with the
+// systemd driver). Without this option, New chooses per-container weight:
+// with the cgroupfs driver it uses "/", making each container a cgroup of
+// its own at the top with a process's CPU weight, where under /docker all
+// containers together weigh as one process; the systemd driver already
+// gives each container a scope of its own, and keeps the daemon's parent.
+// docs/engine.md, "CPU share under contention", has the measurements.
+func WithCgroupParent(parent string) Option {
+	return func(c *config) error {
+		c.cgroupParent, c.cgroupParentSet = parent, true
+		return nil
+	}
+}
+
+// DaemonCgroupParent, given to WithCgroupParent, keeps the daemon's
+// parent cgroup.
+const DaemonCgroupParent = ""
+
+// topCgroupParent is the parent that gives each container a process's
+// CPU weight with the cgroupfs driver.
+const topCgroupParent = "/"
+
 // New connects to the Docker daemon named by the options, or else by the
 // environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
 // DOCKER_API_VERSION), or else the platform default socket. It negotiates
@@ -82,7 +109,7 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating docker client: %w", err)
 	}
-	e := &Engine{cli: cli, log: cfg.log}
+	e := &Engine{cli: cli, log: cfg.log, cgroupParent: cfg.cgroupParent}
 	p, err := e.ping(ctx)
 	if err != nil {
 		_ = cli.Close()
@@ -95,9 +122,31 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("docker at %s speaks API %s, older than the %s this engine needs; upgrade Docker", cli.DaemonHost(), cli.ClientVersion(), minAPIVersion)
 	}
-	e.log.Debug("connected to docker", "host", cli.DaemonHost(), "api_version", cli.ClientVersion())
+	if !cfg.cgroupParentSet {
+		e.cgroupParent = e.chooseCgroupParent(ctx)
+	}
+	e.log.Debug("connected to docker", "host", cli.DaemonHost(), "api_version", cli.ClientVersion(), "cgroup_parent", e.cgroupParent)
 	return e, nil
 }
+
+// chooseCgroupParent returns the parent for per-container CPU weight on
+// this daemon (see WithCgroupParent). A daemon that does not say its
+// driver keeps its own parent.
+func (e *Engine) chooseCgroupParent(ctx context.Context) string {
+	info, err := e.cli.Info(ctx)
+	if err != nil {
+		e.log.Debug("docker info failed; containers keep the daemon's cgroup parent", "err", err)
+		return DaemonCgroupParent
+	}
+	if info.CgroupDriver == "cgroupfs" {
+		return topCgroupParent
+	}
+	return DaemonCgroupParent
+}
+
+// CgroupParent returns the parent under which containers' cgroups are
+// created; "" is the daemon's.
+func (e *Engine) CgroupParent() string { return e.cgroupParent }
 
 // minAPIVersion is the oldest API with everything used here: wait
 // conditions and the build's image ID in its aux message (1.30), init,

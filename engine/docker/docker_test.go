@@ -26,6 +26,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/internal/cpustat"
+	"github.com/ociapp/ociapp/internal/testenv"
 )
 
 func TestPing(t *testing.T) {
@@ -1036,4 +1038,76 @@ func TestRemoveImage(t *testing.T) {
 	if err := e.RemoveImage(ctx, id); err != nil {
 		t.Fatalf("removing a missing image: %v", err)
 	}
+}
+
+// TestCgroupParent: by default, with the cgroupfs driver, each container's
+// cgroup is its own at the top (a process's CPU weight), and removing the
+// container leaves none behind; DaemonCgroupParent keeps the daemon's
+// parent. Under the systemd driver both keep the daemon's.
+func TestCgroupParent(t *testing.T) {
+	daemonParent, err := New(testCtx(t), WithCgroupParent(DaemonCgroupParent))
+	if err != nil {
+		testenv.Need(t, "Docker", "start it with scripts/ensure-docker.sh", err)
+	}
+	defer daemonParent.Close()
+	auto := requireDocker(t)
+	img := requireImage(t, auto)
+	info, err := auto.cli.Info(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := info.CgroupDriver == "cgroupfs"
+	for _, c := range []struct {
+		name string
+		e    *Engine
+		top  bool
+	}{
+		{"default", auto, top},
+		{"daemon's parent", daemonParent, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			id, err := c.e.CreateContainer(ctx, engine.ContainerSpec{Image: img.Ref, Cmd: []string{"ignore-term"}, Labels: map[string]string{"dev.ociapp.enginetest": "true"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.e.RemoveContainer(context.Background(), id) })
+			if err := c.e.StartContainer(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			ins, err := c.e.cli.ContainerInspect(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := cgroupOf(t, ins.State.Pid)
+			atTop := path == "/"+id
+			if atTop != c.top || !strings.HasSuffix(path, id) && !strings.Contains(path, "docker-"+id) {
+				t.Errorf("the container's cgroup is %q (driver %s), want at the top: %v", path, info.CgroupDriver, c.top)
+			}
+			if err := c.e.RemoveContainer(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cpustat.ContainerCgroup(cpustat.CgroupRoot, id); !errors.Is(err, cpustat.ErrNoCgroup) {
+				t.Errorf("after removal, the container's cgroup: %v; want none left", err)
+			}
+		})
+	}
+}
+
+// cgroupOf returns the cgroup of process pid: the CPU controller's in
+// cgroup v1, the unified one in v2.
+func cgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) == 3 && (parts[0] == "0" && parts[1] == "" || slices.Contains(strings.Split(parts[1], ","), "cpu")) {
+			return parts[2]
+		}
+	}
+	t.Fatalf("no cpu cgroup in %s", data)
+	return ""
 }
