@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -20,20 +19,41 @@ func printError(w io.Writer, command, engineKind string, err error) {
 
 // advice says what a person can do about err, or "" when there is nothing
 // to add. Libraries say what failed; the scripts and flags that help are
-// named here, at the command line.
+// named here, at the command line. It switches on runtime.Classify, as
+// exitCode does, so that the advice fits the exit status; errors.As only
+// reads the fields of the error already classified.
 func advice(err error, engineKind string) string {
-	var (
-		unavailable *engine.UnavailableError
-		crash       *runtime.WorkerCrashError
-		startup     *runtime.StartupError
-	)
-	switch {
-	case errors.As(err, &unavailable) && engineKind == engineKubernetes:
-		return "is the cluster up? pass --kubeconfig and --containerd, or for the test cluster: scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env"
-	case errors.As(err, &unavailable):
-		return "is Docker running? scripts/ensure-docker.sh starts it; --docker-host (default: $DOCKER_HOST) reaches another daemon"
-	case errors.As(err, &crash) && crash.OOMKilled, errors.As(err, &startup) && startup.OOMKilled:
-		return "the container ran out of memory: raise --memory"
+	switch runtime.Classify(err) {
+	case runtime.KindEngine:
+		return engineAdvice(engineKind)
+	case runtime.KindStartup:
+		var startup *runtime.StartupError
+		if !errors.As(err, &startup) {
+			return ""
+		}
+		if startup.OOMKilled {
+			return oomAdvice
+		}
+		// The engine could not start the container: it, not the
+		// application, is what to fix.
+		if errors.As(startup.Err, new(*runtime.EngineUnavailableError)) {
+			return engineAdvice(engineKind)
+		}
+	case runtime.KindCrash:
+		var crash *runtime.WorkerCrashError
+		if errors.As(err, &crash) && crash.OOMKilled {
+			return oomAdvice
+		}
 	}
 	return ""
+}
+
+const oomAdvice = "the container ran out of memory: raise --memory"
+
+// engineAdvice says how to reach the engine of engineKind.
+func engineAdvice(engineKind string) string {
+	if engineKind == engineKubernetes {
+		return "is the cluster up? pass --kubeconfig and --containerd, or for the test cluster: scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env"
+	}
+	return "is Docker running? scripts/ensure-docker.sh starts it; --docker-host (default: $DOCKER_HOST) reaches another daemon"
 }

@@ -55,6 +55,33 @@ func TestAdvice(t *testing.T) {
 	}
 }
 
+// A start that failed because the engine could not be reached is a startup
+// failure (runtime.Classify): it exits as one, and the advice is the
+// engine's, since the engine, not the application, is what to fix.
+func TestStartupWithoutEngineAdvice(t *testing.T) {
+	unavailable := &engine.UnavailableError{Host: "unix:///x.sock", Err: errors.New("refused")}
+	tests := []struct {
+		name, engine string
+		err          error
+		want         string
+	}{
+		{"docker", engineDocker, &runtime.StartupError{Artifact: "echo 1", Reason: "the engine could not create it", Err: unavailable}, dockerAdvice},
+		{"kubernetes", engineKubernetes, fmt.Errorf("executing: %w", &runtime.StartupError{Err: unavailable}), kubernetesAdvice},
+		// Out of memory is what to fix, whatever else went wrong.
+		{"out of memory", engineDocker, &runtime.StartupError{Exited: true, OOMKilled: true, Err: unavailable}, memoryAdvice},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := exitCode(tt.err); got != exitStartup {
+				t.Errorf("exit %d, want %d", got, exitStartup)
+			}
+			if got := advice(tt.err, tt.engine); !strings.Contains(got, tt.want) {
+				t.Errorf("advice = %q, want one containing %q", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestEngineUnavailableAdvice runs each command against an engine that is
 // not there: each prints the error, then once the advice for that engine.
 func TestEngineUnavailableAdvice(t *testing.T) {

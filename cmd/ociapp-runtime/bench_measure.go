@@ -276,9 +276,10 @@ func (b *bencher) measureArtifact(ctx context.Context) (_ artifactReport, err er
 // errorType names the kind of a failed request (runtime.Kind);
 // application errors carry the application's own type.
 func errorType(err error) string {
+	kind := runtime.Classify(err)
 	var appErr *runtime.AppError
-	if errors.As(err, &appErr) {
+	if kind == runtime.KindApp && errors.As(err, &appErr) {
 		return "app:" + appErr.Type
 	}
-	return runtime.Classify(err).String()
+	return kind.String()
 }
