@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	goruntime "runtime"
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
@@ -36,9 +35,6 @@ func (b *bencher) run(ctx context.Context) (*benchReport, error) {
 		MaxContainers:        cfg.runtime.maxContainers,
 		ContainerConcurrency: cfg.runtime.containerConcurrency,
 	}}
-	if rep.Settings.MaxContainers == 0 {
-		rep.Settings.MaxContainers = defaultMaxContainers()
-	}
 	rep.Containers.Max = rep.Settings.MaxContainers
 	settings, err := cfg.runtime.options()
 	if err != nil {
@@ -83,10 +79,6 @@ func (b *bencher) runtimeOptions(eng engine.Engine) []runtime.Option {
 	}
 	return opts
 }
-
-// defaultMaxContainers is the runtime's default limit (one container per
-// CPU, see runtime.WithMaxContainers), for the report.
-func defaultMaxContainers() int { return max(1, goruntime.NumCPU()) }
 
 // closeRuntimeTimeout bounds closing a runtime after the benchmark.
 const closeRuntimeTimeout = time.Minute
