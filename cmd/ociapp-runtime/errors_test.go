@@ -11,6 +11,7 @@ import (
 
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -19,6 +20,30 @@ const (
 	kubernetesAdvice = "scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env"
 	memoryAdvice     = "raise --memory"
 )
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{&runtime.AppError{Type: "ValueError"}, exitAppError},
+		{fmt.Errorf("x: %w", &runtime.RequestTimeoutError{}), exitTimeout},
+		{&runtime.StartupError{}, exitStartup},
+		{&runtime.WorkerCrashError{}, exitCrash},
+		{&runtime.ArtifactError{Err: errors.New("missing")}, exitUnavailable},
+		{fmt.Errorf("connecting: %w", &runtime.EngineUnavailableError{Err: errors.New("refused")}), exitUnavailable},
+		{fmt.Errorf("encoding: %w", &protocol.PayloadError{Message: "bad"}), exitUsage},
+		{&runtime.ConfigError{Err: errors.New("bad option")}, exitUsage},
+		{&runtime.OverloadedError{}, exitOther},
+		{context.Canceled, exitOther},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.err); got != tt.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
+		}
+	}
+}
 
 func TestAdvice(t *testing.T) {
 	unavailable := fmt.Errorf("pinging docker: %w", &engine.UnavailableError{Host: "unix:///x.sock", Err: errors.New("refused")})
