@@ -4,88 +4,19 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"iter"
 	"net"
 	"net/http"
 	neturl "net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/internal/mpwire"
 	"github.com/ociapp/ociapp/internal/testenv/daemontest"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
-
-// producer is a runtime's stream as a fake Runner's StreamFn: it yields
-// n items (forever when n < 0), {"i": i, "pad": size bytes}, then fails
-// with err if set, and counts the items it yielded.
-type producer struct {
-	n    int
-	size int
-	err  error
-
-	pulled  atomic.Int64
-	stopped chan struct{} // closed when the iteration returns
-	ctxErr  atomic.Bool   // the iteration ended with its context
-}
-
-func newProducer(n, size int, err error) *producer {
-	return &producer{n: n, size: size, err: err, stopped: make(chan struct{})}
-}
-
-func (p *producer) item(i int) []byte {
-	b := mpwire.AppendMapHeader(nil, 2)
-	b = mpwire.AppendInt(mpwire.AppendStr(b, "i"), int64(i))
-	return mpwire.AppendStr(mpwire.AppendStr(b, "pad"), strings.Repeat("x", p.size))
-}
-
-func (p *producer) stream(ctx context.Context, _ []byte) iter.Seq2[[]byte, error] {
-	return func(yield func([]byte, error) bool) {
-		defer close(p.stopped)
-		for i := 0; p.n < 0 || i < p.n; i++ {
-			if ctx.Err() != nil {
-				p.ctxErr.Store(true)
-				yield(nil, ctx.Err())
-				return
-			}
-			p.pulled.Add(1)
-			if !yield(p.item(i), nil) {
-				return
-			}
-		}
-		if p.err != nil {
-			yield(nil, p.err)
-		}
-	}
-}
-
-// waitStopped waits for the producer's iteration to return.
-func (p *producer) waitStopped(t *testing.T) {
-	t.Helper()
-	select {
-	case <-p.stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the producer still runs after %d items", p.pulled.Load())
-	}
-}
-
-// waitPulled polls until the producer has yielded n items, and fails if
-// it yields more.
-func (p *producer) waitPulled(t *testing.T, n int64) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.pulled.Load() < n && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if got := p.pulled.Load(); got != n {
-		t.Fatalf("the producer yielded %d items, want %d", got, n)
-	}
-}
 
 // rawMux is a client of the execute channel speaking frames directly.
 type rawMux struct {
@@ -164,7 +95,7 @@ func itemIndex(t *testing.T, item []byte) int {
 
 // streamDaemon serves a daemon whose runner streams with p, with an
 // artifact uploaded; it returns the daemon and the artifact's digest.
-func streamDaemon(t *testing.T, p *producer) (*testDaemon, string) {
+func streamDaemon(t *testing.T, p *daemontest.Producer) (*testDaemon, string) {
 	t.Helper()
 	rt := newStreamRunner(p)
 	d := startServer(t, rt)
@@ -188,7 +119,7 @@ func wantMuxError(t *testing.T, resp api.MuxResponse, id uint64, code api.Code) 
 // back in half windows, then the end; the channel advertises streams.
 func TestMuxStreamItems(t *testing.T) {
 	const n, window = 10_000, 16
-	p := newProducer(n, 0, nil)
+	p := daemontest.NewProducer(n, 0, nil)
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	if !strings.Contains(c.features, api.MuxFeatureStream) || !strings.Contains(c.features, api.MuxFeatureCancel) {
@@ -210,7 +141,7 @@ func TestMuxStreamItems(t *testing.T) {
 	if resp := c.recv(t); resp.ID != 7 || !resp.End {
 		t.Fatalf("after the items: %+v", resp)
 	}
-	p.waitStopped(t)
+	p.WaitStopped(t)
 	if got := d.metricValue(t, `ociapp_daemon_http_requests_total{route="mux_stream",code="200"}`); got != 1 {
 		t.Fatalf("mux_stream 200 counted %d times", got)
 	}
@@ -219,7 +150,7 @@ func TestMuxStreamItems(t *testing.T) {
 // TestMuxStreamCredit: a client that stops granting credit holds the
 // producer: the daemon takes at most one item beyond the credit.
 func TestMuxStreamCredit(t *testing.T) {
-	p := newProducer(-1, 0, nil)
+	p := daemontest.NewProducer(-1, 0, nil)
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: []byte{0x80}, Stream: 5})
@@ -228,14 +159,14 @@ func TestMuxStreamCredit(t *testing.T) {
 			t.Fatalf("item %d: %+v", i, resp)
 		}
 	}
-	p.waitPulled(t, 6)
+	p.WaitPulled(t, 6)
 	c.send(t, api.MuxRequest{ID: 1, Credit: 3})
 	for i := 5; i < 8; i++ {
 		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
 			t.Fatalf("item %d: %+v", i, resp)
 		}
 	}
-	p.waitPulled(t, 9)
+	p.WaitPulled(t, 9)
 	// A credit for another id is ignored; an execute on the channel is
 	// answered with no item beyond the credit before it.
 	c.send(t, api.MuxRequest{ID: 99, Credit: 100})
@@ -243,17 +174,17 @@ func TestMuxStreamCredit(t *testing.T) {
 	if resp := c.recv(t); resp.ID != 2 || resp.Payload == nil {
 		t.Fatalf("the execute behind the stream: %+v", resp)
 	}
-	if got := p.pulled.Load(); got != 9 {
+	if got := p.Pulled(); got != 9 {
 		t.Fatalf("the producer yielded %d items for a credit of 8", got)
 	}
 	c.send(t, api.MuxRequest{ID: 1, Cancel: true})
-	p.waitStopped(t)
+	p.WaitStopped(t)
 }
 
 // TestMuxStreamError: a stream that fails after items ends with the error
 // answer, after its items.
 func TestMuxStreamError(t *testing.T) {
-	p := newProducer(3, 0, &runtime.AppError{Type: "Boom", Message: "it broke"})
+	p := daemontest.NewProducer(3, 0, &runtime.AppError{Type: "Boom", Message: "it broke"})
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 4, Digest: digest, Payload: []byte{0x80}, Stream: 16})
@@ -274,32 +205,32 @@ func TestMuxStreamError(t *testing.T) {
 // TestMuxStreamCancel: a cancel frame, and the channel closing, stop the
 // producer; the channel goes on after a cancel.
 func TestMuxStreamCancel(t *testing.T) {
-	p := newProducer(-1, 0, nil)
+	p := daemontest.NewProducer(-1, 0, nil)
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: []byte{0x80}, Stream: 2})
 	c.recv(t)
 	c.recv(t)
 	c.send(t, api.MuxRequest{ID: 1, Cancel: true})
-	p.waitStopped(t)
+	p.WaitStopped(t)
 	c.send(t, api.MuxRequest{ID: 2, Digest: digest, Payload: []byte{0x80}})
 	if resp := c.recv(t); resp.ID != 2 || resp.Payload == nil {
 		t.Fatalf("after the cancel: %+v", resp)
 	}
 
-	p2 := newProducer(-1, 0, nil)
+	p2 := daemontest.NewProducer(-1, 0, nil)
 	d2, digest2 := streamDaemon(t, p2)
 	c2 := dialMux(t, d2.sock)
 	c2.send(t, api.MuxRequest{ID: 1, Digest: digest2, Payload: []byte{0x80}, Stream: 1})
 	c2.recv(t)
 	c2.conn.Close()
-	p2.waitStopped(t)
+	p2.WaitStopped(t)
 }
 
 // TestMuxStreamDrain: a stream in progress when the daemon drains ends
 // with closed, and its producer stops.
 func TestMuxStreamDrain(t *testing.T) {
-	p := newProducer(-1, 0, nil)
+	p := daemontest.NewProducer(-1, 0, nil)
 	rt := newStreamRunner(p)
 	d, stop := startServerStop(t, rt)
 	path, _, _ := smallArtifact(t, t.TempDir())
@@ -310,7 +241,7 @@ func TestMuxStreamDrain(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- stop() }()
 	wantMuxError(t, c.recv(t), 3, api.CodeClosed)
-	p.waitStopped(t)
+	p.WaitStopped(t)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +250,7 @@ func TestMuxStreamDrain(t *testing.T) {
 // TestMuxStreamRefused: a stream of 0 is bad_request by its id, and a
 // stream for an unknown artifact its error, counted as streams.
 func TestMuxStreamRefused(t *testing.T) {
-	p := newProducer(1, 0, nil)
+	p := daemontest.NewProducer(1, 0, nil)
 	d, _ := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	body := api.AppendMuxRequest(nil, api.MuxRequest{ID: 5, Digest: "sha256:x", Payload: []byte{0x80}})
@@ -339,7 +270,9 @@ func TestMuxStreamRefused(t *testing.T) {
 }
 
 // newStreamRunner is a fake runner that streams with p.
-func newStreamRunner(p *producer) *daemontest.Runner { return &daemontest.Runner{StreamFn: p.stream} }
+func newStreamRunner(p *daemontest.Producer) *daemontest.Runner {
+	return &daemontest.Runner{StreamFn: p.Stream}
+}
 
 // streamLines posts a stream request and returns the response and its
 // lines.
@@ -353,7 +286,7 @@ func (d *testDaemon) streamLines(t *testing.T, path, body string, headers ...str
 // msgpack body, by digest and by path; an error after items as its line;
 // an error before the first as an ordinary error response.
 func TestHTTPStream(t *testing.T) {
-	p := newProducer(3, 0, nil)
+	p := daemontest.NewProducer(3, 0, nil)
 	d, digest := streamDaemon(t, p)
 	resp, lines := d.streamLines(t, api.StreamPath(digest), `{"n": 3}`, "Content-Type", api.MediaJSON)
 	want := []string{`{"item": {"i":0,"pad":""}}`, `{"item": {"i":1,"pad":""}}`, `{"item": {"i":2,"pad":""}}`, `{"end": true}`}
@@ -364,14 +297,14 @@ func TestHTTPStream(t *testing.T) {
 		t.Fatalf("stream 200 counted %d times", got)
 	}
 
-	failing := newProducer(2, 0, &runtime.AppError{Type: "Boom", Message: "it broke"})
+	failing := daemontest.NewProducer(2, 0, &runtime.AppError{Type: "Boom", Message: "it broke"})
 	d2, digest2 := streamDaemon(t, failing)
 	_, lines = d2.streamLines(t, api.StreamPath(digest2), "\x80", "Content-Type", api.MediaMsgpack)
 	if len(lines) != 3 || !strings.HasPrefix(lines[2], `{"error": {`) || !strings.Contains(lines[2], `"code":"app_error"`) || !strings.Contains(lines[2], `"error_type":"Boom"`) {
 		t.Fatalf("a failing stream: %q", lines)
 	}
 
-	before := newProducer(0, 0, &runtime.AppError{Type: "Early", Message: "no items"})
+	before := daemontest.NewProducer(0, 0, &runtime.AppError{Type: "Early", Message: "no items"})
 	d3, digest3 := streamDaemon(t, before)
 	resp, body := d3.do(t, http.MethodPost, api.StreamPath(digest3), strings.NewReader("{}"))
 	if e := wantError(t, resp, body, api.CodeAppError); e.ErrorType != "Early" {
@@ -395,7 +328,7 @@ func TestHTTPStream(t *testing.T) {
 // TestHTTPStreamLocal: the local stream route runs the caller's file where
 // it lies, with the local execute route's checks.
 func TestHTTPStreamLocal(t *testing.T) {
-	p := newProducer(1, 0, nil)
+	p := daemontest.NewProducer(1, 0, nil)
 	rt := newStreamRunner(p)
 	d := startServer(t, rt)
 	path, _, _ := smallArtifact(t, t.TempDir())
@@ -417,7 +350,7 @@ func TestHTTPStreamLocal(t *testing.T) {
 // cancels it.
 func TestHTTPStreamStalledReader(t *testing.T) {
 	const size = 1 << 20
-	p := newProducer(-1, size, nil)
+	p := daemontest.NewProducer(-1, size, nil)
 	d, digest := streamDaemon(t, p)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -438,10 +371,10 @@ func TestHTTPStreamStalledReader(t *testing.T) {
 	}
 	// The producer settles once the buffers are full: poll until its
 	// count stays put.
-	last, still := p.pulled.Load(), 0
+	last, still := p.Pulled(), 0
 	for deadline := time.Now().Add(20 * time.Second); still < 100 && time.Now().Before(deadline); {
 		time.Sleep(2 * time.Millisecond)
-		if n := p.pulled.Load(); n != last {
+		if n := p.Pulled(); n != last {
 			last, still = n, 0
 		} else {
 			still++
@@ -452,13 +385,13 @@ func TestHTTPStreamStalledReader(t *testing.T) {
 	}
 	t.Logf("a stalled reader held the producer at %d items of 1 MiB", last)
 	cancel()
-	p.waitStopped(t)
+	p.WaitStopped(t)
 }
 
 // TestHTTPStreamDrain: an HTTP stream in progress when the daemon drains
 // ends with a closed error line, and its producer stops.
 func TestHTTPStreamDrain(t *testing.T) {
-	p := newProducer(-1, 0, nil)
+	p := daemontest.NewProducer(-1, 0, nil)
 	d, stop := startServerStop(t, newStreamRunner(p))
 	path, _, _ := smallArtifact(t, t.TempDir())
 	digest := d.upload(t, path)
@@ -485,7 +418,7 @@ func TestHTTPStreamDrain(t *testing.T) {
 	if !strings.HasPrefix(last, `{"error": {`) || !strings.Contains(last, `"code":"closed"`) {
 		t.Fatalf("the last line %q", last)
 	}
-	p.waitStopped(t)
+	p.WaitStopped(t)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ type UnavailableError struct {
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("ociapp runtime daemon at %s is unreachable: %v; check that ociapp-runtime serve runs there and that the address is right", e.URL, e.Err)
+	return fmt.Sprintf("ociapp runtime daemon at %s is unreachable: %v", e.URL, e.Err)
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }

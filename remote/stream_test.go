@@ -5,65 +5,20 @@ import (
 	"context"
 	"errors"
 	"io"
-	"iter"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
-	"github.com/ociapp/ociapp/internal/mpwire"
 	"github.com/ociapp/ociapp/internal/testenv"
 	"github.com/ociapp/ociapp/internal/testenv/daemontest"
 	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
-
-// counter is a fake runtime stream: n items {"i": i} (forever when n < 0),
-// then err if set; it counts the items it yielded.
-type counter struct {
-	n       int
-	err     error
-	pulled  atomic.Int64
-	stopped chan struct{}
-}
-
-func newCounter(n int, err error) *counter {
-	return &counter{n: n, err: err, stopped: make(chan struct{})}
-}
-
-func (c *counter) stream(ctx context.Context, _ []byte) iter.Seq2[[]byte, error] {
-	return func(yield func([]byte, error) bool) {
-		defer close(c.stopped)
-		for i := 0; c.n < 0 || i < c.n; i++ {
-			if ctx.Err() != nil {
-				yield(nil, ctx.Err())
-				return
-			}
-			c.pulled.Add(1)
-			item := mpwire.AppendInt(mpwire.AppendStr(mpwire.AppendMapHeader(nil, 1), "i"), int64(i))
-			if !yield(item, nil) {
-				return
-			}
-		}
-		if c.err != nil {
-			yield(nil, c.err)
-		}
-	}
-}
-
-func (c *counter) waitStopped(t *testing.T) {
-	t.Helper()
-	select {
-	case <-c.stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the producer still runs after %d items", c.pulled.Load())
-	}
-}
 
 func indexOf(t *testing.T, item map[string]any) int64 {
 	t.Helper()
@@ -81,9 +36,9 @@ func indexOf(t *testing.T, item map[string]any) int64 {
 	return 0
 }
 
-func streamExecutor(t *testing.T, c *counter, opts ...remote.Option) (*remote.Executor, *daemontest.Runner) {
+func streamExecutor(t *testing.T, p *daemontest.Producer, opts ...remote.Option) (*remote.Executor, *daemontest.Runner) {
 	t.Helper()
-	rt := &daemontest.Runner{StreamFn: c.stream}
+	rt := &daemontest.Runner{StreamFn: p.Stream}
 	sock, _ := muxDaemon(t, rt)
 	ex, err := remote.New("unix://"+sock, opts...)
 	if err != nil {
@@ -98,8 +53,8 @@ func streamExecutor(t *testing.T, c *counter, opts ...remote.Option) (*remote.Ex
 func TestStream(t *testing.T) {
 	for name, opts := range map[string][]remote.Option{"by path": nil, "uploaded": {remote.WithUploads()}} {
 		t.Run(name, func(t *testing.T) {
-			c := newCounter(10_000, nil)
-			ex, rt := streamExecutor(t, c, opts...)
+			p := daemontest.NewProducer(10_000, 0, nil)
+			ex, rt := streamExecutor(t, p, opts...)
 			path := smallArtifact(t, "s")
 			var n int64
 			for item, err := range ex.Stream(t.Context(), path, map[string]any{"go": true}) {
@@ -121,8 +76,8 @@ func TestStream(t *testing.T) {
 		})
 	}
 
-	c := newCounter(3, &runtime.AppError{Type: "Boom", Message: "broke"})
-	ex, _ := streamExecutor(t, c)
+	p := daemontest.NewProducer(3, 0, &runtime.AppError{Type: "Boom", Message: "broke"})
+	ex, _ := streamExecutor(t, p)
 	var n int
 	for item, err := range ex.Stream(t.Context(), smallArtifact(t, "e"), map[string]any{}) {
 		if n < 3 && (err != nil || indexOf(t, item) != int64(n)) {
@@ -143,31 +98,28 @@ func TestStream(t *testing.T) {
 // producer at its window and the daemon's one item; breaking out cancels
 // it.
 func TestStreamFlowControl(t *testing.T) {
-	c := newCounter(-1, nil)
-	ex, _ := streamExecutor(t, c)
+	p := daemontest.NewProducer(-1, 0, nil)
+	ex, _ := streamExecutor(t, p)
 	for range ex.StreamPayload(t.Context(), smallArtifact(t, "f"), []byte{0x80}) {
 		want := int64(protocol.DefaultStreamWindow + 1)
-		deadline := time.Now().Add(10 * time.Second)
-		for c.pulled.Load() < want && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		p.WaitPulled(t, want)
 		// A health check's round trip later, no more.
 		if err := ex.Health(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if got := c.pulled.Load(); got != want {
+		if got := p.Pulled(); got != want {
 			t.Fatalf("a stalled consumer let the producer yield %d items, want %d", got, want)
 		}
 		break
 	}
-	c.waitStopped(t)
+	p.WaitStopped(t)
 }
 
 // TestStreamContextEnds: a context that ends mid-stream ends it with an
 // error wrapping the context's, and cancels the producer.
 func TestStreamContextEnds(t *testing.T) {
-	c := newCounter(-1, nil)
-	ex, _ := streamExecutor(t, c)
+	p := daemontest.NewProducer(-1, 0, nil)
+	ex, _ := streamExecutor(t, p)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	n := 0
@@ -181,14 +133,14 @@ func TestStreamContextEnds(t *testing.T) {
 	if !errors.Is(last, context.Canceled) {
 		t.Fatalf("the stream ended with %v", last)
 	}
-	c.waitStopped(t)
+	p.WaitStopped(t)
 }
 
 // TestStreamWithoutChannelStreams: without streams on the channel (HTTP
 // executes), the execute's response is the only item.
 func TestStreamWithoutChannelStreams(t *testing.T) {
-	c := newCounter(5, nil)
-	ex, _ := streamExecutor(t, c, remote.WithHTTPExecute())
+	p := daemontest.NewProducer(5, 0, nil)
+	ex, _ := streamExecutor(t, p, remote.WithHTTPExecute())
 	var items []map[string]any
 	for item, err := range ex.Stream(t.Context(), smallArtifact(t, "h"), map[string]any{"v": "x"}) {
 		if err != nil {

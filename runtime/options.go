@@ -53,6 +53,11 @@ const (
 	DefaultMaxStartupBackoff = 30 * time.Second
 )
 
+// DefaultMaxContainers is the default cap on containers per artifact: one
+// per CPU, since the typical app runs one request at a time on one core. A
+// function, not a constant: it depends on the machine.
+func DefaultMaxContainers() int { return max(1, goruntime.NumCPU()) }
+
 // NonRootUser is the user containers run as when their image would run as
 // root (the "nonroot" user of distroless images).
 const NonRootUser = "65532:65532"
@@ -109,7 +114,7 @@ func defaultConfig() config {
 		shutdownTimeout:      DefaultShutdownTimeout,
 		idleTimeout:          DefaultIdleTimeout,
 		reaperInterval:       DefaultReaperInterval,
-		maxContainers:        max(1, goruntime.NumCPU()),
+		maxContainers:        DefaultMaxContainers(),
 		containerConcurrency: DefaultContainerConcurrency,
 		queueSize:            DefaultQueueSize,
 		memoryBytes:          DefaultMemoryLimit,
@@ -222,8 +227,8 @@ func WithReaperInterval(d time.Duration) Option {
 	}
 }
 
-// WithMaxContainers caps the containers per artifact (default: the number
-// of CPUs).
+// WithMaxContainers caps the containers per artifact (default:
+// DefaultMaxContainers, the number of CPUs).
 func WithMaxContainers(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

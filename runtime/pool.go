@@ -75,47 +75,49 @@ func newPool(e *env, info artifactInfo) *pool {
 
 // ensureImage makes sure the engine has the artifact's image, loading art
 // (the artifact as resolved for the caller) only when the engine has
-// neither of its identities. rep, unless nil, gets what it did and how
+// neither of its identities, and returns the image's reference and the
+// user its containers run as. rep, unless nil, gets what it did and how
 // long each step took.
-func (p *pool) ensureImage(ctx context.Context, art artifactInfo, rep *PrepareReport) (string, error) {
-	if ref := p.image.Load(); ref != nil && p.user.Load() != nil {
+func (p *pool) ensureImage(ctx context.Context, art artifactInfo, rep *PrepareReport) (image, user string, err error) {
+	if ref, u := p.image.Load(), p.user.Load(); ref != nil && u != nil {
 		if rep != nil {
 			rep.Image, rep.ImagePresent = *ref, true
 		}
-		return *ref, nil
+		return *ref, *u, nil
 	}
 	select {
 	case p.imageSem <- struct{}{}:
 	case <-ctx.Done():
-		return "", ctx.Err()
+		return "", "", ctx.Err()
 	}
 	defer func() { <-p.imageSem }()
 	if p.user.Load() == nil {
 		start := time.Now()
-		user, err := p.env.containerUser(ctx, art)
+		u, err := p.env.containerUser(ctx, art)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if rep != nil {
 			rep.User = time.Since(start)
 		}
-		p.user.Store(&user)
+		p.user.Store(&u)
 	}
+	user = *p.user.Load()
 	if ref := p.image.Load(); ref != nil {
 		if rep != nil {
 			rep.Image, rep.ImagePresent = *ref, true
 		}
-		return *ref, nil
+		return *ref, user, nil
 	}
 	ref, loaded, err := p.env.loadImage(ctx, art, rep)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if loaded {
 		p.ownedImage.Store(&ref)
 	}
 	p.image.Store(&ref)
-	return ref, nil
+	return ref, user, nil
 }
 
 // collectImage removes the image the runtime loaded for the pool once the

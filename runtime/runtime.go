@@ -280,7 +280,7 @@ func (r *Runtime) pool(ctx context.Context, path string, rep *PrepareReport) (*p
 		}
 		r.mu.Unlock()
 	}
-	if _, err := p.ensureImage(ctx, art, rep); err != nil {
+	if _, _, err := p.ensureImage(ctx, art, rep); err != nil {
 		return nil, art, err
 	}
 	return p, art, nil

@@ -27,7 +27,11 @@ var errIdle = errors.New("container stopped after being idle")
 // exactly once.
 type worker struct {
 	env *env
-	p   *pool
+	// p is the worker's pool, for its calls back (workerReady, startFailed,
+	// workerGone) and its image (ensureImage, forgetImage); what the
+	// worker reads of the pool is in facts.
+	p     *pool
+	facts poolFacts
 	// art is the artifact as resolved for the request that started the
 	// worker: the image is loaded from it if the engine lacks it.
 	art    artifactInfo
@@ -69,15 +73,31 @@ type worker struct {
 	deadErr error
 }
 
+// poolFacts are what a worker reads of its pool: facts of the pool's
+// artifact, fixed when the pool was created, copied so that the worker
+// need not reach into the pool for them.
+type poolFacts struct {
+	label   string            // the artifact's name and version, for errors and logs
+	name    string            // the artifact's name, for the container's name and label
+	digest  string            // the artifact's digest, for the container's label
+	labels  map[string]string // the image's labels, blanked in the container; read only
+	volumes []string          // the image's VOLUMEs, covered in the container
+}
+
+func (p *pool) facts() poolFacts {
+	return poolFacts{label: p.name, name: p.info.Name, digest: p.info.Digest, labels: p.info.Labels, volumes: p.info.Volumes}
+}
+
 type exitResult struct {
 	state engine.ContainerState
 	err   error
 }
 
 func newWorker(p *pool, art artifactInfo) *worker {
+	facts := p.facts()
 	id := randomID(4)
 	dir := filepath.Join(p.env.inst.dir, id)
-	app := strings.Trim(nameInvalid.ReplaceAllString(p.info.Name, "-"), "-._")
+	app := strings.Trim(nameInvalid.ReplaceAllString(facts.name, "-"), "-._")
 	if app == "" {
 		app = "app"
 	}
@@ -89,6 +109,7 @@ func newWorker(p *pool, art artifactInfo) *worker {
 	return &worker{
 		env:      p.env,
 		p:        p,
+		facts:    facts,
 		art:      art,
 		id:       id,
 		name:     name,
@@ -111,7 +132,7 @@ func (w *worker) retire(reason error) {
 func (w *worker) run() {
 	e := w.env
 	defer e.wg.Done()
-	log := e.log.With("artifact", w.p.name, "worker", w.id)
+	log := e.log.With("artifact", w.facts.label, "worker", w.id)
 	var waitWG sync.WaitGroup
 	waitCtx, stopWaiting := context.WithCancel(context.Background())
 	defer func() {
@@ -163,7 +184,7 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 	e := w.env
 	ctx, cancel := context.WithTimeout(e.life, e.cfg.startupTimeout)
 	defer cancel()
-	image, err := w.p.ensureImage(ctx, w.art, nil)
+	image, user, err := w.p.ensureImage(ctx, w.art, nil)
 	if err != nil {
 		if errors.As(err, new(*ArtifactError)) {
 			return err
@@ -175,18 +196,18 @@ func (w *worker) start(waitCtx context.Context, waitWG *sync.WaitGroup) error {
 	}
 
 	w.created = true
-	id, err := e.eng.CreateContainer(ctx, w.spec(image))
+	id, err := e.eng.CreateContainer(ctx, w.spec(image, user))
 	if errors.Is(err, engine.ErrNotFound) {
 		// The image was removed behind the runtime's back: load it
 		// again, once.
 		w.p.forgetImage()
-		if image, err = w.p.ensureImage(ctx, w.art, nil); err != nil {
+		if image, user, err = w.p.ensureImage(ctx, w.art, nil); err != nil {
 			if errors.As(err, new(*ArtifactError)) {
 				return err
 			}
 			return w.startupError(ctx, err, "its image could not be loaded")
 		}
-		id, err = e.eng.CreateContainer(ctx, w.spec(image))
+		id, err = e.eng.CreateContainer(ctx, w.spec(image, user))
 	}
 	if err != nil {
 		return w.startupError(ctx, err, "the engine could not create it")
@@ -350,7 +371,7 @@ func (w *worker) startupError(ctx context.Context, err error, reason string) err
 		w.env.janitor.noteOutage()
 		return err
 	}
-	se := &StartupError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
+	se := &StartupError{Artifact: w.facts.label, ContainerID: w.containerID, Reason: reason, Err: err}
 	if w.containerID != "" {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), diagnosticTimeout)
 		defer cancel()
@@ -432,7 +453,7 @@ func (w *worker) exitReason() string {
 func (w *worker) crash(reason string, err error) *WorkerCrashError {
 	ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
 	defer cancel()
-	e := &WorkerCrashError{Artifact: w.p.name, ContainerID: w.containerID, Reason: reason, Err: err}
+	e := &WorkerCrashError{Artifact: w.facts.label, ContainerID: w.containerID, Reason: reason, Err: err}
 	if w.exited {
 		e.Exited, e.ExitCode, e.OOMKilled = true, w.exitState.ExitCode, w.exitState.OOMKilled
 	}
@@ -492,32 +513,29 @@ const volumeTmpfsOptions = "ro,nosuid,nodev,noexec,size=4k"
 
 var nameInvalid = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
-// spec is the container to create: hardened by default, labelled for
-// cleanup, with the socket directory mounted where the app listens.
-func (w *worker) spec(image string) engine.ContainerSpec {
+// spec is the container to create from image, running as user:
+// hardened by default, labelled for cleanup, with the socket directory
+// mounted where the app listens.
+func (w *worker) spec(image, user string) engine.ContainerSpec {
 	e := w.env
 	cfg := &e.cfg
-	user := NonRootUser
-	if u := w.p.user.Load(); u != nil {
-		user = *u
-	}
 	// Docker merges the image's labels into the container's and cannot be
 	// told not to: blank every one, so the container's only values are
 	// the runtime's (set last, so no image label can override them).
-	labels := make(map[string]string, len(w.p.info.Labels)+5)
-	for k := range w.p.info.Labels {
+	labels := make(map[string]string, len(w.facts.labels)+5)
+	for k := range w.facts.labels {
 		labels[k] = ""
 	}
 	maps.Copy(labels, map[string]string{
 		LabelManaged:        "1",
 		LabelInstance:       e.inst.id,
 		LabelStateDir:       e.inst.stateDir,
-		LabelArtifactDigest: w.p.info.Digest,
-		LabelArtifactName:   w.p.info.Name,
+		LabelArtifactDigest: w.facts.digest,
+		LabelArtifactName:   w.facts.name,
 	})
 	socketDir := path.Dir(protocol.DefaultSocketPath)
 	tmpfs := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize}
-	for _, v := range w.p.info.Volumes {
+	for _, v := range w.facts.volumes {
 		// The image's VOLUMEs would each get a writable anonymous volume,
 		// outside every limit: cover each with an empty read-only tmpfs
 		// instead (the engine creates no volume where something is

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	goruntime "runtime"
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
@@ -36,9 +35,6 @@ func (b *bencher) run(ctx context.Context) (*benchReport, error) {
 		MaxContainers:        cfg.runtime.maxContainers,
 		ContainerConcurrency: cfg.runtime.containerConcurrency,
 	}}
-	if rep.Settings.MaxContainers == 0 {
-		rep.Settings.MaxContainers = defaultMaxContainers()
-	}
 	rep.Containers.Max = rep.Settings.MaxContainers
 	settings, err := cfg.runtime.options()
 	if err != nil {
@@ -83,10 +79,6 @@ func (b *bencher) runtimeOptions(eng engine.Engine) []runtime.Option {
 	}
 	return opts
 }
-
-// defaultMaxContainers is the runtime's default limit (one container per
-// CPU, see runtime.WithMaxContainers), for the report.
-func defaultMaxContainers() int { return max(1, goruntime.NumCPU()) }
 
 // closeRuntimeTimeout bounds closing a runtime after the benchmark.
 const closeRuntimeTimeout = time.Minute
@@ -276,9 +268,10 @@ func (b *bencher) measureArtifact(ctx context.Context) (_ artifactReport, err er
 // errorType names the kind of a failed request (runtime.Kind);
 // application errors carry the application's own type.
 func errorType(err error) string {
+	kind := runtime.Classify(err)
 	var appErr *runtime.AppError
-	if errors.As(err, &appErr) {
+	if kind == runtime.KindApp && errors.As(err, &appErr) {
 		return "app:" + appErr.Type
 	}
-	return runtime.Classify(err).String()
+	return kind.String()
 }

@@ -41,6 +41,7 @@ func TestParseBenchArgs(t *testing.T) {
 		warmup:      defaultBenchWarmup,
 		runtime: runtimeFlags{
 			memory:               "1g",
+			maxContainers:        runtime.DefaultMaxContainers(),
 			busyPoll:             protocol.DefaultBusyPoll,
 			requestTimeout:       runtime.DefaultRequestTimeout,
 			containerConcurrency: runtime.DefaultContainerConcurrency,

@@ -18,18 +18,6 @@ import (
 	"github.com/ociapp/ociapp/runtime"
 )
 
-// Exit statuses of ociapp-runtime run.
-const (
-	exitOK          = 0
-	exitAppError    = 1 // the application returned an error
-	exitUsage       = 2 // bad flags, arguments or request JSON
-	exitTimeout     = 3 // the request timed out
-	exitStartup     = 4 // the container failed to start
-	exitUnavailable = 5 // the artifact cannot be used or the engine cannot be reached
-	exitCrash       = 6 // the container crashed while serving the request
-	exitOther       = 7 // anything else (overloaded, interrupted, ...)
-)
-
 const runUsage = `usage: ociapp-runtime run [flags] ARTIFACT [JSON | -]
 
 Executes one request against the application in ARTIFACT and prints its
@@ -176,34 +164,6 @@ func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// fail reports err and returns its exit status.
-func fail(stderr io.Writer, engineKind string, err error) int {
-	printError(stderr, "ociapp-runtime", engineKind, err)
-	return exitCode(err)
-}
-
-// exitCode maps an error to the documented exit statuses, by its kind.
-func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
-	switch runtime.Classify(err) {
-	case runtime.KindApp:
-		return exitAppError
-	case runtime.KindTimeout:
-		return exitTimeout
-	case runtime.KindStartup:
-		return exitStartup
-	case runtime.KindCrash:
-		return exitCrash
-	case runtime.KindArtifact, runtime.KindEngine:
-		return exitUnavailable
-	case runtime.KindPayload, runtime.KindConfig:
-		return exitUsage
-	}
-	return exitOther
 }
 
 // writeJSON prints a msgpack payload as JSON (package jsonpayload, as the

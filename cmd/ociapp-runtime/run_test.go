@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -35,30 +33,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-func TestExitCode(t *testing.T) {
-	tests := []struct {
-		err  error
-		want int
-	}{
-		{nil, exitOK},
-		{&runtime.AppError{Type: "ValueError"}, exitAppError},
-		{fmt.Errorf("x: %w", &runtime.RequestTimeoutError{}), exitTimeout},
-		{&runtime.StartupError{}, exitStartup},
-		{&runtime.WorkerCrashError{}, exitCrash},
-		{&runtime.ArtifactError{Err: errors.New("missing")}, exitUnavailable},
-		{fmt.Errorf("connecting: %w", &runtime.EngineUnavailableError{Err: errors.New("refused")}), exitUnavailable},
-		{fmt.Errorf("encoding: %w", &protocol.PayloadError{Message: "bad"}), exitUsage},
-		{&runtime.ConfigError{Err: errors.New("bad option")}, exitUsage},
-		{&runtime.OverloadedError{}, exitOther},
-		{context.Canceled, exitOther},
-	}
-	for _, tt := range tests {
-		if got := exitCode(tt.err); got != tt.want {
-			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
-		}
-	}
 }
 
 func TestWriteJSON(t *testing.T) {

@@ -161,13 +161,13 @@ func (f *runtimeFlags) definitions() map[string]runtimeFlag {
 		},
 		"max-containers": {
 			func(fs *flag.FlagSet, name string) {
-				fs.IntVar(&f.maxContainers, name, 0, "containers per artifact at most (default: the runtime's, one per CPU)")
+				fs.IntVar(&f.maxContainers, name, runtime.DefaultMaxContainers(), "containers per artifact at most, at least 1; the default is the number of CPUs")
 			},
 			func(name string) (runtime.Option, error) {
-				// 0 keeps the runtime's default, which has no constant:
-				// it depends on the machine.
+				// Unlike --cpus and --memory, 0 cannot mean "no limit":
+				// an artifact needs a container.
 				if f.maxContainers == 0 {
-					return nil, nil
+					return nil, fmt.Errorf("--%s must be at least 1", name)
 				}
 				return nonNegative(name, f.maxContainers, runtime.WithMaxContainers)
 			},

@@ -39,14 +39,13 @@ func TestRuntimeFlagDefaults(t *testing.T) {
 		memory:     "1g", socketDirLimit: "1m", network: runtime.DefaultNetwork,
 		busyPoll: protocol.DefaultBusyPoll, startupTimeout: runtime.DefaultStartupTimeout, requestTimeout: runtime.DefaultRequestTimeout,
 		shutdownTimeout: runtime.DefaultShutdownTimeout, idleTimeout: runtime.DefaultIdleTimeout, reaperInterval: runtime.DefaultReaperInterval,
-		containerConcurrency: runtime.DefaultContainerConcurrency, queueSize: runtime.DefaultQueueSize,
+		maxContainers: runtime.DefaultMaxContainers(), containerConcurrency: runtime.DefaultContainerConcurrency, queueSize: runtime.DefaultQueueSize,
 	}
 	if !reflect.DeepEqual(rf, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", rf, want)
 	}
-	// Every flag but the unset state directory and the machine-dependent
-	// container limit gives an option.
-	if len(opts) != len(allRuntimeFlags)-2 {
+	// Every flag but the unset state directory gives an option.
+	if len(opts) != len(allRuntimeFlags)-1 {
 		t.Errorf("%d options from %d flags", len(opts), len(allRuntimeFlags))
 	}
 }
@@ -59,6 +58,7 @@ func TestRuntimeFlagErrors(t *testing.T) {
 		{[]string{"--memory", "lots"}, "--memory: invalid size"},
 		{[]string{"--socket-dir-limit", "-1m"}, "--socket-dir-limit: invalid size"},
 		{[]string{"--max-containers", "-1"}, "--max-containers must not be negative"},
+		{[]string{"--max-containers", "0"}, "--max-containers must be at least 1"},
 		{[]string{"--container-concurrency", "-2"}, "--container-concurrency must not be negative"},
 		{[]string{"--request-timeout", "-1s"}, "--request-timeout must not be negative"},
 		{[]string{"--busy-poll", "-1us"}, "--busy-poll must not be negative"},

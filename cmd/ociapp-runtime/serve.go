@@ -126,7 +126,7 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 	fs.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token clients must send (default: $"+tokenEnv+"); required for TCP")
 	fs.StringVar(&d.TLSCertFile, "tls-cert", "", "TLS certificate `file` (PEM); with --tls-key the listener speaks TLS")
 	fs.StringVar(&d.TLSKeyFile, "tls-key", "", "TLS private key `file` (PEM)")
-	socketMode := fs.String("socket-mode", "0600", "mode of the Unix socket, in octal (0660 lets the socket's group connect)")
+	socketMode := fs.String("socket-mode", fmt.Sprintf("%#o", daemon.DefaultSocketMode), "mode of the Unix socket, in octal (0660 lets the socket's group connect)")
 	maxArtifact := fs.String("max-artifact-size", bytesize.Short(api.DefaultMaxArtifactSize), "largest artifact upload accepted, e.g. 512m or 4g")
 	maxRequest := fs.String("max-request-size", strconv.FormatInt(api.DefaultMaxRequestSize, 10), "largest execute request body accepted, in bytes (16 MiB less 1 KiB, the most a frame to a container holds)")
 	maxBodyMemory := fs.String("max-body-memory", bytesize.Short(daemon.DefaultMaxBodyMemory), "total size of execute request bodies held at once; a request that does not fit within a second is answered overloaded")

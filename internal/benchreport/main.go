@@ -83,11 +83,7 @@ func render(dir, mdPath, svgPath string) error {
 	if err := renderMarkdown(&md, rep); err != nil {
 		return fmt.Errorf("rendering %s: %w", mdPath, err)
 	}
-	floor := 0.0
-	if gb := findGoBench(res, "/ociapp", "RawPingPong"); gb != nil {
-		floor = gb.Metrics["p50-µs"]
-	}
-	if err := renderPlot(&svg, res, floor); err != nil {
+	if err := renderPlot(&svg, res, rep.floorP50); err != nil {
 		return fmt.Errorf("rendering %s: %w", svgPath, err)
 	}
 	for _, out := range []struct {

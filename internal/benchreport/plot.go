@@ -5,6 +5,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -66,10 +67,7 @@ func renderPlot(w io.Writer, res *results, floorP50 float64) error {
 	if floorP50 > 0 {
 		minLat = min(minLat, floorP50)
 	}
-	minC, maxC := concs[0], concs[0]
-	for _, c := range concs {
-		minC, maxC = min(minC, c), max(maxC, c)
-	}
+	minC, maxC := slices.Min(concs), slices.Max(concs)
 	xAxis := func(left float64) axis {
 		lo, hi := math.Log10(float64(minC)), math.Log10(float64(maxC))
 		if hi == lo {

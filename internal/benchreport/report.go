@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -35,8 +36,9 @@ type report struct {
 	GoBench  []benchRow
 	Commands []commandRow
 	Missing  []string
-	Plot     string // the plot's path relative to the report
-	BusyPoll string // the protocol client's default busy-poll budget
+	Plot     string  // the plot's path relative to the report
+	BusyPoll string  // the protocol client's default busy-poll budget
+	floorP50 float64 // the raw socket ping-pong's p50 (µs), for the ratios and the plot; 0: not measured
 }
 
 // pathRow is a row of the request path table.
@@ -81,9 +83,9 @@ type builder struct {
 	res  *results
 	rep  report
 	cmds map[string]int
-	// floor is the raw socket ping-pong: its p50 (µs) and req/s;
-	// crossP50 the p50 of the same between two processes.
-	floorP50, floorRPS, crossP50 float64
+	// floorRPS is the raw socket ping-pong's req/s (its p50 is
+	// rep.floorP50); crossP50 the p50 of the same between two processes.
+	floorRPS, crossP50 float64
 }
 
 func buildReport(res *results, plot string) report {
@@ -96,13 +98,8 @@ func buildReport(res *results, plot string) report {
 	b.startTable()
 	b.curves()
 	for _, gb := range res.GoBench {
-		units := make([]string, 0, len(gb.Metrics))
-		for u := range gb.Metrics {
-			units = append(units, u)
-		}
-		slices.Sort(units)
 		var parts []string
-		for _, u := range units {
+		for _, u := range slices.Sorted(maps.Keys(gb.Metrics)) {
 			parts = append(parts, fmt.Sprintf("%s %s", trimFloat(gb.Metrics[u]), u))
 		}
 		b.rep.GoBench = append(b.rep.GoBench, benchRow{Pkg: gb.Pkg, Name: gb.Name, Metrics: strings.Join(parts, ", "), Runs: gb.Runs})
@@ -184,8 +181,8 @@ func (b *builder) requestPath() {
 	if floor == nil {
 		b.rep.Missing = append(b.rep.Missing, "the raw socket ping-pong floor (BenchmarkRawPingPong), so no ratios")
 	} else {
-		b.floorP50, b.floorRPS = floor.Metrics["p50-µs"], floor.Metrics["req/s"]
-		b.rep.Floor = fmt.Sprintf("p50 %s, %s req/s", fmtUS(b.floorP50), thousands(b.floorRPS))
+		b.rep.floorP50, b.floorRPS = floor.Metrics["p50-µs"], floor.Metrics["req/s"]
+		b.rep.Floor = fmt.Sprintf("p50 %s, %s req/s", fmtUS(b.rep.floorP50), thousands(b.floorRPS))
 	}
 	if cross := findGoBench(b.res, "/ociapp", "RawPingPongCrossProcess"); cross != nil {
 		b.crossP50 = cross.Metrics["p50-µs"]
@@ -302,7 +299,7 @@ func (b *builder) figuresRow(measure, cmdKey string, p50, p99, rps float64) path
 	}
 	return pathRow{
 		Measure: measure, P50: dash(p50, fmtUS), P99: dash(p99, fmtUS), RPS: dash(rps, thousands), CPU: "–",
-		P50Ratio: ratio(p50, b.floorP50), RPSRatio: ratio(rps, b.floorRPS), P50Cross: ratio(p50, b.crossP50),
+		P50Ratio: ratio(p50, b.rep.floorP50), RPSRatio: ratio(rps, b.floorRPS), P50Cross: ratio(p50, b.crossP50),
 		Cmd: b.cmd(cmdKey),
 	}
 }
@@ -453,7 +450,7 @@ func (b *builder) curves() {
 				Concurrency: p.Concurrency,
 				P50:         fmtUS(p.P50), P90: fmtUS(p.P90), P99: fmtUS(p.P99), Max: fmtUS(p.Max),
 				RPS:        thousands(p.RPS),
-				P50Ratio:   ratio(p.P50, b.floorP50),
+				P50Ratio:   ratio(p.P50, b.rep.floorP50),
 				Containers: fmt.Sprint(p.Containers),
 				Failed:     p.Failed,
 			})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/internal/testenv"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -19,6 +20,30 @@ const (
 	kubernetesAdvice = "scripts/ensure-kubernetes.sh, then . /var/lib/ociapp-k8s/env"
 	memoryAdvice     = "raise --memory"
 )
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{&runtime.AppError{Type: "ValueError"}, exitAppError},
+		{fmt.Errorf("x: %w", &runtime.RequestTimeoutError{}), exitTimeout},
+		{&runtime.StartupError{}, exitStartup},
+		{&runtime.WorkerCrashError{}, exitCrash},
+		{&runtime.ArtifactError{Err: errors.New("missing")}, exitUnavailable},
+		{fmt.Errorf("connecting: %w", &runtime.EngineUnavailableError{Err: errors.New("refused")}), exitUnavailable},
+		{fmt.Errorf("encoding: %w", &protocol.PayloadError{Message: "bad"}), exitUsage},
+		{&runtime.ConfigError{Err: errors.New("bad option")}, exitUsage},
+		{&runtime.OverloadedError{}, exitOther},
+		{context.Canceled, exitOther},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.err); got != tt.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
+		}
+	}
+}
 
 func TestAdvice(t *testing.T) {
 	unavailable := fmt.Errorf("pinging docker: %w", &engine.UnavailableError{Host: "unix:///x.sock", Err: errors.New("refused")})
@@ -50,6 +75,33 @@ func TestAdvice(t *testing.T) {
 			}
 			if buf.String() != want {
 				t.Errorf("printed %q, want %q", buf.String(), want)
+			}
+		})
+	}
+}
+
+// A start that failed because the engine could not be reached is a startup
+// failure (runtime.Classify): it exits as one, and the advice is the
+// engine's, since the engine, not the application, is what to fix.
+func TestStartupWithoutEngineAdvice(t *testing.T) {
+	unavailable := &engine.UnavailableError{Host: "unix:///x.sock", Err: errors.New("refused")}
+	tests := []struct {
+		name, engine string
+		err          error
+		want         string
+	}{
+		{"docker", engineDocker, &runtime.StartupError{Artifact: "echo 1", Reason: "the engine could not create it", Err: unavailable}, dockerAdvice},
+		{"kubernetes", engineKubernetes, fmt.Errorf("executing: %w", &runtime.StartupError{Err: unavailable}), kubernetesAdvice},
+		// Out of memory is what to fix, whatever else went wrong.
+		{"out of memory", engineDocker, &runtime.StartupError{Exited: true, OOMKilled: true, Err: unavailable}, memoryAdvice},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := exitCode(tt.err); got != exitStartup {
+				t.Errorf("exit %d, want %d", got, exitStartup)
+			}
+			if got := advice(tt.err, tt.engine); !strings.Contains(got, tt.want) {
+				t.Errorf("advice = %q, want one containing %q", got, tt.want)
 			}
 		})
 	}
