@@ -142,7 +142,7 @@ func TestMuxCallerDeadline(t *testing.T) {
 // TestMuxStreamCallerDeadline: a stream's deadline bounds the whole
 // stream: one held for credit past it ends with request_timeout.
 func TestMuxStreamCallerDeadline(t *testing.T) {
-	p := newProducer(-1, 0, nil)
+	p := daemontest.NewProducer(-1, 0, nil)
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: []byte{0x80}, Stream: 2, Deadline: 200 * time.Millisecond})
@@ -152,7 +152,7 @@ func TestMuxStreamCallerDeadline(t *testing.T) {
 		}
 	}
 	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 1, api.CodeRequestTimeout), 200*time.Millisecond)
-	p.waitStopped(t)
+	p.WaitStopped(t)
 }
 
 // TestHTTPCallerDeadline: the Ociapp-Deadline-Ms header is to the HTTP
