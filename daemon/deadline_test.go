@@ -1,47 +1,16 @@
 package daemon_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/internal/testenv/daemontest"
 	"github.com/ociapp/ociapp/protocol"
-	"github.com/ociapp/ociapp/runtime"
 )
-
-// deadlineRunner is a fake runtime whose requests report the deadline of
-// the context they run under, {"left_ms": ms} (-1 without one), or, asked
-// {"op": "wait"}, wait for their context to end and return its error as
-// the runtime does; calls counts the requests it ran.
-func deadlineRunner() (*daemontest.Runner, *atomic.Int64) {
-	var calls atomic.Int64
-	return &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
-		calls.Add(1)
-		m, err := protocol.DecodePayload(p)
-		if err != nil {
-			return nil, err
-		}
-		switch m["op"] {
-		case "wait":
-			<-ctx.Done()
-			return nil, fmt.Errorf("executing fake: %w", ctx.Err())
-		case "own timeout":
-			// The runtime's request timeout, sooner than the caller's.
-			return nil, &runtime.RequestTimeoutError{Artifact: "fake 1.0", Timeout: time.Millisecond}
-		}
-		left := int64(-1)
-		if dl, ok := ctx.Deadline(); ok {
-			left = time.Until(dl).Milliseconds()
-		}
-		return protocol.EncodePayload(map[string]any{"left_ms": left})
-	}}, &calls
-}
 
 func payload(t *testing.T, m map[string]any) []byte {
 	t.Helper()
@@ -52,31 +21,14 @@ func payload(t *testing.T, m map[string]any) []byte {
 	return b
 }
 
-// leftMS decodes a deadlineRunner answer.
+// leftMS decodes a daemontest.Deadlines answer.
 func leftMS(t *testing.T, out []byte) int64 {
 	t.Helper()
 	m, err := protocol.DecodePayload(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	switch v := m["left_ms"].(type) {
-	case int8:
-		return int64(v)
-	case int16:
-		return int64(v)
-	case int32:
-		return int64(v)
-	case int64:
-		return v
-	case uint8:
-		return int64(v)
-	case uint16:
-		return int64(v)
-	case uint32:
-		return int64(v)
-	}
-	t.Fatalf("answer %v", m)
-	return 0
+	return daemontest.Int(t, m["left_ms"])
 }
 
 // wantCallerDeadline checks an error body: request_timeout, marked as the
@@ -94,7 +46,8 @@ func wantCallerDeadline(t *testing.T, e *api.Error, left time.Duration) {
 // it runs is answered request_timeout, not dropped as a cancelled
 // request's answer. The daemon's own request timeout stays its own.
 func TestMuxCallerDeadline(t *testing.T) {
-	rt, calls := deadlineRunner()
+	deadlines := &daemontest.Deadlines{}
+	rt := deadlines.Runner()
 	d := startServer(t, rt)
 	path, _, _ := smallArtifact(t, t.TempDir())
 	digest := d.upload(t, path)
@@ -114,12 +67,12 @@ func TestMuxCallerDeadline(t *testing.T) {
 		t.Fatalf("a request without a deadline ran with %d ms left", left)
 	}
 
-	ran := calls.Load()
+	ran := deadlines.Calls()
 	c.send(t, api.MuxRequest{ID: 3, Digest: digest, Payload: ask, Deadline: api.DeadlinePassed})
 	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 3, api.CodeRequestTimeout), 0)
 	c.send(t, api.MuxRequest{ID: 4, Digest: digest, Payload: ask, Stream: 4, Deadline: api.DeadlinePassed})
 	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 4, api.CodeRequestTimeout), 0)
-	if got := calls.Load(); got != ran {
+	if got := deadlines.Calls(); got != ran {
 		t.Fatalf("%d requests whose time was up ran", got-ran)
 	}
 
@@ -158,7 +111,8 @@ func TestMuxStreamCallerDeadline(t *testing.T) {
 // TestHTTPCallerDeadline: the Ociapp-Deadline-Ms header is to the HTTP
 // routes what deadline_ms is to the channel.
 func TestHTTPCallerDeadline(t *testing.T) {
-	rt, calls := deadlineRunner()
+	deadlines := &daemontest.Deadlines{}
+	rt := deadlines.Runner()
 	d := startServer(t, rt)
 	path, _, _ := smallArtifact(t, t.TempDir())
 	digest := d.upload(t, path)
@@ -178,7 +132,7 @@ func TestHTTPCallerDeadline(t *testing.T) {
 		t.Fatalf("without the header: %s", body)
 	}
 
-	ran := calls.Load()
+	ran := deadlines.Calls()
 	for _, v := range []string{"0", "-5"} {
 		resp, body := execute(`{"op": "left"}`, api.HeaderDeadline, v)
 		wantCallerDeadline(t, wantError(t, resp, body, api.CodeRequestTimeout), 0)
@@ -189,7 +143,7 @@ func TestHTTPCallerDeadline(t *testing.T) {
 	if e := wantError(t, resp, body, api.CodeBadRequest); !strings.Contains(e.Message, api.HeaderDeadline) {
 		t.Fatalf("got %+v", e)
 	}
-	if got := calls.Load(); got != ran {
+	if got := deadlines.Calls(); got != ran {
 		t.Fatalf("%d refused requests ran", got-ran)
 	}
 

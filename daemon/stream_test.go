@@ -71,26 +71,7 @@ func itemIndex(t *testing.T, item []byte) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i, ok := m["i"].(int8)
-	if ok {
-		return int(i)
-	}
-	switch v := m["i"].(type) {
-	case int16:
-		return int(v)
-	case int32:
-		return int(v)
-	case int64:
-		return int(v)
-	case uint8:
-		return int(v)
-	case uint16:
-		return int(v)
-	case uint32:
-		return int(v)
-	}
-	t.Fatalf("item %v has no index", m)
-	return 0
+	return int(daemontest.Int(t, m["i"]))
 }
 
 // streamDaemon serves a daemon whose runner streams with p, with an

@@ -3,7 +3,6 @@ package remote_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -12,40 +11,16 @@ import (
 
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/internal/testenv/daemontest"
-	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/remote"
 	"github.com/ociapp/ociapp/runtime"
 )
-
-// deadlineRunner answers {"left_ms": ms}, the time left of the context
-// the daemon runs the request under (-1 without a deadline), or, asked
-// {"op": "wait"}, waits for that context to end and reports how it ended
-// on ended.
-func deadlineRunner(ended chan<- error) *daemontest.Runner {
-	return &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
-		m, err := protocol.DecodePayload(p)
-		if err != nil {
-			return nil, err
-		}
-		if m["op"] == "wait" {
-			<-ctx.Done()
-			ended <- ctx.Err()
-			return nil, fmt.Errorf("executing fake: %w", ctx.Err())
-		}
-		left := int64(-1)
-		if dl, ok := ctx.Deadline(); ok {
-			left = time.Until(dl).Milliseconds()
-		}
-		return protocol.EncodePayload(map[string]any{"left_ms": left})
-	}}
-}
 
 // TestCallerDeadline: the deadline of the caller's context reaches the
 // daemon's request context, on the execute channel and over HTTP, for
 // executes and streams; a request that outlives it ends there too.
 func TestCallerDeadline(t *testing.T) {
 	ended := make(chan error, 1)
-	sock, _ := muxDaemon(t, deadlineRunner(ended))
+	sock, _ := muxDaemon(t, (&daemontest.Deadlines{Ended: ended}).Runner())
 	path := smallArtifact(t, "a")
 	for _, tt := range []struct {
 		name string

@@ -22,18 +22,7 @@ import (
 
 func indexOf(t *testing.T, item map[string]any) int64 {
 	t.Helper()
-	switch v := item["i"].(type) {
-	case int8:
-		return int64(v)
-	case int16:
-		return int64(v)
-	case int32:
-		return int64(v)
-	case int64:
-		return v
-	}
-	t.Fatalf("item %v", item)
-	return 0
+	return daemontest.Int(t, item["i"])
 }
 
 func streamExecutor(t *testing.T, p *daemontest.Producer, opts ...remote.Option) (*remote.Executor, *daemontest.Runner) {
