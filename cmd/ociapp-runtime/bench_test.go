@@ -46,7 +46,7 @@ func TestParseBenchArgs(t *testing.T) {
 			requestTimeout:       runtime.DefaultRequestTimeout,
 			containerConcurrency: runtime.DefaultContainerConcurrency,
 		},
-		engine: engineFlags{kind: engineDocker, containerd: kubernetes.DefaultContainerd, cpuRequest: kubernetes.DefaultCPURequest},
+		engine: engineFlags{kind: engineDocker, containerd: kubernetes.DefaultContainerd, cpuRequest: kubernetes.DefaultCPURequest, cgroup: cgroupParentAuto},
 	}
 	with := func(f func(*benchConfig)) benchConfig {
 		c := defaults
@@ -76,7 +76,7 @@ func TestParseBenchArgs(t *testing.T) {
 			})},
 		{name: "kubernetes", args: []string{"--engine", "kubernetes", "--node", "n1", "--namespace", "apps", "--kubeconfig", "/k", "--containerd", "/c.sock", "--pod-cpu-request", "0.5", "a.ociapp"},
 			want: with(func(c *benchConfig) {
-				c.engine = engineFlags{kind: engineKubernetes, node: "n1", namespace: "apps", kubeconfig: "/k", containerd: "/c.sock", cpuRequest: 0.5}
+				c.engine = engineFlags{kind: engineKubernetes, node: "n1", namespace: "apps", kubeconfig: "/k", containerd: "/c.sock", cpuRequest: 0.5, cgroup: cgroupParentAuto}
 			})},
 		{name: "unknown engine", args: []string{"--engine", "podman", "a.ociapp"}, wantErr: `--engine "podman": use "docker" or "kubernetes"`},
 		{name: "artifact only", args: []string{"a.ociapp", "-n", "0"}, want: with(func(c *benchConfig) { c.requests = 0 })},
