@@ -1,8 +1,11 @@
 package daemon_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -158,4 +161,37 @@ func TestHTTPCallerDeadline(t *testing.T) {
 	}
 	resp, body = d.do(t, http.MethodPost, api.StreamPath(digest), strings.NewReader(`{"op": "wait"}`), "Content-Type", api.MediaJSON, api.HeaderDeadline, "100")
 	wantCallerDeadline(t, wantError(t, resp, body, api.CodeRequestTimeout), 100*time.Millisecond)
+}
+
+// TestAbandonedRequestIsBrokenOff: a request whose client went away while
+// it ran gets no answer at all: the handler breaks the exchange off
+// (http.ErrAbortHandler) rather than return without writing, which net/http
+// would send as 200 with an empty body, a response to a client still
+// reading at the moment its deadline passes.
+func TestAbandonedRequestIsBrokenOff(t *testing.T) {
+	deadlines := &daemontest.Deadlines{}
+	d := startServer(t, deadlines.Runner())
+	path, _, _ := smallArtifact(t, t.TempDir())
+	digest := d.upload(t, path)
+	for _, route := range []string{api.ExecutePath(digest), api.StreamPath(digest)} {
+		t.Run(route, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			req := httptest.NewRequestWithContext(ctx, http.MethodPost, route, bytes.NewReader(payload(t, map[string]any{"op": "wait"})))
+			req.Header.Set("Content-Type", api.MediaMsgpack)
+			rec := httptest.NewRecorder()
+			ran := deadlines.Calls()
+			go func() {
+				for deadlines.Calls() == ran {
+					time.Sleep(time.Millisecond)
+				}
+				cancel() // the client leaves while the request runs
+			}()
+			defer func() {
+				if p := recover(); p != http.ErrAbortHandler {
+					t.Fatalf("the handler ended with %v and answered %d %q, want it broken off", p, rec.Code, rec.Body)
+				}
+			}()
+			d.srv.ServeHTTP(rec, req)
+		})
+	}
 }

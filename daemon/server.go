@@ -815,7 +815,7 @@ func (s *Server) executeAt(w http.ResponseWriter, r *http.Request, media, path, 
 		if r.Context().Err() != nil {
 			// The client is gone; nobody reads an answer.
 			s.cfg.log.Debug("request abandoned", "digest", d, "err", boundedErr(err))
-			return
+			abandon()
 		}
 		writeError(w, media, s.runError(ctx, err, d))
 		return
@@ -956,7 +956,7 @@ func (s *Server) streamAt(w http.ResponseWriter, r *http.Request, media, path, w
 		var answer bool
 		if e, answer = s.streamEnd(ctx, failed, what); !answer {
 			s.cfg.log.Debug("stream abandoned", "artifact", what, "err", boundedErr(failed))
-			return
+			abandon()
 		}
 	}
 	if e != nil && !started {
@@ -1148,6 +1148,15 @@ func (s *Server) streamContext(parent context.Context) (context.Context, context
 		stop()
 		cancel(context.Canceled)
 	}
+}
+
+// abandon ends a handler whose client gave up without an answer: the
+// connection (HTTP/1) or the stream (HTTP/2) is broken off. A handler that
+// returned without writing would have net/http answer 200 with an empty
+// body, which a client still reading, at the moment its own deadline
+// passes, would take for a response.
+func abandon() {
+	panic(http.ErrAbortHandler)
 }
 
 // streamEnd says how to end a stream on the artifact at path whose
