@@ -13,7 +13,7 @@ import (
 // the engine, daemon keeps the daemon's parent, anything else is the
 // parent.
 func TestEngineFlagsCgroupParent(t *testing.T) {
-	auto := dockertest.Engine(t).CgroupParent()
+	auto := dockertest.Engine(t).CgroupParent(t.Context())
 	for _, c := range []struct{ flag, want string }{
 		{cgroupParentAuto, auto},
 		{cgroupParentDaemon, docker.DaemonCgroupParent},
@@ -24,7 +24,7 @@ func TestEngineFlagsCgroupParent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := eng.(*docker.Engine).CgroupParent(); got != c.want {
+		if got := eng.(*docker.Engine).CgroupParent(t.Context()); got != c.want {
 			t.Errorf("--cgroup-parent %q: the engine uses %q, want %q", c.flag, got, c.want)
 		}
 		eng.Close()

@@ -28,7 +28,7 @@ func (e *Engine) CreateContainer(ctx context.Context, spec engine.ContainerSpec)
 		return "", errors.New("creating container: the spec names no image")
 	}
 	cfg, hc := containerConfig(spec)
-	hc.CgroupParent = e.cgroupParent
+	hc.CgroupParent = e.CgroupParent(ctx)
 	resp, err := e.cli.ContainerCreate(ctx, cfg, hc, nil, nil, spec.Name)
 	if err != nil {
 		return "", e.wrap(fmt.Sprintf("creating container from image %s", spec.Image), err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"syscall"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -21,9 +22,14 @@ import (
 // Engine talks to one Docker daemon. It is safe for concurrent use; Close it
 // to release the client's idle connections.
 type Engine struct {
-	cli          *client.Client
-	log          *slog.Logger
-	cgroupParent string
+	cli *client.Client
+	log *slog.Logger
+
+	// cgroupParent is where containers' cgroups go, once known: set by
+	// WithCgroupParent, else chosen at the first container (cgroupParentFor).
+	mu                sync.Mutex
+	cgroupParent      string
+	cgroupParentKnown bool
 }
 
 var (
@@ -68,12 +74,13 @@ func WithLogger(l *slog.Logger) Option {
 // WithCgroupParent sets the cgroup under which every container's own is
 // created (HostConfig.CgroupParent); DaemonCgroupParent ("") keeps the
 // daemon's (dockerd --cgroup-parent: /docker, or system.slice with the
-// systemd driver). Without this option, New chooses per-container weight:
+// systemd driver). Without this option the engine gives each container
+// a process's CPU weight, choosing when it creates its first container:
 // with the cgroupfs driver it uses "/", making each container a cgroup of
-// its own at the top with a process's CPU weight, where under /docker all
-// containers together weigh as one process; the systemd driver already
-// gives each container a scope of its own, and keeps the daemon's parent.
-// docs/engine.md, "CPU share under contention", has the measurements.
+// its own at the top, where under /docker all containers together weigh
+// as one process; the systemd driver already gives each container a scope
+// of its own, and keeps the daemon's parent. docs/engine.md, "CPU share
+// under contention", has the measurements.
 func WithCgroupParent(parent string) Option {
 	return func(c *config) error {
 		c.cgroupParent, c.cgroupParentSet = parent, true
@@ -109,7 +116,7 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating docker client: %w", err)
 	}
-	e := &Engine{cli: cli, log: cfg.log, cgroupParent: cfg.cgroupParent}
+	e := &Engine{cli: cli, log: cfg.log, cgroupParent: cfg.cgroupParent, cgroupParentKnown: cfg.cgroupParentSet}
 	p, err := e.ping(ctx)
 	if err != nil {
 		_ = cli.Close()
@@ -122,31 +129,34 @@ func New(ctx context.Context, opts ...Option) (*Engine, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("docker at %s speaks API %s, older than the %s this engine needs; upgrade Docker", cli.DaemonHost(), cli.ClientVersion(), minAPIVersion)
 	}
-	if !cfg.cgroupParentSet {
-		e.cgroupParent = e.chooseCgroupParent(ctx)
-	}
-	e.log.Debug("connected to docker", "host", cli.DaemonHost(), "api_version", cli.ClientVersion(), "cgroup_parent", e.cgroupParent)
+	e.log.Debug("connected to docker", "host", cli.DaemonHost(), "api_version", cli.ClientVersion())
 	return e, nil
 }
 
-// chooseCgroupParent returns the parent for per-container CPU weight on
-// this daemon (see WithCgroupParent). A daemon that does not say its
-// driver keeps its own parent.
-func (e *Engine) chooseCgroupParent(ctx context.Context) string {
+// CgroupParent returns the parent under which containers' cgroups are
+// created ("" is the daemon's), asking the daemon for its cgroup driver
+// the first time when WithCgroupParent did not set it: only an engine
+// that creates containers pays for the question. A failed question is
+// asked again at the next container, which meanwhile keeps the daemon's
+// parent.
+func (e *Engine) CgroupParent(ctx context.Context) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cgroupParentKnown {
+		return e.cgroupParent
+	}
 	info, err := e.cli.Info(ctx)
 	if err != nil {
-		e.log.Debug("docker info failed; containers keep the daemon's cgroup parent", "err", err)
+		e.log.Debug("docker info failed; the container keeps the daemon's cgroup parent", "err", err)
 		return DaemonCgroupParent
 	}
+	e.cgroupParent, e.cgroupParentKnown = DaemonCgroupParent, true
 	if info.CgroupDriver == "cgroupfs" {
-		return topCgroupParent
+		e.cgroupParent = topCgroupParent
 	}
-	return DaemonCgroupParent
+	e.log.Debug("containers' cgroup parent chosen", "driver", info.CgroupDriver, "cgroup_parent", e.cgroupParent)
+	return e.cgroupParent
 }
-
-// CgroupParent returns the parent under which containers' cgroups are
-// created; "" is the daemon's.
-func (e *Engine) CgroupParent() string { return e.cgroupParent }
 
 // minAPIVersion is the oldest API with everything used here: wait
 // conditions and the build's image ID in its aux message (1.30), init,
