@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/protocol"
@@ -106,12 +107,10 @@ func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
 	}
 	m := &muxClient{
 		conn: conn, done: make(chan struct{}), bw: bufio.NewWriterSize(conn, 64<<10),
-		pending: make(map[uint64]chan api.MuxResponse),
-		open:    make(map[uint64]*muxStream),
-		cancels: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
-		streams: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureStream),
-		// A daemon from before deadlines would ignore the key; it is
-		// sent only to one that says it applies it.
+		pending:   make(map[uint64]chan api.MuxResponse),
+		open:      make(map[uint64]*muxStream),
+		cancels:   api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
+		streams:   api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureStream),
 		deadlines: api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureDeadline),
 	}
 	// Callers do not poll for their answers, as a protocol.Client's do:
@@ -187,9 +186,7 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.pending[req.ID] = ch
 	m.mu.Unlock()
 
-	if m.deadlines {
-		req.Deadline = api.TimeLeft(ctx)
-	}
+	req.Deadline = m.timeLeft(ctx)
 	if err := m.write(req); err != nil {
 		m.conn.Close() // the reader fails the others
 		m.forget(req.ID)
@@ -230,6 +227,16 @@ func (m *muxClient) write(req api.MuxRequest) error {
 		m.buf = nil
 	}
 	return err
+}
+
+// timeLeft is a request's Deadline under ctx: its time left for a daemon
+// that applies it, else none (a daemon from before deadlines would ignore
+// the key; it is sent only to one that says it applies it).
+func (m *muxClient) timeLeft(ctx context.Context) time.Duration {
+	if !m.deadlines {
+		return 0
+	}
+	return api.TimeLeft(ctx)
 }
 
 func (m *muxClient) forget(id uint64) {

@@ -89,11 +89,8 @@ func (e *Executor) openStream(ctx context.Context, path string, route func() str
 		m, err := e.openMux(ctx, path)
 		switch {
 		case err == nil && m.streams:
-			mreq.Payload, mreq.Stream = payload, protocol.DefaultStreamWindow
-			if m.deadlines {
-				// The whole stream is bounded by ctx, as in process.
-				mreq.Deadline = api.TimeLeft(ctx)
-			}
+			// The whole stream is bounded by ctx, as in process.
+			mreq.Payload, mreq.Stream, mreq.Deadline = payload, protocol.DefaultStreamWindow, m.timeLeft(ctx)
 			st, err := m.startStream(mreq)
 			if err != nil {
 				return nil, nil, e.transportError(ctx, path, err)
