@@ -29,9 +29,8 @@ type worker struct {
 	env *env
 	// p is the worker's pool, for its calls back (workerReady, startFailed,
 	// workerGone) and its image (ensureImage, forgetImage); what the
-	// worker reads of the pool is in facts.
-	p     *pool
-	facts poolFacts
+	// worker knows of its artifact is in art.
+	p *pool
 	// art is the artifact as resolved for the request that started the
 	// worker: the image is loaded from it if the engine lacks it.
 	art    artifactInfo
@@ -73,31 +72,15 @@ type worker struct {
 	deadErr error
 }
 
-// poolFacts are what a worker reads of its pool: facts of the pool's
-// artifact, fixed when the pool was created, copied so that the worker
-// need not reach into the pool for them.
-type poolFacts struct {
-	label   string            // the artifact's name and version, for errors and logs
-	name    string            // the artifact's name, for the container's name and label
-	digest  string            // the artifact's digest, for the container's label
-	labels  map[string]string // the image's labels, blanked in the container; read only
-	volumes []string          // the image's VOLUMEs, covered in the container
-}
-
-func (p *pool) facts() poolFacts {
-	return poolFacts{label: p.name, name: p.info.Name, digest: p.info.Digest, labels: p.info.Labels, volumes: p.info.Volumes}
-}
-
 type exitResult struct {
 	state engine.ContainerState
 	err   error
 }
 
 func newWorker(p *pool, art artifactInfo) *worker {
-	facts := p.facts()
 	id := randomID(4)
 	dir := filepath.Join(p.env.inst.dir, id)
-	app := strings.Trim(nameInvalid.ReplaceAllString(facts.name, "-"), "-._")
+	app := strings.Trim(nameInvalid.ReplaceAllString(art.Name, "-"), "-._")
 	if app == "" {
 		app = "app"
 	}
@@ -109,7 +92,6 @@ func newWorker(p *pool, art artifactInfo) *worker {
 	return &worker{
 		env:      p.env,
 		p:        p,
-		facts:    facts,
 		art:      art,
 		id:       id,
 		name:     name,
@@ -132,7 +114,7 @@ func (w *worker) retire(reason error) {
 func (w *worker) run() {
 	e := w.env
 	defer e.wg.Done()
-	log := e.log.With("artifact", w.facts.label, "worker", w.id)
+	log := e.log.With("artifact", w.art.label(), "worker", w.id)
 	var waitWG sync.WaitGroup
 	waitCtx, stopWaiting := context.WithCancel(context.Background())
 	defer func() {
@@ -371,7 +353,7 @@ func (w *worker) startupError(ctx context.Context, err error, reason string) err
 		w.env.janitor.noteOutage()
 		return err
 	}
-	se := &StartupError{Artifact: w.facts.label, ContainerID: w.containerID, Reason: reason, Err: err}
+	se := &StartupError{Artifact: w.art.label(), ContainerID: w.containerID, Reason: reason, Err: err}
 	if w.containerID != "" {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), diagnosticTimeout)
 		defer cancel()
@@ -453,7 +435,7 @@ func (w *worker) exitReason() string {
 func (w *worker) crash(reason string, err error) *WorkerCrashError {
 	ctx, cancel := context.WithTimeout(context.Background(), diagnosticTimeout)
 	defer cancel()
-	e := &WorkerCrashError{Artifact: w.facts.label, ContainerID: w.containerID, Reason: reason, Err: err}
+	e := &WorkerCrashError{Artifact: w.art.label(), ContainerID: w.containerID, Reason: reason, Err: err}
 	if w.exited {
 		e.Exited, e.ExitCode, e.OOMKilled = true, w.exitState.ExitCode, w.exitState.OOMKilled
 	}
@@ -522,20 +504,20 @@ func (w *worker) spec(image, user string) engine.ContainerSpec {
 	// Docker merges the image's labels into the container's and cannot be
 	// told not to: blank every one, so the container's only values are
 	// the runtime's (set last, so no image label can override them).
-	labels := make(map[string]string, len(w.facts.labels)+5)
-	for k := range w.facts.labels {
+	labels := make(map[string]string, len(w.art.Labels)+5)
+	for k := range w.art.Labels {
 		labels[k] = ""
 	}
 	maps.Copy(labels, map[string]string{
 		LabelManaged:        "1",
 		LabelInstance:       e.inst.id,
 		LabelStateDir:       e.inst.stateDir,
-		LabelArtifactDigest: w.facts.digest,
-		LabelArtifactName:   w.facts.name,
+		LabelArtifactDigest: w.art.Digest,
+		LabelArtifactName:   w.art.Name,
 	})
 	socketDir := path.Dir(protocol.DefaultSocketPath)
 	tmpfs := map[string]string{"/tmp": "rw,nosuid,nodev,size=" + DefaultTmpfsSize}
-	for _, v := range w.facts.volumes {
+	for _, v := range w.art.Volumes {
 		// The image's VOLUMEs would each get a writable anonymous volume,
 		// outside every limit: cover each with an empty read-only tmpfs
 		// instead (the engine creates no volume where something is
