@@ -247,8 +247,7 @@ func (p *pollPolicy) rest() {
 // once the budget is spent, it waits in the network poller.
 type pollingReader struct {
 	*pollPolicy
-	conn net.Conn
-	raw  syscall.RawConn
+	sock rawSocket
 }
 
 // NewPollingReader returns a reader of conn for a server's connection: when
@@ -256,16 +255,20 @@ type pollingReader struct {
 // in the network poller, as long as g counts at most two requests in
 // progress, and it backs off as a Client's callers do when polls come back
 // empty-handed. A server that polls for the next request after answering
-// one spares that request the wake-up of its sleeping thread. It returns
-// conn itself when budget is not positive or conn is not a socket that can
-// be polled.
+// one spares that request the wake-up of its sleeping thread. When budget
+// is not positive it only reads, and a conn that is not a socket with a
+// file descriptor it reads as it is.
 func NewPollingReader(conn net.Conn, budget time.Duration, g *PollGroup) io.Reader {
 	raw := rawConn(conn)
-	policy := newPollPolicy(budget, g)
-	if raw == nil || policy == nil {
+	if raw == nil {
 		return conn
 	}
-	return &pollingReader{pollPolicy: policy, conn: conn, raw: raw}
+	sock := rawSocket{raw: raw}
+	policy := newPollPolicy(budget, g)
+	if policy == nil {
+		return sock
+	}
+	return &pollingReader{pollPolicy: policy, sock: sock}
 }
 
 // rawConn returns conn's file descriptor access, or nil when it has none.
@@ -296,9 +299,9 @@ func (r *pollingReader) Read(p []byte) (int, error) {
 			return n, err
 		case !r.wantPoll():
 			r.rest()
-			return r.conn.Read(p)
+			return r.sock.Read(p)
 		case !r.goOn(&round): // the miss is accounted for
-			return r.conn.Read(p)
+			return r.sock.Read(p)
 		}
 		polled = true
 		runtime.Gosched()
@@ -309,30 +312,13 @@ func (r *pollingReader) Read(p []byte) (int, error) {
 // read.
 func (r *pollingReader) tryRead(p []byte) (n int, err error, empty bool) {
 	var readErr error
-	err = r.raw.Read(func(fd uintptr) bool {
+	err = r.sock.raw.Read(func(fd uintptr) bool {
 		n, readErr = readNonblocking(fd, p)
 		return true
 	})
-	switch {
-	case err != nil:
-		return 0, err, false
-	case readErr == syscall.EAGAIN:
+	if err == nil && readErr == syscall.EAGAIN {
 		return 0, nil, true
-	case readErr != nil:
-		return 0, os.NewSyscallError("read", readErr), false
-	case n == 0 && len(p) > 0:
-		return 0, io.EOF, false
 	}
-	return n, nil, false
-}
-
-// readNonblocking reads the non-blocking socket fd once, retrying when a
-// signal interrupts it; syscall.EAGAIN means there was nothing to read.
-func readNonblocking(fd uintptr, p []byte) (int, error) {
-	for {
-		n, err := syscall.Read(int(fd), p)
-		if err != syscall.EINTR {
-			return n, err
-		}
-	}
+	n, err = readResult(n, len(p), err, readErr)
+	return n, err, false
 }

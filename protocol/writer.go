@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"io"
+	"net"
 	"sync"
 )
 
@@ -19,8 +20,14 @@ type Writer struct {
 	err     error
 }
 
-// NewWriter returns a Writer over w.
-func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+// NewWriter returns a Writer over w. A w that is a socket with a file
+// descriptor is written with raw system calls (see rawSocket).
+func NewWriter(w io.Writer) *Writer {
+	if conn, ok := w.(net.Conn); ok {
+		w = socketIO(conn)
+	}
+	return &Writer{w: w}
+}
 
 // maxRetainedBuffer is the largest buffer kept for reuse after a write.
 const maxRetainedBuffer = 1 << 20
