@@ -172,6 +172,10 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	c.pending[id] = ch
 	c.countPendingLocked()
+	// Under load, callers whose responses arrived together send their
+	// next requests together: gathered, they cost the server one wake-up
+	// and one read (docs/protocol.md, Gathered writes).
+	gather := len(c.pending) > busyPollMaxInFlight
 	c.mu.Unlock()
 
 	req := Request{ID: id, Payload: payload}
@@ -180,7 +184,11 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		// handler its smallest unit, as the response is dropped anyway.
 		req.Deadline = max(time.Until(dl), time.Millisecond)
 	}
-	if err := c.writer.WriteRequest(req); err != nil {
+	write := c.writer.WriteRequest
+	if gather {
+		write = c.writer.GatherRequest
+	}
+	if err := write(req); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
 	if resp, polled := c.reader.pollFor(ctx, ch); polled {

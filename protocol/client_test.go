@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"testing"
 	"time"
@@ -395,3 +396,67 @@ func TestWriterQueuesResponsesUntilFlushed(t *testing.T) {
 		t.Fatalf("Flush: %v, %d writes after %d", err, out.writes, before)
 	}
 }
+
+func TestWriterGathersRequestsOfGoroutinesRunnableTogether(t *testing.T) {
+	// On one processor, goroutines released at once run one after the
+	// other: the first to gather yields to the rest, and their frames go
+	// out with its own.
+	defer goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(1))
+	var out countingWriter
+	var mu sync.Mutex
+	w := NewWriter(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.Write(p)
+	}))
+	const n = 32
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			if err := w.GatherRequest(Request{ID: ID{byte(i)}, Payload: []byte{0x80}}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if out.writes > n/4 {
+		t.Errorf("%d requests gathered at once took %d writes", n, out.writes)
+	}
+	seen := map[ID]bool{}
+	for range n {
+		body, err := ReadFrame(&out, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := DecodeRequest(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[req.ID] = true
+	}
+	if len(seen) != n || out.Len() != 0 {
+		t.Fatalf("%d distinct requests and %d bytes more, want %d and none", len(seen), out.Len(), n)
+	}
+	// Alone, a gatherer writes its own frame before it returns.
+	if err := w.GatherRequest(Request{ID: ID{200}, Payload: []byte{0x80}}); err != nil || out.Len() == 0 {
+		t.Fatalf("a lone gatherer: %v, %d bytes written", err, out.Len())
+	}
+}
+
+func TestWriterGatherReportsAFailedWrite(t *testing.T) {
+	broken := errors.New("broken pipe")
+	w := NewWriter(writerFunc(func([]byte) (int, error) { return 0, broken }))
+	if err := w.GatherRequest(Request{ID: ID{1}, Payload: []byte{0x80}}); !errors.Is(err, broken) {
+		t.Fatalf("first: %v", err)
+	}
+	if err := w.GatherRequest(Request{ID: ID{2}, Payload: []byte{0x80}}); !errors.Is(err, broken) {
+		t.Fatalf("after: %v", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -58,10 +58,12 @@ func TestRawSocketErrors(t *testing.T) {
 		want  func(error) bool
 	}{
 		{
-			name:  "read past the read deadline",
-			setup: func(t *testing.T, server, _ net.Conn) { mustNil(t, server.SetReadDeadline(time.Now().Add(20*time.Millisecond))) },
-			op:    func(s io.ReadWriter) error { _, err := s.Read(make([]byte, 8)); return err },
-			want:  func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) },
+			name: "read past the read deadline",
+			setup: func(t *testing.T, server, _ net.Conn) {
+				mustNil(t, server.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+			},
+			op:   func(s io.ReadWriter) error { _, err := s.Read(make([]byte, 8)); return err },
+			want: func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) },
 		},
 		{
 			name:  "read after the peer closed",
@@ -82,10 +84,12 @@ func TestRawSocketErrors(t *testing.T) {
 			want:  func(err error) bool { return errors.Is(err, syscall.EPIPE) },
 		},
 		{
-			name:  "write past the write deadline, the buffer full",
-			setup: func(t *testing.T, server, _ net.Conn) { mustNil(t, server.SetWriteDeadline(time.Now().Add(20*time.Millisecond))) },
-			op:    func(s io.ReadWriter) error { _, err := s.Write(make([]byte, 16<<20)); return err },
-			want:  func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) },
+			name: "write past the write deadline, the buffer full",
+			setup: func(t *testing.T, server, _ net.Conn) {
+				mustNil(t, server.SetWriteDeadline(time.Now().Add(20*time.Millisecond)))
+			},
+			op:   func(s io.ReadWriter) error { _, err := s.Write(make([]byte, 16<<20)); return err },
+			want: func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) },
 		},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,7 @@ package protocol
 import (
 	"io"
 	"net"
+	"runtime"
 	"sync"
 )
 
@@ -42,6 +43,31 @@ func (w *Writer) WriteRequest(req Request) error {
 		return w.err
 	}
 	w.buf = AppendRequestFrame(w.buf, req)
+	return w.flushLocked()
+}
+
+// GatherRequest is WriteRequest for a caller that expects others to write
+// soon: when no write is under way, it yields to the process's other
+// goroutines once before writing, so that frames they queue meanwhile go
+// out in the same system call. The yield delays the frame by what the
+// goroutines runnable then do until they block or yield, which is why a
+// Client gathers only while it has more than two calls in flight.
+func (w *Writer) GatherRequest(req Request) error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	w.buf = AppendRequestFrame(w.buf, req)
+	if w.writing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.writing = true
+	w.mu.Unlock()
+	runtime.Gosched()
+	w.mu.Lock()
+	w.writing = false
 	return w.flushLocked()
 }
 
