@@ -175,7 +175,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	// Under load, callers whose responses arrived together send their
 	// next requests together: gathered, they cost the server one wake-up
 	// and one read (docs/protocol.md, Gathered writes).
-	gather := len(c.pending) > busyPollMaxInFlight
+	gather := len(c.pending) > GatherAbove
 	c.mu.Unlock()
 
 	req := Request{ID: id, Payload: payload}

@@ -28,9 +28,10 @@ type rawSocket struct {
 	raw syscall.RawConn
 }
 
-// socketIO returns conn's reader and writer: raw system calls where conn
-// is a socket with a file descriptor, conn itself otherwise (a net.Pipe).
-func socketIO(conn net.Conn) io.ReadWriter {
+// SocketIO returns conn's reader and writer: raw system calls where conn
+// is a socket with a file descriptor, conn itself otherwise (a net.Pipe, a
+// TLS connection). A Writer made over conn uses it already.
+func SocketIO(conn net.Conn) io.ReadWriter {
 	if raw := rawConn(conn); raw != nil {
 		return rawSocket{raw: raw}
 	}

@@ -15,11 +15,11 @@ func TestSocketIO(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if rw := socketIO(a); rw != a {
+	if rw := SocketIO(a); rw != a {
 		t.Errorf("a net.Pipe: got %T, want the connection itself", rw)
 	}
 	server, _ := unixPair(t)
-	if rw, ok := socketIO(server).(rawSocket); !ok {
+	if rw, ok := SocketIO(server).(rawSocket); !ok {
 		t.Errorf("a Unix socket: got %T, want a rawSocket", rw)
 	}
 }
@@ -31,14 +31,14 @@ func TestRawSocketCarriesMoreThanTheSocketBuffer(t *testing.T) {
 	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 	written := make(chan error, 1)
 	go func() {
-		n, err := socketIO(client).Write(want)
+		n, err := SocketIO(client).Write(want)
 		if err == nil && n != len(want) {
 			err = io.ErrShortWrite
 		}
 		client.Close()
 		written <- err
 	}()
-	got, err := io.ReadAll(socketIO(server))
+	got, err := io.ReadAll(SocketIO(server))
 	if err != nil {
 		t.Fatalf("reading: %v", err)
 	}
@@ -95,7 +95,7 @@ func TestRawSocketErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			server, client := unixPair(t)
-			s := socketIO(server)
+			s := SocketIO(server)
 			tt.setup(t, server, client)
 			if err := tt.op(s); !tt.want(err) {
 				t.Fatalf("err = %v (%T)", err, err)

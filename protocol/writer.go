@@ -25,7 +25,7 @@ type Writer struct {
 // descriptor is written with raw system calls (see rawSocket).
 func NewWriter(w io.Writer) *Writer {
 	if conn, ok := w.(net.Conn); ok {
-		w = socketIO(conn)
+		w = SocketIO(conn)
 	}
 	return &Writer{w: w}
 }
@@ -33,65 +33,83 @@ func NewWriter(w io.Writer) *Writer {
 // maxRetainedBuffer is the largest buffer kept for reuse after a write.
 const maxRetainedBuffer = 1 << 20
 
-// WriteRequest queues req as a frame and returns once it has been written,
-// or handed to a write already under way. The error of a failed write is
-// returned to the goroutine that performed it and to every later caller.
-func (w *Writer) WriteRequest(req Request) error {
-	w.mu.Lock()
-	if w.err != nil {
-		defer w.mu.Unlock()
-		return w.err
-	}
-	w.buf = AppendRequestFrame(w.buf, req)
-	return w.flushLocked()
-}
-
-// GatherRequest is WriteRequest for a caller that expects others to write
-// soon: when no write is under way, it yields to the process's other
-// goroutines once before writing, so that frames they queue meanwhile go
-// out in the same system call. The yield delays the frame by what the
-// goroutines runnable then do until they block or yield, which is why a
-// Client gathers only while it has more than two calls in flight.
-func (w *Writer) GatherRequest(req Request) error {
-	w.mu.Lock()
-	if w.err != nil {
-		defer w.mu.Unlock()
-		return w.err
-	}
-	w.buf = AppendRequestFrame(w.buf, req)
-	if w.writing {
-		w.mu.Unlock()
-		return nil
-	}
-	w.writing = true
-	w.mu.Unlock()
-	runtime.Gosched()
-	w.mu.Lock()
-	w.writing = false
-	return w.flushLocked()
-}
-
-// QueueResponse adds resp to the frames waiting to be written, without
-// writing them unless they have grown large (maxQueued) or a write is
-// already under way, which takes them along. Flush, or any later write,
-// writes them. A server answering a batch of requests queues every
-// response but the last, so the batch goes out in one system call.
-func (w *Writer) QueueResponse(resp Response) error {
-	w.mu.Lock()
-	if w.err != nil {
-		defer w.mu.Unlock()
-		return w.err
-	}
-	w.buf = AppendResponseFrame(w.buf, resp)
-	if len(w.buf) < maxQueued {
-		w.mu.Unlock()
-		return nil
-	}
-	return w.flushLocked()
-}
-
-// maxQueued is how many bytes QueueResponse lets wait.
+// maxQueued is how many bytes queued frames may hold before they are
+// written anyway.
 const maxQueued = 64 << 10
+
+// A Mode says when a frame put on a Writer is written.
+type Mode int
+
+const (
+	// Now writes the frame before returning, or hands it to a write
+	// already under way. The error of a failed write is returned to the
+	// goroutine that performed it and to every later caller.
+	Now Mode = iota
+	// Gathered is Now for a caller that expects others to write soon:
+	// when no write is under way, it yields to the process's other
+	// goroutines once before writing, so that frames they put meanwhile
+	// go out in the same system call. The yield delays the frame by what
+	// the goroutines runnable then do until they block or yield, so
+	// callers gather only under load: with more than GatherAbove calls in
+	// flight on the connection.
+	Gathered
+	// Queued leaves the frame waiting, unless the frames waiting have
+	// grown large (maxQueued) or a write under way takes them along; Flush,
+	// or any later write, writes them. A server answering a batch of
+	// requests queues every response but the last, so the batch goes out
+	// in one system call.
+	Queued
+)
+
+// GatherAbove is how many calls a connection must have in flight for a
+// caller to gather its request with others' (Gathered). At one or two, the
+// callers wait for their answers one by one, and nothing would join.
+const GatherAbove = 2
+
+// WriteRequest writes req as a frame (Now).
+func (w *Writer) WriteRequest(req Request) error {
+	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, Now)
+}
+
+// GatherRequest writes req as a frame (Gathered).
+func (w *Writer) GatherRequest(req Request) error {
+	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, Gathered)
+}
+
+// WriteResponse writes resp as a frame (Now).
+func (w *Writer) WriteResponse(resp Response) error {
+	return w.Put(func(b []byte) []byte { return AppendResponseFrame(b, resp) }, Now)
+}
+
+// QueueResponse queues resp as a frame (Queued).
+func (w *Writer) QueueResponse(resp Response) error {
+	return w.Put(func(b []byte) []byte { return AppendResponseFrame(b, resp) }, Queued)
+}
+
+// Put appends a frame to the frames waiting to be written, with add, which
+// appends it to its argument and returns the result; mode says when it is
+// written. Put serves framings other than this protocol's envelopes (the
+// daemon's execute channel).
+func (w *Writer) Put(add func([]byte) []byte, mode Mode) error {
+	w.mu.Lock()
+	if w.err != nil {
+		defer w.mu.Unlock()
+		return w.err
+	}
+	w.buf = add(w.buf)
+	switch {
+	case mode == Queued && len(w.buf) < maxQueued:
+		w.mu.Unlock()
+		return nil
+	case mode == Gathered && !w.writing:
+		w.writing = true
+		w.mu.Unlock()
+		runtime.Gosched()
+		w.mu.Lock()
+		w.writing = false
+	}
+	return w.flushLocked()
+}
 
 // Flush writes the queued frames, unless a write under way takes them.
 func (w *Writer) Flush() error {
@@ -100,17 +118,6 @@ func (w *Writer) Flush() error {
 		defer w.mu.Unlock()
 		return w.err
 	}
-	return w.flushLocked()
-}
-
-// WriteResponse is WriteRequest for a response envelope.
-func (w *Writer) WriteResponse(resp Response) error {
-	w.mu.Lock()
-	if w.err != nil {
-		defer w.mu.Unlock()
-		return w.err
-	}
-	w.buf = AppendResponseFrame(w.buf, resp)
 	return w.flushLocked()
 }
 

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ociapp/ociapp/daemon/api"
@@ -35,10 +34,7 @@ type muxClient struct {
 	streams   bool          // the daemon takes stream requests
 	deadlines bool          // the daemon applies a request's deadline_ms
 
-	wmu     sync.Mutex
-	bw      *bufio.Writer
-	buf     []byte
-	writers atomic.Int64 // callers writing or waiting to: the last one flushes
+	w *protocol.Writer
 
 	mu      sync.Mutex
 	next    uint64
@@ -106,7 +102,7 @@ func (e *Executor) upgrade(conn net.Conn) (*muxClient, error) {
 		return nil, decodeError(resp, body)
 	}
 	m := &muxClient{
-		conn: conn, done: make(chan struct{}), bw: bufio.NewWriterSize(conn, 64<<10),
+		conn: conn, done: make(chan struct{}), w: protocol.NewWriter(conn),
 		pending:   make(map[uint64]chan api.MuxResponse),
 		open:      make(map[uint64]*muxStream),
 		cancels:   api.HeaderHas(resp.Header, api.MuxFeaturesHeader, api.MuxFeatureCancel),
@@ -184,10 +180,16 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.next++
 	req.ID = m.next
 	m.pending[req.ID] = ch
+	// Under load, callers woken together gather their requests into one
+	// write, as a protocol.Client's do.
+	mode := protocol.Now
+	if len(m.pending) > protocol.GatherAbove {
+		mode = protocol.Gathered
+	}
 	m.mu.Unlock()
 
 	req.Deadline = m.timeLeft(ctx)
-	if err := m.write(req); err != nil {
+	if err := m.put(req, mode); err != nil {
 		m.conn.Close() // the reader fails the others
 		m.forget(req.ID)
 		return api.MuxResponse{}, err
@@ -212,21 +214,12 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	}
 }
 
-// write sends one frame. Frames sent together leave in one write: a
-// caller flushes only when no other waits to write after it.
-func (m *muxClient) write(req api.MuxRequest) error {
-	m.writers.Add(1)
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	m.buf = api.AppendMuxRequest(m.buf[:0], req)
-	_, err := m.bw.Write(m.buf)
-	if m.writers.Add(-1) == 0 && err == nil {
-		err = m.bw.Flush()
-	}
-	if cap(m.buf) > 1<<20 {
-		m.buf = nil
-	}
-	return err
+// write sends one frame.
+func (m *muxClient) write(req api.MuxRequest) error { return m.put(req, protocol.Now) }
+
+// put sends one frame, when mode says.
+func (m *muxClient) put(req api.MuxRequest, mode protocol.Mode) error {
+	return m.w.Put(func(b []byte) []byte { return api.AppendMuxRequest(b, req) }, mode)
 }
 
 // timeLeft is a request's Deadline under ctx: its time left for a daemon
