@@ -428,11 +428,11 @@ func (m *muxConn) answer(route string, resp api.MuxResponse, e *api.Error) {
 
 // write sends a frame; it reports false when the channel is broken, which
 // it closes. Under load, responses completed together gather into one
-// write (protocol.Gathered).
+// write (protocol.WriteGathered).
 func (m *muxConn) write(resp api.MuxResponse) bool {
-	mode := protocol.Now
+	mode := protocol.WriteNow
 	if m.inFlight.Load() > protocol.GatherAbove {
-		mode = protocol.Gathered
+		mode = protocol.WriteGathered
 	}
 	if err := m.w.Put(func(b []byte) []byte { return api.AppendMuxResponse(b, resp) }, mode); err != nil {
 		_ = m.conn.Close()

@@ -37,60 +37,61 @@ const maxRetainedBuffer = 1 << 20
 // written anyway.
 const maxQueued = 64 << 10
 
-// A Mode says when a frame put on a Writer is written.
-type Mode int
+// A WriteMode says when a frame put on a Writer is written.
+type WriteMode int
 
 const (
-	// Now writes the frame before returning, or hands it to a write
+	// WriteNow writes the frame before returning, or hands it to a write
 	// already under way. The error of a failed write is returned to the
 	// goroutine that performed it and to every later caller.
-	Now Mode = iota
-	// Gathered is Now for a caller that expects others to write soon:
-	// when no write is under way, it yields to the process's other
+	WriteNow WriteMode = iota
+	// WriteGathered is WriteNow for a caller that expects others to write
+	// soon: when no write is under way, it yields to the process's other
 	// goroutines once before writing, so that frames they put meanwhile
 	// go out in the same system call. The yield delays the frame by what
 	// the goroutines runnable then do until they block or yield, so
 	// callers gather only under load: with more than GatherAbove calls in
 	// flight on the connection.
-	Gathered
-	// Queued leaves the frame waiting, unless the frames waiting have
+	WriteGathered
+	// WriteQueued leaves the frame waiting, unless the frames waiting have
 	// grown large (maxQueued) or a write under way takes them along; Flush,
 	// or any later write, writes them. A server answering a batch of
 	// requests queues every response but the last, so the batch goes out
 	// in one system call.
-	Queued
+	WriteQueued
 )
 
 // GatherAbove is how many calls a connection must have in flight for a
-// caller to gather its request with others' (Gathered). At one or two, the
-// callers wait for their answers one by one, and nothing would join.
+// caller to gather its request with others' (WriteGathered). At one or
+// two, the callers wait for their answers one by one, and nothing would
+// join.
 const GatherAbove = 2
 
-// WriteRequest writes req as a frame (Now).
+// WriteRequest writes req as a frame (WriteNow).
 func (w *Writer) WriteRequest(req Request) error {
-	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, Now)
+	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, WriteNow)
 }
 
-// GatherRequest writes req as a frame (Gathered).
+// GatherRequest writes req as a frame (WriteGathered).
 func (w *Writer) GatherRequest(req Request) error {
-	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, Gathered)
+	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, WriteGathered)
 }
 
-// WriteResponse writes resp as a frame (Now).
+// WriteResponse writes resp as a frame (WriteNow).
 func (w *Writer) WriteResponse(resp Response) error {
-	return w.Put(func(b []byte) []byte { return AppendResponseFrame(b, resp) }, Now)
+	return w.Put(func(b []byte) []byte { return AppendResponseFrame(b, resp) }, WriteNow)
 }
 
-// QueueResponse queues resp as a frame (Queued).
+// QueueResponse queues resp as a frame (WriteQueued).
 func (w *Writer) QueueResponse(resp Response) error {
-	return w.Put(func(b []byte) []byte { return AppendResponseFrame(b, resp) }, Queued)
+	return w.Put(func(b []byte) []byte { return AppendResponseFrame(b, resp) }, WriteQueued)
 }
 
 // Put appends a frame to the frames waiting to be written, with add, which
 // appends it to its argument and returns the result; mode says when it is
 // written. Put serves framings other than this protocol's envelopes (the
 // daemon's execute channel).
-func (w *Writer) Put(add func([]byte) []byte, mode Mode) error {
+func (w *Writer) Put(add func([]byte) []byte, mode WriteMode) error {
 	w.mu.Lock()
 	if w.err != nil {
 		defer w.mu.Unlock()
@@ -98,10 +99,10 @@ func (w *Writer) Put(add func([]byte) []byte, mode Mode) error {
 	}
 	w.buf = add(w.buf)
 	switch {
-	case mode == Queued && len(w.buf) < maxQueued:
+	case mode == WriteQueued && len(w.buf) < maxQueued:
 		w.mu.Unlock()
 		return nil
-	case mode == Gathered && !w.writing:
+	case mode == WriteGathered && !w.writing:
 		w.writing = true
 		w.mu.Unlock()
 		runtime.Gosched()

@@ -182,9 +182,9 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.pending[req.ID] = ch
 	// Under load, callers woken together gather their requests into one
 	// write, as a protocol.Client's do.
-	mode := protocol.Now
+	mode := protocol.WriteNow
 	if len(m.pending) > protocol.GatherAbove {
-		mode = protocol.Gathered
+		mode = protocol.WriteGathered
 	}
 	m.mu.Unlock()
 
@@ -215,10 +215,10 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 }
 
 // write sends one frame.
-func (m *muxClient) write(req api.MuxRequest) error { return m.put(req, protocol.Now) }
+func (m *muxClient) write(req api.MuxRequest) error { return m.put(req, protocol.WriteNow) }
 
 // put sends one frame, when mode says.
-func (m *muxClient) put(req api.MuxRequest, mode protocol.Mode) error {
+func (m *muxClient) put(req api.MuxRequest, mode protocol.WriteMode) error {
 	return m.w.Put(func(b []byte) []byte { return api.AppendMuxRequest(b, req) }, mode)
 }
 
