@@ -34,6 +34,17 @@ func leftMS(t *testing.T, out []byte) int64 {
 	return daemontest.Int(t, m["left_ms"])
 }
 
+// deadlineDaemon serves a daemon whose runner is a daemontest.Deadlines,
+// with an artifact uploaded; it returns the runner, the daemon and the
+// artifact's digest.
+func deadlineDaemon(t *testing.T) (*daemontest.Deadlines, *testDaemon, string) {
+	t.Helper()
+	deadlines := &daemontest.Deadlines{}
+	d := startServer(t, deadlines.Runner())
+	path, _, _ := smallArtifact(t, t.TempDir())
+	return deadlines, d, d.upload(t, path)
+}
+
 // wantCallerDeadline checks an error body: request_timeout, marked as the
 // caller's deadline, with the time it had.
 func wantCallerDeadline(t *testing.T, e *api.Error, left time.Duration) {
@@ -49,11 +60,7 @@ func wantCallerDeadline(t *testing.T, e *api.Error, left time.Duration) {
 // it runs is answered request_timeout, not dropped as a cancelled
 // request's answer. The daemon's own request timeout stays its own.
 func TestMuxCallerDeadline(t *testing.T) {
-	deadlines := &daemontest.Deadlines{}
-	rt := deadlines.Runner()
-	d := startServer(t, rt)
-	path, _, _ := smallArtifact(t, t.TempDir())
-	digest := d.upload(t, path)
+	deadlines, d, digest := deadlineDaemon(t)
 	c := dialMux(t, d.sock)
 	if !strings.Contains(c.features, api.MuxFeatureDeadline) {
 		t.Fatalf("features %q", c.features)
@@ -102,11 +109,7 @@ func TestMuxStreamCallerDeadline(t *testing.T) {
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: []byte{0x80}, Stream: 2, Deadline: 200 * time.Millisecond})
-	for i := range 2 {
-		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
-			t.Fatalf("item %d: %+v", i, resp)
-		}
-	}
+	c.wantItems(t, 0, 2)
 	wantCallerDeadline(t, wantMuxError(t, c.recv(t), 1, api.CodeRequestTimeout), 200*time.Millisecond)
 	p.WaitStopped(t)
 }
@@ -114,11 +117,7 @@ func TestMuxStreamCallerDeadline(t *testing.T) {
 // TestHTTPCallerDeadline: the Ociapp-Deadline-Ms header is to the HTTP
 // routes what deadline_ms is to the channel.
 func TestHTTPCallerDeadline(t *testing.T) {
-	deadlines := &daemontest.Deadlines{}
-	rt := deadlines.Runner()
-	d := startServer(t, rt)
-	path, _, _ := smallArtifact(t, t.TempDir())
-	digest := d.upload(t, path)
+	deadlines, d, digest := deadlineDaemon(t)
 	execute := func(body string, headers ...string) (*http.Response, []byte) {
 		return d.do(t, http.MethodPost, api.ExecutePath(digest), strings.NewReader(body), append([]string{"Content-Type", api.MediaJSON}, headers...)...)
 	}

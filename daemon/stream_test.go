@@ -64,6 +64,16 @@ func (c *rawMux) recv(t *testing.T) api.MuxResponse {
 	return resp
 }
 
+// wantItems receives n items, which must be those numbered from first on.
+func (c *rawMux) wantItems(t *testing.T, first, n int) {
+	t.Helper()
+	for i := first; i < first+n; i++ {
+		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
+			t.Fatalf("item %d: %+v", i, resp)
+		}
+	}
+}
+
 // itemIndex decodes the "i" of an item.
 func itemIndex(t *testing.T, item []byte) int {
 	t.Helper()
@@ -135,18 +145,10 @@ func TestMuxStreamCredit(t *testing.T) {
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 1, Digest: digest, Payload: []byte{0x80}, Stream: 5})
-	for i := range 5 {
-		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
-			t.Fatalf("item %d: %+v", i, resp)
-		}
-	}
+	c.wantItems(t, 0, 5)
 	p.WaitPulled(t, 6)
 	c.send(t, api.MuxRequest{ID: 1, Credit: 3})
-	for i := 5; i < 8; i++ {
-		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
-			t.Fatalf("item %d: %+v", i, resp)
-		}
-	}
+	c.wantItems(t, 5, 3)
 	p.WaitPulled(t, 9)
 	// A credit for another id is ignored; an execute on the channel is
 	// answered with no item beyond the credit before it.
@@ -169,11 +171,7 @@ func TestMuxStreamError(t *testing.T) {
 	d, digest := streamDaemon(t, p)
 	c := dialMux(t, d.sock)
 	c.send(t, api.MuxRequest{ID: 4, Digest: digest, Payload: []byte{0x80}, Stream: 16})
-	for i := range 3 {
-		if resp := c.recv(t); resp.Item == nil || itemIndex(t, resp.Item) != i {
-			t.Fatalf("item %d: %+v", i, resp)
-		}
-	}
+	c.wantItems(t, 0, 3)
 	e := wantMuxError(t, c.recv(t), 4, api.CodeAppError)
 	if e.ErrorType != "Boom" || e.Message != "it broke" {
 		t.Fatalf("error %+v", e)

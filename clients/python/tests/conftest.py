@@ -13,11 +13,13 @@ echo-app example (echo-app-0.1.0.ociapp), and the Docker socket is at
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from ociapp_runtime._http import Address, Client
+from ociapp_runtime._mux import MuxChannel
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +61,22 @@ async def containers_of(state_dir: Path) -> list[dict]:
         return json.loads(resp.body)
     finally:
         await client.close()
+
+
+@pytest.fixture
+def recording_channel() -> Callable[[], tuple[MuxChannel, list[bytes]]]:
+    """Makes an execute channel whose transport records what it writes,
+    for tests of the frames it assembles."""
+
+    def make() -> tuple[MuxChannel, list[bytes]]:
+        channel = MuxChannel(timeout=10.0)
+        written: list[bytes] = []
+
+        class Transport:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+
+        channel._transport = Transport()  # type: ignore[assignment]
+        return channel, written
+
+    return make

@@ -56,18 +56,13 @@ async def serve(tmp_path: Path):
 
 
 @pytest.mark.parametrize("size", [0, 255, 256, 65535, 65536])
-def test_request_frames_are_the_protocols_maps(size: int) -> None:
+def test_request_frames_are_the_protocols_maps(
+    size: int, recording_channel: Callable[[], tuple[MuxChannel, list[bytes]]],
+) -> None:
     """A frame assembled from its parts is the map the protocol names, id first."""
 
     async def build() -> bytes:
-        channel = MuxChannel(timeout=10.0)
-        written: list[bytes] = []
-
-        class Transport:
-            def write(self, data: bytes) -> None:
-                written.append(data)
-
-        channel._transport = Transport()  # type: ignore[assignment]
+        channel, written = recording_channel()
         call = asyncio.ensure_future(channel.call(encode_fields(FIELDS), b"x" * size))
         await asyncio.sleep(0)
         call.cancel()
@@ -92,21 +87,16 @@ def test_deadline_millis(left: float, sent: int) -> None:
 
 
 @pytest.mark.parametrize("deadlines", [True, False])
-def test_request_frames_carry_the_time_left(deadlines: bool) -> None:
+def test_request_frames_carry_the_time_left(
+    deadlines: bool, recording_channel: Callable[[], tuple[MuxChannel, list[bytes]]],
+) -> None:
     """A request's deadline_ms comes last, after payload (and stream), to a
     daemon that applies it; to another the frame is as before."""
 
     async def build() -> list[dict]:
-        channel = MuxChannel(timeout=10.0)
+        channel, written = recording_channel()
         channel._deadlines = deadlines
         channel._streams_offered = True
-        written: list[bytes] = []
-
-        class Transport:
-            def write(self, data: bytes) -> None:
-                written.append(data)
-
-        channel._transport = Transport()  # type: ignore[assignment]
         deadline = asyncio.get_running_loop().time() + 0.25
         call = asyncio.ensure_future(channel.call(encode_fields(FIELDS), b"x", deadline))
         await asyncio.sleep(0)

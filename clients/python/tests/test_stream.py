@@ -111,20 +111,15 @@ def artifact(tmp_path: Path) -> Path:
     return path
 
 
-def test_stream_and_credit_frames_are_the_protocols_maps() -> None:
+def test_stream_and_credit_frames_are_the_protocols_maps(
+    recording_channel: Callable[[], tuple[MuxChannel, list[bytes]]],
+) -> None:
     """A stream request is an execute request with the initial credit under
     "stream"; a credit frame is {"id", "credit"}; both id first."""
 
     async def build() -> list[bytes]:
-        channel = MuxChannel(timeout=10.0)
+        channel, written = recording_channel()
         channel._streams_offered = True
-        written: list[bytes] = []
-
-        class Transport:
-            def write(self, data: bytes) -> None:
-                written.append(data)
-
-        channel._transport = Transport()  # type: ignore[assignment]
         stream = await channel.stream(encode_fields(FIELDS), b"x" * 300, 16)
         channel._credit(stream.id, 8)
         channel._credit(stream.id, 300)
