@@ -430,10 +430,7 @@ func (m *muxConn) answer(route string, resp api.MuxResponse, e *api.Error) {
 // it closes. Under load, responses completed together gather into one
 // write (protocol.WriteGathered).
 func (m *muxConn) write(resp api.MuxResponse) bool {
-	mode := protocol.WriteNow
-	if m.inFlight.Load() > protocol.GatherAbove {
-		mode = protocol.WriteGathered
-	}
+	mode := protocol.ModeFor(int(m.inFlight.Load()))
 	if err := m.w.Put(func(b []byte) []byte { return api.AppendMuxResponse(b, resp) }, mode); err != nil {
 		_ = m.conn.Close()
 		return false

@@ -175,7 +175,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	// Under load, callers whose responses arrived together send their
 	// next requests together: gathered, they cost the server one wake-up
 	// and one read (docs/protocol.md, Gathered writes).
-	gather := len(c.pending) > GatherAbove
+	mode := ModeFor(len(c.pending))
 	c.mu.Unlock()
 
 	req := Request{ID: id, Payload: payload}
@@ -184,11 +184,7 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		// handler its smallest unit, as the response is dropped anyway.
 		req.Deadline = max(time.Until(dl), time.Millisecond)
 	}
-	write := c.writer.WriteRequest
-	if gather {
-		write = c.writer.GatherRequest
-	}
-	if err := write(req); err != nil {
+	if err := c.writer.PutRequest(req, mode); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
 	if resp, polled := c.reader.pollFor(ctx, ch); polled {

@@ -415,7 +415,7 @@ func TestWriterGathersRequestsOfGoroutinesRunnableTogether(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			if err := w.GatherRequest(Request{ID: ID{byte(i)}, Payload: []byte{0x80}}); err != nil {
+			if err := w.PutRequest(Request{ID: ID{byte(i)}, Payload: []byte{0x80}}, WriteGathered); err != nil {
 				t.Error(err)
 			}
 		})
@@ -441,7 +441,7 @@ func TestWriterGathersRequestsOfGoroutinesRunnableTogether(t *testing.T) {
 		t.Fatalf("%d distinct requests and %d bytes more, want %d and none", len(seen), out.Len(), n)
 	}
 	// Alone, a gatherer writes its own frame before it returns.
-	if err := w.GatherRequest(Request{ID: ID{200}, Payload: []byte{0x80}}); err != nil || out.Len() == 0 {
+	if err := w.PutRequest(Request{ID: ID{200}, Payload: []byte{0x80}}, WriteGathered); err != nil || out.Len() == 0 {
 		t.Fatalf("a lone gatherer: %v, %d bytes written", err, out.Len())
 	}
 }
@@ -449,10 +449,10 @@ func TestWriterGathersRequestsOfGoroutinesRunnableTogether(t *testing.T) {
 func TestWriterGatherReportsAFailedWrite(t *testing.T) {
 	broken := errors.New("broken pipe")
 	w := NewWriter(writerFunc(func([]byte) (int, error) { return 0, broken }))
-	if err := w.GatherRequest(Request{ID: ID{1}, Payload: []byte{0x80}}); !errors.Is(err, broken) {
+	if err := w.PutRequest(Request{ID: ID{1}, Payload: []byte{0x80}}, WriteGathered); !errors.Is(err, broken) {
 		t.Fatalf("first: %v", err)
 	}
-	if err := w.GatherRequest(Request{ID: ID{2}, Payload: []byte{0x80}}); !errors.Is(err, broken) {
+	if err := w.PutRequest(Request{ID: ID{2}, Payload: []byte{0x80}}, WriteGathered); !errors.Is(err, broken) {
 		t.Fatalf("after: %v", err)
 	}
 }

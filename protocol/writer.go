@@ -50,8 +50,7 @@ const (
 	// goroutines once before writing, so that frames they put meanwhile
 	// go out in the same system call. The yield delays the frame by what
 	// the goroutines runnable then do until they block or yield, so
-	// callers gather only under load: with more than GatherAbove calls in
-	// flight on the connection.
+	// callers gather only under load (ModeFor).
 	WriteGathered
 	// WriteQueued leaves the frame waiting, unless the frames waiting have
 	// grown large (maxQueued) or a write under way takes them along; Flush,
@@ -61,20 +60,23 @@ const (
 	WriteQueued
 )
 
-// GatherAbove is how many calls a connection must have in flight for a
-// caller to gather its request with others' (WriteGathered). At one or
-// two, the callers wait for their answers one by one, and nothing would
-// join.
-const GatherAbove = 2
-
-// WriteRequest writes req as a frame (WriteNow).
-func (w *Writer) WriteRequest(req Request) error {
-	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, WriteNow)
+// ModeFor is the mode of a frame sent with inFlight calls in flight on its
+// connection, its own included: WriteGathered above two, else WriteNow.
+// With one or two, the callers wait for their answers one by one, and
+// nothing would join the frame.
+func ModeFor(inFlight int) WriteMode {
+	if inFlight > 2 {
+		return WriteGathered
+	}
+	return WriteNow
 }
 
-// GatherRequest writes req as a frame (WriteGathered).
-func (w *Writer) GatherRequest(req Request) error {
-	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, WriteGathered)
+// WriteRequest writes req as a frame (WriteNow).
+func (w *Writer) WriteRequest(req Request) error { return w.PutRequest(req, WriteNow) }
+
+// PutRequest writes req as a frame, when mode says.
+func (w *Writer) PutRequest(req Request, mode WriteMode) error {
+	return w.Put(func(b []byte) []byte { return AppendRequestFrame(b, req) }, mode)
 }
 
 // WriteResponse writes resp as a frame (WriteNow).

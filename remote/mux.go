@@ -182,10 +182,7 @@ func (m *muxClient) call(ctx context.Context, req api.MuxRequest) (api.MuxRespon
 	m.pending[req.ID] = ch
 	// Under load, callers woken together gather their requests into one
 	// write, as a protocol.Client's do.
-	mode := protocol.WriteNow
-	if len(m.pending) > protocol.GatherAbove {
-		mode = protocol.WriteGathered
-	}
+	mode := protocol.ModeFor(len(m.pending))
 	m.mu.Unlock()
 
 	req.Deadline = m.timeLeft(ctx)
