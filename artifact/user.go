@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -46,7 +47,9 @@ const maxIDValue = 1<<31 - 1
 // image's own /etc/passwd and /etc/group, read from its layers (whiteouts
 // and links followed); numbers are parsed as runc parses them, so "00" and
 // "+0" are uid 0. The layers are read only when a name or a user's primary
-// group must be looked up. Failures are *UserError, or ctx's error.
+// group must be looked up, and then both files are found in one walk of
+// them (another only for a link that leads outside what that walk saw).
+// Failures are *UserError, or ctx's error.
 func (a *Artifact) ResolveUser(ctx context.Context) (ExecUser, error) {
 	spec := a.Config.Config.User
 	userArg, groupArg, _ := strings.Cut(spec, ":")
@@ -167,81 +170,168 @@ func eachAccountLine(data []byte, fn func(fields []string) bool) error {
 }
 
 // accountFiles returns the image's /etc/passwd and /etc/group as its
-// container would see them; a missing file is nil.
+// container would see them; a missing file is nil. Both are read with one
+// walk of the layers (see imageFiles).
 func (a *Artifact) accountFiles(ctx context.Context) (passwd, group []byte, err error) {
-	if passwd, err = a.imageFile(ctx, "etc/passwd"); err != nil {
+	files, err := a.imageFiles(ctx, "etc/passwd", "etc/group")
+	if err != nil {
 		return nil, nil, err
 	}
-	if group, err = a.imageFile(ctx, "etc/group"); err != nil {
-		return nil, nil, err
-	}
-	return passwd, group, nil
+	return files[0], files[1], nil
 }
 
 // maxLinkHops bounds the symbolic links followed to find a file.
 const maxLinkHops = 16
 
-// imageFile returns the content of the regular file at name (relative to
-// the root, cleaned) in the image's merged file system, following symbolic
-// links (kept inside the root, as the engine does) and hard links; nil if
-// there is none.
-func (a *Artifact) imageFile(ctx context.Context, name string) ([]byte, error) {
-	for range maxLinkHops {
-		// Every directory on the way may be a symbolic link: find the
-		// first one and resolve it, then look again.
-		parts := strings.Split(name, "/")
-		var prefixes []string
-		for i := range parts {
-			prefixes = append(prefixes, strings.Join(parts[:i+1], "/"))
+// imageFiles returns the content of the regular file at each of names
+// (relative to the root, cleaned) in the image's merged file system,
+// following symbolic links (kept inside the root, as the engine does) and
+// hard links; nil for a name where there is none. All the names are looked
+// up in one walk of the layers; a link leads to another walk only when
+// what it points to was not part of the walk that found it, and then for
+// the names still on their way only. The error is that of the first name,
+// in order, whose lookup failed, as if each were looked up alone.
+func (a *Artifact) imageFiles(ctx context.Context, names ...string) ([][]byte, error) {
+	return lookupFiles(names, func(paths, want []string) (map[string]node, error) {
+		return a.mergedView(ctx, paths, want)
+	})
+}
+
+// viewFunc walks the layers for a merged view (see mergedView).
+type viewFunc func(paths, want []string) (map[string]node, error)
+
+// lookupFiles is imageFiles with the walk of the layers given.
+func lookupFiles(names []string, walk viewFunc) ([][]byte, error) {
+	type lookup struct {
+		name string
+		hops int
+		done bool
+		err  error
+	}
+	files := make([][]byte, len(names))
+	lookups := make([]lookup, len(names))
+	for i, n := range names {
+		lookups[i].name = n
+	}
+	for {
+		// The paths of this walk: every directory on the way to each
+		// name still looked up, since any of them may be a link.
+		var paths, want []string
+		seen := map[string]bool{}
+		for _, l := range lookups {
+			if l.done {
+				continue
+			}
+			want = append(want, l.name)
+			for _, p := range pathPrefixes(l.name) {
+				if !seen[p] {
+					seen[p] = true
+					paths = append(paths, p)
+				}
+			}
 		}
-		view, err := a.mergedView(ctx, prefixes, name)
+		if len(want) == 0 {
+			break
+		}
+		view, err := walk(paths, want)
 		if err != nil {
 			return nil, err
 		}
-		redirected := false
-		for i, p := range prefixes {
-			n, ok := view[p]
-			if !ok {
-				if i == len(prefixes)-1 {
-					return nil, nil
-				}
-				continue // a directory that layers create implicitly
+		// covered reports whether this walk saw what name's lookup needs.
+		covered := func(name string) bool {
+			if !slices.Contains(want, name) {
+				return false // its content was not kept
 			}
-			switch n.typ {
-			case tar.TypeSymlink:
-				target := n.link
-				if !path.IsAbs(target) {
-					target = path.Join(path.Dir("/"+p), target)
+			for _, p := range pathPrefixes(name) {
+				if !seen[p] {
+					return false
 				}
-				rest := strings.Join(parts[i+1:], "/")
-				name = strings.TrimPrefix(path.Clean("/"+path.Join(target, rest)), "/")
-				redirected = true
-			case tar.TypeLink:
-				if i == len(prefixes)-1 {
-					name = strings.TrimPrefix(path.Clean("/"+n.link), "/")
-					redirected = true
-				}
-			case tar.TypeDir:
-				if i == len(prefixes)-1 {
-					return nil, fmt.Errorf("/%s is a directory", name)
-				}
-				continue
-			default:
-				if i == len(prefixes)-1 {
-					return n.data, nil
-				}
-				return nil, nil // a file where a directory should be
 			}
-			break
+			return true
 		}
-		if !redirected {
-			return nil, nil
-		}
-		if name == "" {
-			return nil, errors.New("a link resolves to the root directory")
+		for i := range lookups {
+			l := &lookups[i]
+			for !l.done {
+				data, next, redirected, err := followIn(view, l.name)
+				if err != nil || !redirected {
+					files[i], l.err, l.done = data, err, true
+					break
+				}
+				l.name = next
+				if l.hops++; l.hops >= maxLinkHops {
+					l.err, l.done = fmt.Errorf("more than %d links on the way to /%s", maxLinkHops, l.name), true
+					break
+				}
+				if l.name == "" {
+					l.err, l.done = errors.New("a link resolves to the root directory"), true
+					break
+				}
+				if !covered(l.name) {
+					break // for the next walk
+				}
+			}
 		}
 	}
-	return nil, fmt.Errorf("more than %d links on the way to /%s", maxLinkHops, name)
+	for _, l := range lookups {
+		if l.err != nil {
+			return nil, l.err
+		}
+	}
+	return files, nil
+}
+
+// pathPrefixes returns the paths of name and of each directory on the way
+// to it, the root's first: "etc", "etc/passwd".
+func pathPrefixes(name string) []string {
+	parts := strings.Split(name, "/")
+	prefixes := make([]string, len(parts))
+	for i := range parts {
+		prefixes[i] = strings.Join(parts[:i+1], "/")
+	}
+	return prefixes
+}
+
+// followIn looks name up in view, a merged view of (at least) name and the
+// directories on the way to it. It returns the file's content (nil if
+// there is none), or, redirected, the name that the first link met on the
+// way leads to, which must be looked up in turn.
+func followIn(view map[string]node, name string) (data []byte, next string, redirected bool, err error) {
+	parts := strings.Split(name, "/")
+	prefixes := pathPrefixes(name)
+	for i, p := range prefixes {
+		last := i == len(prefixes)-1
+		n, ok := view[p]
+		if !ok {
+			if last {
+				return nil, "", false, nil
+			}
+			continue // a directory that layers create implicitly
+		}
+		switch n.typ {
+		case tar.TypeSymlink:
+			target := n.link
+			if !path.IsAbs(target) {
+				target = path.Join(path.Dir("/"+p), target)
+			}
+			rest := strings.Join(parts[i+1:], "/")
+			return nil, strings.TrimPrefix(path.Clean("/"+path.Join(target, rest)), "/"), true, nil
+		case tar.TypeLink:
+			if last {
+				return nil, strings.TrimPrefix(path.Clean("/"+n.link), "/"), true, nil
+			}
+			return nil, "", false, nil // a hard link where a directory should be
+		case tar.TypeDir:
+			if last {
+				return nil, "", false, fmt.Errorf("/%s is a directory", name)
+			}
+		default:
+			if last {
+				return n.data, "", false, nil
+			}
+			return nil, "", false, nil // a file where a directory should be
+		}
+	}
+	return nil, "", false, nil
 }
 
 // node is the state of one path in the merged view of the layers.
@@ -252,9 +342,12 @@ type node struct {
 }
 
 // mergedView applies the image's layers, base first, and returns the final
-// state of each of the given paths that exists; the content of want is
-// kept when it is a regular file.
-func (a *Artifact) mergedView(ctx context.Context, paths []string, want string) (map[string]node, error) {
+// state of each of the given paths that exists; the content of those in
+// want is kept when they are regular files. paths must hold every
+// directory on the way to each of them: the state of a path depends on
+// the entries for it and for those directories only, so one view serves
+// any number of lookups.
+func (a *Artifact) mergedView(ctx context.Context, paths, want []string) (map[string]node, error) {
 	img, err := a.Image()
 	if err != nil {
 		return nil, err
@@ -266,6 +359,10 @@ func (a *Artifact) mergedView(ctx context.Context, paths []string, want string) 
 	interesting := make(map[string]bool, len(paths))
 	for _, p := range paths {
 		interesting[p] = true
+	}
+	keep := make(map[string]bool, len(want))
+	for _, p := range want {
+		keep[p] = true
 	}
 	view := map[string]node{}
 	// under reports whether p is dir or inside it.
@@ -308,7 +405,7 @@ func (a *Artifact) mergedView(ctx context.Context, paths []string, want string) 
 			if n.typ == tar.TypeRegA {
 				n.typ = tar.TypeReg
 			}
-			if p == want && n.typ == tar.TypeReg {
+			if keep[p] && n.typ == tar.TypeReg {
 				if hdr.Size > maxAccountFile {
 					_ = rc.Close()
 					return nil, fmt.Errorf("/%s is %d bytes, more than %d", p, hdr.Size, maxAccountFile)

@@ -154,6 +154,16 @@ func NewClient(conn net.Conn, opts ...ClientOption) *Client {
 // is dropped. When the connection ends, every pending Call returns an error
 // matching ErrConnectionClosed.
 func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
+	return c.CallWithin(ctx, payload, 0)
+}
+
+// CallWithin is Call with a time limit of its own: when no response came
+// within timeout (none if zero or less), it gives the request up as if
+// ctx had ended, and returns an error matching ErrCallTimeout. It does
+// what a ctx derived with context.WithTimeout would, for a fraction of the
+// cost: no context, only a timer, which matters on a path that serves a
+// request in a few microseconds.
+func (c *Client) CallWithin(ctx context.Context, payload []byte, timeout time.Duration) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -178,11 +188,23 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	mode := ModeFor(len(c.pending))
 	c.mu.Unlock()
 
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	req := Request{ID: id, Payload: payload}
-	if dl, ok := ctx.Deadline(); ok && c.deadlines {
-		// A deadline passed since the check above still leaves the
-		// handler its smallest unit, as the response is dropped anyway.
-		req.Deadline = max(time.Until(dl), time.Millisecond)
+	if c.deadlines {
+		left, limited := timeout, timeout > 0
+		if dl, ok := ctx.Deadline(); ok && (!limited || time.Until(dl) < left) {
+			left, limited = time.Until(dl), true
+		}
+		if limited {
+			// A deadline passed since the check above still leaves the
+			// handler its smallest unit, as the response is dropped anyway.
+			req.Deadline = max(left, time.Millisecond)
+		}
 	}
 	if err := c.writer.PutRequest(req, mode); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
@@ -190,28 +212,32 @@ func (c *Client) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	if resp, polled := c.reader.pollFor(ctx, ch); polled {
 		return c.result(resp)
 	}
+	var cause error
 	select {
 	case resp := <-ch:
 		return c.result(resp)
 	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.countPendingLocked()
-		c.mu.Unlock()
-		select {
-		case resp := <-ch: // it raced the deadline and won
-			return c.result(resp)
-		default:
-		}
-		if c.cancels {
-			// Best effort: a connection that fails here fails every call
-			// on it anyway.
-			if err := c.writer.WriteRequest(Request{ID: id, Cancel: true}); err != nil {
-				c.fail(fmt.Errorf("writing a cancel: %w", err))
-			}
-		}
-		return nil, fmt.Errorf("request %s: %w", id, ctx.Err())
+		cause = ctx.Err()
+	case <-expired:
+		cause = ErrCallTimeout
 	}
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.countPendingLocked()
+	c.mu.Unlock()
+	select {
+	case resp := <-ch: // it raced the deadline and won
+		return c.result(resp)
+	default:
+	}
+	if c.cancels {
+		// Best effort: a connection that fails here fails every call on
+		// it anyway.
+		if err := c.writer.WriteRequest(Request{ID: id, Cancel: true}); err != nil {
+			c.fail(fmt.Errorf("writing a cancel: %w", err))
+		}
+	}
+	return nil, fmt.Errorf("request %s: %w", id, cause)
 }
 
 func (c *Client) result(resp Response) ([]byte, error) {

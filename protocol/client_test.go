@@ -156,33 +156,91 @@ func TestCallAppError(t *testing.T) {
 }
 
 func TestCallTimeoutDropsLateReply(t *testing.T) {
-	release := make(chan struct{})
-	s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
-		slow, ok := <-reqs
-		if !ok {
-			return
-		}
-		<-release
-		_ = w.WriteResponse(Response{ID: slow.ID, Payload: slow.Payload}) // late: must be dropped
-		echoHandler(conn, w, reqs)
-	})
-	c := dial(t, s.path)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	_, err := c.Call(ctx, mustPayload(t, map[string]any{"slow": true}))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want deadline exceeded", err)
+	for _, tc := range []struct {
+		name string
+		call func(c *Client, payload []byte) ([]byte, error)
+		want error
+	}{
+		{"ctx deadline", func(c *Client, payload []byte) ([]byte, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			return c.Call(ctx, payload)
+		}, context.DeadlineExceeded},
+		{"time limit", func(c *Client, payload []byte) ([]byte, error) {
+			return c.CallWithin(context.Background(), payload, 20*time.Millisecond)
+		}, ErrCallTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+				slow, ok := <-reqs
+				if !ok {
+					return
+				}
+				<-release
+				_ = w.WriteResponse(Response{ID: slow.ID, Payload: slow.Payload}) // late: must be dropped
+				echoHandler(conn, w, reqs)
+			})
+			c := dial(t, s.path)
+			_, err := tc.call(c, mustPayload(t, map[string]any{"slow": true}))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if n := c.InFlight(); n != 0 {
+				t.Errorf("in flight after timeout = %d", n)
+			}
+			close(release)
+			got, err := c.Call(context.Background(), mustPayload(t, map[string]any{"fast": true}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m, _ := DecodePayload(got); m["fast"] != true {
+				t.Errorf("got the late reply instead of our own: %v", m)
+			}
+		})
 	}
-	if n := c.InFlight(); n != 0 {
-		t.Errorf("in flight after timeout = %d", n)
-	}
-	close(release)
-	got, err := c.Call(context.Background(), mustPayload(t, map[string]any{"fast": true}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, _ := DecodePayload(got); m["fast"] != true {
-		t.Errorf("got the late reply instead of our own: %v", m)
+}
+
+// TestCallWithinDeadlineAndCancel checks what a server that declared the
+// deadline and cancel capabilities receives: the earlier of the caller's
+// deadline and the call's time limit, and a cancel when the limit passes.
+func TestCallWithinDeadlineAndCancel(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ctxTimeout time.Duration // 0: none
+		limit      time.Duration // 0: none
+		wantMax    time.Duration // the deadline sent is at most this, and more than half of it
+		wantErr    error
+	}{
+		{"limit only", 0, 50 * time.Millisecond, 50 * time.Millisecond, ErrCallTimeout},
+		{"limit first", time.Hour, 50 * time.Millisecond, 50 * time.Millisecond, ErrCallTimeout},
+		{"ctx first", 50 * time.Millisecond, time.Hour, 50 * time.Millisecond, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan Request, 2)
+			s := startServer(t, func(conn net.Conn, w *Writer, reqs <-chan Request) {
+				for req := range reqs {
+					got <- req // never answered
+				}
+			})
+			c := dial(t, s.path, WithDeadlines(), WithCancel())
+			ctx := context.Background()
+			if tc.ctxTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.ctxTimeout)
+				defer cancel()
+			}
+			if _, err := c.CallWithin(ctx, mustPayload(t, map[string]any{}), tc.limit); !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			req := <-got
+			if req.Deadline > tc.wantMax || req.Deadline <= tc.wantMax/2 {
+				t.Errorf("deadline sent = %v, want at most %v", req.Deadline, tc.wantMax)
+			}
+			if cancel := <-got; !cancel.Cancel || cancel.ID != req.ID {
+				t.Errorf("after the timeout the server got %+v, want a cancel of %s", cancel, req.ID)
+			}
+		})
 	}
 }
 

@@ -207,26 +207,26 @@ const maxDeadlineMS = uint64(math.MaxInt64 / int64(time.Millisecond))
 func DecodeRequest(body []byte) (Request, error) {
 	var req Request
 	var haveID, havePayload, haveCancel, haveCredit bool
-	err := decodeEnvelope(body, func(key string, r *mpReader) error {
+	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
 		switch key {
 		case "request_id":
 			id, err := readID(r)
 			req.ID, haveID = id, true
 			return err
 		case "payload":
-			b, err := r.binOrNil()
+			b, err := r.BinOrNil()
 			if err == nil && b == nil {
 				return fmt.Errorf("payload must be bin, found nil")
 			}
 			req.Payload, havePayload = b, true
 			return err
 		case "cancel":
-			c, err := r.byte()
+			c, err := r.Byte()
 			if err != nil {
 				return err
 			}
 			if c != 0xc3 {
-				return fmt.Errorf("cancel must be true, found %s", typeName(c))
+				return fmt.Errorf("cancel must be true, found %s", mpwire.TypeName(c))
 			}
 			req.Cancel, haveCancel = true, true
 			return nil
@@ -239,7 +239,7 @@ func DecodeRequest(body []byte) (Request, error) {
 			req.Credit, haveCredit = n, true
 			return err
 		case "deadline_ms":
-			ms, err := r.uintValue()
+			ms, err := r.Uint()
 			if err != nil {
 				return fmt.Errorf("deadline_ms: %w", err)
 			}
@@ -247,7 +247,7 @@ func DecodeRequest(body []byte) (Request, error) {
 			req.Deadline = max(time.Duration(min(ms, maxDeadlineMS))*time.Millisecond, time.Nanosecond)
 			return nil
 		}
-		return r.skip(0)
+		return r.Skip()
 	})
 	switch {
 	case err != nil:
@@ -275,31 +275,31 @@ func DecodeRequest(body []byte) (Request, error) {
 func DecodeResponse(body []byte) (Response, error) {
 	var resp Response
 	var haveID, haveOther bool
-	err := decodeEnvelope(body, func(key string, r *mpReader) error {
+	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
 		var err error
 		switch key {
 		case "request_id":
 			resp.ID, err = readID(r)
 			haveID = true
 		case "payload":
-			resp.Payload, err = r.binOrNil()
+			resp.Payload, err = r.BinOrNil()
 			haveOther = true
 		case "error":
-			resp.Error, err = r.binOrNil()
+			resp.Error, err = r.BinOrNil()
 			haveOther = true
 		case "item":
 			resp.Item = true
-			if resp.Payload, err = r.binOrNil(); err == nil && resp.Payload == nil {
+			if resp.Payload, err = r.BinOrNil(); err == nil && resp.Payload == nil {
 				err = fmt.Errorf("item must be bin, found nil")
 			}
 		case "end":
 			var c byte
-			if c, err = r.byte(); err == nil && c != 0xc3 {
-				err = fmt.Errorf("end must be true, found %s", typeName(c))
+			if c, err = r.Byte(); err == nil && c != 0xc3 {
+				err = fmt.Errorf("end must be true, found %s", mpwire.TypeName(c))
 			}
 			resp.End = true
 		default:
-			err = r.skip(0)
+			err = r.Skip()
 		}
 		return err
 	})
@@ -320,40 +320,10 @@ func DecodeResponse(body []byte) (Response, error) {
 	return resp, nil
 }
 
-// decodeEnvelope walks the top-level map of body, calling field for each
-// key, and requires the map to span the whole body.
-func decodeEnvelope(body []byte, field func(key string, r *mpReader) error) error {
-	r := &mpReader{b: body}
-	n, err := r.mapLen()
-	if err != nil {
-		return err
-	}
-	seen := make([][]byte, 0, 4) // envelopes have three keys: a scan beats a map
-	for range n {
-		k, err := r.str()
-		if err != nil {
-			return fmt.Errorf("key: %w", err)
-		}
-		for _, prev := range seen {
-			if string(prev) == string(k) {
-				return fmt.Errorf("duplicate key %q", k)
-			}
-		}
-		seen = append(seen, k)
-		if err := field(string(k), r); err != nil {
-			return fmt.Errorf("%s: %w", k, err)
-		}
-	}
-	if !r.done() {
-		return fmt.Errorf("%d bytes after the envelope map", len(r.b)-r.off)
-	}
-	return nil
-}
-
 // readCredit reads an initial credit or a credit: an unsigned integer of
 // at least 1.
-func readCredit(r *mpReader) (int, error) {
-	n, err := r.uintValue()
+func readCredit(r *mpwire.Reader) (int, error) {
+	n, err := r.Uint()
 	switch {
 	case err != nil:
 		return 0, err
@@ -363,8 +333,8 @@ func readCredit(r *mpReader) (int, error) {
 	return int(min(n, maxCredit)), nil
 }
 
-func readID(r *mpReader) (ID, error) {
-	s, err := r.str()
+func readID(r *mpwire.Reader) (ID, error) {
+	s, err := r.Str()
 	if err != nil {
 		return ID{}, err
 	}

@@ -101,6 +101,10 @@ const (
 // idempotent requests.
 var ErrConnectionClosed = errors.New("protocol: connection closed")
 
+// ErrCallTimeout is the error of a CallWithin whose time limit passed
+// before its response came.
+var ErrCallTimeout = errors.New("protocol: no response within the call's time limit")
+
 // ConnectionError says why a connection ended. It matches
 // ErrConnectionClosed with errors.Is and unwraps to its cause.
 type ConnectionError struct {

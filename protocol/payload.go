@@ -58,20 +58,20 @@ func DecodePayloadInto(b []byte, v any) error {
 // checkPayload applies the original server's rules, in its order: valid
 // msgpack (one value, nothing after it), a map, string keys.
 func checkPayload(b []byte) error {
-	r := &mpReader{b: b}
-	if err := r.skip(0); err != nil || !r.done() {
+	r := mpwire.NewReader(b)
+	if err := r.Skip(); err != nil || !r.Done() {
 		return &PayloadError{Message: msgPayloadNotMsgpack}
 	}
-	r.off = 0
-	n, err := r.mapLen()
+	r = mpwire.NewReader(b)
+	n, err := r.MapLen()
 	if err != nil {
 		return &PayloadError{Message: msgPayloadNotMap}
 	}
 	for range n {
-		if _, err := r.str(); err != nil {
+		if _, err := r.Str(); err != nil {
 			return &PayloadError{Message: msgPayloadKeys}
 		}
-		if err := r.skip(0); err != nil {
+		if err := r.Skip(); err != nil {
 			return &PayloadError{Message: msgPayloadNotMsgpack}
 		}
 	}

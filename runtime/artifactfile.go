@@ -16,7 +16,9 @@ import (
 // has its documents hashed, see artifact.WithVerifiedFile) and keeps the
 // handle that writes a Docker-loadable archive of it. Decompressing the
 // layers is left to that archive, so it is paid only when an engine must
-// load the image.
+// load the image, and to the user's resolution (artifact.ResolveUser),
+// paid once per image config and state directory (see
+// verifiedFiles.userResolver).
 func openArtifactFile(ctx context.Context, path string, verified string) (artifactInfo, error) {
 	opts := []artifact.OpenOption{artifact.WithDeferredLayerCheck()}
 	if verified != "" {

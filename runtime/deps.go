@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/ociapp/ociapp/artifact"
 	"github.com/ociapp/ociapp/engine"
@@ -16,7 +17,7 @@ import (
 // session is one persistent, multiplexed connection to a container's app
 // server; *protocol.Client satisfies it.
 type session interface {
-	Call(ctx context.Context, payload []byte) ([]byte, error)
+	CallWithin(ctx context.Context, payload []byte, timeout time.Duration) ([]byte, error)
 	Done() <-chan struct{}
 	Err() error
 	Close() error
@@ -94,7 +95,11 @@ type artifactInfo struct {
 	Volumes []string
 	Labels  map[string]string
 	// resolveUser resolves User to numbers through the image's own
-	// /etc/passwd and /etc/group; nil resolves numeric users only.
+	// /etc/passwd and /etc/group; nil resolves numeric users only. The
+	// resolver makes it answer from, and record its answer in, the state
+	// directory (verifiedFiles.userResolver), by ConfigDigest and User.
+	// It is the image's user: the policy on root is applied after it
+	// (env.containerUser).
 	resolveUser func(ctx context.Context) (artifact.ExecUser, error)
 	// archive writes a tar of the image that the engine can load, read
 	// from the file as verified (at Path, or at another name of this

@@ -368,7 +368,13 @@ func (s *fakeSession) Close() error {
 	return nil
 }
 
-func (s *fakeSession) Call(ctx context.Context, payload []byte) ([]byte, error) {
+func (s *fakeSession) CallWithin(ctx context.Context, payload []byte, timeout time.Duration) ([]byte, error) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
@@ -412,6 +418,8 @@ func (s *fakeSession) Call(ctx context.Context, payload []byte) ([]byte, error) 
 		return r.b, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("request: %w", ctx.Err())
+	case <-expired:
+		return nil, fmt.Errorf("request: %w", protocol.ErrCallTimeout)
 	case <-s.done:
 		return nil, s.Err()
 	}

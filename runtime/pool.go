@@ -189,7 +189,10 @@ func (e *env) removeImage(ctx context.Context, artifact, ref string) {
 // the image's user resolved as the engine would resolve it (so "00", "+0"
 // and a name that is uid 0 in the image's /etc/passwd are all root), and
 // NonRootUser instead of root unless root is allowed. The engine gets
-// numbers only, so it never looks the user up itself.
+// numbers only, so it never looks the user up itself. The lookup reads the
+// image's layers only the first time on a state directory (resolveUser
+// answers from its record after that); the policy on root is applied here,
+// to what it answers, so runtimes with other policies share the record.
 func (e *env) containerUser(ctx context.Context, info artifactInfo) (string, error) {
 	if info.User == "" && !e.cfg.allowRoot {
 		return NonRootUser, nil // root by default; no need to read the layers

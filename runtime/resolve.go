@@ -77,7 +77,8 @@ func (r *resolver) resolve(ctx context.Context, path string) (artifactInfo, erro
 // resolveFile stats path and verifies the file unless this version of it
 // was verified before: by this runtime (the cache), or by one that shared
 // its state directory (verifiedFiles), in which case only what the file's
-// record does not vouch for is checked again.
+// record does not vouch for is checked again. The artifact's resolveUser
+// answers from the state directory too (verifiedFiles.userResolver).
 func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -106,6 +107,8 @@ func (r *resolver) resolveFile(ctx context.Context, path string) (artifactInfo, 
 			}
 			return artifactInfo{}, err
 		}
+		// The user the image resolves to is remembered beside the file.
+		info.resolveUser = r.verified.userResolver(info.ConfigDigest, info.User, info.resolveUser)
 		r.mu.Lock()
 		if len(r.cache) >= maxResolved {
 			clear(r.cache)

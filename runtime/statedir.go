@@ -134,7 +134,8 @@ func tryLockDead(dir string) (bool, *os.File) {
 const staleTmpAge = time.Minute
 
 // cleanOrphans removes what runtimes that died without closing left in
-// the state directory: their containers and their directories.
+// the state directory: their containers and their directories. The
+// records kept for every runtime (verifiedDirName) stay.
 func (in *instance) cleanOrphans(ctx context.Context, eng engine.Engine, log *slog.Logger) error {
 	entries, err := os.ReadDir(in.stateDir)
 	if err != nil {
@@ -143,8 +144,8 @@ func (in *instance) cleanOrphans(ctx context.Context, eng engine.Engine, log *sl
 	for _, e := range entries {
 		name := e.Name()
 		path := filepath.Join(in.stateDir, name)
-		if !e.IsDir() || name == in.id {
-			continue
+		if !e.IsDir() || name == in.id || name == verifiedDirName {
+			continue // not a runtime's directory, or this runtime's
 		}
 		if strings.HasPrefix(name, ".") {
 			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTmpAge {

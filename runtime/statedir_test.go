@@ -37,6 +37,14 @@ func TestCleanOrphans(t *testing.T) {
 		}
 		return id
 	}
+	// The records every runtime shares, which have no lock file.
+	record := filepath.Join(dir, verifiedDirName, "user-0123")
+	if err := os.MkdirAll(filepath.Dir(record), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(record, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	liveC := create(live.id, dir)
 	deadC := create("deadbeef", dir)
 	goneC := create("0badf00d", dir)
@@ -60,5 +68,8 @@ func TestCleanOrphans(t *testing.T) {
 	}
 	if _, err := os.Stat(live.dir); err != nil {
 		t.Errorf("live runtime's directory was touched: %v", err)
+	}
+	if _, err := os.Stat(record); err != nil {
+		t.Errorf("the shared records were removed: %v", err)
 	}
 }

@@ -124,7 +124,7 @@ func (r *Runtime) StreamPayload(ctx context.Context, artifactPath string, payloa
 			} else {
 				nextCtx, cancel := context.WithTimeoutCause(ctx, r.cfg.requestTimeout, errRequestTimeout)
 				item, err = s.Next(nextCtx)
-				timedOut = context.Cause(nextCtx) == errRequestTimeout
+				timedOut = context.Cause(nextCtx) == errRequestTimeout && errors.Is(err, context.DeadlineExceeded)
 				cancel()
 			}
 			if errors.Is(err, io.EOF) {

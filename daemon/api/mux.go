@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -174,43 +173,43 @@ const MuxIDPrefix = muxIDPrefix
 func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	var req MuxRequest
 	var seenID, seenPayload, seenCancel, seenCredit, seenDeadline bool
-	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
+	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
 		var err error
 		switch key {
 		case "id":
-			req.ID, err = dec.DecodeUint64()
+			req.ID, err = r.Uint()
 			seenID = true
 		case "digest":
-			req.Digest, err = dec.DecodeString()
+			req.Digest, err = readString(r)
 		case "path":
-			req.Path, err = dec.DecodeString()
+			req.Path, err = readString(r)
 		case "file":
-			req.File, err = dec.DecodeString()
+			req.File, err = readString(r)
 		case "payload":
-			req.Payload, err = dec.DecodeBytes()
+			req.Payload, err = r.BinOrNil()
 			seenPayload = req.Payload != nil
 		case "cancel":
-			req.Cancel, err = dec.DecodeBool()
+			req.Cancel, err = r.Bool()
 			if err == nil && !req.Cancel {
 				err = errors.New("must be true")
 			}
 			seenCancel = true
 		case "stream":
-			req.Stream, err = decodeUint(dec)
+			req.Stream, err = r.Uint()
 			if err == nil && req.Stream == 0 {
 				err = errors.New("must be at least 1 (the initial credit)")
 			}
 		case "credit":
-			req.Credit, err = decodeUint(dec)
+			req.Credit, err = r.Uint()
 			if err == nil && req.Credit == 0 {
 				err = errors.New("must be at least 1")
 			}
 			seenCredit = true
 		case "deadline_ms":
-			req.Deadline, err = decodeDeadline(dec)
+			req.Deadline, err = readDeadline(r)
 			seenDeadline = true
 		default:
-			err = dec.Skip()
+			err = r.Skip()
 		}
 		return err
 	})
@@ -239,25 +238,25 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 func DecodeMuxResponse(body []byte) (MuxResponse, error) {
 	var resp MuxResponse
 	var seenID bool
-	err := decodeMuxMap(body, func(key string, dec *msgpack.Decoder) error {
+	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
 		var err error
 		switch key {
 		case "id":
-			resp.ID, err = dec.DecodeUint64()
+			resp.ID, err = r.Uint()
 			seenID = true
 		case "payload":
-			resp.Payload, err = dec.DecodeBytes()
+			resp.Payload, err = r.BinOrNil()
 		case "error":
-			resp.Error, err = dec.DecodeBytes()
+			resp.Error, err = r.BinOrNil()
 		case "item":
-			resp.Item, err = dec.DecodeBytes()
+			resp.Item, err = r.BinOrNil()
 		case "end":
-			resp.End, err = dec.DecodeBool()
+			resp.End, err = r.Bool()
 			if err == nil && !resp.End {
 				err = errors.New("must be true")
 			}
 		default:
-			err = dec.Skip()
+			err = r.Skip()
 		}
 		return err
 	})
@@ -276,61 +275,19 @@ func DecodeMuxResponse(body []byte) (MuxResponse, error) {
 	return resp, nil
 }
 
-// decodeUint decodes an unsigned integer, refusing negative ones (which
-// DecodeUint64 would wrap around).
-func decodeUint(dec *msgpack.Decoder) (uint64, error) {
-	c, err := dec.PeekCode()
-	if err != nil {
-		return 0, err
-	}
-	if c > 0x7f && c != 0xcc && c != 0xcd && c != 0xce && c != 0xcf {
-		return 0, fmt.Errorf("not an unsigned integer (msgpack code 0x%02x)", c)
-	}
-	return dec.DecodeUint64()
+// readString reads a string value.
+func readString(r *mpwire.Reader) (string, error) {
+	b, err := r.Str()
+	return string(b), err
 }
 
-// decodeDeadline decodes "deadline_ms", an integer: the milliseconds left,
+// readDeadline reads "deadline_ms", an integer: the milliseconds left,
 // clamped to what a Duration holds, or DeadlinePassed for 0 or less (which
 // a client sends once its time is up; negative ones are taken as well, as
 // HeaderDeadline takes them).
-func decodeDeadline(dec *msgpack.Decoder) (time.Duration, error) {
-	c, err := dec.PeekCode()
-	if err != nil {
-		return 0, err
-	}
-	switch {
-	case c <= 0x7f || c == 0xcc || c == 0xcd || c == 0xce || c == 0xcf:
-		ms, err := dec.DecodeUint64()
-		return deadlineOfMillis(int64(min(ms, math.MaxInt64))), err
-	case c >= 0xe0 || c == 0xd0 || c == 0xd1 || c == 0xd2 || c == 0xd3:
-		ms, err := dec.DecodeInt64()
-		return deadlineOfMillis(ms), err
-	}
-	return 0, fmt.Errorf("not an integer (msgpack code 0x%02x)", c)
-}
-
-func decodeMuxMap(body []byte, field func(string, *msgpack.Decoder) error) error {
-	dec := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(dec)
-	r := bytes.NewReader(body)
-	dec.Reset(r)
-	n, err := dec.DecodeMapLen()
-	if err != nil || n < 0 || n > 16 {
-		return fmt.Errorf("the frame is not a msgpack map of at most 16 keys")
-	}
-	for range n {
-		key, err := dec.DecodeString()
-		if err != nil {
-			return fmt.Errorf("reading a key: %w", err)
-		}
-		if err := field(key, dec); err != nil {
-			return fmt.Errorf("reading %q: %w", key, err)
-		}
-	}
-	if r.Len() != 0 {
-		return errors.New("bytes after the map")
-	}
-	return nil
+func readDeadline(r *mpwire.Reader) (time.Duration, error) {
+	ms, err := r.Int()
+	return deadlineOfMillis(ms), err
 }
 
 // HeaderHas reports whether a comma-separated header of h lists token

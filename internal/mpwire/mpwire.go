@@ -1,5 +1,6 @@
-// Package mpwire writes msgpack's wire format by hand, one element at a
-// time, for the encoders that stream payloads without building values.
+// Package mpwire reads and writes msgpack's wire format by hand, one
+// element at a time, for the codecs on every request's path: envelopes,
+// the daemon's channel frames, payloads streamed without building values.
 package mpwire
 
 import (
