@@ -158,6 +158,9 @@ func (m *muxConn) read() {
 			close(m.readingDone)
 			return
 		}
+		// Counted for busy polling from here, not from when the runtime
+		// sees it (runtime.WithPollGroup).
+		m.s.cfg.polls.Begin()
 		// Registered before the next frame is read, so that a cancel
 		// or credit frame behind it finds it.
 		var st *flow.Credit
@@ -234,6 +237,7 @@ func (m *muxConn) work(t muxTask) {
 // stream.
 func (m *muxConn) run(ctx context.Context, req api.MuxRequest, st *flow.Credit, size int64) {
 	defer m.inFlight.Add(-1)
+	defer m.s.cfg.polls.End()
 	m.release(m.execute(ctx, req, st, size))
 	m.mu.Lock()
 	cancel := m.running[req.ID]

@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ociapp/ociapp/daemon"
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/internal/testenv/daemontest"
+	"github.com/ociapp/ociapp/protocol"
 )
 
 // workers counts the goroutines in the execute channel's worker loop.
@@ -57,6 +59,40 @@ func TestMuxWorkers(t *testing.T) {
 	}
 	c.conn.Close()
 	waitFor(t, "workers to end with the channel", func() bool { return workers() == 0 })
+}
+
+// TestMuxCountsRequestsForPolling checks that the execute channel counts
+// its requests in the runtime's poll group from the moment it reads them,
+// before the runtime has them, and that each is uncounted once answered.
+func TestMuxCountsRequestsForPolling(t *testing.T) {
+	const n = 5
+	var polls protocol.PollGroup
+	reached, release := make(chan struct{}, n), make(chan struct{})
+	rt := &daemontest.Runner{Fn: func(ctx context.Context, p []byte) ([]byte, error) {
+		reached <- struct{}{}
+		<-release
+		return p, nil
+	}}
+	d := startServer(t, rt, daemon.WithPollGroup(&polls))
+	path, _, _ := smallArtifact(t, t.TempDir())
+	digest := d.upload(t, path)
+	c := dialMux(t, d.sock)
+	for id := range uint64(n) {
+		c.send(t, api.MuxRequest{ID: id + 1, Digest: digest, Payload: []byte{0x80}})
+	}
+	for range n {
+		<-reached
+	}
+	if got := polls.InFlight(); got != n {
+		t.Errorf("with %d requests running, the poll group counts %d", n, got)
+	}
+	close(release)
+	for range n {
+		if resp := c.recv(t); resp.Error != nil {
+			t.Fatalf("request %d: %s", resp.ID, resp.Error)
+		}
+	}
+	waitFor(t, "the poll group to count none", func() bool { return polls.InFlight() == 0 })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

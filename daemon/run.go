@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ociapp/ociapp/engine"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -187,10 +188,13 @@ func Run(ctx context.Context, eng engine.Engine, opts ...Option) (err error) {
 	}
 
 	rtState := filepath.Join(stateDir, "rt")
+	if cfg.polls == nil {
+		cfg.polls = new(protocol.PollGroup)
+	}
 	rt, err := runtime.New(ctx, slices.Concat(
 		[]runtime.Option{runtime.WithEngine(eng), runtime.WithLogger(log)},
 		cfg.runtimeOptions,
-		[]runtime.Option{runtime.WithStateDir(rtState)},
+		[]runtime.Option{runtime.WithStateDir(rtState), runtime.WithPollGroup(cfg.polls)},
 	)...)
 	if err != nil {
 		return fmt.Errorf("starting the runtime: %w", err)

@@ -31,6 +31,7 @@ import (
 	"github.com/ociapp/ociapp/daemon/api"
 	"github.com/ociapp/ociapp/engine"
 	"github.com/ociapp/ociapp/jsonpayload"
+	"github.com/ociapp/ociapp/protocol"
 	"github.com/ociapp/ociapp/runtime"
 )
 
@@ -70,6 +71,9 @@ type config struct {
 	log             *slog.Logger
 	containers      ContainerLister
 	containerLabels map[string]string
+	// polls is the runtime's poll group, in which execute channels count
+	// their requests (runtime.WithPollGroup); nil: a group of their own.
+	polls *protocol.PollGroup
 
 	// Run only.
 	listen          string
@@ -135,6 +139,20 @@ func WithToken(token string) Option {
 		}
 		h := sha256.Sum256([]byte(token))
 		c.tokenHash = &h
+		return nil
+	}
+}
+
+// WithPollGroup names the poll group of the server's runtime
+// (runtime.WithPollGroup), in which the execute channels count each
+// request from the moment they read it: a batch of requests read at once
+// then stops the runtime's busy polling at once, before the runtime sees
+// them all. Run sets it up; a caller of New that passes its runtime a
+// group passes the same one here. Without it, the channels count in a
+// group of their own, which no runtime reads.
+func WithPollGroup(g *protocol.PollGroup) Option {
+	return func(c *config) error {
+		c.polls = g
 		return nil
 	}
 }
@@ -269,6 +287,9 @@ func New(rt Runner, store *Store, opts ...Option) (*Server, error) {
 }
 
 func newServer(rt Runner, store *Store, cfg config) *Server {
+	if cfg.polls == nil {
+		cfg.polls = new(protocol.PollGroup)
+	}
 	s := &Server{rt: rt, store: store, cfg: cfg, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.maxBodyMemory), drain: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
 	s.drainCtx, s.endStreams = context.WithCancelCause(context.Background())

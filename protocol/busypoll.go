@@ -97,6 +97,9 @@ func (g *PollGroup) Begin() { g.inFlight.Add(1) }
 // End counts a request that has ended.
 func (g *PollGroup) End() { g.inFlight.Add(-1) }
 
+// InFlight returns the requests the group counts in progress.
+func (g *PollGroup) InFlight() int { return int(g.inFlight.Load()) }
+
 // busyPollCrowded is the longest a poll may take, one non-blocking read and
 // a yield to the process's other goroutines, before the reader concludes
 // that something else needs the CPU and stops polling. A poll alone takes a

@@ -95,7 +95,8 @@ type config struct {
 	startupBackoff    time.Duration
 	maxStartupBackoff time.Duration
 
-	busyPoll time.Duration
+	busyPoll  time.Duration
+	pollGroup *protocol.PollGroup // nil: the runtime's own
 
 	// Seams for unit tests: how sessions are opened and artifacts read.
 	dial         dialFunc
@@ -408,6 +409,20 @@ func WithBusyPoll(d time.Duration) Option {
 			return fmt.Errorf("busy poll must not be negative, got %v", d)
 		}
 		c.busyPoll = d
+		return nil
+	}
+}
+
+// WithPollGroup makes the runtime count its requests in g, for busy
+// polling (WithBusyPoll) to stop while more than two are in flight,
+// instead of in a group of its own. The owner of g may count other work
+// there too: a daemon counts each request of its execute channels from
+// the moment it reads it, so that a batch read at once stops polling at
+// once, before the runtime has seen the batch's requests; polling for the
+// first of them would take the CPU the rest need (docs/daemon.md).
+func WithPollGroup(g *protocol.PollGroup) Option {
+	return func(c *config) error {
+		c.pollGroup = g
 		return nil
 	}
 }

@@ -1040,3 +1040,33 @@ func TestPrepare(t *testing.T) {
 		})
 	}
 }
+
+// TestPollGroupCountsRequests checks that a runtime given a poll group
+// counts its requests there, for its owner's other work to share.
+func TestPollGroupCountsRequests(t *testing.T) {
+	var g protocol.PollGroup
+	g.Begin() // the owner's own request
+	reached, release := make(chan struct{}), make(chan struct{})
+	f := newFixture(t, map[string]fakeApp{"app": {handle: func(ctx context.Context, c *fakeContainer, p []byte) ([]byte, error) {
+		reached <- struct{}{}
+		<-release
+		return p, nil
+	}}}, WithPollGroup(&g))
+	defer f.close()
+	done := make(chan error)
+	go func() {
+		_, err := f.exec(t.Context(), "app", map[string]any{})
+		done <- err
+	}()
+	<-reached
+	if n := g.InFlight(); n != 2 {
+		t.Errorf("while a request runs, the group counts %d, want 2 (the owner's and the runtime's)", n)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := g.InFlight(); n != 1 {
+		t.Errorf("after the request, the group counts %d, want 1", n)
+	}
+}

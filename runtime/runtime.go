@@ -132,7 +132,10 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	if cfg.minContainers > cfg.maxContainers {
 		return nil, &ConfigError{Err: fmt.Errorf("min containers (%d) exceeds max containers (%d)", cfg.minContainers, cfg.maxContainers)}
 	}
-	requests := new(protocol.PollGroup)
+	requests := cfg.pollGroup
+	if requests == nil {
+		requests = new(protocol.PollGroup)
+	}
 	if cfg.dial == nil {
 		cfg.dial = protocolDialer(protocol.WithBusyPoll(cfg.busyPoll), protocol.WithPollGroup(requests))
 	}
