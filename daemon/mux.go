@@ -90,8 +90,11 @@ type muxConn struct {
 	s    *Server
 	conn net.Conn
 	r    *bufio.Reader // used only by the goroutine holding the reader role
-	unix bool
-	ctx  context.Context // the requests', ended when the client goes away
+	// header is the reader's buffer for a frame's length: a local array
+	// would escape through r, an allocation per request.
+	header [4]byte
+	unix   bool
+	ctx    context.Context // the requests', ended when the client goes away
 
 	watch       *inlinewatch.Watch
 	inline      inlinewatch.Slot // the request the reader runs itself, if any
@@ -268,12 +271,12 @@ func (m *muxConn) cancel(id uint64) {
 // (which ends it: the stream can no longer be trusted).
 func (m *muxConn) next() (api.MuxRequest, int64, bool) {
 	limit := m.s.cfg.maxRequestSize + api.MuxEnvelopeAllowance
-	var header [4]byte
+	header := m.header[:]
 	for {
-		if _, err := io.ReadFull(m.r, header[:]); err != nil {
+		if _, err := io.ReadFull(m.r, header); err != nil {
 			return api.MuxRequest{}, 0, false
 		}
-		size := int64(binary.BigEndian.Uint32(header[:]))
+		size := int64(binary.BigEndian.Uint32(header))
 		if size == 0 {
 			return api.MuxRequest{}, 0, false
 		}

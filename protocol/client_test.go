@@ -10,6 +10,7 @@ import (
 	goruntime "runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -518,3 +519,76 @@ func TestWriterGatherReportsAFailedWrite(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestCallWithinExpiresEachCallAtItsLimit checks the client's one expiry
+// timer: each call fails at its own limit, a later call with an earlier
+// limit than the one the timer is armed for fails on time, calls without
+// a limit are left alone, and an answered call is not failed later.
+func TestCallWithinExpiresEachCallAtItsLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clientEnd, serverEnd := net.Pipe()
+		answer := make(chan ID)
+		go func() { // answers only the requests it is told to
+			defer serverEnd.Close()
+			w, r := NewWriter(serverEnd), bufio.NewReader(serverEnd)
+			go func() {
+				for id := range answer {
+					_ = w.WriteResponse(Response{ID: id, Payload: mustPayload(t, map[string]any{})})
+				}
+			}()
+			for {
+				body, err := ReadFrame(r, 0)
+				if err != nil {
+					close(answer)
+					return
+				}
+				if req, err := DecodeRequest(body); err == nil && !req.Cancel {
+					if m, _ := DecodePayload(req.Payload); m["answer"] == true {
+						answer <- req.ID
+					}
+				}
+			}
+		}()
+		c := NewClient(clientEnd)
+		defer c.Close()
+		start := time.Now()
+		type result struct {
+			name    string
+			elapsed time.Duration
+			err     error
+		}
+		results := make(chan result, 5)
+		call := func(name string, after, limit time.Duration, answered bool) {
+			time.Sleep(after)
+			_, err := c.CallWithin(context.Background(), mustPayload(t, map[string]any{"answer": answered}), limit)
+			results <- result{name, time.Since(start), err}
+		}
+		go call("3s limit", 0, 3*time.Second, false)
+		go call("answered, 1s limit", 0, time.Second, true)
+		go call("5s limit", 0, 5*time.Second, false)
+		go call("1s limit, started at 1.5s", 1500*time.Millisecond, time.Second, false)
+		go call("no limit", 0, 0, false)
+		want := map[string]time.Duration{
+			"answered, 1s limit":        0,
+			"1s limit, started at 1.5s": 2500 * time.Millisecond,
+			"3s limit":                  3 * time.Second,
+			"5s limit":                  5 * time.Second,
+		}
+		for range want {
+			r := <-results
+			w, ok := want[r.name]
+			switch {
+			case !ok:
+				t.Errorf("%s: ended at %v with %v", r.name, r.elapsed, r.err)
+			case w == 0 && r.err != nil:
+				t.Errorf("%s: %v", r.name, r.err)
+			case w != 0 && (!errors.Is(r.err, ErrCallTimeout) || r.elapsed != w):
+				t.Errorf("%s: ended at %v with %v, want ErrCallTimeout at %v", r.name, r.elapsed, r.err, w)
+			}
+		}
+		c.Close() // fails the call without a limit
+		if r := <-results; r.name != "no limit" || !errors.Is(r.err, ErrConnectionClosed) {
+			t.Errorf("%s: %v, want the connection closed", r.name, r.err)
+		}
+	})
+}

@@ -87,6 +87,10 @@ type Response struct {
 	// all its items. A stream that fails ends with a response holding
 	// Error instead.
 	End bool
+
+	// expired marks no response, but a call's time limit passing
+	// (Client.CallWithin).
+	expired bool
 }
 
 // requestOverhead is the size of a request envelope around its payload: the
@@ -207,8 +211,8 @@ const maxDeadlineMS = uint64(math.MaxInt64 / int64(time.Millisecond))
 func DecodeRequest(body []byte) (Request, error) {
 	var req Request
 	var haveID, havePayload, haveCancel, haveCredit bool
-	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
-		switch key {
+	err := mpwire.WalkMap(body, func(key []byte, r *mpwire.Reader) error {
+		switch string(key) {
 		case "request_id":
 			id, err := readID(r)
 			req.ID, haveID = id, true
@@ -275,9 +279,9 @@ func DecodeRequest(body []byte) (Request, error) {
 func DecodeResponse(body []byte) (Response, error) {
 	var resp Response
 	var haveID, haveOther bool
-	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
+	err := mpwire.WalkMap(body, func(key []byte, r *mpwire.Reader) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "request_id":
 			resp.ID, err = readID(r)
 			haveID = true

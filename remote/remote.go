@@ -299,20 +299,20 @@ func (e *Executor) Execute(ctx context.Context, artifactPath string, request any
 // returns the encoded response payload.
 func (e *Executor) ExecutePayload(ctx context.Context, artifactPath string, payload []byte) ([]byte, error) {
 	var out []byte
-	err := e.locate(ctx, artifactPath, func(route func() string, mreq api.MuxRequest) error {
+	err := e.locate(ctx, artifactPath, func(mreq api.MuxRequest) error {
 		var err error
-		out, err = e.post(ctx, route, mreq, artifactPath, payload)
+		out, err = e.post(ctx, mreq, artifactPath, payload)
 		return err
 	})
 	return out, err
 }
 
 // locate calls run with the ways to name the artifact at artifactPath to
-// the daemon (an execute route, made only when needed, and the execute
-// channel's request): by path for a daemon on this host, else by digest
-// after an upload. It tries the next way when run fails because the
+// the daemon, as an execute channel's request (whose HTTP route is
+// executeRoute): by path for a daemon on this host, else by digest after
+// an upload. It tries the next way when run fails because the
 // daemon cannot use one, and returns run's last error.
-func (e *Executor) locate(ctx context.Context, artifactPath string, run func(route func() string, mreq api.MuxRequest) error) error {
+func (e *Executor) locate(ctx context.Context, artifactPath string, run func(mreq api.MuxRequest) error) error {
 	if e.local.Load() {
 		if err, done := e.runLocal(artifactPath, run); done {
 			return err
@@ -326,7 +326,7 @@ func (e *Executor) locate(ctx context.Context, artifactPath string, run func(rou
 		if err := e.ensureUploaded(ctx, artifactPath, d); err != nil {
 			return err
 		}
-		err := run(func() string { return api.ExecutePath(d) }, api.MuxRequest{Digest: d})
+		err := run(api.MuxRequest{Digest: d})
 		var apiErr *api.Error
 		if attempt == 0 && errors.As(err, &apiErr) && apiErr.Code == api.CodeArtifactNotFound {
 			// The daemon lost the artifact (a new state directory): send it
@@ -339,9 +339,9 @@ func (e *Executor) locate(ctx context.Context, artifactPath string, run func(rou
 }
 
 // post sends an execute request on the execute channel, as mreq, or when
-// the daemon has none as an HTTP request to route (made only then); path
-// is the caller's artifact, for errors.
-func (e *Executor) post(ctx context.Context, route func() string, mreq api.MuxRequest, path string, payload []byte) ([]byte, error) {
+// the daemon has none as an HTTP request to mreq's route (executeRoute);
+// path is the caller's artifact, for errors.
+func (e *Executor) post(ctx context.Context, mreq api.MuxRequest, path string, payload []byte) ([]byte, error) {
 	if !e.muxOff.Load() {
 		mreq.Payload = payload
 		out, err := e.executeMux(ctx, path, mreq)
@@ -349,7 +349,7 @@ func (e *Executor) post(ctx context.Context, route func() string, mreq api.MuxRe
 			return out, err
 		}
 	}
-	req, err := e.request(ctx, http.MethodPost, route(), bytes.NewReader(payload))
+	req, err := e.request(ctx, http.MethodPost, executeRoute(mreq), bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
 	}
@@ -374,12 +374,22 @@ func (e *Executor) post(ctx context.Context, route func() string, mreq api.MuxRe
 	return body, nil
 }
 
+// executeRoute is the HTTP route of an execute channel's request: the
+// local route for one naming the artifact by path, the artifact's own for
+// one naming it by digest.
+func executeRoute(mreq api.MuxRequest) string {
+	if mreq.Digest != "" {
+		return api.ExecutePath(mreq.Digest)
+	}
+	return api.LocalExecuteURL(mreq.Path, mreq.File)
+}
+
 // runLocal asks a daemon on this host, through run, to run the artifact
 // where it lies: nothing is hashed or sent. It reports done false when the
 // daemon cannot (it does not offer it, or finds another file at the path,
 // as a daemon in another mount namespace would): the caller uploads
 // instead.
-func (e *Executor) runLocal(artifactPath string, run func(route func() string, mreq api.MuxRequest) error) (err error, done bool) {
+func (e *Executor) runLocal(artifactPath string, run func(mreq api.MuxRequest) error) (err error, done bool) {
 	abs, id, ok := e.localFileOf(artifactPath)
 	if !ok {
 		return nil, false // the upload path reports it
@@ -390,7 +400,9 @@ func (e *Executor) runLocal(artifactPath string, run func(route func() string, m
 	if unseen {
 		return nil, false
 	}
-	err = run(func() string { return api.LocalExecuteURL(abs, id) }, api.MuxRequest{Path: abs, File: id})
+	if err = run(api.MuxRequest{Path: abs, File: id}); err == nil {
+		return nil, true
+	}
 	var apiErr *api.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound:

@@ -49,9 +49,9 @@ func (e *Executor) StreamPayload(ctx context.Context, artifactPath string, paylo
 	return func(yield func([]byte, error) bool) {
 		var st *muxStream
 		var only []byte
-		err := e.locate(ctx, artifactPath, func(route func() string, mreq api.MuxRequest) error {
+		err := e.locate(ctx, artifactPath, func(mreq api.MuxRequest) error {
 			var err error
-			st, only, err = e.openStream(ctx, artifactPath, route, mreq, payload)
+			st, only, err = e.openStream(ctx, artifactPath, mreq, payload)
 			return err
 		})
 		if err != nil {
@@ -84,7 +84,7 @@ func (e *Executor) StreamPayload(ctx context.Context, artifactPath string, paylo
 // item (the daemon cannot see the file, has lost the upload) lets locate
 // try the next way. A daemon without streams is sent an execute instead,
 // whose response is returned as only.
-func (e *Executor) openStream(ctx context.Context, path string, route func() string, mreq api.MuxRequest, payload []byte) (st *muxStream, only []byte, err error) {
+func (e *Executor) openStream(ctx context.Context, path string, mreq api.MuxRequest, payload []byte) (st *muxStream, only []byte, err error) {
 	if !e.muxOff.Load() {
 		m, err := e.openMux(ctx, path)
 		switch {
@@ -104,7 +104,7 @@ func (e *Executor) openStream(ctx context.Context, path string, route func() str
 			return nil, nil, err
 		}
 	}
-	only, err = e.post(ctx, route, mreq, path, payload)
+	only, err = e.post(ctx, mreq, path, payload)
 	return nil, only, err
 }
 

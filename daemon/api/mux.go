@@ -173,9 +173,9 @@ const MuxIDPrefix = muxIDPrefix
 func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 	var req MuxRequest
 	var seenID, seenPayload, seenCancel, seenCredit, seenDeadline bool
-	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
+	err := mpwire.WalkMap(body, func(key []byte, r *mpwire.Reader) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "id":
 			req.ID, err = r.Uint()
 			seenID = true
@@ -238,9 +238,9 @@ func DecodeMuxRequest(body []byte) (MuxRequest, error) {
 func DecodeMuxResponse(body []byte) (MuxResponse, error) {
 	var resp MuxResponse
 	var seenID bool
-	err := mpwire.WalkMap(body, func(key string, r *mpwire.Reader) error {
+	err := mpwire.WalkMap(body, func(key []byte, r *mpwire.Reader) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "id":
 			resp.ID, err = r.Uint()
 			seenID = true

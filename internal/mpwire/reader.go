@@ -329,8 +329,9 @@ const MaxMapKeys = 16
 
 // WalkMap reads body as one msgpack map of at most MaxMapKeys string keys,
 // none twice, calling field for each key with the reader at its value;
-// field reads or skips the value. The map must span the whole body.
-func WalkMap(body []byte, field func(key string, r *Reader) error) error {
+// field reads or skips the value. The key aliases body (a switch on
+// string(key) does not copy it). The map must span the whole body.
+func WalkMap(body []byte, field func(key []byte, r *Reader) error) error {
 	r := NewReader(body)
 	n, err := r.MapLen()
 	if err != nil {
@@ -351,7 +352,7 @@ func WalkMap(body []byte, field func(key string, r *Reader) error) error {
 			}
 		}
 		seen[i] = k
-		if err := field(string(k), r); err != nil {
+		if err := field(k, r); err != nil {
 			return fmt.Errorf("%s: %w", k, err)
 		}
 	}

@@ -69,8 +69,8 @@ func TestWalkMap(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var keys []string
-			err := WalkMap(tc.in, func(key string, r *Reader) error {
-				keys = append(keys, key)
+			err := WalkMap(tc.in, func(key []byte, r *Reader) error {
+				keys = append(keys, string(key))
 				return r.Skip()
 			})
 			if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
@@ -91,7 +91,7 @@ func FuzzReaderSkip(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_ = WalkMap(b, func(_ string, r *Reader) error { return r.Skip() })
+		_ = WalkMap(b, func(_ []byte, r *Reader) error { return r.Skip() })
 		r := NewReader(b)
 		if r.Skip() != nil {
 			return
