@@ -20,11 +20,13 @@ import (
 )
 
 // BenchmarkRemoteOverhead measures the same echo app through the in-process
-// runtime and through a daemon on a Unix socket (in this process, so both
-// share the machine alike), with 1 and 64 callers. It reports the median
-// and 99th percentile latency, the throughput and the process's CPU time
-// per request (both ends of the daemon's, in this process); docs/daemon.md
-// has figures.
+// runtime; through a daemon on a Unix socket in this process, over its
+// execute channel ("daemon") and its HTTP API ("daemon-http"); and through
+// a daemon in a process of its own ("daemon-process"), as one is deployed,
+// with 1 and 64 callers. It reports the median and 99th percentile
+// latency, the throughput and this process's CPU time per request (both
+// ends of the channel for "daemon" and "daemon-http", the client's alone
+// for "daemon-process"); docs/daemon.md has figures.
 //
 //	go test -run '^$' -bench RemoteOverhead -benchtime 20000x ./daemon/
 func BenchmarkRemoteOverhead(b *testing.B) {
@@ -71,11 +73,21 @@ func BenchmarkRemoteOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer exHTTP.Close()
+	// A daemon in a process of its own, as one is deployed: the hop
+	// between client and daemon then crosses processes, and each end
+	// sleeps and wakes as a process.
+	childSock := filepath.Join(dir, "child.sock")
+	startChild(b, "", childConfig{Listen: "unix://" + childSock, StateDir: filepath.Join(dir, "child"), DefaultRuntime: true})
+	exProcess, err := remote.New("unix://" + childSock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer exProcess.Close()
 
 	for _, target := range []struct {
 		name string
 		ex   runtime.Executor
-	}{{"in-process", rt}, {"daemon", ex}, {"daemon-http", exHTTP}} {
+	}{{"in-process", rt}, {"daemon", ex}, {"daemon-http", exHTTP}, {"daemon-process", exProcess}} {
 		for _, callers := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/c%d", target.name, callers), func(b *testing.B) {
 				// Warm up: containers started, connections open, pools at

@@ -97,6 +97,9 @@ type childConfig struct {
 	// ip netns exec has a mount namespace of its own, whose mounts the
 	// engine does not see.
 	PlainSocketDirs bool
+	// DefaultRuntime runs the runtime with its defaults, not the suite's
+	// small pools (a benchmark's daemon).
+	DefaultRuntime bool
 }
 
 // runChild runs a daemon until SIGTERM: the process that tests run in
@@ -110,6 +113,9 @@ func runChild() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	opts := suiteRuntimeOptions()
+	if cfg.DefaultRuntime {
+		opts = nil
+	}
 	if cfg.PlainSocketDirs {
 		opts = append(opts, runtime.WithSocketDirLimit(0))
 	}
@@ -155,7 +161,7 @@ type child struct {
 
 // startChild starts a daemon process, under `ip netns exec NS` when ns is
 // set, and waits until it listens.
-func startChild(t *testing.T, ns string, cfg childConfig) *child {
+func startChild(t testing.TB, ns string, cfg childConfig) *child {
 	t.Helper()
 	env, err := json.Marshal(cfg)
 	if err != nil {
