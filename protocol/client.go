@@ -225,22 +225,20 @@ func (c *Client) CallWithin(ctx context.Context, payload []byte, timeout time.Du
 	if err := c.writer.PutRequest(req, mode); err != nil {
 		c.fail(fmt.Errorf("writing request: %w", err))
 	}
-	var cause error
-	if resp, polled := c.reader.pollFor(ctx, ch); polled && !resp.expired {
-		return c.result(resp)
-	} else if polled {
-		cause = ErrCallTimeout
-	}
-	if cause == nil {
+	resp, answered := c.reader.pollFor(ctx, ch)
+	if !answered {
 		select {
-		case resp := <-ch:
-			if !resp.expired {
-				return c.result(resp)
-			}
-			cause = ErrCallTimeout
+		case resp = <-ch:
+			answered = true
 		case <-ctx.Done():
-			cause = ctx.Err()
 		}
+	}
+	if answered && !resp.expired {
+		return c.result(resp)
+	}
+	cause := ErrCallTimeout // expireCalls has removed the call
+	if !answered {
+		cause = ctx.Err()
 	}
 	c.mu.Lock()
 	delete(c.pending, id)
@@ -441,7 +439,6 @@ func (c *Client) expireCalls() {
 	if next != 0 {
 		c.armExpiryLocked(next)
 	} else {
-		c.expiryAt = 0
 		c.expiry = nil // armed anew by the next call with a limit
 	}
 }

@@ -22,11 +22,11 @@ type Reader struct {
 // NewReader reads b.
 func NewReader(b []byte) *Reader { return &Reader{b: b} }
 
-// Done reports whether every byte has been read; Left says how many have not.
+// Done reports whether every byte has been read.
 func (r *Reader) Done() bool { return r.off == len(r.b) }
 
-// Left returns the number of bytes not read yet.
-func (r *Reader) Left() int { return len(r.b) - r.off }
+// left returns the number of bytes not read yet.
+func (r *Reader) left() int { return len(r.b) - r.off }
 
 // Byte reads one byte: a type byte, or a value of one.
 func (r *Reader) Byte() (byte, error) {
@@ -38,8 +38,8 @@ func (r *Reader) Byte() (byte, error) {
 	return c, nil
 }
 
-// Take reads n bytes.
-func (r *Reader) Take(n int) ([]byte, error) {
+// take reads n bytes.
+func (r *Reader) take(n int) ([]byte, error) {
 	if n < 0 || n > len(r.b)-r.off {
 		return nil, errShort
 	}
@@ -50,7 +50,7 @@ func (r *Reader) Take(n int) ([]byte, error) {
 
 // length reads a big-endian length of size bytes.
 func (r *Reader) length(size int) (int, error) {
-	s, err := r.Take(size)
+	s, err := r.take(size)
 	if err != nil {
 		return 0, err
 	}
@@ -81,7 +81,7 @@ func (r *Reader) Uint() (uint64, error) {
 		return 0, errors.New("must not be negative")
 	case c == 0xcc, c == 0xcd, c == 0xce, c == 0xcf, c == 0xd0, c == 0xd1, c == 0xd2, c == 0xd3:
 		size := 1 << ((c - 0xcc) & 3)
-		b, err := r.Take(size)
+		b, err := r.take(size)
 		if err != nil {
 			return 0, err
 		}
@@ -138,7 +138,7 @@ func (r *Reader) Str() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.Take(n)
+	return r.take(n)
 }
 
 // BinOrNil reads a bin value or nil. A nil returns (nil, nil); an empty bin
@@ -165,7 +165,7 @@ func (r *Reader) BinOrNil() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.Take(n)
+	return r.take(n)
 }
 
 // Skip passes over one complete value of any type.
@@ -241,7 +241,7 @@ func (r *Reader) skip(depth int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.Take(n); err != nil {
+	if _, err := r.take(n); err != nil {
 		return err
 	}
 	for range items {
@@ -288,7 +288,7 @@ func (r *Reader) Int() (int64, error) {
 	case c >= 0xe0:
 		return int64(int8(c)), nil
 	case c >= 0xcc && c <= 0xd3:
-		b, err := r.Take(1 << ((c - 0xcc) & 3))
+		b, err := r.take(1 << ((c - 0xcc) & 3))
 		if err != nil {
 			return 0, err
 		}
@@ -357,7 +357,7 @@ func WalkMap(body []byte, field func(key []byte, r *Reader) error) error {
 		}
 	}
 	if !r.Done() {
-		return fmt.Errorf("%d bytes after the map", r.Left())
+		return fmt.Errorf("%d bytes after the map", r.left())
 	}
 	return nil
 }

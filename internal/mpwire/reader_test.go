@@ -96,10 +96,10 @@ func FuzzReaderSkip(f *testing.F) {
 		if r.Skip() != nil {
 			return
 		}
-		used := len(b) - r.Left()
+		used := len(b) - r.left()
 		r = NewReader(append(b[:used:used], 0xc1, 0xc1))
-		if err := r.Skip(); err != nil || r.Left() != 2 {
-			t.Fatalf("% x: skipping the same value with bytes after it: %v, %d left", b[:used], err, r.Left())
+		if err := r.Skip(); err != nil || r.left() != 2 {
+			t.Fatalf("% x: skipping the same value with bytes after it: %v, %d left", b[:used], err, r.left())
 		}
 	})
 }
