@@ -406,12 +406,20 @@ func TestOOMKilled(t *testing.T) {
 	img := requireImage(t, e)
 	ctx := testCtx(t)
 
+	// containerd's shim starts watching a container for OOM kills only
+	// after the process started, and misses one that came before: the
+	// process allocates once StartContainer returned, which is after.
+	dir := t.TempDir()
 	id := createContainer(t, e, engine.ContainerSpec{
 		Image:       img.Ref,
-		Cmd:         []string{"alloc", "512"},
+		Cmd:         []string{"alloc", "512", "/mnt/signal/go"},
+		Mounts:      []engine.Mount{{Source: dir, Target: "/mnt/signal"}},
 		MemoryBytes: 32 << 20,
 	})
 	if err := e.StartContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.WaitContainer(ctx, id)

@@ -16,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testprog exit N | lines N | ignore-term | term-exit | alloc MiB | probe DIR | write PATH")
+		fmt.Fprintln(os.Stderr, "usage: testprog exit N | lines N | ignore-term | term-exit | alloc MiB [AFTER] | probe DIR | write PATH")
 		os.Exit(2)
 	}
 	arg := ""
@@ -55,6 +55,12 @@ func main() {
 		fmt.Println("got SIGTERM")
 	case "alloc":
 		mib, _ := strconv.Atoi(arg)
+		if len(os.Args) > 3 {
+			// Wait for the file AFTER to appear before allocating.
+			for _, err := os.Stat(os.Args[3]); err != nil; _, err = os.Stat(os.Args[3]) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 		var chunks [][]byte
 		for i := 0; i < mib; i++ {
 			b := make([]byte, 1<<20)
