@@ -162,8 +162,12 @@ func writeExit(b *strings.Builder, exited bool, code int, oom bool, oomHint stri
 		return
 	}
 	fmt.Fprintf(b, " (exit code %d", code)
-	if oom {
+	switch {
+	case oom:
 		b.WriteString(", killed for exceeding its memory limit" + oomHint)
+	case code == 137:
+		// An engine can miss an OOM kill (docs/engine.md, "OOM kills").
+		b.WriteString(", killed by SIGKILL: by another process, or for exceeding its memory limit" + oomHint)
 	}
 	b.WriteString(")")
 }

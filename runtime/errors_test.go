@@ -23,6 +23,10 @@ func TestErrorMessages(t *testing.T) {
 		{&RequestTimeoutError{Artifact: "echo 1", Timeout: 30 * time.Second}, []string{"timed out after 30s", "raise the request timeout"}},
 		{&WorkerCrashError{Artifact: "hog 1", Reason: "the container exited", Exited: true, ExitCode: 137, OOMKilled: true},
 			[]string{"crashed", "exit code 137", "memory limit", "idempotent"}},
+		{&WorkerCrashError{Artifact: "hog 1", Reason: "the container exited", Exited: true, ExitCode: 137},
+			[]string{"exit code 137, killed by SIGKILL", "memory limit: raise it", "idempotent"}},
+		{&StartupError{Artifact: "hog 1", Reason: "the container exited before its socket was ready", Exited: true, ExitCode: 137},
+			[]string{"exit code 137, killed by SIGKILL", "memory limit)"}},
 		{&OverloadedError{Artifact: "echo 1", Queued: 1024}, []string{"overloaded", "1024", "retry later"}},
 		{&ConfigError{Err: errors.New("max containers must be at least 1")}, []string{"configuring runtime", "max containers"}},
 	}
