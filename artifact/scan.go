@@ -48,11 +48,11 @@ type archive struct {
 	file    v1.Hash // sha256 of the whole file
 }
 
-// countingReader counts what it reads and hashes it.
+// countingReader counts what it reads and passes it to h.
 type countingReader struct {
 	r io.Reader
 	n int64
-	h hash.Hash
+	h io.Writer
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -76,9 +76,12 @@ func scanTar(ctx context.Context, ra io.ReaderAt, size int64, name string, limit
 		return nil, limitf(name, "MaxArchiveSize", "the file is %d bytes, more than %d", size, limits.MaxArchiveSize)
 	}
 	trusted := verified != v1.Hash{}
-	cr := &countingReader{r: &ctxReader{ctx: ctx, r: io.NewSectionReader(ra, 0, size)}, h: sha256.New()}
-	if trusted {
-		cr.h = discardHash{}
+	cr := &countingReader{r: &ctxReader{ctx: ctx, r: io.NewSectionReader(ra, 0, size)}, h: io.Discard}
+	var fileHash *sideHash
+	if !trusted {
+		fileHash = newSideHash()
+		defer fileHash.Close()
+		cr.h = fileHash
 	}
 	tr := tar.NewReader(cr)
 	a := &archive{path: name, ra: ra, limits: limits, entries: map[string]*entry{}}
@@ -182,7 +185,7 @@ func scanTar(ctx context.Context, ra io.ReaderAt, size int64, name string, limit
 	}
 	a.file = verified
 	if !trusted {
-		a.file = hashOf(cr.h)
+		a.file = fileHash.Sum()
 	}
 	return a, nil
 }

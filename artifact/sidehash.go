@@ -1,0 +1,87 @@
+package artifact
+
+import (
+	"crypto/sha256"
+	"hash"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// sideHash computes a sha256 on a goroutine of its own. scanTar hashes
+// every byte of a file twice, once for the whole file and once for the
+// blob it belongs to; with the file's hash on the side the two run on two
+// processors, and a first open of a 60 MB artifact takes about half as
+// long. Write copies what it is given, so the caller may reuse its buffer.
+type sideHash struct {
+	cur  []byte      // filling; sent when full
+	full chan []byte // to the hashing goroutine
+	free chan []byte // back from it
+	done chan struct{}
+	h    hash.Hash
+	stop sync.Once
+}
+
+// sideHashChunk is how much Write gathers before it hands the bytes over:
+// large enough that a hand-over costs nothing beside hashing the chunk.
+const sideHashChunk = 256 << 10
+
+// sideHashBuffers is how many chunks are in flight: the reader can run
+// that far ahead of the hashing before it waits.
+const sideHashBuffers = 4
+
+func newSideHash() *sideHash {
+	s := &sideHash{
+		full: make(chan []byte, sideHashBuffers),
+		free: make(chan []byte, sideHashBuffers),
+		done: make(chan struct{}),
+		h:    sha256.New(),
+	}
+	for range sideHashBuffers - 1 {
+		s.free <- make([]byte, 0, sideHashChunk)
+	}
+	s.cur = make([]byte, 0, sideHashChunk)
+	go s.run()
+	return s
+}
+
+func (s *sideHash) run() {
+	defer close(s.done)
+	for b := range s.full {
+		s.h.Write(b)
+		s.free <- b[:0]
+	}
+}
+
+// Write adds p to the hash. It must not be called after Sum or Close.
+func (s *sideHash) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := copy(s.cur[len(s.cur):cap(s.cur)], p)
+		s.cur, p = s.cur[:len(s.cur)+k], p[k:]
+		if len(s.cur) == cap(s.cur) {
+			s.full <- s.cur
+			s.cur = <-s.free
+		}
+	}
+	return n, nil
+}
+
+// Sum returns the hash of everything written and ends the goroutine.
+func (s *sideHash) Sum() v1.Hash {
+	s.stop.Do(func() {
+		if len(s.cur) > 0 {
+			s.full <- s.cur
+		}
+		close(s.full)
+	})
+	<-s.done
+	return hashOf(s.h)
+}
+
+// Close ends the goroutine, discarding what it has not hashed; after Sum,
+// or a Close, it does nothing.
+func (s *sideHash) Close() {
+	s.stop.Do(func() { close(s.full) })
+	<-s.done
+}
