@@ -91,6 +91,21 @@ func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 	benchtest.RunConcurrent(b, 1, pingPong(conn), cpustat.Proc(echo))
 }
 
+// BenchmarkRawPingPongRelay is the floor for a request that passes
+// through a process between caller and server, as one through a daemon
+// in a process of its own does: the 4-byte ping-pong with a relay process
+// in the middle, each end reading as it would block. Four hops where the
+// cross-process ping-pong has two, and each may wake a sleeping process.
+func BenchmarkRawPingPongRelay(b *testing.B) {
+	echoPath := filepath.Join(b.TempDir(), "echo.sock")
+	echo := startHelper(b, "OCIAPP_TEST_PINGPONG_SOCKET="+echoPath)
+	waitForSocket(b, echoPath)
+	relayPath := filepath.Join(b.TempDir(), "relay.sock")
+	relay := startHelper(b, "OCIAPP_TEST_RELAY_SOCKET="+relayPath, "OCIAPP_TEST_RELAY_TO="+echoPath)
+	conn := dialRetry(b, relayPath)
+	benchtest.RunConcurrent(b, 1, pingPong(conn), cpustat.Proc(relay), cpustat.Proc(echo))
+}
+
 // BenchmarkRawPingPongCrossProcessPolling is the same ping-pong with the
 // client polling its socket instead of sleeping until the reply arrives,
 // as the protocol client does while it awaits a response: the floor for a
@@ -188,24 +203,9 @@ func BenchmarkRoundTripCrossProcess(b *testing.B) {
 // its socket and process id, once it listens.
 func startEchoProcess(b *testing.B) (string, int) {
 	path := filepath.Join(b.TempDir(), "echo.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "OCIAPP_TEST_ECHO_SOCKET="+path)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(path); err == nil {
-			return path, cmd.Process.Pid
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the echo process never listened")
-		}
-	}
+	pid := startHelper(b, "OCIAPP_TEST_ECHO_SOCKET="+path)
+	waitForSocket(b, path)
+	return path, pid
 }
 
 // pingPong returns one blocking 4-byte round trip on conn.
@@ -224,13 +224,41 @@ func pingPong(conn net.Conn) func() error {
 // another process and returns a connection to it and the process's ID.
 func startPingPongProcess(b *testing.B) (net.Conn, int) {
 	path := filepath.Join(b.TempDir(), "raw.sock")
+	pid := startHelper(b, "OCIAPP_TEST_PINGPONG_SOCKET="+path)
+	return dialRetry(b, path), pid
+}
+
+// startHelper starts this test binary with env added (TestMain serves
+// what it names), and returns its process ID. When the benchmark ends the
+// process is sent SIGTERM, and killed if it has not exited 5 s later.
+func startHelper(b *testing.B, env ...string) int {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "OCIAPP_TEST_PINGPONG_SOCKET="+path)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = cmd.Wait() })
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() {
+			_ = cmd.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd.Process.Pid
+}
+
+// dialRetry connects to the Unix socket at path once a helper listens on it.
+// Its cleanup, registered after the helper's, runs first: a helper exits
+// when its connection ends.
+func dialRetry(b *testing.B, path string) net.Conn {
 	var conn net.Conn
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var err error
@@ -238,15 +266,59 @@ func startPingPongProcess(b *testing.B) (net.Conn, int) {
 			break
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			b.Fatalf("the echo process never listened: %v", err)
+			b.Fatalf("nothing listened on %s: %v", path, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// Registered after cmd.Wait, so it runs first: the echo process exits
-	// when the connection ends.
 	b.Cleanup(func() { conn.Close() })
-	return conn, cmd.Process.Pid
+	return conn
+}
+
+// waitForSocket waits until a helper has created its socket at path.
+func waitForSocket(b *testing.B, path string) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("nothing listened on %s", path)
+		}
+	}
+}
+
+// relayPingPong passes 4-byte messages from one connection at path to
+// upstream and the answers back, then returns the process's exit status.
+func relayPingPong(path, upstream string) int {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return 1
+	}
+	defer ln.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		return 1
+	}
+	defer conn.Close()
+	up, err := net.Dial("unix", upstream)
+	if err != nil {
+		return 1
+	}
+	defer up.Close()
+	buf := make([]byte, 4)
+	for {
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return 0
+		}
+		if _, err := up.Write(buf); err != nil {
+			return 1
+		}
+		if _, err := io.ReadFull(up, buf); err != nil {
+			return 1
+		}
+		if _, err := conn.Write(buf); err != nil {
+			return 0
+		}
+	}
 }
 
 // servePingPong echoes 4-byte messages on one connection at path, then

@@ -32,6 +32,10 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv("OCIAPP_TEST_PINGPONG_SOCKET"); path != "" {
 		os.Exit(servePingPong(path))
 	}
+	// Re-executed as the middle of BenchmarkRawPingPongRelay.
+	if path := os.Getenv("OCIAPP_TEST_RELAY_SOCKET"); path != "" {
+		os.Exit(relayPingPong(path, os.Getenv("OCIAPP_TEST_RELAY_TO")))
+	}
 	// Re-executed as the echo server of BenchmarkRoundTripCrossProcess.
 	if path := os.Getenv("OCIAPP_TEST_ECHO_SOCKET"); path != "" {
 		os.Exit(ociapp.Run(context.Background(), echoHandler(), []string{"serve", "--socket", path}, os.Stdout, os.Stderr))

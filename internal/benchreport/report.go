@@ -200,6 +200,7 @@ func (b *builder) requestPath() {
 	goRow("Raw socket ping-pong, 4-byte messages (the floor), c1", "/ociapp", "RawPingPong", "gobench.protocol", nil)
 	goRow("Raw socket ping-pong between two processes, c1", "/ociapp", "RawPingPongCrossProcess", "gobench.protocol", nil)
 	goRow("Raw socket ping-pong between two processes, client polling, c1", "/ociapp", "RawPingPongCrossProcessPolling", "gobench.protocol", nil)
+	goRow("Raw socket ping-pong through a relay process (the floor through a daemon of its own), c1", "/ociapp", "RawPingPongRelay", "gobench.protocol", nil)
 	goRow("Protocol round trip, Go client to Go SDK server, c1", "/ociapp", "RoundTrip/c1", "gobench.protocol", p50Below(20))
 	goRow("Protocol round trip, pipelined, c64", "/ociapp", "RoundTrip/c64", "gobench.protocol", rpsAbove(100000, false))
 	goRow("Python SDK echo in a container, Go client, c1", "/python", "PythonEcho/c1", "gobench.python", p50Below(60))
