@@ -94,16 +94,29 @@ func BenchmarkRawPingPongCrossProcess(b *testing.B) {
 // BenchmarkRawPingPongRelay is the floor for a request that passes
 // through a process between caller and server, as one through a daemon
 // in a process of its own does: the 4-byte ping-pong with a relay process
-// in the middle, each end reading as it would block. Four hops where the
-// cross-process ping-pong has two, and each may wake a sleeping process.
+// in the middle, each end reading as it would block, and the same with the
+// client polling. Four hops where the cross-process ping-pong has two, and
+// each may wake a sleeping process.
 func BenchmarkRawPingPongRelay(b *testing.B) {
-	echoPath := filepath.Join(b.TempDir(), "echo.sock")
-	echo := startHelper(b, "OCIAPP_TEST_PINGPONG_SOCKET="+echoPath)
-	waitForSocket(b, echoPath)
-	relayPath := filepath.Join(b.TempDir(), "relay.sock")
-	relay := startHelper(b, "OCIAPP_TEST_RELAY_SOCKET="+relayPath, "OCIAPP_TEST_RELAY_TO="+echoPath)
-	conn := dialRetry(b, relayPath)
-	benchtest.RunConcurrent(b, 1, pingPong(conn), cpustat.Proc(relay), cpustat.Proc(echo))
+	for _, polling := range []bool{false, true} {
+		name := "blocking"
+		if polling {
+			name = "client-polling"
+		}
+		b.Run(name, func(b *testing.B) {
+			echoPath := filepath.Join(b.TempDir(), "echo.sock")
+			echo := startHelper(b, "OCIAPP_TEST_PINGPONG_SOCKET="+echoPath)
+			waitForSocket(b, echoPath)
+			relayPath := filepath.Join(b.TempDir(), "relay.sock")
+			relay := startHelper(b, "OCIAPP_TEST_RELAY_SOCKET="+relayPath, "OCIAPP_TEST_RELAY_TO="+echoPath)
+			conn := dialRetry(b, relayPath)
+			roundTrip := pingPong(conn)
+			if polling {
+				roundTrip = pollingPingPong(b, conn)
+			}
+			benchtest.RunConcurrent(b, 1, roundTrip, cpustat.Proc(relay), cpustat.Proc(echo))
+		})
+	}
 }
 
 // BenchmarkRawPingPongCrossProcessPolling is the same ping-pong with the
@@ -112,12 +125,18 @@ func BenchmarkRawPingPongRelay(b *testing.B) {
 // polling client.
 func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
 	conn, echo := startPingPongProcess(b)
+	benchtest.RunConcurrent(b, 1, pollingPingPong(b, conn), cpustat.Proc(echo))
+}
+
+// pollingPingPong returns one 4-byte round trip on conn that reads the
+// reply with non-blocking reads until it is all there.
+func pollingPingPong(b *testing.B, conn net.Conn) func() error {
 	raw, err := conn.(*net.UnixConn).SyscallConn()
 	if err != nil {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 4)
-	benchtest.RunConcurrent(b, 1, func() error {
+	return func() error {
 		if _, err := conn.Write(buf); err != nil {
 			return err
 		}
@@ -140,7 +159,7 @@ func BenchmarkRawPingPongCrossProcessPolling(b *testing.B) {
 			got += max(n, 0)
 		}
 		return nil
-	}, cpustat.Proc(echo))
+	}
 }
 
 // BenchmarkRoundTripCrossProcess is the protocol round trip at c1 with the
