@@ -11,8 +11,8 @@ import (
 // sideHash computes a sha256 on a goroutine of its own. scanTar hashes
 // every byte of a file twice, once for the whole file and once for the
 // blob it belongs to; with the file's hash on the side the two run on two
-// processors, and a first open of a 60 MB artifact takes about half as
-// long. Write copies what it is given, so the caller may reuse its buffer.
+// processors. Write copies what it is given, so the caller may reuse its
+// buffer.
 type sideHash struct {
 	cur  []byte      // filling; sent when full
 	full chan []byte // to the hashing goroutine
@@ -22,13 +22,17 @@ type sideHash struct {
 	stop sync.Once
 }
 
-// sideHashChunk is how much Write gathers before it hands the bytes over:
-// large enough that a hand-over costs nothing beside hashing the chunk.
-const sideHashChunk = 256 << 10
-
-// sideHashBuffers is how many chunks are in flight: the reader can run
-// that far ahead of the hashing before it waits.
-const sideHashBuffers = 4
+// sideHashChunk is how much Write gathers before it hands the bytes over,
+// and sideHashBuffers how many chunks there are: the reader can run that
+// far ahead of the hashing before it waits. Half a megabyte in all stays
+// in a processor's cache, so the copy and the hash read it from there:
+// with 256 KiB chunks (1 MiB in all) BenchmarkOpen's deferred-layer open
+// took 21.8 ms, with these 16.1 ms, against 24.4 ms hashing both in turn
+// (2-core AMD EPYC).
+const (
+	sideHashChunk   = 64 << 10
+	sideHashBuffers = 8
+)
 
 func newSideHash() *sideHash {
 	s := &sideHash{
