@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,6 +106,8 @@ type childConfig struct {
 // runChild runs a daemon until SIGTERM: the process that tests run in
 // another network namespace, or kill.
 func runChild() int {
+	// As ociapp-runtime serve runs a daemon.
+	goruntime.GOMAXPROCS(daemon.Procs(goruntime.GOMAXPROCS(0)))
 	var cfg childConfig
 	if err := json.Unmarshal([]byte(os.Getenv(childEnv)), &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 
@@ -35,6 +36,10 @@ flight finish (--drain-timeout) and stops its containers. Uploaded artifacts
 stay in the state directory; a daemon started again on it keeps them and
 removes the containers a crashed daemon left behind.
 
+Its own Go code runs on a quarter of the processors, at least one, as set
+by GOMAXPROCS when that environment variable is set: its containers need
+the rest (docs/daemon.md, Overhead).
+
 Exit status: 0 after a clean shutdown, 1 when the daemon failed, 2 for bad
 usage, 5 when the container engine cannot be reached.
 
@@ -56,6 +61,9 @@ type serveConfig struct {
 	engine           engineFlags
 	logLevel         slog.Level
 	stopOnStdinClose bool
+	// procs is the GOMAXPROCS to set (daemon.Procs), 0 to leave it: the
+	// GOMAXPROCS environment variable sets it.
+	procs int
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -68,6 +76,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintln(stderr, "ociapp-runtime serve:", err)
 		}
 		return exitUsage
+	}
+	if cfg.procs > 0 {
+		goruntime.GOMAXPROCS(cfg.procs)
 	}
 	if cfg.stopOnStdinClose {
 		var cancel context.CancelFunc
@@ -157,6 +168,9 @@ func parseServeArgs(args []string, usageOut io.Writer, getenv func(string) strin
 
 	if err := cfg.engine.check(); err != nil {
 		return cfg, err
+	}
+	if getenv("GOMAXPROCS") == "" {
+		cfg.procs = daemon.Procs(goruntime.GOMAXPROCS(0))
 	}
 	mode, err := strconv.ParseUint(*socketMode, 8, 32)
 	if err != nil || mode == 0 || mode > 0o777 {

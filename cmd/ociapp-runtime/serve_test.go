@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -57,6 +58,16 @@ func TestParseServeArgs(t *testing.T) {
 					t.Fatalf("%+v", d)
 				}
 			}},
+		{name: "processors", check: func(t *testing.T, c serveConfig) {
+			if want := daemon.Procs(goruntime.GOMAXPROCS(0)); c.procs != want {
+				t.Fatalf("procs %d, want %d", c.procs, want)
+			}
+		}},
+		{name: "processors from GOMAXPROCS", env: map[string]string{"GOMAXPROCS": "3"}, check: func(t *testing.T, c serveConfig) {
+			if c.procs != 0 {
+				t.Fatalf("procs %d, want 0: the variable's value stands", c.procs)
+			}
+		}},
 		{name: "body memory below a request", args: []string{"--max-body-memory", "1m"}, wantErr: "--max-body-memory"},
 		{name: "quota below an artifact", args: []string{"--store-quota", "1g"}, wantErr: "--store-quota"},
 		{name: "zero upload ttl", args: []string{"--upload-ttl", "0s"}, wantErr: "--upload-ttl"},
