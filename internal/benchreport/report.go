@@ -284,8 +284,25 @@ func (b *builder) benchRows(cmdKey string, match func(goBench) bool) []pathRow {
 func (b *builder) goBenchRow(measure string, gb goBench, cmdKey string) pathRow {
 	m := gb.Metrics
 	row := b.figuresRow(measure, cmdKey, m["p50-µs"], m["p99-µs"], m["req/s"])
-	if cpu, ok := m["cpu-µs"]; ok {
-		row.CPU = fmtUS(cpu)
+	cpu, ok := m["cpu-µs"]
+	if !ok {
+		return row
+	}
+	row.CPU = fmtUS(cpu)
+	if ctr, ok := m["ctr-cpu-µs"]; ok {
+		// The benchmark's process, a daemon's own process when it has
+		// one, and the containers.
+		parts := []float64{cpu}
+		if d, ok := m["daemon-cpu-µs"]; ok {
+			parts = append(parts, d)
+		}
+		parts = append(parts, ctr)
+		total, terms := 0.0, make([]string, len(parts))
+		for i, v := range parts {
+			total += v
+			terms[i] = trimFloat(round3(v))
+		}
+		row.CPU = fmt.Sprintf("%s (%s)", fmtUS(total), strings.Join(terms, " + "))
 	}
 	return row
 }
