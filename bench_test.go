@@ -308,41 +308,30 @@ func waitForSocket(b *testing.B, path string) {
 // relayPingPong passes 4-byte messages from one connection at path to
 // upstream and the answers back, then returns the process's exit status.
 func relayPingPong(path, upstream string) int {
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return 1
-	}
-	defer ln.Close()
-	conn, err := ln.Accept()
-	if err != nil {
-		return 1
-	}
-	defer conn.Close()
 	up, err := net.Dial("unix", upstream)
 	if err != nil {
 		return 1
 	}
 	defer up.Close()
-	buf := make([]byte, 4)
-	for {
-		if _, err := io.ReadFull(conn, buf); err != nil {
-			return 0
-		}
+	return serveOneConn(path, func(buf []byte) error {
 		if _, err := up.Write(buf); err != nil {
-			return 1
+			return err
 		}
-		if _, err := io.ReadFull(up, buf); err != nil {
-			return 1
-		}
-		if _, err := conn.Write(buf); err != nil {
-			return 0
-		}
-	}
+		_, err := io.ReadFull(up, buf)
+		return err
+	})
 }
 
 // servePingPong echoes 4-byte messages on one connection at path, then
 // returns the process's exit status.
 func servePingPong(path string) int {
+	return serveOneConn(path, func([]byte) error { return nil })
+}
+
+// serveOneConn answers the 4-byte messages of one connection at path with
+// what answer leaves in their place, then returns the process's exit
+// status: 0 when the connection ended, 1 when answer failed.
+func serveOneConn(path string, answer func(buf []byte) error) int {
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return 1
@@ -357,6 +346,9 @@ func servePingPong(path string) int {
 	for {
 		if _, err := io.ReadFull(conn, buf); err != nil {
 			return 0
+		}
+		if err := answer(buf); err != nil {
+			return 1
 		}
 		if _, err := conn.Write(buf); err != nil {
 			return 0
