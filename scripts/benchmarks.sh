@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measures OCIApp and regenerates docs/benchmarks.md and
 # docs/img/latency-vs-concurrency.svg from the results. Run it by hand on a
-# quiet machine (it is not part of CI); a full run takes about 9 minutes on
-# 2 CPUs. See docs/benchmarks.md (Method).
+# quiet machine (it is not part of CI); a full run takes about 13 minutes
+# on 2 CPUs. See docs/benchmarks.md (Method).
 #
 # Usage: scripts/benchmarks.sh [--quick] [--keep] [--output DIR]
 #
@@ -57,6 +57,7 @@ load_reps=3
 gobench_time=2s
 gobench_count=3
 cpubound_n=400x
+pyclient_requests=5000
 if [ "$quick" = yes ]; then
 	output=${output:-${TMPDIR:-/tmp}/ociapp-bench-quick}
 	concurrencies="1 8 64"
@@ -67,6 +68,7 @@ if [ "$quick" = yes ]; then
 	gobench_time=200ms
 	gobench_count=1
 	cpubound_n=40x
+	pyclient_requests=500
 fi
 output=${output:-docs}
 
@@ -332,6 +334,12 @@ for app in go python; do
 	measure "cold.$app" "$results/cold/$app.json" \
 		ociapp-runtime bench "$artifact" --payload "$payload" -n 0 --cold "$cold" --json
 done
+
+say "the Python client through a daemon"
+# Its own figures only: the report sets them beside this run's Warm
+# Execute and cold starts of the same artifact.
+measure pyclient "$results/pyclient.json" \
+	bash scripts/bench-python-client.sh --client-only --runtime "$work/bin/ociapp-runtime" --artifact "$py_artifact" "$pyclient_requests"
 
 printf 'run_minutes\t%d\n' $(((SECONDS - start_seconds + 30) / 60)) >>"$results/settings.tsv"
 printf 'load_end\t%s\n' "$(cut -d ' ' -f 1-3 /proc/loadavg)" >>"$results/settings.tsv"

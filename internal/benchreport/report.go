@@ -31,6 +31,7 @@ type report struct {
 	Path     []pathRow
 	Remote   []pathRow
 	CPUBound []pathRow
+	Hosts    []startRow // the host clients against the in-process runtime
 	Start    []startRow
 	Curves   []curve
 	GoBench  []benchRow
@@ -95,6 +96,7 @@ func buildReport(res *results, plot string) report {
 	b.rep.Plot = plot
 	b.rep.BusyPoll = fmtUS(float64(protocol.DefaultBusyPoll.Microseconds()))
 	b.requestPath()
+	b.hostClients()
 	b.startTable()
 	b.curves()
 	for _, gb := range res.GoBench {
@@ -427,6 +429,101 @@ func (b *builder) startTable() {
 			Cmd:     b.cmd("build." + a.Key + ".cold"),
 		})
 	}
+}
+
+// hostClients compares the clients of a daemon with the runtime in
+// process, from the same run: the Python client (pyclient.json) with the
+// Go runtime's own Warm Execute and cold start of the Python echo, and
+// the Go remote executor with BenchmarkRemoteOverhead's in-process rows.
+func (b *builder) hostClients() {
+	py := b.res.PyClient
+	c1, c64 := b.warmAt("python", 1), b.warmAt("python", 64)
+	switch {
+	case py == nil:
+		b.rep.Missing = append(b.rep.Missing, "the Python client through a daemon (scripts/bench-python-client.sh)")
+	case c1 == nil || c64 == nil:
+		b.rep.Missing = append(b.rep.Missing, "the Python client's comparison: Warm Execute of the Python echo at c1 and c64")
+	default:
+		row := startRow{
+			Measure: "Python client → daemon → Python echo, c1",
+			Figure:  "p50 " + fmtUS(py.C1.P50US),
+			Detail: fmt.Sprintf("Go runtime in process %s (%s); client CPU %s per request",
+				fmtUS(c1.P50), signedUS(py.C1.P50US-c1.P50), fmtUS(py.C1.ClientCPUPerRq)),
+			Cmd: b.cmd("pyclient"),
+		}
+		t := &target{desc: "p50 ≤ in process + 40 µs", below: true, bound: c1.P50 + 40 + 1e-9}
+		row.Target, row.Met = t.check(py.C1.P50US)
+		b.rep.Hosts = append(b.rep.Hosts, row)
+		row = startRow{
+			Measure: "Python client → daemon → Python echo, 64 asyncio tasks",
+			Figure:  thousands(py.C64.RPS) + " req/s",
+			Detail: fmt.Sprintf("Go runtime in process at c64 %s req/s (%.0f%%); client CPU %s per request",
+				thousands(c64.RPS), 100*py.C64.RPS/c64.RPS, fmtUS(py.C64.ClientCPUPerRq)),
+			Cmd: b.cmd("pyclient"),
+		}
+		t = &target{desc: "≥ 50% of in process", bound: c64.RPS / 2}
+		row.Target, row.Met = t.check(py.C64.RPS)
+		b.rep.Hosts = append(b.rep.Hosts, row)
+	}
+	if cold, ok := b.res.Cold["python"]; py != nil && ok && cold.ColdStart != nil {
+		for _, f := range []struct {
+			measure      string
+			start, first float64
+		}{
+			{"Fresh Python `Runtime()`, new state directory: first execute", py.FreshStartMS, py.FreshFirstMS},
+			{"Fresh Python `Runtime()` on the state the first left: first execute", py.FreshAgainStartMS, py.FreshAgainFirstMS},
+		} {
+			row := startRow{
+				Measure: f.measure,
+				Figure:  fmtMS(f.first),
+				Detail: fmt.Sprintf("after %s starting the daemon; in-process cold start p50 %s (%s)",
+					fmtMS(f.start), fmtMS(cold.ColdStart.P50MS), signedUS((f.first-cold.ColdStart.P50MS)*1e3)),
+				Cmd: b.cmd("pyclient"),
+			}
+			t := &target{desc: "≤ cold start + 100 ms", below: true, bound: cold.ColdStart.P50MS + 100 + 1e-9}
+			row.Target, row.Met = t.check(f.first)
+			b.rep.Hosts = append(b.rep.Hosts, row)
+		}
+	}
+	for _, d := range []struct{ name, words string }{
+		{"daemon", "Go remote executor → daemon (in the benchmark's process)"},
+		{"daemon-process", "Go remote executor → daemon in a process of its own"},
+	} {
+		in1, in64 := findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c1"), findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c64")
+		r1, r64 := findGoBench(b.res, "/daemon", "RemoteOverhead/"+d.name+"/c1"), findGoBench(b.res, "/daemon", "RemoteOverhead/"+d.name+"/c64")
+		if in1 == nil || in64 == nil || r1 == nil || r64 == nil {
+			b.rep.Missing = append(b.rep.Missing, d.words+" (BenchmarkRemoteOverhead)")
+			continue
+		}
+		p50, inP50 := r1.Metrics["p50-µs"], in1.Metrics["p50-µs"]
+		row := startRow{
+			Measure: d.words + ", c1",
+			Figure:  "p50 " + fmtUS(p50),
+			Detail:  fmt.Sprintf("in process %s (%s)", fmtUS(inP50), signedUS(p50-inP50)),
+			Cmd:     b.cmd("gobench.remote"),
+		}
+		t := &target{desc: "p50 ≤ in process + 25 µs", below: true, bound: inP50 + 25 + 1e-9}
+		row.Target, row.Met = t.check(p50)
+		b.rep.Hosts = append(b.rep.Hosts, row)
+		rps, inRPS := r64.Metrics["req/s"], in64.Metrics["req/s"]
+		row = startRow{
+			Measure: d.words + ", c64",
+			Figure:  thousands(rps) + " req/s",
+			Detail:  fmt.Sprintf("in process %s req/s (%.0f%%)", thousands(inRPS), 100*rps/inRPS),
+			Cmd:     b.cmd("gobench.remote"),
+		}
+		t = &target{desc: "≥ 60% of in process", bound: 0.6 * inRPS}
+		row.Target, row.Met = t.check(rps)
+		b.rep.Hosts = append(b.rep.Hosts, row)
+	}
+}
+
+// signedUS formats a difference of microseconds with its sign.
+func signedUS(v float64) string {
+	if v < 0 {
+		return "−" + fmtUS(-v)
+	}
+	return "+" + fmtUS(v)
 }
 
 // loadRow adds the row of an app's artifact loads: the median total, its

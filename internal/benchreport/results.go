@@ -28,6 +28,9 @@ import (
 //	cold/APP.json                ociapp-runtime bench -n 0 --cold N --json
 //	load/APP-first-R.json        bench -n 0 --json after removing the image
 //	load/APP-present-R.json      bench -n 0 --json with the image present
+//	pyclient.json                scripts/bench-python-client.sh --client-only:
+//	                             the Python client through a daemon, on the
+//	                             Python echo
 //
 // APP is "go" or "python".
 
@@ -41,6 +44,28 @@ type results struct {
 	Warm     map[string][]warmPoint // by app, ascending concurrency
 	Cold     map[string]benchJSON
 	Load     map[string]loadRuns
+	PyClient *pyClientJSON // nil: not measured
+}
+
+// pyClientJSON is clients/python/bench/bench_runtime.py's output: a fresh
+// Runtime's start and first execute, on a new state directory and again
+// on the state the first left, then warm requests at 1 and 64 tasks.
+type pyClientJSON struct {
+	FreshStartMS      float64      `json:"fresh_runtime_start_ms"`
+	FreshFirstMS      float64      `json:"fresh_runtime_first_execute_ms"`
+	FreshAgainStartMS float64      `json:"fresh_runtime_again_start_ms"`
+	FreshAgainFirstMS float64      `json:"fresh_runtime_again_first_execute_ms"`
+	C1                pyClientWarm `json:"c1"`
+	C64               pyClientWarm `json:"c64"`
+}
+
+type pyClientWarm struct {
+	Tasks          int     `json:"tasks"`
+	Requests       int     `json:"requests"`
+	P50US          float64 `json:"p50_us"`
+	P99US          float64 `json:"p99_us"`
+	RPS            float64 `json:"req_per_s"`
+	ClientCPUPerRq float64 `json:"client_cpu_us_per_req"`
 }
 
 // benchJSON is the part of ociapp-runtime bench --json the report uses.
@@ -181,6 +206,17 @@ func loadResults(dir string) (*results, error) {
 		r.Cold[m[1]] = b
 		return nil
 	}); err != nil {
+		return nil, err
+	}
+
+	var py pyClientJSON
+	switch err := readJSON(filepath.Join(dir, "pyclient.json"), &py); {
+	case err == nil:
+		if py.C1.Requests == 0 || py.C64.Requests == 0 {
+			return nil, errors.New("pyclient.json: no warm requests")
+		}
+		r.PyClient = &py
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
 
