@@ -36,9 +36,9 @@ flight finish (--drain-timeout) and stops its containers. Uploaded artifacts
 stay in the state directory; a daemon started again on it keeps them and
 removes the containers a crashed daemon left behind.
 
-Its own Go code runs on a quarter of the processors, at least one, as set
-by GOMAXPROCS when that environment variable is set: its containers need
-the rest (docs/daemon.md, Overhead).
+Unless the GOMAXPROCS environment variable says otherwise, its own Go code
+runs on a quarter of the processors, at least one: its containers need the
+rest (docs/daemon.md, Overhead).
 
 Exit status: 0 after a clean shutdown, 1 when the daemon failed, 2 for bad
 usage, 5 when the container engine cannot be reached.
