@@ -142,14 +142,11 @@ func DefaultListen() string {
 // Procs is how many processors a process whose main work is a daemon
 // should let its Go code run on (GOMAXPROCS), given the available ones: a
 // quarter, and at least one. A daemon relays requests; its containers do
-// the work and need the processors. With more processors than its work
-// needs, the Go scheduler wakes an idle thread for most goroutines it
-// readies, and on a virtual machine each wake-up costs tens of
-// microseconds: on 2 CPUs, one processor took a daemon in a process of its
-// own from 106-111 µs to 75-89 µs at one request at a time, at the same
-// throughput with 64 (docs/daemon.md, Overhead). Run does not set it:
-// GOMAXPROCS belongs to the program (ociapp-runtime serve applies it
-// unless the GOMAXPROCS environment variable is set).
+// the work and need the processors, and with processors to spare the Go
+// scheduler wakes an idle thread for most goroutines it readies, which
+// costs tens of microseconds on a virtual machine (docs/daemon.md,
+// Overhead). Run does not set it: GOMAXPROCS belongs to the program
+// (ociapp-runtime serve applies it unless GOMAXPROCS is set).
 func Procs(available int) int { return max(1, available/4) }
 
 // Run runs a daemon on eng until ctx ends: it creates a runtime on eng,

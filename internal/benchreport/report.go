@@ -485,11 +485,11 @@ func (b *builder) hostClients() {
 			b.rep.Hosts = append(b.rep.Hosts, row)
 		}
 	}
+	in1, in64 := findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c1"), findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c64")
 	for _, d := range []struct{ name, words string }{
 		{"daemon", "Go remote executor → daemon (in the benchmark's process)"},
 		{"daemon-process", "Go remote executor → daemon in a process of its own"},
 	} {
-		in1, in64 := findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c1"), findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c64")
 		r1, r64 := findGoBench(b.res, "/daemon", "RemoteOverhead/"+d.name+"/c1"), findGoBench(b.res, "/daemon", "RemoteOverhead/"+d.name+"/c64")
 		if in1 == nil || in64 == nil || r1 == nil || r64 == nil {
 			b.rep.Missing = append(b.rep.Missing, d.words+" (BenchmarkRemoteOverhead)")

@@ -60,10 +60,8 @@ type pyClientJSON struct {
 }
 
 type pyClientWarm struct {
-	Tasks          int     `json:"tasks"`
 	Requests       int     `json:"requests"`
 	P50US          float64 `json:"p50_us"`
-	P99US          float64 `json:"p99_us"`
 	RPS            float64 `json:"req_per_s"`
 	ClientCPUPerRq float64 `json:"client_cpu_us_per_req"`
 }
