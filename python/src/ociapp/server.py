@@ -64,6 +64,13 @@ STREAM_TURN = 64
 # through the event loop's queue.
 _EAGER_TASKS = sys.version_info >= (3, 12)
 
+# How early a failure may come and still count as past its request's
+# deadline. A timer set for the deadline (asyncio.timeout_at) can fire a
+# hair before the loop's clock reaches it: uvloop keeps time and timers in
+# whole milliseconds, so the float deadline can exceed the clock at the
+# timer's firing by a rounding error.
+_DEADLINE_SLACK = 0.001
+
 # The loop time at which the current request's time is up; set in the task
 # that runs a request with a deadline, so the handler, and the tasks and
 # threads it starts, see it.
@@ -165,9 +172,10 @@ class _Dispatcher:
 
     def failure(self, request_id: str, exc: Exception, deadline: float | None) -> bytes | None:
         """Returns the error response envelope body of a handler that raised
-        exc; None past the request's deadline (see respond)."""
+        exc; None past the request's deadline (see respond), or within a
+        millisecond of it (_DEADLINE_SLACK)."""
 
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline - _DEADLINE_SLACK:
             return None
         if isinstance(exc, ValidationError):
             return self._validation_error(request_id, exc, ())
