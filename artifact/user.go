@@ -401,10 +401,8 @@ func (a *Artifact) mergedView(ctx context.Context, paths, want []string) (map[st
 			if !interesting[p] {
 				continue
 			}
+			// archive/tar reports the legacy TypeRegA as TypeReg.
 			n := node{typ: hdr.Typeflag, link: hdr.Linkname}
-			if n.typ == tar.TypeRegA {
-				n.typ = tar.TypeReg
-			}
 			if keep[p] && n.typ == tar.TypeReg {
 				if hdr.Size > maxAccountFile {
 					_ = rc.Close()

@@ -231,6 +231,7 @@ func goImage(base v1.Image, name string, binary []byte, entrypoint, arch string,
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = "linux", arch
 	cfg.Created = v1.Time{Time: epoch}
+	//lint:ignore SA1019 a base image's docker_version must not reach the artifact's config
 	cfg.Author, cfg.Container, cfg.DockerVersion = "", "", ""
 	cfg.Config.User = appUser
 	cfg.Config.Entrypoint = []string{"/app/" + name, "serve"}

@@ -116,7 +116,7 @@ func FuzzPayloadToJSON(f *testing.F) {
 	for _, v := range []map[string]any{
 		{}, {"value": "hi"}, {"n": int64(-5), "u": uint64(1 << 63), "f": 1.5, "nan": "x", "b": []byte("bin")},
 		{"l": []any{1, nil, map[string]any{"x": true}}, "s": "<&>\u2028\"\\\n\x01"},
-		{"tiny": 1e-7, "large": 1e21, "neg": -0.0},
+		{"tiny": 1e-7, "large": 1e21, "neg": math.Copysign(0, -1)},
 	} {
 		b, err := protocol.EncodePayload(v)
 		if err != nil {

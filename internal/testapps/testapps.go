@@ -177,7 +177,7 @@ func Build(ctx context.Context, name string, app App, path string) error {
 func Compile(ctx context.Context, pkg string) ([]byte, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(goruntime.GOROOT(), "bin", "go")
+		return nil, fmt.Errorf("compiling %s: %w (put the go command on PATH)", pkg, err)
 	}
 	tmp, err := os.MkdirTemp("", "testapp-")
 	if err != nil {
