@@ -14,12 +14,13 @@ import (
 // processors. Write copies what it is given, so the caller may reuse its
 // buffer.
 type sideHash struct {
-	cur  []byte      // filling; sent when full
-	full chan []byte // to the hashing goroutine
-	free chan []byte // back from it
-	done chan struct{}
-	h    hash.Hash
-	stop sync.Once
+	cur   []byte      // filling; sent when full
+	full  chan []byte // to the hashing goroutine
+	free  chan []byte // back from it
+	spare int         // chunks not yet allocated
+	done  chan struct{}
+	h     hash.Hash
+	stop  sync.Once
 }
 
 // sideHashChunk is how much Write gathers before it hands the bytes over,
@@ -41,10 +42,10 @@ func newSideHash() *sideHash {
 		done: make(chan struct{}),
 		h:    sha256.New(),
 	}
-	for range sideHashBuffers - 1 {
-		s.free <- make([]byte, 0, sideHashChunk)
-	}
+	// Chunks are allocated as the file needs them, so that opening a
+	// small file does not clear half a megabyte.
 	s.cur = make([]byte, 0, sideHashChunk)
+	s.spare = sideHashBuffers - 1
 	go s.run()
 	return s
 }
@@ -65,10 +66,25 @@ func (s *sideHash) Write(p []byte) (int, error) {
 		s.cur, p = s.cur[:len(s.cur)+k], p[k:]
 		if len(s.cur) == cap(s.cur) {
 			s.full <- s.cur
-			s.cur = <-s.free
+			s.cur = s.next()
 		}
 	}
 	return n, nil
+}
+
+// next returns an empty chunk: one the goroutine has hashed, else a new
+// one while fewer than sideHashBuffers exist, else the next it hashes.
+func (s *sideHash) next() []byte {
+	select {
+	case b := <-s.free:
+		return b
+	default:
+	}
+	if s.spare > 0 {
+		s.spare--
+		return make([]byte, 0, sideHashChunk)
+	}
+	return <-s.free
 }
 
 // Sum returns the hash of everything written and ends the goroutine.

@@ -65,3 +65,25 @@ func TestSideHashClose(t *testing.T) {
 	done.Sum()
 	done.Close()
 }
+
+// A small file takes one chunk; a large one at most sideHashBuffers.
+func TestSideHashAllocatesChunksAsNeeded(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		size      int
+		maxChunks int
+	}{
+		{"small", 9 << 10, 1},
+		{"two chunks", sideHashChunk + 1, 2},
+		{"large", sideHashChunk * sideHashBuffers * 4, sideHashBuffers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSideHash()
+			defer s.Close()
+			s.Write(make([]byte, tc.size))
+			if got := sideHashBuffers - s.spare; got > tc.maxChunks {
+				t.Errorf("%d bytes took %d chunks, want at most %d", tc.size, got, tc.maxChunks)
+			}
+		})
+	}
+}
