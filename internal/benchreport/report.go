@@ -169,6 +169,12 @@ func p50Below(us float64) *target {
 	return &target{desc: "p50 < " + tickUS(us), below: true, bound: us}
 }
 
+// atMost is a target met by a value no greater than bound.
+func atMost(desc string, bound float64) *target {
+	// check's "below" is strict; the margin lets bound itself pass.
+	return &target{desc: desc, below: true, bound: bound + 1e-9}
+}
+
 func rpsAbove(rps float64, orEqual bool) *target {
 	op := ">"
 	if orEqual {
@@ -218,7 +224,7 @@ func (b *builder) requestPath() {
 	// c64, both from the same run.
 	var goTargets [2]*target
 	if b.crossP50 > 0 {
-		goTargets[0] = &target{desc: "p50 ≤ ×1.5 two-process floor", below: true, bound: 1.5*b.crossP50 + 1e-9}
+		goTargets[0] = atMost("p50 ≤ ×1.5 two-process floor", 1.5*b.crossP50)
 	}
 	if py := b.warmAt("python", 64); py != nil {
 		goTargets[1] = &target{desc: "≥ Python echo c64 req/s", bound: py.RPS}
@@ -451,9 +457,7 @@ func (b *builder) hostClients() {
 				fmtUS(c1.P50), signedUS(py.C1.P50US-c1.P50), fmtUS(py.C1.ClientCPUPerRq)),
 			Cmd: b.cmd("pyclient"),
 		}
-		t := &target{desc: "p50 ≤ in process + 40 µs", below: true, bound: c1.P50 + 40 + 1e-9}
-		row.Target, row.Met = t.check(py.C1.P50US)
-		b.rep.Hosts = append(b.rep.Hosts, row)
+		b.hostRow(row, atMost("p50 ≤ in process + 40 µs", c1.P50+40), py.C1.P50US)
 		row = startRow{
 			Measure: "Python client → daemon → Python echo, 64 asyncio tasks",
 			Figure:  thousands(py.C64.RPS) + " req/s",
@@ -461,9 +465,7 @@ func (b *builder) hostClients() {
 				thousands(c64.RPS), 100*py.C64.RPS/c64.RPS, fmtUS(py.C64.ClientCPUPerRq)),
 			Cmd: b.cmd("pyclient"),
 		}
-		t = &target{desc: "≥ 50% of in process", bound: c64.RPS / 2}
-		row.Target, row.Met = t.check(py.C64.RPS)
-		b.rep.Hosts = append(b.rep.Hosts, row)
+		b.hostRow(row, &target{desc: "≥ 50% of in process", bound: c64.RPS / 2}, py.C64.RPS)
 	}
 	if cold, ok := b.res.Cold["python"]; py != nil && ok && cold.ColdStart != nil {
 		for _, f := range []struct {
@@ -480,9 +482,7 @@ func (b *builder) hostClients() {
 					fmtMS(f.start), fmtMS(cold.ColdStart.P50MS), signedUS((f.first-cold.ColdStart.P50MS)*1e3)),
 				Cmd: b.cmd("pyclient"),
 			}
-			t := &target{desc: "≤ cold start + 100 ms", below: true, bound: cold.ColdStart.P50MS + 100 + 1e-9}
-			row.Target, row.Met = t.check(f.first)
-			b.rep.Hosts = append(b.rep.Hosts, row)
+			b.hostRow(row, atMost("≤ cold start + 100 ms", cold.ColdStart.P50MS+100), f.first)
 		}
 	}
 	in1, in64 := findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c1"), findGoBench(b.res, "/daemon", "RemoteOverhead/in-process/c64")
@@ -502,9 +502,7 @@ func (b *builder) hostClients() {
 			Detail:  fmt.Sprintf("in process %s (%s)", fmtUS(inP50), signedUS(p50-inP50)),
 			Cmd:     b.cmd("gobench.remote"),
 		}
-		t := &target{desc: "p50 ≤ in process + 25 µs", below: true, bound: inP50 + 25 + 1e-9}
-		row.Target, row.Met = t.check(p50)
-		b.rep.Hosts = append(b.rep.Hosts, row)
+		b.hostRow(row, atMost("p50 ≤ in process + 25 µs", inP50+25), p50)
 		rps, inRPS := r64.Metrics["req/s"], in64.Metrics["req/s"]
 		row = startRow{
 			Measure: d.words + ", c64",
@@ -512,10 +510,14 @@ func (b *builder) hostClients() {
 			Detail:  fmt.Sprintf("in process %s req/s (%.0f%%)", thousands(inRPS), 100*rps/inRPS),
 			Cmd:     b.cmd("gobench.remote"),
 		}
-		t = &target{desc: "≥ 60% of in process", bound: 0.6 * inRPS}
-		row.Target, row.Met = t.check(rps)
-		b.rep.Hosts = append(b.rep.Hosts, row)
+		b.hostRow(row, &target{desc: "≥ 60% of in process", bound: 0.6 * inRPS}, rps)
 	}
+}
+
+// hostRow adds row to the host clients' table, checked against t with v.
+func (b *builder) hostRow(row startRow, t *target, v float64) {
+	row.Target, row.Met = t.check(v)
+	b.rep.Hosts = append(b.rep.Hosts, row)
 }
 
 // signedUS formats a difference of microseconds with its sign.
