@@ -279,28 +279,32 @@ func startHelper(b *testing.B, env ...string) int {
 // when its connection ends.
 func dialRetry(b *testing.B, path string) net.Conn {
 	var conn net.Conn
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var err error
-		if conn, err = net.Dial("unix", path); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("nothing listened on %s: %v", path, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	untilListening(b, path, func() (err error) {
+		conn, err = net.Dial("unix", path)
+		return err
+	})
 	b.Cleanup(func() { conn.Close() })
 	return conn
 }
 
 // waitForSocket waits until a helper has created its socket at path.
 func waitForSocket(b *testing.B, path string) {
+	untilListening(b, path, func() error {
+		_, err := os.Stat(path)
+		return err
+	})
+}
+
+// untilListening calls try until it succeeds, every 5 ms for up to 10 s:
+// the time a helper process has to listen on path.
+func untilListening(b *testing.B, path string, try func() error) {
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(path); err == nil {
+		err := try()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("nothing listened on %s", path)
+			b.Fatalf("nothing listened on %s: %v", path, err)
 		}
 	}
 }
